@@ -1,0 +1,17 @@
+//! Veto: a real-time risk-control rule engine for payments.
+//!
+//! # Layout
+//!
+//! Dependencies point one way: `pipeline` → `rules` / `store` / `timer` → `event`.
+//!
+//! | module     | role |
+//! |------------|------|
+//! | [`event`]  | payment event model, wire codecs (protobuf, JSON), validation |
+//! | [`proto`]  | prost types generated from `schemas/veto/v1` |
+
+pub mod event;
+
+pub mod proto {
+    //! Prost types generated from `schemas/veto/v1` (the wire contract).
+    include!(concat!(env!("OUT_DIR"), "/veto.v1.rs"));
+}

@@ -1,0 +1,1 @@
+//! Shared code of the veto-loadgen and veto-bench tools.
