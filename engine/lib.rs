@@ -8,8 +8,12 @@
 //! |------------|------|
 //! | [`event`]  | payment event model, wire codecs (protobuf, JSON), validation |
 //! | [`proto`]  | prost types generated from `schemas/veto/v1` |
+//! | [`synth`]  | synthetic payment workload (demo, load generator, benches) |
+//! | [`telemetry`] | logging, Prometheus recorder, `/metrics` `/healthz` `/readyz` |
 
 pub mod event;
+pub mod synth;
+pub mod telemetry;
 
 pub mod proto {
     //! Prost types generated from `schemas/veto/v1` (the wire contract).
