@@ -7,9 +7,11 @@
 //! | module     | role |
 //! |------------|------|
 //! | [`event`]  | payment event model, wire codecs (protobuf, JSON), validation |
+//! | [`rules`]  | the `.veto` rule language: parser, checker, compiler, evaluator |
 //! | [`proto`]  | prost types generated from `schemas/veto/v1` |
 
 pub mod event;
+pub mod rules;
 
 pub mod proto {
     //! Prost types generated from `schemas/veto/v1` (the wire contract).
