@@ -156,7 +156,7 @@ impl Checker<'_> {
                 Item::List(l) => self.declare_list(l),
                 Item::Feature(f) => {
                     if self.declare_feature(f, feature_decls.len() as u32) {
-                        feature_decls.push(*f);
+                        feature_decls.push(f);
                     }
                 }
                 Item::Rule(r) => {
@@ -883,7 +883,12 @@ impl Checker<'_> {
     }
 
     fn expr(&mut self, e: &Expr, scope: Scope) -> Typed {
-        let typed = match &e.kind {
+        self.typed_expr(e, scope).unwrap_or(Typed::Error)
+    }
+
+    /// `None` after reporting an error.
+    fn typed_expr(&mut self, e: &Expr, scope: Scope) -> Option<Typed> {
+        match &e.kind {
             ExprKind::Lit(Literal::Num(n)) => Some(Typed::Num(NumExpr::Const(*n))),
             ExprKind::Lit(Literal::Str(s)) => Some(Typed::Str(StrExpr::Const(self.intern(s)))),
             ExprKind::Bool(b) => Some(Typed::Bool(Pred::Const(*b))),
@@ -958,9 +963,9 @@ impl Checker<'_> {
             ExprKind::Matches(x, re) => {
                 let t = self.expr(x, scope);
                 let s = self.need_str(x, t, "`matches`");
-                let Literal::Str(pattern) = &re.value else { return Typed::Error };
+                let Literal::Str(pattern) = &re.value else { return None };
                 if let Some(r) = self.regexes.get(pattern) {
-                    return s.map_or(Typed::Error, |s| Typed::Bool(Pred::Matches(s, r.clone())));
+                    return s.map(|s| Typed::Bool(Pred::Matches(s, r.clone())));
                 }
                 let compiled = regex::RegexBuilder::new(pattern).size_limit(REGEX_SIZE_LIMIT).build();
                 match compiled {
@@ -980,22 +985,21 @@ impl Checker<'_> {
             ExprKind::StartsWith(x, prefix) => {
                 let t = self.expr(x, scope);
                 let s = self.need_str(x, t, "`starts_with`");
-                let Literal::Str(p) = &prefix.value else { return Typed::Error };
+                let Literal::Str(p) = &prefix.value else { return None };
                 let p = self.intern(p);
                 s.map(|s| Typed::Bool(Pred::StartsWith(s, p)))
             }
             ExprKind::HasTag(entity, tag) => {
                 if !scope.tags {
                     self.error(e.span, "a `where` filter cannot read tags", Some("tags can be read in rule conditions".into()));
-                    return Typed::Error;
+                    return None;
                 }
                 let field = self.entity_field(entity, "`has tag`");
-                let Literal::Str(t) = &tag.value else { return Typed::Error };
+                let Literal::Str(t) = &tag.value else { return None };
                 let t = self.intern(t);
                 field.map(|f| Typed::Bool(Pred::HasTag(f, t)))
             }
-        };
-        typed.unwrap_or(Typed::Error)
+        }
     }
 
     fn membership(&mut self, x: &Expr, t: Typed, values: Arc<ListValues>, list_desc: &str) -> Option<Typed> {
@@ -1031,8 +1035,8 @@ impl Checker<'_> {
             self.error(span, format!("`{name}` is a list, not a value"), Some(format!("test membership with `<field> in {name}`")));
             return None;
         }
-        let candidates: Vec<&str> = field_names().chain(self.features.keys().map(String::as_str)).collect();
-        let help = did_you_mean(name, candidates);
+        let candidates: Vec<String> = field_names().map(String::from).chain(self.features.keys().cloned()).collect();
+        let help = did_you_mean(name, candidates.iter().map(String::as_str));
         let message = if scope.features { format!("unknown field or feature `{name}`") } else { format!("unknown field `{name}`") };
         self.error(span, message, help);
         None

@@ -122,20 +122,28 @@ pub fn lex(file: u32, text: &str, diags: &mut Vec<Diagnostic>) -> Vec<Token> {
                         b'\n' => break,
                         b'\\' => {
                             let escaped = bytes.get(i + 1).copied();
-                            match escaped {
-                                Some(b'"') => value.push('"'),
-                                Some(b'\\') => value.push('\\'),
-                                Some(b'n') => value.push('\n'),
-                                Some(b't') => value.push('\t'),
-                                _ => {
+                            let known = match escaped {
+                                Some(b'"') => Some('"'),
+                                Some(b'\\') => Some('\\'),
+                                Some(b'n') => Some('\n'),
+                                Some(b't') => Some('\t'),
+                                _ => None,
+                            };
+                            match known {
+                                Some(c) => {
+                                    value.push(c);
+                                    i += 2;
+                                }
+                                None => {
+                                    // Skip only the backslash; what follows is lexed as text.
                                     diags.push(Diagnostic::error(
-                                        Span::new(file, i, (i + 2).min(bytes.len())),
+                                        Span::new(file, i, i + 1),
                                         "unknown escape in string",
                                         Some("use \\\", \\\\, \\n or \\t".into()),
                                     ));
+                                    i += 1;
                                 }
                             }
-                            i += if escaped.is_some() { 2 } else { 1 };
                         }
                         _ => {
                             let ch = text[i..].chars().next().unwrap_or('\u{fffd}');

@@ -785,6 +785,11 @@ impl Parser<'_> {
                     span: span.to(self.prev_span()),
                 })
             }
+            Tok::Ident(word)
+                if RESERVED.contains(&word.as_str()) || ITEM_KEYWORDS.contains(&word.as_str()) =>
+            {
+                self.fail("an expression")
+            }
             Tok::Ident(_) => {
                 let name = self.ident("a field, feature or value")?;
                 if self.eat(&Tok::LParen) {
