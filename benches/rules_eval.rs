@@ -26,7 +26,10 @@ fn payments() -> RuleSet {
     let report = load(&[dir]);
     match report.ruleset {
         Some(r) => r,
-        None => panic!("rules/payments.veto does not compile:\n{}", report.render_human(false)),
+        None => panic!(
+            "rules/payments.veto does not compile:\n{}",
+            report.render_human(false)
+        ),
     }
 }
 

@@ -3,7 +3,9 @@
 use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
-use veto::rules::ast::{ArithOp, CmpOp, Expr, ExprKind, Ident, Item, Literal, RuleBody, Span, SpannedLiteral};
+use veto::rules::ast::{
+    ArithOp, CmpOp, Expr, ExprKind, Ident, Item, Literal, RuleBody, Span, SpannedLiteral,
+};
 use veto::rules::{compile_source, diagnostic::Diagnostic, load, parser, Severity};
 
 fn corpus() -> Vec<PathBuf> {
@@ -32,10 +34,16 @@ fn every_broken_file_is_rejected_with_a_located_diagnostic() {
         for d in &errors {
             assert!(!d.message.is_empty(), "{name}: empty message");
             let unreadable = d.message.starts_with("cannot read");
-            assert!(unreadable || (d.line >= 1 && d.col >= 1), "{name}: unlocated {d:?}");
+            assert!(
+                unreadable || (d.line >= 1 && d.col >= 1),
+                "{name}: unlocated {d:?}"
+            );
         }
         let human = report.render_human(false);
-        assert!(human.contains(&errors[0].message), "{name}: rendering lacks the message:\n{human}");
+        assert!(
+            human.contains(&errors[0].message),
+            "{name}: rendering lacks the message:\n{human}"
+        );
         let json: serde_json::Value = match serde_json::from_str(&report.render_json()) {
             Ok(v) => v,
             Err(e) => panic!("{name}: bad json: {e}"),
@@ -46,10 +54,17 @@ fn every_broken_file_is_rejected_with_a_located_diagnostic() {
 
 #[test]
 fn human_rendering_shows_location_and_caret() {
-    let report = compile_source("t.veto", "rule r when crad_id == \"x\" then block\n", Path::new("."));
+    let report = compile_source(
+        "t.veto",
+        "rule r when crad_id == \"x\" then block\n",
+        Path::new("."),
+    );
     let text = report.render_human(false);
     assert!(text.contains("t.veto:1:13"), "{text}");
-    assert!(text.contains("unknown field or feature `crad_id`"), "{text}");
+    assert!(
+        text.contains("unknown field or feature `crad_id`"),
+        "{text}"
+    );
     assert!(text.contains("did you mean `card_id`?"), "{text}");
     assert!(text.contains('^') || text.contains('─'), "{text}");
 }
@@ -61,41 +76,83 @@ fn parse_quiet(text: &str) -> (veto::rules::ast::File, Vec<Diagnostic>) {
 }
 
 fn ident(name: &str) -> Ident {
-    Ident { name: name.to_string(), span: Span::default() }
+    Ident {
+        name: name.to_string(),
+        span: Span::default(),
+    }
 }
 
 fn leaf() -> impl Strategy<Value = Expr> {
     let kind = prop_oneof![
         (0u32..100_000).prop_map(|n| ExprKind::Lit(Literal::Num(f64::from(n) / 4.0))),
         "[a-zA-Z0-9 _.\\\\\"-]{0,8}".prop_map(|s| ExprKind::Lit(Literal::Str(s))),
-        prop::sample::select(vec!["amount", "card_id", "type", "f1", "ip"]).prop_map(|n| ExprKind::Name(n.to_string())),
+        prop::sample::select(vec!["amount", "card_id", "type", "f1", "ip"])
+            .prop_map(|n| ExprKind::Name(n.to_string())),
         "[a-z]{1,5}".prop_map(ExprKind::Attr),
         any::<bool>().prop_map(ExprKind::Bool),
     ];
-    kind.prop_map(|kind| Expr { kind, span: Span::default() })
+    kind.prop_map(|kind| Expr {
+        kind,
+        span: Span::default(),
+    })
 }
 
 fn expr() -> impl Strategy<Value = Expr> {
     leaf().prop_recursive(5, 40, 2, |inner| {
-        let b = |k: ExprKind| Expr { kind: k, span: Span::default() };
+        let b = |k: ExprKind| Expr {
+            kind: k,
+            span: Span::default(),
+        };
         prop_oneof![
-            (inner.clone(), inner.clone(), prop::sample::select(vec![CmpOp::Eq, CmpOp::Ne, CmpOp::Lt, CmpOp::Ge]))
-                .prop_map(move |(x, y, op)| b(ExprKind::Cmp(op, Box::new(x), Box::new(y)))),
-            (inner.clone(), inner.clone(), prop::sample::select(vec![ArithOp::Add, ArithOp::Sub, ArithOp::Mul, ArithOp::Div]))
-                .prop_map(move |(x, y, op)| b(ExprKind::Arith(op, Box::new(x), Box::new(y)))),
-            (inner.clone(), inner.clone()).prop_map(move |(x, y)| b(ExprKind::And(Box::new(x), Box::new(y)))),
-            (inner.clone(), inner.clone()).prop_map(move |(x, y)| b(ExprKind::Or(Box::new(x), Box::new(y)))),
-            inner.clone().prop_map(move |x| b(ExprKind::Not(Box::new(x)))),
-            inner.clone().prop_map(move |x| b(ExprKind::Neg(Box::new(x)))),
-            inner.clone().prop_map(move |x| b(ExprKind::Call(ident("lower"), vec![x]))),
-            inner.clone().prop_map(move |x| b(ExprKind::InList(Box::new(x), ident("some_list")))),
+            (
+                inner.clone(),
+                inner.clone(),
+                prop::sample::select(vec![CmpOp::Eq, CmpOp::Ne, CmpOp::Lt, CmpOp::Ge])
+            )
+                .prop_map(move |(x, y, op)| b(ExprKind::Cmp(
+                    op,
+                    Box::new(x),
+                    Box::new(y)
+                ))),
+            (
+                inner.clone(),
+                inner.clone(),
+                prop::sample::select(vec![ArithOp::Add, ArithOp::Sub, ArithOp::Mul, ArithOp::Div])
+            )
+                .prop_map(move |(x, y, op)| b(ExprKind::Arith(
+                    op,
+                    Box::new(x),
+                    Box::new(y)
+                ))),
+            (inner.clone(), inner.clone())
+                .prop_map(move |(x, y)| b(ExprKind::And(Box::new(x), Box::new(y)))),
+            (inner.clone(), inner.clone())
+                .prop_map(move |(x, y)| b(ExprKind::Or(Box::new(x), Box::new(y)))),
+            inner
+                .clone()
+                .prop_map(move |x| b(ExprKind::Not(Box::new(x)))),
+            inner
+                .clone()
+                .prop_map(move |x| b(ExprKind::Neg(Box::new(x)))),
+            inner
+                .clone()
+                .prop_map(move |x| b(ExprKind::Call(ident("lower"), vec![x]))),
+            inner
+                .clone()
+                .prop_map(move |x| b(ExprKind::InList(Box::new(x), ident("some_list")))),
             inner.clone().prop_map(move |x| b(ExprKind::Matches(
                 Box::new(x),
-                SpannedLiteral { value: Literal::Str("^a.*".into()), span: Span::default() }
+                SpannedLiteral {
+                    value: Literal::Str("^a.*".into()),
+                    span: Span::default()
+                }
             ))),
             inner.prop_map(move |x| b(ExprKind::InLiteral(
                 Box::new(x),
-                vec![SpannedLiteral { value: Literal::Num(-1.5), span: Span::default() }]
+                vec![SpannedLiteral {
+                    value: Literal::Num(-1.5),
+                    span: Span::default()
+                }]
             ))),
         ]
     })

@@ -470,11 +470,9 @@ impl fmt::Display for Item {
                 }
                 writeln!(f)
             }
-            Item::Decide(d) => writeln!(
-                f,
-                "decide {} when score >= {}",
-                d.outcome.name, d.threshold
-            ),
+            Item::Decide(d) => {
+                writeln!(f, "decide {} when score >= {}", d.outcome.name, d.threshold)
+            }
             Item::Test(t) => {
                 writeln!(f, "test {} {{", t.name.value)?;
                 for e in &t.events {

@@ -127,6 +127,20 @@ impl Checker<'_> {
         }
     }
 
+    /// "first defined on line N" (same file) or "first defined at file:N".
+    fn first_defined(&self, first: Span, here: Span) -> String {
+        let line = self.line_of(first);
+        if first.file == here.file {
+            format!("first defined on line {line}")
+        } else {
+            let file = self
+                .sources
+                .get(first.file as usize)
+                .map_or("", |s| s.name.as_str());
+            format!("first defined at {file}:{line}")
+        }
+    }
+
     fn line_of(&self, span: Span) -> usize {
         self.sources
             .get(span.file as usize)
@@ -148,7 +162,11 @@ impl Checker<'_> {
                 Item::Version(v) => {
                     if let Some((_, first)) = &version {
                         let line = self.line_of(*first);
-                        self.error(v.span, "duplicate `version` line", Some(format!("the version is already set on line {line}")));
+                        self.error(
+                            v.span,
+                            "duplicate `version` line",
+                            Some(format!("the version is already set on line {line}")),
+                        );
                     } else if let Literal::Str(s) = &v.value {
                         version = Some((s.clone(), v.span));
                     }
@@ -161,8 +179,12 @@ impl Checker<'_> {
                 }
                 Item::Rule(r) => {
                     if let Some(first) = rule_spans.get(&r.name.name) {
-                        let line = self.line_of(*first);
-                        self.error(r.name.span, format!("duplicate rule `{}`", r.name.name), Some(format!("first defined on line {line}")));
+                        let help = self.first_defined(*first, r.name.span);
+                        self.error(
+                            r.name.span,
+                            format!("duplicate rule `{}`", r.name.name),
+                            Some(help),
+                        );
                     } else {
                         rule_spans.insert(r.name.name.clone(), r.name.span);
                         match r.body {
@@ -195,7 +217,12 @@ impl Checker<'_> {
                             rules.push(rule);
                         }
                     }
-                    RuleBody::Sequence { after, expect, same, within } => {
+                    RuleBody::Sequence {
+                        after,
+                        expect,
+                        same,
+                        within,
+                    } => {
                         if let Some(s) = self.sequence(r, after, expect, same, within) {
                             sequences.push(s);
                         }
@@ -226,11 +253,19 @@ impl Checker<'_> {
 
     fn check_new_name(&mut self, name: &Ident, kind: &str) -> bool {
         if Field::from_name(&name.name).is_some() || name.name == "attrs" {
-            self.error(name.span, format!("{kind} `{}` has the name of an event field", name.name), Some("choose another name".into()));
+            self.error(
+                name.span,
+                format!("{kind} `{}` has the name of an event field", name.name),
+                Some("choose another name".into()),
+            );
             return false;
         }
         if FUNCTIONS.contains(&name.name.as_str()) {
-            self.error(name.span, format!("{kind} `{}` has the name of a function", name.name), Some("choose another name".into()));
+            self.error(
+                name.span,
+                format!("{kind} `{}` has the name of a function", name.name),
+                Some("choose another name".into()),
+            );
             return false;
         }
         true
@@ -238,8 +273,12 @@ impl Checker<'_> {
 
     fn declare_list(&mut self, l: &ListDecl) {
         if let Some(first) = self.lists.get(&l.name.name) {
-            let line = self.line_of(first.span);
-            self.error(l.name.span, format!("duplicate list `{}`", l.name.name), Some(format!("first defined on line {line}")));
+            let help = self.first_defined(first.span, l.name.span);
+            self.error(
+                l.name.span,
+                format!("duplicate list `{}`", l.name.name),
+                Some(help),
+            );
             return;
         }
         if !self.check_new_name(&l.name, "list") {
@@ -269,7 +308,11 @@ impl Checker<'_> {
                             set.insert(Box::from(s.as_str()));
                         }
                         Literal::Num(_) => {
-                            self.error(l.span, "list mixes strings and numbers", Some("a list holds only strings or only numbers".into()));
+                            self.error(
+                                l.span,
+                                "list mixes strings and numbers",
+                                Some("a list holds only strings or only numbers".into()),
+                            );
                             return None;
                         }
                     }
@@ -282,7 +325,11 @@ impl Checker<'_> {
                     match &l.value {
                         Literal::Num(n) => values.push(*n),
                         Literal::Str(_) => {
-                            self.error(l.span, "list mixes strings and numbers", Some("a list holds only strings or only numbers".into()));
+                            self.error(
+                                l.span,
+                                "list mixes strings and numbers",
+                                Some("a list holds only strings or only numbers".into()),
+                            );
                             return None;
                         }
                     }
@@ -296,7 +343,11 @@ impl Checker<'_> {
         let Literal::Str(rel) = &path.value else {
             return None;
         };
-        let base = self.base_dirs.get(path.span.file as usize).cloned().unwrap_or_default();
+        let base = self
+            .base_dirs
+            .get(path.span.file as usize)
+            .cloned()
+            .unwrap_or_default();
         let full = base.join(rel);
         match std::fs::read_to_string(&full) {
             Ok(text) => Some(ListValues::Str(
@@ -308,9 +359,15 @@ impl Checker<'_> {
             )),
             Err(e) => {
                 let (message, help) = if e.kind() == std::io::ErrorKind::NotFound {
-                    (format!("list file `{rel}` not found"), format!("looked for {}", full.display()))
+                    (
+                        format!("list file `{rel}` not found"),
+                        format!("looked for {}", full.display()),
+                    )
                 } else {
-                    (format!("cannot read list file `{rel}`: {e}"), format!("looked for {}", full.display()))
+                    (
+                        format!("cannot read list file `{rel}`: {e}"),
+                        format!("looked for {}", full.display()),
+                    )
                 };
                 self.error(path.span, message, Some(help));
                 None
@@ -320,8 +377,12 @@ impl Checker<'_> {
 
     fn declare_feature(&mut self, f: &FeatureDecl, slot: u32) -> bool {
         if let Some(first) = self.features.get(&f.name.name) {
-            let line = self.line_of(first.span);
-            self.error(f.name.span, format!("duplicate feature `{}`", f.name.name), Some(format!("first defined on line {line}")));
+            let help = self.first_defined(first.span, f.name.span);
+            self.error(
+                f.name.span,
+                format!("duplicate feature `{}`", f.name.name),
+                Some(help),
+            );
             return false;
         }
         if !self.check_new_name(&f.name, "feature") {
@@ -342,7 +403,11 @@ impl Checker<'_> {
     fn field(&mut self, name: &Ident) -> Option<Field> {
         let f = Field::from_name(&name.name);
         if f.is_none() {
-            self.error(name.span, format!("unknown field `{}`", name.name), did_you_mean(&name.name, field_names()));
+            self.error(
+                name.span,
+                format!("unknown field `{}`", name.name),
+                did_you_mean(&name.name, field_names()),
+            );
         }
         f
     }
@@ -351,7 +416,11 @@ impl Checker<'_> {
     fn entity_field(&mut self, name: &Ident, role: &str) -> Option<Field> {
         let f = self.field(name)?;
         if f.is_numeric() {
-            self.error(name.span, format!("{role} needs a string field; `{}` is a number", name.name), None);
+            self.error(
+                name.span,
+                format!("{role} needs a string field; `{}` is a number", name.name),
+                None,
+            );
             return None;
         }
         Some(f)
@@ -360,7 +429,11 @@ impl Checker<'_> {
     fn window(&mut self, d: &Duration, what: &str, max: u64) -> bool {
         if d.ms == 0 || d.ms > max {
             let text = self.text(d.span);
-            self.error(d.span, format!("{what} {text} is outside 1ms..{}", format_duration(max)), None);
+            self.error(
+                d.span,
+                format!("{what} {text} is outside 1ms..{}", format_duration(max)),
+                None,
+            );
             return false;
         }
         true
@@ -369,24 +442,44 @@ impl Checker<'_> {
     fn feature(&mut self, f: &FeatureDecl) -> FeatureDef {
         let agg = Aggregate::from_name(&f.agg.name);
         if agg.is_none() {
-            self.error(f.agg.span, format!("unknown aggregate `{}`", f.agg.name), did_you_mean(&f.agg.name, Aggregate::ALL.into_iter().map(Aggregate::name)));
+            self.error(
+                f.agg.span,
+                format!("unknown aggregate `{}`", f.agg.name),
+                did_you_mean(&f.agg.name, Aggregate::ALL.into_iter().map(Aggregate::name)),
+            );
         }
         let agg = agg.unwrap_or(Aggregate::Count);
         let value = match (&f.arg, agg) {
             (Some(arg), Aggregate::Count) => {
-                self.error(arg.span, "`count()` takes no field", Some("write `count()`".into()));
+                self.error(
+                    arg.span,
+                    "`count()` takes no field",
+                    Some("write `count()`".into()),
+                );
                 None
             }
             (None, Aggregate::Count) => None,
             (None, a) => {
-                self.error(f.agg.span, format!("`{}` needs a field, e.g. `{}(amount)`", a.name(), a.name()), None);
+                self.error(
+                    f.agg.span,
+                    format!("`{}` needs a field, e.g. `{}(amount)`", a.name(), a.name()),
+                    None,
+                );
                 None
             }
             (Some(arg), a) => {
                 let field = self.field(arg);
                 if let Some(field) = field {
                     if a != Aggregate::Distinct && !field.is_numeric() {
-                        self.error(arg.span, format!("`{}` needs a numeric field; `{}` is a string", a.name(), arg.name), Some("only `distinct` and `count` work on string fields".into()));
+                        self.error(
+                            arg.span,
+                            format!(
+                                "`{}` needs a numeric field; `{}` is a string",
+                                a.name(),
+                                arg.name
+                            ),
+                            Some("only `distinct` and `count` work on string fields".into()),
+                        );
                     }
                 }
                 field
@@ -398,7 +491,11 @@ impl Checker<'_> {
         if let Some(every) = &f.every {
             if every.ms == 0 || f.window.ms % every.ms != 0 || every.ms > f.window.ms {
                 let (e, w) = (self.text(every.span), self.text(f.window.span));
-                self.error(every.span, format!("`every {e}` does not divide the window {w}"), Some("pick a resolution that divides the window exactly".into()));
+                self.error(
+                    every.span,
+                    format!("`every {e}` does not divide the window {w}"),
+                    Some("pick a resolution that divides the window exactly".into()),
+                );
             } else {
                 resolution_ms = every.ms;
             }
@@ -417,7 +514,10 @@ impl Checker<'_> {
             by.name(),
             f.window.ms,
             resolution_ms,
-            f.filter.as_ref().map(ToString::to_string).unwrap_or_default()
+            f.filter
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default()
         );
         FeatureDef {
             name: Arc::from(f.name.name.as_str()),
@@ -438,13 +538,21 @@ impl Checker<'_> {
             Typed::Error => None,
             t => {
                 let text = self.text(e.span);
-                self.error(e.span, format!("{what} must be a condition; `{text}` is {}", t.type_name()), Some("compare it, e.g. `amount > 100`".into()));
+                self.error(
+                    e.span,
+                    format!("{what} must be a condition; `{text}` is {}", t.type_name()),
+                    Some("compare it, e.g. `amount > 100`".into()),
+                );
                 None
             }
         }
     }
 
-    fn actions(&mut self, r: &RuleDecl, allow_tags: bool) -> Option<(Outcome, i32, Vec<TagAction>)> {
+    fn actions(
+        &mut self,
+        r: &RuleDecl,
+        allow_tags: bool,
+    ) -> Option<(Outcome, i32, Vec<TagAction>)> {
         let mut outcome: Option<Outcome> = None;
         let mut score: Option<i32> = None;
         let mut tags = Vec::new();
@@ -453,29 +561,55 @@ impl Checker<'_> {
             match a {
                 Action::Outcome(o) => match Outcome::from_name(&o.name) {
                     Some(_) if outcome.is_some() => {
-                        self.error(o.span, format!("rule `{}` has more than one outcome", r.name.name), None);
+                        self.error(
+                            o.span,
+                            format!("rule `{}` has more than one outcome", r.name.name),
+                            None,
+                        );
                         ok = false;
                     }
                     Some(v) => outcome = Some(v),
                     None => {
-                        self.error(o.span, format!("unknown outcome `{}`", o.name), did_you_mean(&o.name, outcome_names()).or(Some("outcomes are allow, review, challenge and block".into())));
+                        self.error(
+                            o.span,
+                            format!("unknown outcome `{}`", o.name),
+                            did_you_mean(&o.name, outcome_names()).or(Some(
+                                "outcomes are allow, review, challenge and block".into(),
+                            )),
+                        );
                         ok = false;
                     }
                 },
                 Action::Score(s, span) => {
                     if score.is_some() {
-                        self.error(*span, format!("rule `{}` has more than one score", r.name.name), None);
+                        self.error(
+                            *span,
+                            format!("rule `{}` has more than one score", r.name.name),
+                            None,
+                        );
                         ok = false;
                     } else if s.abs() > MAX_SCORE {
-                        self.error(*span, format!("score {s} is outside -{MAX_SCORE}..{MAX_SCORE}"), None);
+                        self.error(
+                            *span,
+                            format!("score {s} is outside -{MAX_SCORE}..{MAX_SCORE}"),
+                            None,
+                        );
                         ok = false;
                     } else {
                         score = Some(*s as i32);
                     }
                 }
-                Action::Tag { entity, tag, duration } => {
+                Action::Tag {
+                    entity,
+                    tag,
+                    duration,
+                } => {
                     if !allow_tags {
-                        self.error(entity.span.to(duration.span), "sequence rules cannot set tags", Some("tag from a plain `when` rule instead".into()));
+                        self.error(
+                            entity.span.to(duration.span),
+                            "sequence rules cannot set tags",
+                            Some("tag from a plain `when` rule instead".into()),
+                        );
                         ok = false;
                         continue;
                     }
@@ -508,7 +642,14 @@ impl Checker<'_> {
         if !self.contradiction(r, cond) {
             let folded = pred.clone().fold();
             if matches!(folded, Pred::Const(false)) {
-                self.error(cond.span, format!("rule `{}` can never match: its condition is always false", r.name.name), None);
+                self.error(
+                    cond.span,
+                    format!(
+                        "rule `{}` can never match: its condition is always false",
+                        r.name.name
+                    ),
+                    None,
+                );
             }
         }
         let (outcome, score, tags) = actions?;
@@ -521,7 +662,14 @@ impl Checker<'_> {
         })
     }
 
-    fn sequence(&mut self, r: &RuleDecl, after: &Expr, expect: &Expr, same: &Ident, within: &Duration) -> Option<SequenceDef> {
+    fn sequence(
+        &mut self,
+        r: &RuleDecl,
+        after: &Expr,
+        expect: &Expr,
+        same: &Ident,
+        within: &Duration,
+    ) -> Option<SequenceDef> {
         let scope = Scope {
             features: true,
             tags: true,
@@ -597,16 +745,24 @@ impl Checker<'_> {
                 Literal::Num(c) => {
                     let c = *c;
                     let tighten_lo = |lo: &mut Option<Bound>, b: Bound| {
-                        if lo.is_none_or(|l| b.value > l.value || (b.value == l.value && !b.inclusive)) {
+                        if lo.is_none_or(|l| {
+                            b.value > l.value || (b.value == l.value && !b.inclusive)
+                        }) {
                             *lo = Some(b);
                         }
                     };
                     let tighten_hi = |hi: &mut Option<Bound>, b: Bound| {
-                        if hi.is_none_or(|h| b.value < h.value || (b.value == h.value && !b.inclusive)) {
+                        if hi.is_none_or(|h| {
+                            b.value < h.value || (b.value == h.value && !b.inclusive)
+                        }) {
                             *hi = Some(b);
                         }
                     };
-                    let bound = |inclusive| Bound { value: c, inclusive, atom: i };
+                    let bound = |inclusive| Bound {
+                        value: c,
+                        inclusive,
+                        atom: i,
+                    };
                     match op {
                         CmpOp::Gt => tighten_lo(&mut f.lo, bound(false)),
                         CmpOp::Ge => tighten_lo(&mut f.lo, bound(true)),
@@ -625,11 +781,11 @@ impl Checker<'_> {
                         {
                             Some((lo.atom.min(hi.atom), lo.atom.max(hi.atom)))
                         }
-                        (Some(lo), Some(hi)) if lo.value == hi.value => f
-                            .ne_num
-                            .iter()
-                            .find(|(v, _)| *v == lo.value)
-                            .map(|(_, a)| (*a.min(&lo.atom.max(hi.atom)), *a.max(&lo.atom.max(hi.atom)))),
+                        (Some(lo), Some(hi)) if lo.value == hi.value => {
+                            f.ne_num.iter().find(|(v, _)| *v == lo.value).map(|(_, a)| {
+                                (*a.min(&lo.atom.max(hi.atom)), *a.max(&lo.atom.max(hi.atom)))
+                            })
+                        }
                         _ => None,
                     }
                 }
@@ -638,7 +794,10 @@ impl Checker<'_> {
                         Some((prev, a)) if prev != s.as_str() => Some((a, i)),
                         _ => {
                             f.eq_str = Some((s.as_str(), i));
-                            f.ne_str.iter().find(|(v, _)| *v == s.as_str()).map(|(_, a)| (*a, i))
+                            f.ne_str
+                                .iter()
+                                .find(|(v, _)| *v == s.as_str())
+                                .map(|(_, a)| (*a, i))
                         }
                     },
                     CmpOp::Ne => {
@@ -653,7 +812,14 @@ impl Checker<'_> {
             };
             if let Some((first, second)) = conflict {
                 let (ta, tb) = (self.text(atoms[first].span), self.text(atoms[second].span));
-                self.error(atoms[second].span, format!("rule `{}` can never match: `{ta}` contradicts `{tb}`", r.name.name), None);
+                self.error(
+                    atoms[second].span,
+                    format!(
+                        "rule `{}` can never match: `{ta}` contradicts `{tb}`",
+                        r.name.name
+                    ),
+                    None,
+                );
                 return true;
             }
         }
@@ -665,11 +831,24 @@ impl Checker<'_> {
         for item in items {
             let Item::Decide(d) = item else { continue };
             let Some(outcome) = Outcome::from_name(&d.outcome.name) else {
-                self.error(d.outcome.span, format!("unknown outcome `{}`", d.outcome.name), did_you_mean(&d.outcome.name, outcome_names()).or(Some("outcomes are allow, review, challenge and block".into())));
+                self.error(
+                    d.outcome.span,
+                    format!("unknown outcome `{}`", d.outcome.name),
+                    did_you_mean(&d.outcome.name, outcome_names()).or(Some(
+                        "outcomes are allow, review, challenge and block".into(),
+                    )),
+                );
                 continue;
             };
             if d.threshold.abs() > MAX_THRESHOLD {
-                self.error(d.span, format!("threshold {} is outside -{MAX_THRESHOLD}..{MAX_THRESHOLD}", d.threshold), None);
+                self.error(
+                    d.span,
+                    format!(
+                        "threshold {} is outside -{MAX_THRESHOLD}..{MAX_THRESHOLD}",
+                        d.threshold
+                    ),
+                    None,
+                );
                 continue;
             }
             let threshold = d.threshold as i32;
@@ -688,7 +867,12 @@ impl Checker<'_> {
         out.into_iter().map(|(o, t, _)| (o, t)).collect()
     }
 
-    fn test(&mut self, t: &TestDecl, plain: &AHashSet<String>, sequences: &AHashMap<String, usize>) -> Option<RuleTest> {
+    fn test(
+        &mut self,
+        t: &TestDecl,
+        plain: &AHashSet<String>,
+        sequences: &AHashMap<String, usize>,
+    ) -> Option<RuleTest> {
         let Literal::Str(name) = &t.name.value else {
             return None;
         };
@@ -708,15 +892,41 @@ impl Checker<'_> {
                         self.error(l.span, "`at` needs a duration, e.g. `at: 5s`", None);
                         ok = false;
                     }
-                    ("amount", TestValue::Lit(SpannedLiteral { value: Literal::Num(a), span })) => amount = Some((*a, *span)),
-                    (k, TestValue::Lit(SpannedLiteral { value: Literal::Str(s), .. })) if k.starts_with("attrs.") => {
+                    (
+                        "amount",
+                        TestValue::Lit(SpannedLiteral {
+                            value: Literal::Num(a),
+                            span,
+                        }),
+                    ) => amount = Some((*a, *span)),
+                    (
+                        k,
+                        TestValue::Lit(SpannedLiteral {
+                            value: Literal::Str(s),
+                            ..
+                        }),
+                    ) if k.starts_with("attrs.") => {
                         ev.attrs.insert(k["attrs.".len()..].to_string(), s.clone());
                     }
-                    (k, TestValue::Lit(SpannedLiteral { value: Literal::Str(s), span })) => match Field::from_name(k) {
+                    (
+                        k,
+                        TestValue::Lit(SpannedLiteral {
+                            value: Literal::Str(s),
+                            span,
+                        }),
+                    ) => match Field::from_name(k) {
                         Some(Field::Type) => ev.kind = s.clone(),
                         Some(Field::EventId) => ev.event_id = s.clone(),
                         Some(Field::EventTime) | Some(Field::Amount) => {
-                            self.error(*span, format!("`{k}` needs a number"), Some(if k == "event_time" { "set event times with `at:`".into() } else { "write e.g. `amount: 12.50`".into() }));
+                            self.error(
+                                *span,
+                                format!("`{k}` needs a number"),
+                                Some(if k == "event_time" {
+                                    "set event times with `at:`".into()
+                                } else {
+                                    "write e.g. `amount: 12.50`".into()
+                                }),
+                            );
                             ok = false;
                         }
                         Some(f) => {
@@ -725,7 +935,11 @@ impl Checker<'_> {
                             }
                         }
                         None => {
-                            self.error(key.span, format!("unknown event field `{k}`"), did_you_mean(k, field_names().chain(["at"])));
+                            self.error(
+                                key.span,
+                                format!("unknown event field `{k}`"),
+                                did_you_mean(k, field_names().chain(["at"])),
+                            );
                             ok = false;
                         }
                     },
@@ -735,7 +949,11 @@ impl Checker<'_> {
                             TestValue::Duration(d) => d.span,
                         };
                         if Field::from_name(k).is_none() && !k.starts_with("attrs.") {
-                            self.error(key.span, format!("unknown event field `{k}`"), did_you_mean(k, field_names().chain(["at"])));
+                            self.error(
+                                key.span,
+                                format!("unknown event field `{k}`"),
+                                did_you_mean(k, field_names().chain(["at"])),
+                            );
                         } else {
                             self.error(span, format!("wrong value type for `{k}`"), Some("`amount` takes a number, `at` a duration, other fields a string".into()));
                         }
@@ -748,7 +966,11 @@ impl Checker<'_> {
                 let exp = currency_exponent(ev.currency.as_deref().unwrap_or(""));
                 let minor = a * 10f64.powi(exp as i32);
                 if (minor - minor.round()).abs() > 1e-6 || minor.abs() > 9e15 {
-                    self.error(span, format!("amount {a} has more decimals than its currency allows"), None);
+                    self.error(
+                        span,
+                        format!("amount {a} has more decimals than its currency allows"),
+                        None,
+                    );
                     ok = false;
                 } else {
                     ev.amount_minor = Some(minor.round() as i64);
@@ -757,22 +979,38 @@ impl Checker<'_> {
             events.push(ev);
         }
         if events.is_empty() {
-            self.error(t.name.span, format!("test \"{name}\" has no events"), Some("add `event { type: \"authorization\", ... }`".into()));
+            self.error(
+                t.name.span,
+                format!("test \"{name}\" has no events"),
+                Some("add `event { type: \"authorization\", ... }`".into()),
+            );
             ok = false;
         }
         let mut expect: Option<ExpectedDecision> = None;
         let mut timeouts = Vec::new();
         for x in &t.expects {
             let Some(outcome) = Outcome::from_name(&x.outcome.name) else {
-                self.error(x.outcome.span, format!("unknown outcome `{}`", x.outcome.name), did_you_mean(&x.outcome.name, outcome_names()));
+                self.error(
+                    x.outcome.span,
+                    format!("unknown outcome `{}`", x.outcome.name),
+                    did_you_mean(&x.outcome.name, outcome_names()),
+                );
                 ok = false;
                 continue;
             };
-            let known: Vec<&str> = plain.iter().map(String::as_str).chain(sequences.keys().map(String::as_str)).collect();
+            let known: Vec<&str> = plain
+                .iter()
+                .map(String::as_str)
+                .chain(sequences.keys().map(String::as_str))
+                .collect();
             let mut hits = Vec::new();
             for h in &x.hits {
                 if !plain.contains(&h.name) && !sequences.contains_key(&h.name) {
-                    self.error(h.span, format!("unknown rule `{}`", h.name), did_you_mean(&h.name, known.iter().copied()));
+                    self.error(
+                        h.span,
+                        format!("unknown rule `{}`", h.name),
+                        did_you_mean(&h.name, known.iter().copied()),
+                    );
                     ok = false;
                 }
                 hits.push(h.name.clone());
@@ -780,7 +1018,9 @@ impl Checker<'_> {
             let decision = ExpectedDecision {
                 outcome,
                 hits,
-                score: x.score.map(|s| s.clamp(i32::MIN as i64, i32::MAX as i64) as i32),
+                score: x
+                    .score
+                    .map(|s| s.clamp(i32::MIN as i64, i32::MAX as i64) as i32),
             };
             match &x.timeout_of {
                 Some(rule) => match sequences.get(&rule.name) {
@@ -795,19 +1035,31 @@ impl Checker<'_> {
                         } else {
                             did_you_mean(&rule.name, sequences.keys().map(String::as_str))
                         };
-                        self.error(rule.span, format!("`{}` is not a sequence rule", rule.name), help);
+                        self.error(
+                            rule.span,
+                            format!("`{}` is not a sequence rule", rule.name),
+                            help,
+                        );
                         ok = false;
                     }
                 },
                 None if expect.is_some() => {
-                    self.error(x.span, format!("test \"{name}\" has more than one `expect` for its last event"), None);
+                    self.error(
+                        x.span,
+                        format!("test \"{name}\" has more than one `expect` for its last event"),
+                        None,
+                    );
                     ok = false;
                 }
                 None => expect = Some(decision),
             }
         }
         let Some(expect) = expect else {
-            self.error(t.name.span, format!("test \"{name}\" has no `expect <outcome>` line"), Some("add e.g. `expect review hits card_velocity`".into()));
+            self.error(
+                t.name.span,
+                format!("test \"{name}\" has no `expect <outcome>` line"),
+                Some("add e.g. `expect review hits card_velocity`".into()),
+            );
             return None;
         };
         ok.then(|| RuleTest {
@@ -815,7 +1067,11 @@ impl Checker<'_> {
             events,
             expect,
             timeouts,
-            file: self.sources.get(t.span.file as usize).map(|s| s.name.clone()).unwrap_or_default(),
+            file: self
+                .sources
+                .get(t.span.file as usize)
+                .map(|s| s.name.clone())
+                .unwrap_or_default(),
             line: self.line_of(t.span),
             span: t.span,
         })
@@ -843,7 +1099,15 @@ impl Checker<'_> {
 
     fn mismatch(&mut self, a: &Expr, ta: &Typed, b: &Expr, tb: &Typed) {
         let (xa, xb) = (self.text(a.span), self.text(b.span));
-        self.error(b.span, format!("type mismatch: `{xa}` is {}, `{xb}` is {}", ta.type_name(), tb.type_name()), None);
+        self.error(
+            b.span,
+            format!(
+                "type mismatch: `{xa}` is {}, `{xb}` is {}",
+                ta.type_name(),
+                tb.type_name()
+            ),
+            None,
+        );
     }
 
     fn need_num(&mut self, e: &Expr, t: Typed, what: &str) -> Option<NumExpr> {
@@ -852,7 +1116,11 @@ impl Checker<'_> {
             Typed::Error => None,
             t => {
                 let text = self.text(e.span);
-                self.error(e.span, format!("{what} needs a number; `{text}` is {}", t.type_name()), None);
+                self.error(
+                    e.span,
+                    format!("{what} needs a number; `{text}` is {}", t.type_name()),
+                    None,
+                );
                 None
             }
         }
@@ -864,7 +1132,11 @@ impl Checker<'_> {
             Typed::Error => None,
             t => {
                 let text = self.text(e.span);
-                self.error(e.span, format!("{what} needs a string; `{text}` is {}", t.type_name()), None);
+                self.error(
+                    e.span,
+                    format!("{what} needs a string; `{text}` is {}", t.type_name()),
+                    None,
+                );
                 None
             }
         }
@@ -876,7 +1148,11 @@ impl Checker<'_> {
             Typed::Error => None,
             t => {
                 let text = self.text(e.span);
-                self.error(e.span, format!("{what} needs a condition; `{text}` is {}", t.type_name()), None);
+                self.error(
+                    e.span,
+                    format!("{what} needs a condition; `{text}` is {}", t.type_name()),
+                    None,
+                );
                 None
             }
         }
@@ -897,14 +1173,19 @@ impl Checker<'_> {
             ExprKind::Call(f, args) => self.call(f, args, e.span, scope),
             ExprKind::Neg(inner) => {
                 let t = self.expr(inner, scope);
-                self.need_num(inner, t, "`-`").map(|n| Typed::Num(NumExpr::Neg(Box::new(n))))
+                self.need_num(inner, t, "`-`")
+                    .map(|n| Typed::Num(NumExpr::Neg(Box::new(n))))
             }
             ExprKind::Arith(op, a, b) => {
                 let (ta, tb) = (self.expr(a, scope), self.expr(b, scope));
                 let what = format!("`{}`", op.symbol());
                 let na = self.need_num(a, ta, &what);
                 let nb = self.need_num(b, tb, &what);
-                Some(Typed::Num(NumExpr::Arith(*op, Box::new(na?), Box::new(nb?))))
+                Some(Typed::Num(NumExpr::Arith(
+                    *op,
+                    Box::new(na?),
+                    Box::new(nb?),
+                )))
             }
             ExprKind::Cmp(op, a, b) => {
                 let (ta, tb) = (self.expr(a, scope), self.expr(b, scope));
@@ -915,11 +1196,27 @@ impl Checker<'_> {
                         Some(Typed::Bool(Pred::Str(*op, x, y)))
                     }
                     (Typed::Str(_), Typed::Str(_)) => {
-                        self.error(e.span, format!("`{}` compares numbers; `{}` and `{}` are strings", op.symbol(), self.text(a.span), self.text(b.span)), Some("strings support `==`, `!=`, `in`, `matches` and `starts_with`".into()));
+                        self.error(
+                            e.span,
+                            format!(
+                                "`{}` compares numbers; `{}` and `{}` are strings",
+                                op.symbol(),
+                                self.text(a.span),
+                                self.text(b.span)
+                            ),
+                            Some(
+                                "strings support `==`, `!=`, `in`, `matches` and `starts_with`"
+                                    .into(),
+                            ),
+                        );
                         None
                     }
                     (Typed::Bool(_), _) | (_, Typed::Bool(_)) => {
-                        self.error(e.span, format!("`{}` cannot compare conditions", op.symbol()), Some("combine conditions with `and`, `or`, `not`".into()));
+                        self.error(
+                            e.span,
+                            format!("`{}` cannot compare conditions", op.symbol()),
+                            Some("combine conditions with `and`, `or`, `not`".into()),
+                        );
                         None
                     }
                     (ta, tb) => {
@@ -929,16 +1226,25 @@ impl Checker<'_> {
                 }
             }
             ExprKind::And(a, b) | ExprKind::Or(a, b) => {
-                let what = if matches!(e.kind, ExprKind::And(..)) { "`and`" } else { "`or`" };
+                let what = if matches!(e.kind, ExprKind::And(..)) {
+                    "`and`"
+                } else {
+                    "`or`"
+                };
                 let (ta, tb) = (self.expr(a, scope), self.expr(b, scope));
                 let pa = self.need_bool(a, ta, what);
                 let pb = self.need_bool(b, tb, what);
                 let (pa, pb) = (pa?, pb?);
-                Some(Typed::Bool(if matches!(e.kind, ExprKind::And(..)) { Pred::And(vec![pa, pb]) } else { Pred::Or(vec![pa, pb]) }))
+                Some(Typed::Bool(if matches!(e.kind, ExprKind::And(..)) {
+                    Pred::And(vec![pa, pb])
+                } else {
+                    Pred::Or(vec![pa, pb])
+                }))
             }
             ExprKind::Not(inner) => {
                 let t = self.expr(inner, scope);
-                self.need_bool(inner, t, "`not`").map(|p| Typed::Bool(Pred::Not(Box::new(p))))
+                self.need_bool(inner, t, "`not`")
+                    .map(|p| Typed::Bool(Pred::Not(Box::new(p))))
             }
             ExprKind::InList(x, list) => {
                 let t = self.expr(x, scope);
@@ -948,7 +1254,10 @@ impl Checker<'_> {
                         entry.values.clone()
                     }
                     None => {
-                        let help = did_you_mean(&list.name, self.lists.keys().map(String::as_str).collect::<Vec<_>>());
+                        let help = did_you_mean(
+                            &list.name,
+                            self.lists.keys().map(String::as_str).collect::<Vec<_>>(),
+                        );
                         self.error(list.span, format!("unknown list `{}`", list.name), help);
                         None
                     }
@@ -963,11 +1272,15 @@ impl Checker<'_> {
             ExprKind::Matches(x, re) => {
                 let t = self.expr(x, scope);
                 let s = self.need_str(x, t, "`matches`");
-                let Literal::Str(pattern) = &re.value else { return None };
+                let Literal::Str(pattern) = &re.value else {
+                    return None;
+                };
                 if let Some(r) = self.regexes.get(pattern) {
                     return s.map(|s| Typed::Bool(Pred::Matches(s, r.clone())));
                 }
-                let compiled = regex::RegexBuilder::new(pattern).size_limit(REGEX_SIZE_LIMIT).build();
+                let compiled = regex::RegexBuilder::new(pattern)
+                    .size_limit(REGEX_SIZE_LIMIT)
+                    .build();
                 match compiled {
                     Ok(r) => {
                         let r = Arc::new(r);
@@ -976,7 +1289,14 @@ impl Checker<'_> {
                     }
                     Err(err) => {
                         let detail = err.to_string();
-                        let detail = detail.lines().filter(|l| !l.trim().is_empty()).last().unwrap_or("").trim().trim_start_matches("error: ").to_string();
+                        let detail = detail
+                            .lines()
+                            .rev()
+                            .find(|l| !l.trim().is_empty())
+                            .unwrap_or("")
+                            .trim()
+                            .trim_start_matches("error: ")
+                            .to_string();
                         self.error(re.span, format!("invalid regex: {detail}"), None);
                         None
                     }
@@ -985,24 +1305,38 @@ impl Checker<'_> {
             ExprKind::StartsWith(x, prefix) => {
                 let t = self.expr(x, scope);
                 let s = self.need_str(x, t, "`starts_with`");
-                let Literal::Str(p) = &prefix.value else { return None };
+                let Literal::Str(p) = &prefix.value else {
+                    return None;
+                };
                 let p = self.intern(p);
                 s.map(|s| Typed::Bool(Pred::StartsWith(s, p)))
             }
             ExprKind::HasTag(entity, tag) => {
                 if !scope.tags {
-                    self.error(e.span, "a `where` filter cannot read tags", Some("tags can be read in rule conditions".into()));
+                    self.error(
+                        e.span,
+                        "a `where` filter cannot read tags",
+                        Some("tags can be read in rule conditions".into()),
+                    );
                     return None;
                 }
                 let field = self.entity_field(entity, "`has tag`");
-                let Literal::Str(t) = &tag.value else { return None };
+                let Literal::Str(t) = &tag.value else {
+                    return None;
+                };
                 let t = self.intern(t);
                 field.map(|f| Typed::Bool(Pred::HasTag(f, t)))
             }
         }
     }
 
-    fn membership(&mut self, x: &Expr, t: Typed, values: Arc<ListValues>, list_desc: &str) -> Option<Typed> {
+    fn membership(
+        &mut self,
+        x: &Expr,
+        t: Typed,
+        values: Arc<ListValues>,
+        list_desc: &str,
+    ) -> Option<Typed> {
         match (t, values.as_ref()) {
             (Typed::Error, _) => None,
             (Typed::Str(s), ListValues::Str(_)) => Some(Typed::Bool(Pred::InStr(s, values))),
@@ -1013,7 +1347,14 @@ impl Checker<'_> {
                     ListValues::Num(_) => "numbers",
                 };
                 let text = self.text(x.span);
-                self.error(x.span, format!("type mismatch: `{text}` is {}, {list_desc} holds {held}", t.type_name()), None);
+                self.error(
+                    x.span,
+                    format!(
+                        "type mismatch: `{text}` is {}, {list_desc} holds {held}",
+                        t.type_name()
+                    ),
+                    None,
+                );
                 None
             }
         }
@@ -1021,44 +1362,74 @@ impl Checker<'_> {
 
     fn name(&mut self, name: &str, span: Span, scope: Scope) -> Option<Typed> {
         if let Some(f) = Field::from_name(name) {
-            return Some(if f.is_numeric() { Typed::Num(NumExpr::Field(f)) } else { Typed::Str(StrExpr::Field(f)) });
+            return Some(if f.is_numeric() {
+                Typed::Num(NumExpr::Field(f))
+            } else {
+                Typed::Str(StrExpr::Field(f))
+            });
         }
         if let Some(entry) = self.features.get_mut(name) {
             if !scope.features {
-                self.error(span, format!("a `where` filter cannot read feature `{name}`"), Some("filters see only the event's own fields".into()));
+                self.error(
+                    span,
+                    format!("a `where` filter cannot read feature `{name}`"),
+                    Some("filters see only the event's own fields".into()),
+                );
                 return None;
             }
             entry.used = true;
             return Some(Typed::Num(NumExpr::Feature(entry.slot)));
         }
         if self.lists.contains_key(name) {
-            self.error(span, format!("`{name}` is a list, not a value"), Some(format!("test membership with `<field> in {name}`")));
+            self.error(
+                span,
+                format!("`{name}` is a list, not a value"),
+                Some(format!("test membership with `<field> in {name}`")),
+            );
             return None;
         }
-        let candidates: Vec<String> = field_names().map(String::from).chain(self.features.keys().cloned()).collect();
+        let candidates: Vec<String> = field_names()
+            .map(String::from)
+            .chain(self.features.keys().cloned())
+            .collect();
         let help = did_you_mean(name, candidates.iter().map(String::as_str));
-        let message = if scope.features { format!("unknown field or feature `{name}`") } else { format!("unknown field `{name}`") };
+        let message = if scope.features {
+            format!("unknown field or feature `{name}`")
+        } else {
+            format!("unknown field `{name}`")
+        };
         self.error(span, message, help);
         None
     }
 
     fn call(&mut self, f: &Ident, args: &[Expr], span: Span, scope: Scope) -> Option<Typed> {
         if !FUNCTIONS.contains(&f.name.as_str()) {
-            let help = did_you_mean(&f.name, FUNCTIONS).or(Some("functions are lower(), len() and hour()".into()));
+            let help = did_you_mean(&f.name, FUNCTIONS)
+                .or(Some("functions are lower(), len() and hour()".into()));
             self.error(f.span, format!("unknown function `{}`", f.name), help);
             return None;
         }
         if args.len() != 1 {
-            self.error(span, format!("`{}` takes 1 argument, found {}", f.name, args.len()), None);
+            self.error(
+                span,
+                format!("`{}` takes 1 argument, found {}", f.name, args.len()),
+                None,
+            );
             return None;
         }
         let arg = &args[0];
         let t = self.expr(arg, scope);
         let what = format!("`{}`", f.name);
         match f.name.as_str() {
-            "lower" => self.need_str(arg, t, &what).map(|s| Typed::Str(StrExpr::Lower(Box::new(s)))),
-            "len" => self.need_str(arg, t, &what).map(|s| Typed::Num(NumExpr::Len(Box::new(s)))),
-            _ => self.need_num(arg, t, &what).map(|n| Typed::Num(NumExpr::Hour(Box::new(n)))),
+            "lower" => self
+                .need_str(arg, t, &what)
+                .map(|s| Typed::Str(StrExpr::Lower(Box::new(s)))),
+            "len" => self
+                .need_str(arg, t, &what)
+                .map(|s| Typed::Num(NumExpr::Len(Box::new(s)))),
+            _ => self
+                .need_num(arg, t, &what)
+                .map(|n| Typed::Num(NumExpr::Hour(Box::new(n)))),
         }
     }
 }

@@ -199,7 +199,10 @@ pub fn compile(checked: Checked, content: &[&str]) -> RuleSet {
         match r.cond.required_types() {
             Some(types) => {
                 for t in types {
-                    typed.entry(Box::from(t.as_ref())).or_default().push(i as u32);
+                    typed
+                        .entry(Box::from(t.as_ref()))
+                        .or_default()
+                        .push(i as u32);
                 }
             }
             None => untyped.push(i as u32),
@@ -338,9 +341,7 @@ impl RuleSet {
                         entity: t.entity,
                         value: value.to_string(),
                         tag: t.tag.to_string(),
-                        expires_at_ms: Some(
-                            ev.event_time_ms.saturating_add(t.duration_ms as i64),
-                        ),
+                        expires_at_ms: Some(ev.event_time_ms.saturating_add(t.duration_ms as i64)),
                         remove: false,
                     });
                 }

@@ -95,7 +95,10 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
 
 /// "did you mean `x`?" for the closest candidate within a third of the name's length
 /// (at least 1, at most 3 edits), or when one name is a prefix of the other.
-pub fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
+pub fn did_you_mean<'a>(
+    name: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<String> {
     let limit = (name.chars().count() / 3).clamp(1, 3);
     let mut best: Option<(usize, &str)> = None;
     for c in candidates {
@@ -125,7 +128,7 @@ pub fn render_human(diags: &[Diagnostic], sources: &[SourceFile], color: bool) -
         let len = src.text.len();
         let start = (d.span.start as usize).min(len);
         let end = (d.span.end as usize).clamp(start, len);
-        let name = format!("{}:{}:{}", src.name, d.line, d.col);
+        let name = src.name.clone();
         let mut report = Report::build(kind, (name.clone(), start..end))
             .with_config(
                 Config::default()
@@ -142,8 +145,15 @@ pub fn render_human(diags: &[Diagnostic], sources: &[SourceFile], color: bool) -
             .write((name, Source::from(src.text.as_str())), &mut out);
         if result.is_err() {
             out.extend_from_slice(
-                format!("{}: {}:{}:{}: {}\n", d.severity.name(), src.name, d.line, d.col, d.message)
-                    .as_bytes(),
+                format!(
+                    "{}: {}:{}:{}: {}\n",
+                    d.severity.name(),
+                    src.name,
+                    d.line,
+                    d.col,
+                    d.message
+                )
+                .as_bytes(),
             );
         }
     }
@@ -177,8 +187,14 @@ mod tests {
     #[test]
     fn suggests_close_names() {
         let fields = ["card_id", "user_id", "amount"];
-        assert_eq!(did_you_mean("card", fields), Some("did you mean `card_id`?".into()));
-        assert_eq!(did_you_mean("amout", fields), Some("did you mean `amount`?".into()));
+        assert_eq!(
+            did_you_mean("card", fields),
+            Some("did you mean `card_id`?".into())
+        );
+        assert_eq!(
+            did_you_mean("amout", fields),
+            Some("did you mean `amount`?".into())
+        );
         assert_eq!(did_you_mean("zzz", fields), None);
     }
 

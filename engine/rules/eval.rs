@@ -37,15 +37,6 @@ pub enum ListValues {
     Num(Vec<f64>),
 }
 
-impl ListValues {
-    pub fn len(&self) -> usize {
-        match self {
-            ListValues::Str(s) => s.len(),
-            ListValues::Num(n) => n.len(),
-        }
-    }
-}
-
 /// A numeric expression; `None` means missing.
 #[derive(Debug, Clone)]
 pub enum NumExpr {
@@ -261,11 +252,15 @@ impl Pred {
                 (a, b) => Pred::Str(op, a, b),
             },
             Pred::InStr(e, l) => match e.fold() {
-                StrExpr::Const(c) => Pred::Const(matches!(l.as_ref(), ListValues::Str(s) if s.contains(c.as_ref()))),
+                StrExpr::Const(c) => {
+                    Pred::Const(matches!(l.as_ref(), ListValues::Str(s) if s.contains(c.as_ref())))
+                }
                 e => Pred::InStr(e, l),
             },
             Pred::InNum(e, l) => match e.fold() {
-                NumExpr::Const(c) => Pred::Const(matches!(l.as_ref(), ListValues::Num(v) if v.contains(&c))),
+                NumExpr::Const(c) => {
+                    Pred::Const(matches!(l.as_ref(), ListValues::Num(v) if v.contains(&c)))
+                }
                 e => Pred::InNum(e, l),
             },
             Pred::Matches(e, re) => match e.fold() {
@@ -291,7 +286,8 @@ impl Pred {
                 }
                 Pred::InStr(StrExpr::Field(Field::Type), list) => match list.as_ref() {
                     ListValues::Str(set) => {
-                        let mut v: Vec<Arc<str>> = set.iter().map(|s| Arc::from(s.as_ref())).collect();
+                        let mut v: Vec<Arc<str>> =
+                            set.iter().map(|s| Arc::from(s.as_ref())).collect();
                         v.sort();
                         Some(v)
                     }
@@ -354,8 +350,16 @@ mod tests {
 
     #[test]
     fn missing_operand_makes_comparison_false_and_not_true() {
-        let cmp = Pred::Str(CmpOp::Eq, StrExpr::Field(Field::CardId), StrExpr::Const("c".into()));
-        let ne = Pred::Str(CmpOp::Ne, StrExpr::Field(Field::CardId), StrExpr::Const("c".into()));
+        let cmp = Pred::Str(
+            CmpOp::Eq,
+            StrExpr::Field(Field::CardId),
+            StrExpr::Const("c".into()),
+        );
+        let ne = Pred::Str(
+            CmpOp::Ne,
+            StrExpr::Field(Field::CardId),
+            StrExpr::Const("c".into()),
+        );
         let ctx = Ctx(vec![None]);
         assert!(!cmp.eval(&ev(), &ctx));
         assert!(!ne.eval(&ev(), &ctx));
@@ -368,12 +372,26 @@ mod tests {
     fn arithmetic_hour_len_and_tags() {
         let ctx = Ctx(vec![Some(2.0)]);
         let e = ev();
-        let sum = NumExpr::Arith(ArithOp::Mul, Box::new(NumExpr::Field(Field::Amount)), Box::new(NumExpr::Feature(0)));
+        let sum = NumExpr::Arith(
+            ArithOp::Mul,
+            Box::new(NumExpr::Field(Field::Amount)),
+            Box::new(NumExpr::Feature(0)),
+        );
         assert_eq!(sum.eval(&e, &ctx), Some(25.0));
-        assert_eq!(NumExpr::Hour(Box::new(NumExpr::Field(Field::EventTime))).eval(&e, &ctx), Some(2.0));
-        let div0 = NumExpr::Arith(ArithOp::Div, Box::new(NumExpr::Const(1.0)), Box::new(NumExpr::Const(0.0)));
+        assert_eq!(
+            NumExpr::Hour(Box::new(NumExpr::Field(Field::EventTime))).eval(&e, &ctx),
+            Some(2.0)
+        );
+        let div0 = NumExpr::Arith(
+            ArithOp::Div,
+            Box::new(NumExpr::Const(1.0)),
+            Box::new(NumExpr::Const(0.0)),
+        );
         assert_eq!(div0.eval(&e, &ctx), None);
-        assert_eq!(NumExpr::Len(Box::new(StrExpr::Field(Field::UserId))).eval(&e, &ctx), Some(2.0));
+        assert_eq!(
+            NumExpr::Len(Box::new(StrExpr::Field(Field::UserId))).eval(&e, &ctx),
+            Some(2.0)
+        );
         assert!(Pred::HasTag(Field::UserId, "trusted".into()).eval(&e, &ctx));
         assert!(!Pred::HasTag(Field::CardId, "trusted".into()).eval(&e, &ctx));
     }
@@ -381,11 +399,30 @@ mod tests {
     #[test]
     fn folding_reduces_constants() {
         let p = Pred::And(vec![
-            Pred::Num(CmpOp::Gt, NumExpr::Arith(ArithOp::Add, Box::new(NumExpr::Const(1.0)), Box::new(NumExpr::Const(2.0))), NumExpr::Const(2.0)),
-            Pred::Num(CmpOp::Gt, NumExpr::Field(Field::Amount), NumExpr::Const(2.0)),
+            Pred::Num(
+                CmpOp::Gt,
+                NumExpr::Arith(
+                    ArithOp::Add,
+                    Box::new(NumExpr::Const(1.0)),
+                    Box::new(NumExpr::Const(2.0)),
+                ),
+                NumExpr::Const(2.0),
+            ),
+            Pred::Num(
+                CmpOp::Gt,
+                NumExpr::Field(Field::Amount),
+                NumExpr::Const(2.0),
+            ),
         ]);
-        assert!(matches!(p.fold(), Pred::Num(CmpOp::Gt, NumExpr::Field(Field::Amount), NumExpr::Const(_))));
-        let q = Pred::Not(Box::new(Pred::Str(CmpOp::Eq, StrExpr::Lower(Box::new(StrExpr::Const("AB".into()))), StrExpr::Const("ab".into()))));
+        assert!(matches!(
+            p.fold(),
+            Pred::Num(CmpOp::Gt, NumExpr::Field(Field::Amount), NumExpr::Const(_))
+        ));
+        let q = Pred::Not(Box::new(Pred::Str(
+            CmpOp::Eq,
+            StrExpr::Lower(Box::new(StrExpr::Const("AB".into()))),
+            StrExpr::Const("ab".into()),
+        )));
         assert!(matches!(q.fold(), Pred::Const(false)));
     }
 }

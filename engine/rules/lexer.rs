@@ -196,7 +196,10 @@ pub fn lex(file: u32, text: &str, diags: &mut Vec<Diagnostic>) -> Vec<Token> {
                     if total.fract() != 0.0 || !total.is_finite() || total > 1e18 {
                         diags.push(Diagnostic::error(
                             span(i),
-                            format!("duration `{}` is not a whole number of milliseconds below 10^18", &text[start..i]),
+                            format!(
+                                "duration `{}` is not a whole number of milliseconds below 10^18",
+                                &text[start..i]
+                            ),
                             None,
                         ));
                     } else {
@@ -303,7 +306,15 @@ mod tests {
                 Tok::Eof
             ]
         );
-        assert_eq!(toks("1ms 2s 1.5h"), vec![Tok::Duration(1), Tok::Duration(2000), Tok::Duration(5_400_000), Tok::Eof]);
+        assert_eq!(
+            toks("1ms 2s 1.5h"),
+            vec![
+                Tok::Duration(1),
+                Tok::Duration(2000),
+                Tok::Duration(5_400_000),
+                Tok::Eof
+            ]
+        );
     }
 
     #[test]

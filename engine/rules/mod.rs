@@ -14,8 +14,8 @@ pub mod parser;
 use std::path::{Path, PathBuf};
 
 pub use compiler::{
-    ArmTimer, CancelTimer, CompiledRule, Evaluation, ExpectedDecision, ExpectedTimeout,
-    FeatureDef, RuleSet, RuleTest, SequenceDef, TagAction, TEST_EPOCH_MS,
+    ArmTimer, CancelTimer, CompiledRule, Evaluation, ExpectedDecision, ExpectedTimeout, FeatureDef,
+    RuleSet, RuleTest, SequenceDef, TagAction, TEST_EPOCH_MS,
 };
 pub use diagnostic::{Diagnostic, Severity, SourceFile};
 pub use eval::EvalContext;
@@ -33,7 +33,9 @@ pub struct CheckReport {
 
 impl CheckReport {
     pub fn has_errors(&self) -> bool {
-        self.diagnostics.iter().any(|d| d.severity == Severity::Error)
+        self.diagnostics
+            .iter()
+            .any(|d| d.severity == Severity::Error)
     }
 
     /// Diagnostics as rustc-style text with source lines and carets.
@@ -104,7 +106,11 @@ pub fn compile_sources(inputs: Vec<(String, String, PathBuf)>) -> CheckReport {
 
 /// Checks and compiles one source text; list files are read relative to `base_dir`.
 pub fn compile_source(name: &str, text: &str, base_dir: &Path) -> CheckReport {
-    compile_sources(vec![(name.to_string(), text.to_string(), base_dir.to_path_buf())])
+    compile_sources(vec![(
+        name.to_string(),
+        text.to_string(),
+        base_dir.to_path_buf(),
+    )])
 }
 
 /// Loads rule files; a directory contributes its `*.veto` files (not recursive, sorted by

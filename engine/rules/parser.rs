@@ -69,9 +69,7 @@ pub fn parse(file: u32, text: &str, diags: &mut Vec<Diagnostic>) -> File {
 
 impl Parser<'_> {
     fn peek(&self) -> &Tok {
-        self.tokens
-            .get(self.pos)
-            .map_or(&Tok::Eof, |t| &t.tok)
+        self.tokens.get(self.pos).map_or(&Tok::Eof, |t| &t.tok)
     }
 
     fn peek_at(&self, ahead: usize) -> &Tok {
@@ -223,7 +221,11 @@ impl Parser<'_> {
         let start = self.prev_span();
         match self.peek().clone() {
             Tok::Num(n) if n.fract() == 0.0 && n.abs() < 1e12 => {
-                let span = if negative { start.to(self.span()) } else { self.span() };
+                let span = if negative {
+                    start.to(self.span())
+                } else {
+                    self.span()
+                };
                 self.pos += 1;
                 Ok((if negative { -(n as i64) } else { n as i64 }, span))
             }
@@ -865,7 +867,11 @@ test "t" {
     #[test]
     fn recovers_and_reports_every_item_error() {
         let mut d = Vec::new();
-        let f = parse(0, "rule a when then block\nrule b when x > 1 then block\nfeature = count()", &mut d);
+        let f = parse(
+            0,
+            "rule a when then block\nrule b when x > 1 then block\nfeature = count()",
+            &mut d,
+        );
         assert_eq!(f.items.len(), 1);
         assert_eq!(d.len(), 2);
         assert_eq!(d[0].message, "expected an expression, found `then`");
@@ -873,7 +879,11 @@ test "t" {
 
     #[test]
     fn deep_nesting_is_an_error_not_a_crash() {
-        let src = format!("rule r when {}a{} then block", "(".repeat(10_000), ")".repeat(10_000));
+        let src = format!(
+            "rule r when {}a{} then block",
+            "(".repeat(10_000),
+            ")".repeat(10_000)
+        );
         let mut d = Vec::new();
         parse(0, &src, &mut d);
         assert!(d[0].message.starts_with("expression nested more than"));

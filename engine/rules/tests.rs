@@ -42,18 +42,26 @@ fn one_error(src: &str) -> (String, usize, usize, Option<String>) {
 #[test]
 fn unknown_field_suggests_the_closest_name() {
     let (m, l, c, h) = one_error("rule r when crad_id == \"x\" then block");
-    assert_eq!((m.as_str(), l, c), ("unknown field or feature `crad_id`", 1, 13));
+    assert_eq!(
+        (m.as_str(), l, c),
+        ("unknown field or feature `crad_id`", 1, 13)
+    );
     assert_eq!(h.as_deref(), Some("did you mean `card_id`?"));
-    let (m, l, c, h) = one_error("feature f = count() by card over 1h\nrule r when f > 1 then block");
+    let (m, l, c, h) =
+        one_error("feature f = count() by card over 1h\nrule r when f > 1 then block");
     assert_eq!((m.as_str(), l, c), ("unknown field `card`", 1, 24));
     assert_eq!(h.as_deref(), Some("did you mean `card_id`?"));
 }
 
 #[test]
 fn unknown_feature_and_list_suggest() {
-    let src = "feature card_auths = count() by card_id over 1h\nrule r when card_auth > 1 then block";
+    let src =
+        "feature card_auths = count() by card_id over 1h\nrule r when card_auth > 1 then block";
     let (m, l, c, h) = one_error(src);
-    assert_eq!((m.as_str(), l, c), ("unknown field or feature `card_auth`", 2, 13));
+    assert_eq!(
+        (m.as_str(), l, c),
+        ("unknown field or feature `card_auth`", 2, 13)
+    );
     assert_eq!(h.as_deref(), Some("did you mean `card_auths`?"));
     let src = "list bad_cards = [\"a\"]\nrule r when card_id in bad_card then block";
     let (m, l, c, h) = one_error(src);
@@ -66,25 +74,37 @@ fn type_mismatch_names_both_types() {
     let (m, l, c, _) = one_error("rule r when amount > \"5000\" then block");
     assert_eq!(
         (m.as_str(), l, c),
-        ("type mismatch: `amount` is a number, `\"5000\"` is a string", 1, 22)
+        (
+            "type mismatch: `amount` is a number, `\"5000\"` is a string",
+            1,
+            22
+        )
     );
     let (m, _, _, _) = one_error("rule r when amount in [\"a\"] then block");
-    assert_eq!(m, "type mismatch: `amount` is a number, the list holds strings");
+    assert_eq!(
+        m,
+        "type mismatch: `amount` is a number, the list holds strings"
+    );
     let (m, _, _, _) = one_error("rule r when amount + card_id > 1 then block");
     assert_eq!(m, "`+` needs a number; `card_id` is a string");
     let (m, _, _, _) = one_error("rule r when amount then block");
-    assert_eq!(m, "a rule condition must be a condition; `amount` is a number");
+    assert_eq!(
+        m,
+        "a rule condition must be a condition; `amount` is a number"
+    );
 }
 
 #[test]
 fn duplicate_names_point_at_the_first_definition() {
-    let (m, l, c, h) = one_error("rule r when amount > 1 then block\nrule r when amount > 2 then block");
+    let (m, l, c, h) =
+        one_error("rule r when amount > 1 then block\nrule r when amount > 2 then block");
     assert_eq!((m.as_str(), l, c), ("duplicate rule `r`", 2, 6));
     assert_eq!(h.as_deref(), Some("first defined on line 1"));
     let src = "feature f = count() by card_id over 1h\nfeature f = count() by user_id over 1h\nrule r when f > 1 then block";
     let (m, l, c, _) = one_error(src);
     assert_eq!((m.as_str(), l, c), ("duplicate feature `f`", 2, 9));
-    let (m, l, c, _) = one_error("list a = [\"x\"]\nlist a = [\"y\"]\nrule r when ip in a then block");
+    let (m, l, c, _) =
+        one_error("list a = [\"x\"]\nlist a = [\"y\"]\nrule r when ip in a then block");
     assert_eq!((m.as_str(), l, c), ("duplicate list `a`", 2, 6));
 }
 
@@ -92,7 +112,10 @@ fn duplicate_names_point_at_the_first_definition() {
 fn window_outside_range() {
     let src = "feature f = count() by card_id over 91d\nrule r when f > 1 then block";
     let (m, l, c, _) = one_error(src);
-    assert_eq!((m.as_str(), l, c), ("window 91d is outside 1ms..90d", 1, 37));
+    assert_eq!(
+        (m.as_str(), l, c),
+        ("window 91d is outside 1ms..90d", 1, 37)
+    );
     let src = "feature f = count() by card_id over 0s\nrule r when f > 1 then block";
     assert_eq!(one_error(src).0, "window 0s is outside 1ms..90d");
 }
@@ -101,7 +124,10 @@ fn window_outside_range() {
 fn every_must_divide_the_window() {
     let src = "feature f = count() by card_id over 1h every 7m\nrule r when f > 1 then block";
     let (m, l, c, _) = one_error(src);
-    assert_eq!((m.as_str(), l, c), ("`every 7m` does not divide the window 1h", 1, 46));
+    assert_eq!(
+        (m.as_str(), l, c),
+        ("`every 7m` does not divide the window 1h", 1, 46)
+    );
 }
 
 #[test]
@@ -116,7 +142,10 @@ fn invalid_regex() {
 #[test]
 fn missing_list_file() {
     let (m, l, c, h) = one_error("list l from \"lists/nope.txt\"\nrule r when ip in l then block");
-    assert_eq!((m.as_str(), l, c), ("list file `lists/nope.txt` not found", 1, 13));
+    assert_eq!(
+        (m.as_str(), l, c),
+        ("list file `lists/nope.txt` not found", 1, 13)
+    );
     assert!(h.is_some_and(|h| h.starts_with("looked for ")));
 }
 
@@ -137,15 +166,31 @@ fn decide_lines_unreachable_or_out_of_order() {
 #[test]
 fn statically_never_matching_rules() {
     let (m, l, c, _) = one_error("rule r when amount > 5 and amount < 3 then block");
-    assert_eq!((m.as_str(), l, c), ("rule `r` can never match: `amount > 5` contradicts `amount < 3`", 1, 28));
-    let (m, _, _, _) = one_error("rule r when type == \"a\" and ip != \"x\" and type == \"b\" then block");
-    assert_eq!(m, "rule `r` can never match: `type == \"a\"` contradicts `type == \"b\"`");
+    assert_eq!(
+        (m.as_str(), l, c),
+        (
+            "rule `r` can never match: `amount > 5` contradicts `amount < 3`",
+            1,
+            28
+        )
+    );
+    let (m, _, _, _) =
+        one_error("rule r when type == \"a\" and ip != \"x\" and type == \"b\" then block");
+    assert_eq!(
+        m,
+        "rule `r` can never match: `type == \"a\"` contradicts `type == \"b\"`"
+    );
     let (m, _, _, _) = one_error("rule r when amount >= 3 and 3 > amount then block");
-    assert_eq!(m, "rule `r` can never match: `amount >= 3` contradicts `3 > amount`");
+    assert_eq!(
+        m,
+        "rule `r` can never match: `amount >= 3` contradicts `3 > amount`"
+    );
     let (m, _, _, _) = one_error("rule r when 1 > 2 or \"a\" == \"b\" then block");
     assert_eq!(m, "rule `r` can never match: its condition is always false");
     // Satisfiable combinations are accepted.
-    assert!(errors("rule r when amount >= 3 and amount <= 3 and type == \"a\" then block").is_empty());
+    assert!(
+        errors("rule r when amount >= 3 and amount <= 3 and type == \"a\" then block").is_empty()
+    );
 }
 
 #[test]
@@ -172,7 +217,10 @@ fn unused_features_and_lists_are_warnings() {
 #[test]
 fn parse_errors_name_expected_and_found() {
     let (m, l, c, _) = one_error("rule r when amount > then block");
-    assert_eq!((m.as_str(), l, c), ("expected an expression, found `then`", 1, 22));
+    assert_eq!(
+        (m.as_str(), l, c),
+        ("expected an expression, found `then`", 1, 22)
+    );
     let (m, _, _, h) = one_error("rule r when amount = 5 then block");
     assert_eq!(m, "`=` is not a comparison");
     assert_eq!(h.as_deref(), Some("compare with `==`"));
@@ -190,8 +238,14 @@ fn every_error_in_a_file_is_reported() {
 
 #[test]
 fn other_checks() {
-    assert_eq!(one_error("rule r when amount > 1 then block, score 5000").0, "score 5000 is outside -1000..1000");
-    assert_eq!(one_error("rule r when amount > 1 then block, review").0, "rule `r` has more than one outcome");
+    assert_eq!(
+        one_error("rule r when amount > 1 then block, score 5000").0,
+        "score 5000 is outside -1000..1000"
+    );
+    assert_eq!(
+        one_error("rule r when amount > 1 then block, review").0,
+        "rule `r` has more than one outcome"
+    );
     assert_eq!(
         one_error("feature f = sum(card_id) by user_id over 1h\nrule r when f > 1 then block").0,
         "`sum` needs a numeric field; `card_id` is a string"
@@ -204,8 +258,14 @@ fn other_checks() {
         one_error("rule s after type == \"a\" expect type == \"b\" with same txn_id within 2s then review, tag user_id \"x\" for 1d").0,
         "sequence rules cannot set tags"
     );
-    assert_eq!(one_error("rule r when lowr(ip) == \"a\" then block").0, "unknown function `lowr`");
-    assert_eq!(one_error("rule r when ip < \"a\" then block").0, "`<` compares numbers; `ip` and `\"a\"` are strings");
+    assert_eq!(
+        one_error("rule r when lowr(ip) == \"a\" then block").0,
+        "unknown function `lowr`"
+    );
+    assert_eq!(
+        one_error("rule r when ip < \"a\" then block").0,
+        "`<` compares numbers; `ip` and `\"a\"` are strings"
+    );
     assert_eq!(
         one_error("rule r when amount > 1 then block\ntest \"t\" { event { type: \"a\" } expect block hits q }").0,
         "unknown rule `q`"
@@ -225,7 +285,8 @@ impl EvalContext for FixedContext {
         self.features.get(slot).copied().flatten()
     }
     fn has_tag(&self, entity: Field, value: &str, tag: &str) -> bool {
-        self.tags.contains(&(entity, value.to_string(), tag.to_string()))
+        self.tags
+            .contains(&(entity, value.to_string(), tag.to_string()))
     }
 }
 
@@ -258,7 +319,7 @@ fn outcome_is_max_of_hits_and_first_threshold_met() {
     let ctx = FixedContext::default();
     let mut out = Evaluation::default();
     rs.evaluate(&auth(150), &ctx, &mut out);
-    assert_eq!((out.outcome, out.score), (Outcome::Review, 0 + 30));
+    assert_eq!((out.outcome, out.score), (Outcome::Review, 30));
     rs.evaluate(&auth(250), &ctx, &mut out);
     assert_eq!((out.outcome, out.score), (Outcome::Review, 60));
     let names: Vec<&str> = out.hits.iter().map(|h| h.rule.as_ref()).collect();
@@ -315,10 +376,23 @@ fn sequences_arm_cancel_and_time_out() {
     assert!(out.arm.is_empty(), "no txn_id, nothing to correlate");
     ev.txn_id = Some("t1".into());
     rs.evaluate(&ev, &ctx, &mut out);
-    assert_eq!(out.arm, vec![ArmTimer { sequence: 0, key: "t1".into(), within_ms: 2000 }]);
+    assert_eq!(
+        out.arm,
+        vec![ArmTimer {
+            sequence: 0,
+            key: "t1".into(),
+            within_ms: 2000
+        }]
+    );
     ev.kind = "capture".into();
     rs.evaluate(&ev, &ctx, &mut out);
-    assert_eq!(out.cancel, vec![CancelTimer { sequence: 0, key: "t1".into() }]);
+    assert_eq!(
+        out.cancel,
+        vec![CancelTimer {
+            sequence: 0,
+            key: "t1".into()
+        }]
+    );
     let (outcome, score, hits) = rs.timeout_decision(0);
     assert_eq!((outcome, score, hits.len()), (Outcome::Block, 60, 1));
     assert_eq!(rs.sequences()[0].correlate, Field::TxnId);
@@ -329,7 +403,16 @@ fn feature_defs_and_fingerprints() {
     let src = "feature a = sum(amount) by card_id over 1h where type == \"authorization\"\nfeature b = distinct(ip) by user_id over 10m every 1m\nrule r when a > b then block";
     let rs = ruleset(src);
     let f = &rs.features()[0];
-    assert_eq!((f.agg, f.value, f.by, f.window_ms, f.resolution_ms), (Aggregate::Sum, Some(Field::Amount), Field::CardId, 3_600_000, 60_000));
+    assert_eq!(
+        (f.agg, f.value, f.by, f.window_ms, f.resolution_ms),
+        (
+            Aggregate::Sum,
+            Some(Field::Amount),
+            Field::CardId,
+            3_600_000,
+            60_000
+        )
+    );
     assert!(f.applies(&auth(1)));
     let mut refund = auth(1);
     refund.kind = "refund".into();
@@ -344,7 +427,12 @@ fn feature_defs_and_fingerprints() {
 
 #[test]
 fn version_is_explicit_or_a_content_hash() {
-    assert_eq!(ruleset("version \"v7\"\nrule r when amount > 1 then block").version().as_ref(), "v7");
+    assert_eq!(
+        ruleset("version \"v7\"\nrule r when amount > 1 then block")
+            .version()
+            .as_ref(),
+        "v7"
+    );
     let a = ruleset("rule r when amount > 1 then block");
     let b = ruleset("rule r when amount > 1 then block");
     let c = ruleset("rule r when amount > 2 then block");
@@ -364,25 +452,44 @@ fn ruleset_is_send_and_sync() {
 fn shipped_rules_check_clean() {
     let report = load(&[rules_dir()]);
     assert!(!report.has_errors(), "{}", report.render_human(false));
-    assert!(report.diagnostics.is_empty(), "{}", report.render_human(false));
-    let rs = report.ruleset.as_ref().map(|r| (r.rules().len() + r.sequences().len(), r.features().len()));
-    let Some((rules, features)) = rs else { panic!("no ruleset") };
+    assert!(
+        report.diagnostics.is_empty(),
+        "{}",
+        report.render_human(false)
+    );
+    let rs = report
+        .ruleset
+        .as_ref()
+        .map(|r| (r.rules().len() + r.sequences().len(), r.features().len()));
+    let Some((rules, features)) = rs else {
+        panic!("no ruleset")
+    };
     assert!(rules >= 40, "{rules} rules");
     assert!(features >= 8);
-    assert!(report.summary().ends_with("features, 8 lists"), "{}", report.summary());
+    assert!(
+        report.summary().ends_with("features, 8 lists"),
+        "{}",
+        report.summary()
+    );
 }
 
 /// A naive reference of DESIGN §4 feature semantics, recomputed from the whole history.
 struct Reference {
     /// `(feature slot, entity value)` -> newest event time seen.
     newest: HashMap<(usize, String), i64>,
-    /// Events counted, in arrival order: `(slot, entity, time, value)`.
-    counted: Vec<(usize, String, i64, Option<f64>, Option<String>)>,
+    /// Events counted, in arrival order.
+    counted: Vec<Counted>,
 }
+
+/// One counted event: `(slot, entity, time, numeric value, string value)`.
+type Counted = (usize, String, i64, Option<f64>, Option<String>);
 
 impl Reference {
     fn new() -> Reference {
-        Reference { newest: HashMap::new(), counted: Vec::new() }
+        Reference {
+            newest: HashMap::new(),
+            counted: Vec::new(),
+        }
     }
 
     fn bucket(t: i64, r: u64) -> i64 {
@@ -396,7 +503,9 @@ impl Reference {
 
     fn observe(&mut self, defs: &[FeatureDef], ev: &PaymentEvent) {
         for (slot, def) in defs.iter().enumerate() {
-            let Some(entity) = ev.str_field(def.by) else { continue };
+            let Some(entity) = ev.str_field(def.by) else {
+                continue;
+            };
             let key = (slot, entity.to_string());
             let newest = self.newest.entry(key).or_insert(i64::MIN);
             *newest = (*newest).max(ev.event_time_ms);
@@ -407,7 +516,8 @@ impl Reference {
                     Some(f) => (None, ev.str_field(f).map(str::to_string)),
                     None => (None, None),
                 };
-                self.counted.push((slot, entity.to_string(), ev.event_time_ms, num, text));
+                self.counted
+                    .push((slot, entity.to_string(), ev.event_time_ms, num, text));
             }
         }
     }
@@ -419,17 +529,26 @@ impl Reference {
         let rows: Vec<_> = self
             .counted
             .iter()
-            .filter(|(s, e, t, _, _)| *s == slot && e == entity && Reference::in_window(def, *t, newest))
+            .filter(|(s, e, t, _, _)| {
+                *s == slot && e == entity && Reference::in_window(def, *t, newest)
+            })
             .collect();
         let nums: Vec<f64> = rows.iter().filter_map(|r| r.3).collect();
         match def.agg {
             Aggregate::Count => Some(rows.len() as f64),
             Aggregate::Sum => Some(nums.iter().sum()),
-            Aggregate::Avg => (!nums.is_empty()).then(|| nums.iter().sum::<f64>() / nums.len() as f64),
+            Aggregate::Avg => {
+                (!nums.is_empty()).then(|| nums.iter().sum::<f64>() / nums.len() as f64)
+            }
             Aggregate::Min => nums.iter().copied().reduce(f64::min),
             Aggregate::Max => nums.iter().copied().reduce(f64::max),
             Aggregate::Last => nums.last().copied(),
-            Aggregate::Distinct => Some(rows.iter().filter_map(|r| r.4.as_ref()).collect::<HashSet<_>>().len() as f64),
+            Aggregate::Distinct => Some(
+                rows.iter()
+                    .filter_map(|r| r.4.as_ref())
+                    .collect::<HashSet<_>>()
+                    .len() as f64,
+            ),
         }
     }
 }
@@ -459,11 +578,20 @@ fn run_reference(rs: &RuleSet, test: &RuleTest) -> Result<(), String> {
     let mut out = Evaluation::default();
     for ev in &test.events {
         reference.observe(rs.features(), ev);
-        let values = (0..rs.features().len()).map(|s| reference.value(rs.features(), s, ev)).collect();
-        let ctx = ReferenceContext { values, tags: &tags, now: ev.event_time_ms };
+        let values = (0..rs.features().len())
+            .map(|s| reference.value(rs.features(), s, ev))
+            .collect();
+        let ctx = ReferenceContext {
+            values,
+            tags: &tags,
+            now: ev.event_time_ms,
+        };
         rs.evaluate(ev, &ctx, &mut out);
         for t in &out.tags {
-            tags.insert((t.entity, t.value.clone(), t.tag.clone()), t.expires_at_ms.unwrap_or(i64::MAX));
+            tags.insert(
+                (t.entity, t.value.clone(), t.tag.clone()),
+                t.expires_at_ms.unwrap_or(i64::MAX),
+            );
         }
         for c in &out.cancel {
             pending.remove(&(c.sequence, c.key.clone()));
@@ -472,9 +600,16 @@ fn run_reference(rs: &RuleSet, test: &RuleTest) -> Result<(), String> {
             pending.insert((a.sequence, a.key.clone()));
         }
     }
-    let check = |what: &str, outcome: Outcome, score: i32, hits: Vec<String>, want: &ExpectedDecision| {
+    let check = |what: &str,
+                 outcome: Outcome,
+                 score: i32,
+                 hits: Vec<String>,
+                 want: &ExpectedDecision| {
         if outcome != want.outcome || hits != want.hits || want.score.is_some_and(|s| s != score) {
-            Err(format!("{what}: expected {} {:?} {:?}, got {outcome} {hits:?} {score}", want.outcome, want.hits, want.score))
+            Err(format!(
+                "{what}: expected {} {:?} {:?}, got {outcome} {hits:?} {score}",
+                want.outcome, want.hits, want.score
+            ))
         } else {
             Ok(())
         }
@@ -495,12 +630,18 @@ fn run_reference(rs: &RuleSet, test: &RuleTest) -> Result<(), String> {
 #[test]
 fn shipped_rule_tests_pass_against_the_reference_semantics() {
     let report = load(&[rules_dir()]);
-    let Some(rs) = report.ruleset else { panic!("{}", report.render_human(false)) };
+    let Some(rs) = report.ruleset else {
+        panic!("{}", report.render_human(false))
+    };
     assert!(rs.tests().len() >= 10);
     let failures: Vec<String> = rs
         .tests()
         .iter()
-        .filter_map(|t| run_reference(&rs, t).err().map(|e| format!("{} (line {}): {e}", t.name, t.line)))
+        .filter_map(|t| {
+            run_reference(&rs, t)
+                .err()
+                .map(|e| format!("{} (line {}): {e}", t.name, t.line))
+        })
         .collect();
     assert!(failures.is_empty(), "{failures:#?}");
 }
