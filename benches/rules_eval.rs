@@ -73,27 +73,30 @@ fn bench_evaluate(c: &mut Criterion) {
     let indexed = payments();
     let flat = indexed.without_type_index();
     let events = synthetic_events(1024);
+    // Feature values: mostly quiet entities, every 20th event a busy one.
     let contexts: Vec<Precomputed> = (0..events.len())
         .map(|i| Precomputed {
             features: (0..indexed.features().len())
-                .map(|s| Some(((i * 31 + s * 7) % 12) as f64))
+                .map(|s| {
+                    let base = ((i * 31 + s * 7) % 3) as f64;
+                    Some(if i % 20 == 0 { base * 10.0 } else { base })
+                })
                 .collect(),
         })
         .collect();
     for (label, rs) in [("indexed", &indexed), ("no_index", &flat)] {
         let mut out = Evaluation::default();
-        let visited: u64 = events
-            .iter()
-            .zip(&contexts)
-            .map(|(e, ctx)| {
-                rs.evaluate(e, ctx, &mut out);
-                u64::from(out.rules_visited)
-            })
-            .sum();
+        let (mut visited, mut hits) = (0u64, 0u64);
+        for (e, ctx) in events.iter().zip(&contexts) {
+            rs.evaluate(e, ctx, &mut out);
+            visited += u64::from(out.rules_visited);
+            hits += out.hits.len() as u64;
+        }
         println!(
-            "rules_eval/{label}: {} rules, {:.1} rules visited per event",
+            "rules_eval/{label}: {} rules, {:.1} rules visited per event, {:.2} hits per event",
             rs.rules().len(),
-            visited as f64 / events.len() as f64
+            visited as f64 / events.len() as f64,
+            hits as f64 / events.len() as f64
         );
         c.bench_function(&format!("evaluate_payments_{label}_per_event"), |b| {
             let mut i = 0usize;

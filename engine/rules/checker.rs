@@ -11,7 +11,7 @@ use super::compiler::{
     TagAction, TEST_EPOCH_MS,
 };
 use super::diagnostic::{did_you_mean, Diagnostic, SourceFile};
-use super::eval::{ListValues, NumExpr, Pred, StrExpr};
+use super::eval::{ListValues, NumExpr, Pred, StrExpr, StrSet};
 use crate::event::{currency_exponent, Aggregate, Field, Outcome, PaymentEvent};
 
 const MAX_WINDOW_MS: u64 = 90 * 86_400_000;
@@ -317,7 +317,7 @@ impl Checker<'_> {
                         }
                     }
                 }
-                Some(ListValues::Str(set))
+                Some(ListValues::Str(StrSet::new(set)))
             }
             Some(Literal::Num(_)) => {
                 let mut values = Vec::with_capacity(lits.len());
@@ -350,13 +350,13 @@ impl Checker<'_> {
             .unwrap_or_default();
         let full = base.join(rel);
         match std::fs::read_to_string(&full) {
-            Ok(text) => Some(ListValues::Str(
+            Ok(text) => Some(ListValues::Str(StrSet::new(
                 text.lines()
                     .map(str::trim)
                     .filter(|l| !l.is_empty() && !l.starts_with('#'))
                     .map(Box::from)
                     .collect(),
-            )),
+            ))),
             Err(e) => {
                 let (message, help) = if e.kind() == std::io::ErrorKind::NotFound {
                     (
@@ -691,6 +691,8 @@ impl Checker<'_> {
             score,
             after: after?,
             expect: expect?,
+            after_types: None,
+            expect_types: None,
         })
     }
 

@@ -43,6 +43,16 @@ pub struct SequenceDef {
     pub score: i32,
     pub(crate) after: Pred,
     pub(crate) expect: Pred,
+    /// Event types `after` / `expect` are pinned to (type index); `None` = any type.
+    pub(crate) after_types: Option<Box<[Arc<str>]>>,
+    pub(crate) expect_types: Option<Box<[Arc<str>]>>,
+}
+
+/// Whether an event of type `kind` can match a condition pinned to `types`.
+fn type_may_match(types: &Option<Box<[Arc<str>]>>, kind: &str) -> bool {
+    types
+        .as_ref()
+        .is_none_or(|t| t.iter().any(|t| t.as_ref() == kind))
 }
 
 /// A `tag <field> "<name>" for <duration>` action.
@@ -70,6 +80,25 @@ pub struct ExpectedDecision {
     /// Every matching rule, in rule-file order (exact; empty means none matched).
     pub hits: Vec<String>,
     pub score: Option<i32>,
+}
+
+impl ExpectedDecision {
+    /// `None` when the actual decision matches; else "expected …, got …" for the test report.
+    pub fn mismatch(&self, outcome: Outcome, score: i32, hits: &[RuleHit]) -> Option<String> {
+        let got: Vec<&str> = hits.iter().map(|h| h.rule.as_ref()).collect();
+        let same =
+            outcome == self.outcome && got == self.hits && self.score.is_none_or(|s| s == score);
+        if same {
+            return None;
+        }
+        let want_score = self.score.map_or(String::new(), |s| format!(" score {s}"));
+        Some(format!(
+            "expected {} hits [{}]{want_score}, got {outcome} hits [{}] score {score}",
+            self.outcome,
+            self.hits.join(", "),
+            got.join(", ")
+        ))
+    }
 }
 
 /// `expect timeout <rule> <outcome> [hits …] [score n]`: after the last event, the timer of
@@ -188,6 +217,8 @@ pub fn compile(checked: Checked, content: &[&str]) -> RuleSet {
     for s in &mut sequences {
         s.after = std::mem::replace(&mut s.after, Pred::Const(false)).fold();
         s.expect = std::mem::replace(&mut s.expect, Pred::Const(false)).fold();
+        s.after_types = s.after.required_types().map(Vec::into_boxed_slice);
+        s.expect_types = s.expect.required_types().map(Vec::into_boxed_slice);
     }
     let mut features = checked.features;
     for f in &mut features {
@@ -351,13 +382,13 @@ impl RuleSet {
             let Some(key) = ev.str_field(s.correlate) else {
                 continue;
             };
-            if s.expect.eval(ev, ctx) {
+            if type_may_match(&s.expect_types, &ev.kind) && s.expect.eval(ev, ctx) {
                 out.cancel.push(CancelTimer {
                     sequence: i,
                     key: key.to_string(),
                 });
             }
-            if s.after.eval(ev, ctx) {
+            if type_may_match(&s.after_types, &ev.kind) && s.after.eval(ev, ctx) {
                 out.arm.push(ArmTimer {
                     sequence: i,
                     key: key.to_string(),

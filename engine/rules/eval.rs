@@ -33,8 +33,44 @@ impl EvalContext for NoContext {
 /// Values of a list, built once at compile time.
 #[derive(Debug)]
 pub enum ListValues {
-    Str(AHashSet<Box<str>>),
+    Str(StrSet),
     Num(Vec<f64>),
+}
+
+/// Lists up to this size are scanned linearly (faster than hashing for a handful of codes).
+const SMALL_LIST: usize = 8;
+
+/// A set of strings: an ahash set, plus a flat copy when small.
+#[derive(Debug)]
+pub struct StrSet {
+    small: Option<Box<[Box<str>]>>,
+    set: AHashSet<Box<str>>,
+}
+
+impl StrSet {
+    pub fn new(set: AHashSet<Box<str>>) -> StrSet {
+        let small = (set.len() <= SMALL_LIST).then(|| set.iter().cloned().collect());
+        StrSet { small, set }
+    }
+
+    pub fn contains(&self, value: &str) -> bool {
+        match &self.small {
+            Some(values) => values.iter().any(|v| v.as_ref() == value),
+            None => self.set.contains(value),
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.set.iter().map(|s| s.as_ref())
+    }
+
+    pub fn len(&self) -> usize {
+        self.set.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty()
+    }
 }
 
 /// A numeric expression; `None` means missing.

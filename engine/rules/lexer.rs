@@ -318,6 +318,15 @@ mod tests {
     }
 
     #[test]
+    fn unknown_escape_before_a_multibyte_char_does_not_split_it() {
+        let mut d = Vec::new();
+        let t = lex(0, "\"\\\u{1038d}\"", &mut d);
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].message, "unknown escape in string");
+        assert_eq!(t[0].tok, Tok::Str("\u{1038d}".into()));
+    }
+
+    #[test]
     fn reports_bad_characters_and_continues() {
         let mut d = Vec::new();
         let t = lex(0, "a & b", &mut d);

@@ -441,6 +441,28 @@ fn version_is_explicit_or_a_content_hash() {
 }
 
 #[test]
+fn expected_decision_mismatch_explains() {
+    let want = ExpectedDecision {
+        outcome: Outcome::Review,
+        hits: vec!["a".into()],
+        score: Some(30),
+    };
+    let hit = crate::event::RuleHit {
+        rule: "a".into(),
+        outcome: Outcome::Review,
+        score: 30,
+    };
+    assert_eq!(
+        want.mismatch(Outcome::Review, 30, std::slice::from_ref(&hit)),
+        None
+    );
+    assert_eq!(
+        want.mismatch(Outcome::Block, 30, &[]).as_deref(),
+        Some("expected review hits [a] score 30, got block hits [] score 30")
+    );
+}
+
+#[test]
 fn ruleset_is_send_and_sync() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<RuleSet>();
@@ -600,29 +622,17 @@ fn run_reference(rs: &RuleSet, test: &RuleTest) -> Result<(), String> {
             pending.insert((a.sequence, a.key.clone()));
         }
     }
-    let check = |what: &str,
-                 outcome: Outcome,
-                 score: i32,
-                 hits: Vec<String>,
-                 want: &ExpectedDecision| {
-        if outcome != want.outcome || hits != want.hits || want.score.is_some_and(|s| s != score) {
-            Err(format!(
-                "{what}: expected {} {:?} {:?}, got {outcome} {hits:?} {score}",
-                want.outcome, want.hits, want.score
-            ))
-        } else {
-            Ok(())
-        }
-    };
-    let hits = out.hits.iter().map(|h| h.rule.to_string()).collect();
-    check("last event", out.outcome, out.score, hits, &test.expect)?;
+    if let Some(m) = test.expect.mismatch(out.outcome, out.score, &out.hits) {
+        return Err(format!("last event: {m}"));
+    }
     for t in &test.timeouts {
         if !pending.iter().any(|(s, _)| *s == t.sequence) {
             return Err(format!("no pending timer of `{}`", t.rule));
         }
         let (outcome, score, hits) = rs.timeout_decision(t.sequence);
-        let hits = hits.iter().map(|h| h.rule.to_string()).collect();
-        check("timeout", outcome, score, hits, &t.expect)?;
+        if let Some(m) = t.expect.mismatch(outcome, score, &hits) {
+            return Err(format!("timeout of `{}`: {m}", t.rule));
+        }
     }
     Ok(())
 }
