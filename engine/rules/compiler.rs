@@ -5,7 +5,7 @@ use std::sync::Arc;
 use ahash::AHashMap;
 
 use super::ast::Span;
-use super::eval::{EvalContext, NoContext, Pred};
+use super::eval::{EvalContext, Frame, NoContext, Pred};
 use crate::event::{Aggregate, Field, Outcome, PaymentEvent, RuleHit, TagUpdate};
 
 /// A feature the store maintains; `slot` i of `EvalContext::feature` is `RuleSet::features()[i]`.
@@ -349,6 +349,7 @@ impl RuleSet {
         } else {
             &self.untyped
         };
+        let frame = Frame::new(ev, ctx);
         let mut outcome = Outcome::Allow;
         let mut score: i32 = 0;
         for &i in visit {
@@ -356,7 +357,7 @@ impl RuleSet {
                 continue;
             };
             out.rules_visited += 1;
-            if !rule.cond.eval(ev, ctx) {
+            if !rule.cond.eval_in(&frame) {
                 continue;
             }
             outcome = outcome.max(rule.outcome);
@@ -382,13 +383,13 @@ impl RuleSet {
             let Some(key) = ev.str_field(s.correlate) else {
                 continue;
             };
-            if type_may_match(&s.expect_types, &ev.kind) && s.expect.eval(ev, ctx) {
+            if type_may_match(&s.expect_types, &ev.kind) && s.expect.eval_in(&frame) {
                 out.cancel.push(CancelTimer {
                     sequence: i,
                     key: key.to_string(),
                 });
             }
-            if type_may_match(&s.after_types, &ev.kind) && s.after.eval(ev, ctx) {
+            if type_may_match(&s.after_types, &ev.kind) && s.after.eval_in(&frame) {
                 out.arm.push(ArmTimer {
                     sequence: i,
                     key: key.to_string(),

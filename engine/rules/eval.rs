@@ -30,6 +30,24 @@ impl EvalContext for NoContext {
     }
 }
 
+/// One event being evaluated, with values computed once per event.
+pub struct Frame<'a> {
+    pub ev: &'a PaymentEvent,
+    pub ctx: &'a dyn EvalContext,
+    /// `ev.amount()`, which needs a currency lookup.
+    amount: Option<f64>,
+}
+
+impl<'a> Frame<'a> {
+    pub fn new(ev: &'a PaymentEvent, ctx: &'a dyn EvalContext) -> Frame<'a> {
+        Frame {
+            ev,
+            ctx,
+            amount: ev.amount(),
+        }
+    }
+}
+
 /// Values of a list, built once at compile time.
 #[derive(Debug)]
 pub enum ListValues {
@@ -141,14 +159,19 @@ fn hour_of(ms: f64) -> f64 {
 
 impl NumExpr {
     pub fn eval(&self, ev: &PaymentEvent, ctx: &dyn EvalContext) -> Option<f64> {
+        self.eval_in(&Frame::new(ev, ctx))
+    }
+
+    fn eval_in(&self, f: &Frame<'_>) -> Option<f64> {
         match self {
             NumExpr::Const(v) => Some(*v),
-            NumExpr::Field(f) => ev.num_field(*f),
-            NumExpr::Feature(slot) => ctx.feature(*slot as usize),
-            NumExpr::Neg(e) => e.eval(ev, ctx).map(|v| -v),
-            NumExpr::Arith(op, a, b) => arith(*op, a.eval(ev, ctx)?, b.eval(ev, ctx)?),
-            NumExpr::Len(s) => s.eval(ev).map(|s| s.chars().count() as f64),
-            NumExpr::Hour(e) => e.eval(ev, ctx).map(hour_of),
+            NumExpr::Field(Field::Amount) => f.amount,
+            NumExpr::Field(field) => f.ev.num_field(*field),
+            NumExpr::Feature(slot) => f.ctx.feature(*slot as usize),
+            NumExpr::Neg(e) => e.eval_in(f).map(|v| -v),
+            NumExpr::Arith(op, a, b) => arith(*op, a.eval_in(f)?, b.eval_in(f)?),
+            NumExpr::Len(s) => s.eval(f.ev).map(|s| s.chars().count() as f64),
+            NumExpr::Hour(e) => e.eval_in(f).map(hour_of),
         }
     }
 
@@ -207,34 +230,40 @@ impl StrExpr {
 
 impl Pred {
     pub fn eval(&self, ev: &PaymentEvent, ctx: &dyn EvalContext) -> bool {
+        self.eval_in(&Frame::new(ev, ctx))
+    }
+
+    /// Evaluates with per-event values (the amount) computed once in `f`.
+    pub fn eval_in(&self, f: &Frame<'_>) -> bool {
         match self {
             Pred::Const(b) => *b,
-            Pred::And(ps) => ps.iter().all(|p| p.eval(ev, ctx)),
-            Pred::Or(ps) => ps.iter().any(|p| p.eval(ev, ctx)),
-            Pred::Not(p) => !p.eval(ev, ctx),
-            Pred::Num(op, a, b) => match (a.eval(ev, ctx), b.eval(ev, ctx)) {
+            Pred::And(ps) => ps.iter().all(|p| p.eval_in(f)),
+            Pred::Or(ps) => ps.iter().any(|p| p.eval_in(f)),
+            Pred::Not(p) => !p.eval_in(f),
+            Pred::Num(op, a, b) => match (a.eval_in(f), b.eval_in(f)) {
                 (Some(x), Some(y)) => compare(*op, &x, &y),
                 _ => false,
             },
-            Pred::Str(op, a, b) => match (a.eval(ev), b.eval(ev)) {
+            Pred::Str(op, a, b) => match (a.eval(f.ev), b.eval(f.ev)) {
                 (Some(x), Some(y)) => compare(*op, x.as_ref(), y.as_ref()),
                 _ => false,
             },
-            Pred::InStr(e, list) => match (e.eval(ev), list.as_ref()) {
+            Pred::InStr(e, list) => match (e.eval(f.ev), list.as_ref()) {
                 (Some(v), ListValues::Str(set)) => set.contains(v.as_ref()),
                 _ => false,
             },
-            Pred::InNum(e, list) => match (e.eval(ev, ctx), list.as_ref()) {
+            Pred::InNum(e, list) => match (e.eval_in(f), list.as_ref()) {
                 (Some(v), ListValues::Num(values)) => values.contains(&v),
                 _ => false,
             },
-            Pred::Matches(e, re) => e.eval(ev).is_some_and(|s| re.is_match(&s)),
+            Pred::Matches(e, re) => e.eval(f.ev).is_some_and(|s| re.is_match(&s)),
             Pred::StartsWith(e, prefix) => {
-                e.eval(ev).is_some_and(|s| s.starts_with(prefix.as_ref()))
+                e.eval(f.ev).is_some_and(|s| s.starts_with(prefix.as_ref()))
             }
-            Pred::HasTag(entity, tag) => ev
-                .str_field(*entity)
-                .is_some_and(|v| ctx.has_tag(*entity, v, tag)),
+            Pred::HasTag(entity, tag) => {
+                f.ev.str_field(*entity)
+                    .is_some_and(|v| f.ctx.has_tag(*entity, v, tag))
+            }
         }
     }
 
