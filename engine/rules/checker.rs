@@ -658,6 +658,7 @@ impl Checker<'_> {
             outcome,
             score,
             tags,
+            body: Pred::Const(false),
             cond: pred,
         })
     }

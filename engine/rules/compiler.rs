@@ -71,6 +71,8 @@ pub struct CompiledRule {
     pub score: i32,
     pub tags: Vec<TagAction>,
     pub(crate) cond: Pred,
+    /// `cond` without type guards, used when visited through the type index.
+    pub(crate) body: Pred,
 }
 
 /// The expected decision of a test block's last event.
@@ -211,18 +213,25 @@ pub fn stable_hash(bytes: &[u8]) -> u64 {
 pub fn compile(checked: Checked, content: &[&str]) -> RuleSet {
     let mut rules = checked.rules;
     for r in &mut rules {
-        r.cond = std::mem::replace(&mut r.cond, Pred::Const(false)).fold();
+        r.cond = std::mem::replace(&mut r.cond, Pred::Const(false))
+            .fold()
+            .specialize();
+        r.body = r.cond.without_type_guards();
     }
     let mut sequences = checked.sequences;
     for s in &mut sequences {
-        s.after = std::mem::replace(&mut s.after, Pred::Const(false)).fold();
-        s.expect = std::mem::replace(&mut s.expect, Pred::Const(false)).fold();
+        s.after = std::mem::replace(&mut s.after, Pred::Const(false))
+            .fold()
+            .specialize();
+        s.expect = std::mem::replace(&mut s.expect, Pred::Const(false))
+            .fold()
+            .specialize();
         s.after_types = s.after.required_types().map(Vec::into_boxed_slice);
         s.expect_types = s.expect.required_types().map(Vec::into_boxed_slice);
     }
     let mut features = checked.features;
     for f in &mut features {
-        f.filter = f.filter.take().map(Pred::fold);
+        f.filter = f.filter.take().map(|p| p.fold().specialize());
     }
     let mut typed: AHashMap<Box<str>, Vec<u32>> = AHashMap::new();
     let mut untyped = Vec::new();
@@ -357,7 +366,12 @@ impl RuleSet {
                 continue;
             };
             out.rules_visited += 1;
-            if !rule.cond.eval_in(&frame) {
+            let cond = if self.use_type_index {
+                &rule.body
+            } else {
+                &rule.cond
+            };
+            if !cond.eval_in(&frame) {
                 continue;
             }
             outcome = outcome.max(rule.outcome);

@@ -129,6 +129,17 @@ pub enum Pred {
     Matches(StrExpr, Arc<Regex>),
     StartsWith(StrExpr, Arc<str>),
     HasTag(Field, Arc<str>),
+    // Specialized forms produced by `specialize` (faster, same meaning):
+    /// `field == "c"` (`eq`) or `field != "c"`.
+    FieldStr {
+        field: Field,
+        value: Arc<str>,
+        eq: bool,
+    },
+    /// `field in list` for a string field.
+    FieldIn(Field, Arc<ListValues>),
+    /// `x <op> constant`.
+    NumConst(CmpOp, NumExpr, f64),
 }
 
 fn compare<T: PartialOrd + ?Sized>(op: CmpOp, a: &T, b: &T) -> bool {
@@ -264,6 +275,15 @@ impl Pred {
                 f.ev.str_field(*entity)
                     .is_some_and(|v| f.ctx.has_tag(*entity, v, tag))
             }
+            Pred::FieldStr { field, value, eq } => match f.ev.str_field(*field) {
+                Some(v) => (v == value.as_ref()) == *eq,
+                None => false,
+            },
+            Pred::FieldIn(field, list) => match (f.ev.str_field(*field), list.as_ref()) {
+                (Some(v), ListValues::Str(set)) => set.contains(v),
+                _ => false,
+            },
+            Pred::NumConst(op, a, c) => a.eval_in(f).is_some_and(|x| compare(*op, &x, c)),
         }
     }
 
@@ -340,41 +360,72 @@ impl Pred {
         }
     }
 
+    /// Rewrites common shapes (field vs constant, field in list) into specialized nodes.
+    /// Call after `fold`.
+    pub fn specialize(self) -> Pred {
+        fn flip(op: CmpOp) -> CmpOp {
+            match op {
+                CmpOp::Lt => CmpOp::Gt,
+                CmpOp::Le => CmpOp::Ge,
+                CmpOp::Gt => CmpOp::Lt,
+                CmpOp::Ge => CmpOp::Le,
+                o => o,
+            }
+        }
+        match self {
+            Pred::And(ps) => Pred::And(ps.into_iter().map(Pred::specialize).collect()),
+            Pred::Or(ps) => Pred::Or(ps.into_iter().map(Pred::specialize).collect()),
+            Pred::Not(p) => Pred::Not(Box::new(p.specialize())),
+            Pred::Str(
+                op @ (CmpOp::Eq | CmpOp::Ne),
+                StrExpr::Field(field),
+                StrExpr::Const(value),
+            )
+            | Pred::Str(
+                op @ (CmpOp::Eq | CmpOp::Ne),
+                StrExpr::Const(value),
+                StrExpr::Field(field),
+            ) => Pred::FieldStr {
+                field,
+                value,
+                eq: op == CmpOp::Eq,
+            },
+            Pred::InStr(StrExpr::Field(field), list) => Pred::FieldIn(field, list),
+            Pred::Num(op, a, NumExpr::Const(c)) => Pred::NumConst(op, a, c),
+            Pred::Num(op, NumExpr::Const(c), b) => Pred::NumConst(flip(op), b, c),
+            p => p,
+        }
+    }
+
+    /// The condition without its top-level type guards, for rules visited only through the
+    /// type index (where every guard is known to hold).
+    pub fn without_type_guards(&self) -> Pred {
+        match self {
+            Pred::And(ps) => {
+                let kept: Vec<Pred> = ps
+                    .iter()
+                    .filter(|p| type_guard(p).is_none())
+                    .cloned()
+                    .collect();
+                match kept.len() {
+                    0 => Pred::Const(true),
+                    1 => kept.into_iter().next().unwrap_or(Pred::Const(true)),
+                    _ => Pred::And(kept),
+                }
+            }
+            p if type_guard(p).is_some() => Pred::Const(true),
+            p => p.clone(),
+        }
+    }
+
     /// The event types this condition requires through a top-level `type == "x"` or
     /// `type in [...]` conjunct; `None` when it does not pin the type.
     pub fn required_types(&self) -> Option<Vec<Arc<str>>> {
-        fn guard(p: &Pred) -> Option<Vec<Arc<str>>> {
-            match p {
-                Pred::Str(CmpOp::Eq, StrExpr::Field(Field::Type), StrExpr::Const(c))
-                | Pred::Str(CmpOp::Eq, StrExpr::Const(c), StrExpr::Field(Field::Type)) => {
-                    Some(vec![c.clone()])
-                }
-                Pred::InStr(StrExpr::Field(Field::Type), list) => match list.as_ref() {
-                    ListValues::Str(set) => {
-                        let mut v: Vec<Arc<str>> =
-                            set.iter().map(|s| Arc::from(s.as_ref())).collect();
-                        v.sort();
-                        Some(v)
-                    }
-                    ListValues::Num(_) => None,
-                },
-                Pred::Or(ps) => {
-                    let mut all = Vec::new();
-                    for p in ps {
-                        all.extend(guard(p)?);
-                    }
-                    all.sort();
-                    all.dedup();
-                    Some(all)
-                }
-                _ => None,
-            }
-        }
         match self {
             Pred::And(ps) => {
                 let mut result: Option<Vec<Arc<str>>> = None;
                 for p in ps {
-                    if let Some(types) = guard(p) {
+                    if let Some(types) = type_guard(p) {
                         result = Some(match result {
                             None => types,
                             Some(prev) => prev.into_iter().filter(|t| types.contains(t)).collect(),
@@ -383,8 +434,49 @@ impl Pred {
                 }
                 result
             }
-            p => guard(p),
+            p => type_guard(p),
         }
+    }
+}
+
+/// The event types a single conjunct pins (`type == "x"`, `type in [...]`, or an `or` of those).
+fn type_guard(p: &Pred) -> Option<Vec<Arc<str>>> {
+    match p {
+        Pred::FieldStr {
+            field: Field::Type,
+            value,
+            eq: true,
+        } => Some(vec![value.clone()]),
+        Pred::FieldIn(Field::Type, list) => match list.as_ref() {
+            ListValues::Str(set) => {
+                let mut v: Vec<Arc<str>> = set.iter().map(Arc::from).collect();
+                v.sort();
+                Some(v)
+            }
+            ListValues::Num(_) => None,
+        },
+        Pred::Str(CmpOp::Eq, StrExpr::Field(Field::Type), StrExpr::Const(c))
+        | Pred::Str(CmpOp::Eq, StrExpr::Const(c), StrExpr::Field(Field::Type)) => {
+            Some(vec![c.clone()])
+        }
+        Pred::InStr(StrExpr::Field(Field::Type), list) => match list.as_ref() {
+            ListValues::Str(set) => {
+                let mut v: Vec<Arc<str>> = set.iter().map(Arc::from).collect();
+                v.sort();
+                Some(v)
+            }
+            ListValues::Num(_) => None,
+        },
+        Pred::Or(ps) => {
+            let mut all = Vec::new();
+            for p in ps {
+                all.extend(type_guard(p)?);
+            }
+            all.sort();
+            all.dedup();
+            Some(all)
+        }
+        _ => None,
     }
 }
 
