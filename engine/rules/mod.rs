@@ -78,8 +78,48 @@ impl CheckReport {
     }
 }
 
-/// Checks and compiles sources given as `(name, text, base_dir for list files)`.
+/// Stack for the checking thread: passes recurse on expression trees (at most 256 operators
+/// and 64 nesting levels deep), which must not overflow even in debug builds.
+const CHECK_STACK_BYTES: usize = 64 << 20;
+
+/// Checks and compiles sources given as `(name, text, base_dir for list files)`, on a thread
+/// with a large stack (falling back to the current thread if it cannot be spawned).
 pub fn compile_sources(inputs: Vec<(String, String, PathBuf)>) -> CheckReport {
+    let shared = std::sync::Mutex::new(Some(inputs));
+    let on_big_stack = std::thread::scope(|scope| {
+        let spawned = std::thread::Builder::new()
+            .name("veto-rules-check".into())
+            .stack_size(CHECK_STACK_BYTES)
+            .spawn_scoped(scope, || {
+                let inputs = shared.lock().ok().and_then(|mut g| g.take());
+                inputs.map(compile_sources_here)
+            });
+        spawned.ok().and_then(|handle| handle.join().ok().flatten())
+    });
+    if let Some(report) = on_big_stack {
+        return report;
+    }
+    match shared.into_inner().ok().flatten() {
+        // The thread could not be spawned: check here.
+        Some(inputs) => compile_sources_here(inputs),
+        // The checking thread panicked (a bug): never report success.
+        None => CheckReport {
+            ruleset: None,
+            diagnostics: vec![Diagnostic {
+                severity: Severity::Error,
+                file: String::new(),
+                line: 0,
+                col: 0,
+                message: "internal error: the rule checker failed".into(),
+                help: None,
+                span: ast::Span::new(u32::MAX, 0, 0),
+            }],
+            sources: Vec::new(),
+        },
+    }
+}
+
+fn compile_sources_here(inputs: Vec<(String, String, PathBuf)>) -> CheckReport {
     let mut diagnostics = Vec::new();
     let mut sources = Vec::with_capacity(inputs.len());
     let mut base_dirs = Vec::with_capacity(inputs.len());

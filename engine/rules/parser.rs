@@ -36,6 +36,9 @@ const ITEM_KEYWORDS: [&str; 6] = ["version", "list", "feature", "rule", "decide"
 /// Deepest expression nesting accepted; deeper input is rejected instead of overflowing the stack.
 const MAX_DEPTH: usize = 64;
 
+/// Most operators in one expression: bounds the tree depth that later passes recurse on.
+const MAX_OPERATORS: usize = 256;
+
 /// Marker for "a diagnostic was already pushed; recover".
 struct Failed;
 
@@ -45,6 +48,8 @@ struct Parser<'d> {
     tokens: Vec<Token>,
     pos: usize,
     depth: usize,
+    /// Operators in the current top-level expression.
+    operators: usize,
     diags: &'d mut Vec<Diagnostic>,
 }
 
@@ -55,6 +60,7 @@ pub fn parse(file: u32, text: &str, diags: &mut Vec<Diagnostic>) -> File {
         tokens,
         pos: 0,
         depth: 0,
+        operators: 0,
         diags,
     };
     let mut items = Vec::new();
@@ -539,7 +545,24 @@ impl Parser<'_> {
 
     // ---- expressions: or < and < not < comparison < + - < * / < unary < primary ----
 
+    /// Counts one operator node; fails past `MAX_OPERATORS`.
+    fn operator(&mut self, span: Span) -> PResult<()> {
+        self.operators += 1;
+        if self.operators > MAX_OPERATORS {
+            self.diags.push(Diagnostic::error(
+                span,
+                format!("expression has more than {MAX_OPERATORS} operators"),
+                Some("split the rule, or put alternatives in a `list`".into()),
+            ));
+            return Err(Failed);
+        }
+        Ok(())
+    }
+
     pub fn expr(&mut self) -> PResult<Expr> {
+        if self.depth == 0 {
+            self.operators = 0;
+        }
         self.depth += 1;
         if self.depth > MAX_DEPTH {
             self.depth -= 1;
@@ -560,6 +583,7 @@ impl Parser<'_> {
         while self.eat_word("or") {
             let right = self.and_expr()?;
             let span = left.span.to(right.span);
+            self.operator(span)?;
             left = Expr {
                 kind: ExprKind::Or(Box::new(left), Box::new(right)),
                 span,
@@ -573,6 +597,7 @@ impl Parser<'_> {
         while self.eat_word("and") {
             let right = self.not_expr()?;
             let span = left.span.to(right.span);
+            self.operator(span)?;
             left = Expr {
                 kind: ExprKind::And(Box::new(left), Box::new(right)),
                 span,
@@ -594,6 +619,7 @@ impl Parser<'_> {
             self.depth -= 1;
             let inner = inner?;
             let span = start.to(inner.span);
+            self.operator(span)?;
             return Ok(Expr {
                 kind: ExprKind::Not(Box::new(inner)),
                 span,
@@ -631,6 +657,7 @@ impl Parser<'_> {
             self.pos += 1;
             let right = self.additive()?;
             let span = left.span.to(right.span);
+            self.operator(span)?;
             return Ok(Expr {
                 kind: ExprKind::Cmp(op, Box::new(left), Box::new(right)),
                 span,
@@ -690,6 +717,7 @@ impl Parser<'_> {
             self.pos += 1;
             let right = self.multiplicative()?;
             let span = left.span.to(right.span);
+            self.operator(span)?;
             left = Expr {
                 kind: ExprKind::Arith(op, Box::new(left), Box::new(right)),
                 span,
@@ -708,6 +736,7 @@ impl Parser<'_> {
             self.pos += 1;
             let right = self.unary()?;
             let span = left.span.to(right.span);
+            self.operator(span)?;
             left = Expr {
                 kind: ExprKind::Arith(op, Box::new(left), Box::new(right)),
                 span,
@@ -728,6 +757,7 @@ impl Parser<'_> {
             self.depth -= 1;
             let inner = inner?;
             let span = start.to(inner.span);
+            self.operator(span)?;
             return Ok(Expr {
                 kind: ExprKind::Neg(Box::new(inner)),
                 span,
@@ -875,6 +905,14 @@ test "t" {
         assert_eq!(f.items.len(), 1);
         assert_eq!(d.len(), 2);
         assert_eq!(d[0].message, "expected an expression, found `then`");
+    }
+
+    #[test]
+    fn long_operator_chains_are_an_error_not_a_crash() {
+        let src = format!("rule r when a{} then block", " and a".repeat(100_000));
+        let mut d = Vec::new();
+        parse(0, &src, &mut d);
+        assert_eq!(d[0].message, "expression has more than 256 operators");
     }
 
     #[test]

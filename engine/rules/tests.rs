@@ -675,3 +675,24 @@ fn reference_window_membership_at_bucket_boundaries() {
     // An event older than T - window is counted nowhere.
     assert_eq!(at(-1), Some(1.0));
 }
+
+#[test]
+fn longest_accepted_chains_compile_and_evaluate_without_overflow() {
+    let ands = format!(
+        "rule a when amount > 0{} then review",
+        " and amount > 0".repeat(120)
+    );
+    let ors = format!(
+        "rule o when ip == \"x\"{} then review",
+        " or ip == \"x\"".repeat(120)
+    );
+    let sum = format!(
+        "rule s when amount{} > 0 then review",
+        " + amount".repeat(250)
+    );
+    let rs = ruleset(&format!("{ands}\n{ors}\n{sum}"));
+    let mut out = Evaluation::default();
+    rs.evaluate(&auth(100), &FixedContext::default(), &mut out);
+    let names: Vec<&str> = out.hits.iter().map(|h| h.rule.as_ref()).collect();
+    assert_eq!(names, vec!["a", "s"]);
+}
