@@ -1,7 +1,4 @@
-//! The `.veto` rule language: lexer → parser → checker → compiler → evaluator, plus `veto check`.
-//!
-//! See `docs/rule-language.md` for the language. Entry points: [`load`] (files or
-//! directories), [`compile_source`] (one text), [`run_check`] (the `veto check` command).
+//! The `.veto` rule language (docs/rule-language.md): lexer → parser → checker → compiler → evaluator, and `veto check`.
 
 pub mod ast;
 pub mod checker;

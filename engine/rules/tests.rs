@@ -696,3 +696,17 @@ fn longest_accepted_chains_compile_and_evaluate_without_overflow() {
     let names: Vec<&str> = out.hits.iter().map(|h| h.rule.as_ref()).collect();
     assert_eq!(names, vec!["a", "s"]);
 }
+
+#[test]
+fn run_check_exit_codes() {
+    assert_eq!(run_check(&[rules_dir()], false), 0);
+    assert_eq!(run_check(&[rules_dir()], true), 0);
+    let broken =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/rules_corpus/02_type_mismatch.veto");
+    assert_eq!(run_check(std::slice::from_ref(&broken), false), 1);
+    assert_eq!(run_check(&[broken], true), 1);
+    assert_eq!(
+        run_check(&[rules_dir().join("no_such_file.veto")], false),
+        1
+    );
+}
