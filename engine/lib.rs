@@ -7,9 +7,11 @@
 //! | module     | role |
 //! |------------|------|
 //! | [`event`]  | payment event model, wire codecs (protobuf, JSON), validation |
+//! | [`store`]  | tag store: sharded entity state, sliding windows, sketches, tags, spill, checkpoint |
 //! | [`proto`]  | prost types generated from `schemas/veto/v1` |
 
 pub mod event;
+pub mod store;
 
 pub mod proto {
     //! Prost types generated from `schemas/veto/v1` (the wire contract).

@@ -262,6 +262,18 @@ pub struct Decision {
     pub eval_latency_us: u32,
 }
 
+/// How a feature aggregates the events of its window (shared by the rules and the store).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Aggregate {
+    Count,
+    Sum,
+    Avg,
+    Min,
+    Max,
+    Distinct,
+    Last,
+}
+
 /// Sets or removes a tag on an entity (from rules or the `entity-tags` topic).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TagUpdate {
