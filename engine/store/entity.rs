@@ -45,23 +45,19 @@ impl Entity {
     pub fn accounted_bytes(&self, key_len: usize) -> usize {
         let entry = size_of::<Entity>() + MAP_ENTRY_OVERHEAD;
         let entry = entry + entry / 4;
-        let features: usize = self.features.capacity() * size_of::<FeatureState>()
+        let features = alloc_size(self.features.capacity() * size_of::<FeatureState>())
             + self
                 .features
                 .iter()
                 .map(|f| alloc_size(f.heap_bytes()))
                 .sum::<usize>();
-        let tags: usize = self.tags.len() * size_of::<Tag>()
+        let tags = alloc_size(self.tags.len() * size_of::<Tag>())
             + self
                 .tags
                 .iter()
                 .map(|t| alloc_size(t.name.len()))
                 .sum::<usize>();
-        entry + alloc_size(key_len) + alloc_size(features) + alloc_size(tags)
-    }
-
-    pub fn feature_mut(&mut self, id: u64) -> Option<&mut FeatureState> {
-        self.features.iter_mut().find(|f| f.id == id)
+        entry + alloc_size(key_len) + features + tags
     }
 
     pub fn feature(&self, id: u64) -> Option<&FeatureState> {

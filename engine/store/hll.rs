@@ -88,13 +88,6 @@ impl DistinctState {
         }
     }
 
-    pub fn is_empty(&self) -> bool {
-        match self {
-            DistinctState::Exact(items) => items.is_empty(),
-            DistinctState::Sketch(_) => false,
-        }
-    }
-
     pub fn heap_bytes(&self) -> usize {
         match self {
             DistinctState::Exact(items) => items.capacity() * std::mem::size_of::<SeenItem>(),

@@ -12,7 +12,6 @@ use super::{
 use crate::event::{Aggregate, Field, TagUpdate};
 use ahash::{AHashMap, AHashSet, RandomState};
 use parking_lot::{Mutex, MutexGuard, RwLock};
-use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -749,7 +748,7 @@ mod tests {
         }
     }
 
-    fn input(entity: Option<&str>, observation: Observation<'_>) -> FeatureInput<'_> {
+    fn input<'a>(entity: Option<&'a str>, observation: Observation<'a>) -> FeatureInput<'a> {
         FeatureInput {
             entity,
             counted: true,
