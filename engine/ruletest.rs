@@ -92,3 +92,47 @@ pub fn run_one(rules: &Arc<RuleSet>, test: &RuleTest) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shipped() -> Arc<RuleSet> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
+        let report = crate::rules::load(&[dir]);
+        assert!(!report.has_errors(), "{}", report.render_human(false));
+        Arc::new(report.ruleset.expect("rule set"))
+    }
+
+    #[test]
+    fn shipped_rule_tests_pass_on_the_real_store() {
+        let rules = shipped();
+        assert!(rules.tests().len() >= 5, "the shipped set carries tests");
+        assert_eq!(failures(&rules), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_wrong_expectation_is_reported_with_expected_and_got() {
+        let src = r#"
+feature card_auths_10m = count() by card_id over 10m where type == "authorization"
+rule velocity when card_auths_10m > 2 then review, score 10
+test "third auth" {
+  event { type: "authorization", card_id: "c1", at: 0s }
+  event { type: "authorization", card_id: "c1", at: 1s }
+  event { type: "authorization", card_id: "c1", at: 2s }
+  expect block hits velocity
+}
+"#;
+        let report = crate::rules::compile_source("t.veto", src, std::path::Path::new("."));
+        assert!(!report.has_errors(), "{}", report.render_human(false));
+        let rules = Arc::new(report.ruleset.expect("rule set"));
+        let failures = failures(&rules);
+        assert_eq!(failures.len(), 1);
+        assert!(
+            failures[0].contains("expected block hits [velocity]")
+                && failures[0].contains("got review hits [velocity] score 10"),
+            "{}",
+            failures[0]
+        );
+    }
+}
