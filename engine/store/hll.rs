@@ -83,7 +83,9 @@ impl DistinctState {
     /// Number of distinct items in buckets after `cutoff`.
     pub fn count(&self, cutoff: i64) -> f64 {
         match self {
-            DistinctState::Exact(items) => items.iter().filter(|i| i.bucket > cutoff).count() as f64,
+            DistinctState::Exact(items) => {
+                items.iter().filter(|i| i.bucket > cutoff).count() as f64
+            }
             DistinctState::Sketch(sketch) => sketch.estimate(cutoff),
         }
     }
@@ -246,9 +248,15 @@ mod tests {
             s.insert(item_hash(&i.to_le_bytes()), 5, i64::MIN);
         }
         let recent = s.estimate(4);
-        assert!((recent - 2_000.0).abs() <= 2_000.0 * 3.0 * SKETCH_STANDARD_ERROR, "{recent}");
+        assert!(
+            (recent - 2_000.0).abs() <= 2_000.0 * 3.0 * SKETCH_STANDARD_ERROR,
+            "{recent}"
+        );
         let all = s.estimate(0);
-        assert!((all - 12_000.0).abs() <= 12_000.0 * 3.0 * SKETCH_STANDARD_ERROR, "{all}");
+        assert!(
+            (all - 12_000.0).abs() <= 12_000.0 * 3.0 * SKETCH_STANDARD_ERROR,
+            "{all}"
+        );
         assert!(!s.prune(4));
         assert!(s.prune(5));
     }
