@@ -290,8 +290,11 @@ fn report_restore_time() {
 criterion_group!(benches, bench_updates);
 
 fn main() {
-    report_bytes_per_entity();
-    report_restore_time();
+    // VETO_BENCH_ONLY_UPDATES=1 skips the bytes-per-entity and restore reports
+    if std::env::var_os("VETO_BENCH_ONLY_UPDATES").is_none() {
+        report_bytes_per_entity();
+        report_restore_time();
+    }
     benches();
     criterion::Criterion::default()
         .configure_from_args()

@@ -6,6 +6,7 @@
 //! time is the highest rho among its pairs whose bucket is still inside the window.
 
 use super::codec::{DecodeError, Reader, Writer};
+use std::cell::Cell;
 
 /// log2 of the number of sketch registers.
 const PRECISION: u32 = 10;
@@ -99,11 +100,23 @@ impl DistinctState {
 }
 
 /// A sliding-window HyperLogLog.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct SlidingHll {
     /// Per register: Pareto front of (bucket, rho), bucket ascending and rho descending.
     registers: Vec<Vec<(i64, u8)>>,
+    /// Oldest bucket of any pair, so pruning is skipped until something can expire.
+    oldest: i64,
+    /// Last estimate and the cutoff it was computed for; cleared when a register changes.
+    cached: Cell<Option<(i64, f64)>>,
 }
+
+impl PartialEq for SlidingHll {
+    fn eq(&self, other: &Self) -> bool {
+        self.registers == other.registers
+    }
+}
+
+impl Eq for SlidingHll {}
 
 impl Default for SlidingHll {
     fn default() -> Self {
@@ -115,6 +128,8 @@ impl SlidingHll {
     pub fn new() -> SlidingHll {
         SlidingHll {
             registers: vec![Vec::new(); REGISTERS],
+            oldest: i64::MAX,
+            cached: Cell::new(None),
         }
     }
 
@@ -131,19 +146,39 @@ impl SlidingHll {
         front.retain(|&(b, r)| b > cutoff && !(b <= bucket && r <= rho));
         let at = front.partition_point(|&(b, _)| b < bucket);
         front.insert(at, (bucket, rho));
+        self.oldest = self.oldest.min(bucket);
+        self.cached.set(None);
     }
 
     /// Drops pairs at or before `cutoff`; returns true when the sketch is empty.
     pub fn prune(&mut self, cutoff: i64) -> bool {
-        let mut empty = true;
+        if cutoff < self.oldest {
+            return false;
+        }
+        self.cached.set(None);
+        let mut oldest = i64::MAX;
         for front in &mut self.registers {
             front.retain(|&(b, _)| b > cutoff);
-            empty &= front.is_empty();
+            if let Some(&(b, _)) = front.first() {
+                oldest = oldest.min(b);
+            }
         }
-        empty
+        self.oldest = oldest;
+        oldest == i64::MAX
     }
 
     pub fn estimate(&self, cutoff: i64) -> f64 {
+        if let Some((at, estimate)) = self.cached.get() {
+            if at == cutoff {
+                return estimate;
+            }
+        }
+        let estimate = self.compute_estimate(cutoff);
+        self.cached.set(Some((cutoff, estimate)));
+        estimate
+    }
+
+    fn compute_estimate(&self, cutoff: i64) -> f64 {
         let m = REGISTERS as f64;
         let mut inverse_sum = 0.0;
         let mut zeros = 0usize;
@@ -208,6 +243,7 @@ impl SlidingHll {
                 let bucket = r.zigzag()?;
                 let rho = r.u8()?;
                 front.push((bucket, rho));
+                sketch.oldest = sketch.oldest.min(bucket);
             }
         }
         Ok(sketch)
