@@ -106,6 +106,8 @@ pub struct SlidingHll {
     registers: Vec<Vec<(i64, u8)>>,
     /// Oldest bucket of any pair, so pruning is skipped until something can expire.
     oldest: i64,
+    /// Number of pairs over all registers (for byte accounting without a scan).
+    pairs: usize,
     /// Last estimate and the cutoff it was computed for; cleared when a register changes.
     cached: Cell<Option<(i64, f64)>>,
 }
@@ -129,6 +131,7 @@ impl SlidingHll {
         SlidingHll {
             registers: vec![Vec::new(); REGISTERS],
             oldest: i64::MAX,
+            pairs: 0,
             cached: Cell::new(None),
         }
     }
@@ -143,9 +146,11 @@ impl SlidingHll {
         if front.iter().any(|&(b, r)| b >= bucket && r >= rho) {
             return;
         }
+        let before = front.len();
         front.retain(|&(b, r)| b > cutoff && !(b <= bucket && r <= rho));
         let at = front.partition_point(|&(b, _)| b < bucket);
         front.insert(at, (bucket, rho));
+        self.pairs = self.pairs + front.len() - before;
         self.oldest = self.oldest.min(bucket);
         self.cached.set(None);
     }
@@ -157,8 +162,10 @@ impl SlidingHll {
         }
         self.cached.set(None);
         let mut oldest = i64::MAX;
+        self.pairs = 0;
         for front in &mut self.registers {
             front.retain(|&(b, _)| b > cutoff);
+            self.pairs += front.len();
             if let Some(&(b, _)) = front.first() {
                 oldest = oldest.min(b);
             }
@@ -203,14 +210,11 @@ impl SlidingHll {
         }
     }
 
+    /// Approximate heap bytes (pairs counted by length, not capacity, to avoid a scan).
     pub fn heap_bytes(&self) -> usize {
         std::mem::size_of::<Self>()
             + self.registers.capacity() * std::mem::size_of::<Vec<(i64, u8)>>()
-            + self
-                .registers
-                .iter()
-                .map(|f| f.capacity() * std::mem::size_of::<(i64, u8)>())
-                .sum::<usize>()
+            + self.pairs * std::mem::size_of::<(i64, u8)>()
     }
 
     pub fn encode(&self, w: &mut Writer<'_>) {
@@ -244,6 +248,7 @@ impl SlidingHll {
                 let rho = r.u8()?;
                 front.push((bucket, rho));
                 sketch.oldest = sketch.oldest.min(bucket);
+                sketch.pairs += 1;
             }
         }
         Ok(sketch)
