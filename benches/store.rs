@@ -1,6 +1,5 @@
 //! Tag store benches: update throughput vs a dashmap baseline, bytes per entity, restore time.
 
-use ahash::AHashSet;
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use dashmap::DashMap;
 use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -12,13 +11,6 @@ use veto::store::{FeatureInput, FeatureSpec, Observation, StoreConfig, TagStore}
 
 const KEYS_PER_KIND: u64 = 200_000;
 const EVENTS: usize = 100_000;
-const KINDS: [Field; 5] = [
-    Field::CardId,
-    Field::UserId,
-    Field::DeviceId,
-    Field::Ip,
-    Field::MerchantId,
-];
 
 /// One synthetic event: five entity values (card, user, device, ip, merchant) and an amount.
 struct Event {
@@ -216,10 +208,10 @@ fn report_bytes_per_entity() {
         feature(3, Aggregate::Distinct, Field::CardId, 86_400_000),
     ];
     let mut out = [None; 3];
-    for round in 0..2 {
+    for round in 0..2i64 {
         for i in 0..n {
             let card = format!("card-{i:010}");
-            let device = format!("dev-{}", i % 3 + round);
+            let device = format!("dev-{}", i as i64 % 3 + round);
             let input = |observation| FeatureInput {
                 entity: Some(card.as_str()),
                 counted: true,
@@ -298,8 +290,11 @@ fn report_restore_time() {
 criterion_group!(benches, bench_updates);
 
 fn main() {
-    report_bytes_per_entity();
-    report_restore_time();
+    // VETO_BENCH_ONLY_UPDATES=1 skips the bytes-per-entity and restore reports
+    if std::env::var_os("VETO_BENCH_ONLY_UPDATES").is_none() {
+        report_bytes_per_entity();
+        report_restore_time();
+    }
     benches();
     criterion::Criterion::default()
         .configure_from_args()

@@ -46,7 +46,9 @@ fn card(i: usize) -> String {
 
 /// Events of entity i: 1 + i % 3 of them, amounts in cents.
 fn amounts(i: usize) -> Vec<i64> {
-    (0..1 + i % 3).map(|j| ((i * 31 + j * 7) % 100_000) as i64).collect()
+    (0..1 + i % 3)
+        .map(|j| ((i * 31 + j * 7) % 100_000) as i64)
+        .collect()
 }
 
 fn expected(i: usize) -> [Option<f64>; 3] {

@@ -8,8 +8,8 @@
 use super::codec::{DecodeError, Reader, Writer};
 use super::{PartitionOffset, StoreError};
 use rocksdb::{
-    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, IteratorMode,
-    Options, WriteBatch, WriteOptions, DB,
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType,
+    IteratorMode, Options, WriteBatch, WriteOptions, DB,
 };
 use std::path::Path;
 
@@ -219,7 +219,11 @@ impl Disk {
     /// Reads a spilled entity and removes it from the spill.
     pub fn take_spilled(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let cf = self.cf(CF_SPILL)?;
-        let Some(value) = self.db.get_pinned_cf(cf, key).map_err(rocks("read spill"))? else {
+        let Some(value) = self
+            .db
+            .get_pinned_cf(cf, key)
+            .map_err(rocks("read spill"))?
+        else {
             return Ok(None);
         };
         let value = value.to_vec();
@@ -343,7 +347,8 @@ impl CheckpointBatch<'_> {
     }
 
     pub fn clear_spill(&mut self) {
-        self.batch.delete_range_cf(self.spill, KEY_RANGE.0, KEY_RANGE.1);
+        self.batch
+            .delete_range_cf(self.spill, KEY_RANGE.0, KEY_RANGE.1);
     }
 
     pub fn put_manifest(&mut self, manifest: &Manifest) {

@@ -69,7 +69,9 @@ impl Entity {
     }
 
     pub fn has_tag(&self, tag: &str, now_ms: i64) -> bool {
-        self.tags.iter().any(|t| &*t.name == tag && t.is_live(now_ms))
+        self.tags
+            .iter()
+            .any(|t| &*t.name == tag && t.is_live(now_ms))
     }
 
     /// Sets (or replaces) a tag.

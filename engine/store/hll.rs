@@ -6,6 +6,7 @@
 //! time is the highest rho among its pairs whose bucket is still inside the window.
 
 use super::codec::{DecodeError, Reader, Writer};
+use std::cell::Cell;
 
 /// log2 of the number of sketch registers.
 const PRECISION: u32 = 10;
@@ -83,7 +84,9 @@ impl DistinctState {
     /// Number of distinct items in buckets after `cutoff`.
     pub fn count(&self, cutoff: i64) -> f64 {
         match self {
-            DistinctState::Exact(items) => items.iter().filter(|i| i.bucket > cutoff).count() as f64,
+            DistinctState::Exact(items) => {
+                items.iter().filter(|i| i.bucket > cutoff).count() as f64
+            }
             DistinctState::Sketch(sketch) => sketch.estimate(cutoff),
         }
     }
@@ -97,11 +100,25 @@ impl DistinctState {
 }
 
 /// A sliding-window HyperLogLog.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct SlidingHll {
     /// Per register: Pareto front of (bucket, rho), bucket ascending and rho descending.
     registers: Vec<Vec<(i64, u8)>>,
+    /// Oldest bucket of any pair, so pruning is skipped until something can expire.
+    oldest: i64,
+    /// Number of pairs over all registers (for byte accounting without a scan).
+    pairs: usize,
+    /// Last estimate and the cutoff it was computed for; cleared when a register changes.
+    cached: Cell<Option<(i64, f64)>>,
 }
+
+impl PartialEq for SlidingHll {
+    fn eq(&self, other: &Self) -> bool {
+        self.registers == other.registers
+    }
+}
+
+impl Eq for SlidingHll {}
 
 impl Default for SlidingHll {
     fn default() -> Self {
@@ -113,6 +130,9 @@ impl SlidingHll {
     pub fn new() -> SlidingHll {
         SlidingHll {
             registers: vec![Vec::new(); REGISTERS],
+            oldest: i64::MAX,
+            pairs: 0,
+            cached: Cell::new(None),
         }
     }
 
@@ -126,22 +146,46 @@ impl SlidingHll {
         if front.iter().any(|&(b, r)| b >= bucket && r >= rho) {
             return;
         }
+        let before = front.len();
         front.retain(|&(b, r)| b > cutoff && !(b <= bucket && r <= rho));
         let at = front.partition_point(|&(b, _)| b < bucket);
         front.insert(at, (bucket, rho));
+        self.pairs = self.pairs + front.len() - before;
+        self.oldest = self.oldest.min(bucket);
+        self.cached.set(None);
     }
 
     /// Drops pairs at or before `cutoff`; returns true when the sketch is empty.
     pub fn prune(&mut self, cutoff: i64) -> bool {
-        let mut empty = true;
+        if cutoff < self.oldest {
+            return false;
+        }
+        self.cached.set(None);
+        let mut oldest = i64::MAX;
+        self.pairs = 0;
         for front in &mut self.registers {
             front.retain(|&(b, _)| b > cutoff);
-            empty &= front.is_empty();
+            self.pairs += front.len();
+            if let Some(&(b, _)) = front.first() {
+                oldest = oldest.min(b);
+            }
         }
-        empty
+        self.oldest = oldest;
+        oldest == i64::MAX
     }
 
     pub fn estimate(&self, cutoff: i64) -> f64 {
+        if let Some((at, estimate)) = self.cached.get() {
+            if at == cutoff {
+                return estimate;
+            }
+        }
+        let estimate = self.compute_estimate(cutoff);
+        self.cached.set(Some((cutoff, estimate)));
+        estimate
+    }
+
+    fn compute_estimate(&self, cutoff: i64) -> f64 {
         let m = REGISTERS as f64;
         let mut inverse_sum = 0.0;
         let mut zeros = 0usize;
@@ -166,14 +210,11 @@ impl SlidingHll {
         }
     }
 
+    /// Approximate heap bytes (pairs counted by length, not capacity, to avoid a scan).
     pub fn heap_bytes(&self) -> usize {
         std::mem::size_of::<Self>()
             + self.registers.capacity() * std::mem::size_of::<Vec<(i64, u8)>>()
-            + self
-                .registers
-                .iter()
-                .map(|f| f.capacity() * std::mem::size_of::<(i64, u8)>())
-                .sum::<usize>()
+            + self.pairs * std::mem::size_of::<(i64, u8)>()
     }
 
     pub fn encode(&self, w: &mut Writer<'_>) {
@@ -206,6 +247,8 @@ impl SlidingHll {
                 let bucket = r.zigzag()?;
                 let rho = r.u8()?;
                 front.push((bucket, rho));
+                sketch.oldest = sketch.oldest.min(bucket);
+                sketch.pairs += 1;
             }
         }
         Ok(sketch)
@@ -246,9 +289,15 @@ mod tests {
             s.insert(item_hash(&i.to_le_bytes()), 5, i64::MIN);
         }
         let recent = s.estimate(4);
-        assert!((recent - 2_000.0).abs() <= 2_000.0 * 3.0 * SKETCH_STANDARD_ERROR, "{recent}");
+        assert!(
+            (recent - 2_000.0).abs() <= 2_000.0 * 3.0 * SKETCH_STANDARD_ERROR,
+            "{recent}"
+        );
         let all = s.estimate(0);
-        assert!((all - 12_000.0).abs() <= 12_000.0 * 3.0 * SKETCH_STANDARD_ERROR, "{all}");
+        assert!(
+            (all - 12_000.0).abs() <= 12_000.0 * 3.0 * SKETCH_STANDARD_ERROR,
+            "{all}"
+        );
         assert!(!s.prune(4));
         assert!(s.prune(5));
     }

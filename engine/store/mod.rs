@@ -70,7 +70,9 @@ pub enum StoreError {
     MissingColumnFamily(&'static str),
     #[error("corrupt checkpoint, refusing to load it: {0}")]
     CorruptCheckpoint(String),
-    #[error("checkpoint format version {found} is not supported (this build reads version {expected})")]
+    #[error(
+        "checkpoint format version {found} is not supported (this build reads version {expected})"
+    )]
     UnsupportedCheckpointVersion { found: u32, expected: u32 },
     #[error("corrupt spilled entity {key}: {reason}")]
     CorruptSpill { key: String, reason: String },

@@ -75,7 +75,8 @@ fn entity_key(kind: u8, value: &str) -> Vec<u8> {
 }
 
 fn split_key(key: &[u8]) -> Result<(Field, &str), StoreError> {
-    let bad = |why: &str| StoreError::CorruptCheckpoint(format!("key {}: {why}", printable_key(key)));
+    let bad =
+        |why: &str| StoreError::CorruptCheckpoint(format!("key {}: {why}", printable_key(key)));
     let (&kind, value) = key.split_first().ok_or_else(|| bad("empty"))?;
     let kind = Field::from_u8(kind).ok_or_else(|| bad("unknown entity kind"))?;
     let value = std::str::from_utf8(value).map_err(|_| bad("value not utf-8"))?;
@@ -680,7 +681,11 @@ impl TagStore {
         self.checkpoint_entities.store(found, Ordering::Relaxed);
         self.sequence.store(manifest.sequence, Ordering::Relaxed);
         let entities = usize::try_from(found).unwrap_or(usize::MAX);
-        telemetry::checkpoint_restored(entities, manifest.sequence, started.elapsed().as_secs_f64());
+        telemetry::checkpoint_restored(
+            entities,
+            manifest.sequence,
+            started.elapsed().as_secs_f64(),
+        );
         drop(_gate);
         telemetry::size(&self.stats());
         Ok(Some(Restored {
@@ -818,9 +823,16 @@ mod tests {
         let mut users = 0.0;
         let mut cents = 0.0;
         for k in 0..keys {
-            cards += store.feature_value(&specs[0], &format!("c{k}"), 1_000).unwrap();
-            users += store.feature_value(&specs[1], &format!("u{k}"), 1_000).unwrap();
-            cents += store.feature_value(&specs[2], &format!("c{k}"), 1_000).unwrap() * 100.0;
+            cards += store
+                .feature_value(&specs[0], &format!("c{k}"), 1_000)
+                .unwrap();
+            users += store
+                .feature_value(&specs[1], &format!("u{k}"), 1_000)
+                .unwrap();
+            cents += store
+                .feature_value(&specs[2], &format!("c{k}"), 1_000)
+                .unwrap()
+                * 100.0;
         }
         let events = (threads * per_thread) as f64;
         assert_eq!(cards, events);
@@ -864,7 +876,12 @@ mod tests {
         let store = TagStore::open(cfg).unwrap();
         let specs = [spec(1, Aggregate::Count, Field::CardId)];
         let mut out = [None];
-        store.update(0, &specs, &[input(Some("old"), Observation::Count)], &mut out);
+        store.update(
+            0,
+            &specs,
+            &[input(Some("old"), Observation::Count)],
+            &mut out,
+        );
         store.apply_tag(&TagUpdate {
             entity: Field::CardId,
             value: "tagged".into(),
@@ -872,7 +889,12 @@ mod tests {
             expires_at_ms: Some(100_000),
             remove: false,
         });
-        store.update(650_000, &specs, &[input(Some("new"), Observation::Count)], &mut out);
+        store.update(
+            650_000,
+            &specs,
+            &[input(Some("new"), Observation::Count)],
+            &mut out,
+        );
         let stats = store.sweep();
         assert_eq!(stats.entities_in_memory, 1, "old and tagged are idle");
         assert_eq!(store.feature_value(&specs[0], "new", 650_000), Some(1.0));
@@ -907,7 +929,12 @@ mod tests {
             let store = TagStore::open(config(dir.path())).unwrap();
             let mut out = [None];
             for card in ["a", "b", "c"] {
-                store.update(0, &specs, &[input(Some(card), Observation::Count)], &mut out);
+                store.update(
+                    0,
+                    &specs,
+                    &[input(Some(card), Observation::Count)],
+                    &mut out,
+                );
             }
             store.checkpoint(&[], &[]).unwrap();
         }
@@ -944,7 +971,12 @@ mod tests {
             let store = TagStore::open(config(dir.path())).unwrap();
             let mut out = [None];
             for card in ["a", "b"] {
-                store.update(0, &specs, &[input(Some(card), Observation::Count)], &mut out);
+                store.update(
+                    0,
+                    &specs,
+                    &[input(Some(card), Observation::Count)],
+                    &mut out,
+                );
             }
             store.checkpoint(&[], &[]).unwrap();
         }
@@ -958,11 +990,17 @@ mod tests {
             let cf = db
                 .cf_handle(super::super::disk::CF_CHECKPOINT_ENTITIES)
                 .unwrap();
-            db.delete_cf(cf, entity_key(Field::CardId as u8, "a")).unwrap();
+            db.delete_cf(cf, entity_key(Field::CardId as u8, "a"))
+                .unwrap();
         }
         let store = TagStore::open(config(dir.path())).unwrap();
         let error = store.restore().unwrap_err();
-        assert!(error.to_string().contains("manifest lists 2 entities but 1"), "{error}");
+        assert!(
+            error
+                .to_string()
+                .contains("manifest lists 2 entities but 1"),
+            "{error}"
+        );
     }
 
     #[test]

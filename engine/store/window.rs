@@ -499,13 +499,15 @@ mod tests {
         match (counted, value) {
             (false, _) | (_, None) => Contribution::Nothing,
             (true, Some(_)) if agg == Aggregate::Count => Contribution::Count,
-            (true, Some(cents)) => to_fixed(cents as f64 / 100.0).map_or(Contribution::Nothing, |v| {
-                if agg == Aggregate::Distinct {
-                    Contribution::Item(item_hash(&v.to_le_bytes()))
-                } else {
-                    Contribution::Number(v)
-                }
-            }),
+            (true, Some(cents)) => {
+                to_fixed(cents as f64 / 100.0).map_or(Contribution::Nothing, |v| {
+                    if agg == Aggregate::Distinct {
+                        Contribution::Item(item_hash(&v.to_le_bytes()))
+                    } else {
+                        Contribution::Number(v)
+                    }
+                })
+            }
         }
     }
 
@@ -559,9 +561,15 @@ mod tests {
         s.update(Aggregate::Count, g, 49, Contribution::Count, 10);
         s.update(Aggregate::Count, g, 50, Contribution::Count, 10);
         assert_eq!(s.value(Aggregate::Count, g, 99), Some(2.0));
-        assert_eq!(s.update(Aggregate::Count, g, 100, Contribution::Count, 10), Some(2.0));
+        assert_eq!(
+            s.update(Aggregate::Count, g, 100, Contribution::Count, 10),
+            Some(2.0)
+        );
         // too old: older than T - window, counted nowhere, T unchanged
-        assert_eq!(s.update(Aggregate::Count, g, 39, Contribution::Count, 10), Some(2.0));
+        assert_eq!(
+            s.update(Aggregate::Count, g, 39, Contribution::Count, 10),
+            Some(2.0)
+        );
         assert_eq!(s.latest_ms, 100);
         assert_eq!(s.value(Aggregate::Count, g, 159), Some(1.0));
         assert_eq!(s.value(Aggregate::Count, g, 160), Some(0.0));
@@ -572,9 +580,21 @@ mod tests {
         let g = Geometry::new(1_000, 10);
         let mut s = FeatureState::new(1, Aggregate::Sum, i64::MIN);
         for _ in 0..10 {
-            s.update(Aggregate::Sum, g, 0, Contribution::Number(to_fixed(0.1).unwrap()), 10);
+            s.update(
+                Aggregate::Sum,
+                g,
+                0,
+                Contribution::Number(to_fixed(0.1).unwrap()),
+                10,
+            );
         }
-        let out = s.update(Aggregate::Sum, g, 1, Contribution::Number(to_fixed(0.2).unwrap()), 10);
+        let out = s.update(
+            Aggregate::Sum,
+            g,
+            1,
+            Contribution::Number(to_fixed(0.2).unwrap()),
+            10,
+        );
         assert_eq!(out, Some(1.2));
     }
 }
