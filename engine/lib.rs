@@ -6,9 +6,11 @@
 //!
 //! | module     | role |
 //! |------------|------|
+//! | [`config`] | `veto.toml` + `VETO_*` environment overrides, validated |
 //! | [`event`]  | payment event model, wire codecs (protobuf, JSON), validation |
 //! | [`proto`]  | prost types generated from `schemas/veto/v1` |
 
+pub mod config;
 pub mod event;
 
 pub mod proto {
