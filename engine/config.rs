@@ -267,7 +267,10 @@ const RESERVED_LIBRDKAFKA_KEYS: [(&str, &str); 6] = [
     ("group.id", "set kafka.group_id instead"),
     ("enable.auto.commit", "Veto commits offsets itself"),
     ("enable.auto.offset.store", "Veto stores offsets itself"),
-    ("transactional.id", "set kafka.delivery = \"exactly_once\" instead"),
+    (
+        "transactional.id",
+        "set kafka.delivery = \"exactly_once\" instead",
+    ),
     ("enable.idempotence", "Veto always enables it"),
 ];
 
@@ -352,11 +355,17 @@ impl Config {
         }
         for (reserved, hint) in RESERVED_LIBRDKAFKA_KEYS {
             if kafka.librdkafka.contains_key(reserved) {
-                return Err(("kafka.librdkafka", format!("{reserved:?} is set by Veto; {hint}")));
+                return Err((
+                    "kafka.librdkafka",
+                    format!("{reserved:?} is set by Veto; {hint}"),
+                ));
             }
         }
         if self.rules.paths.is_empty() {
-            return Err(("rules.paths", "needs at least one rule file or directory".into()));
+            return Err((
+                "rules.paths",
+                "needs at least one rule file or directory".into(),
+            ));
         }
         let shards = self.store.shards;
         if shards == 0 || !shards.is_power_of_two() || shards > 65_536 {
@@ -553,7 +562,8 @@ mod tests {
                 max_event_bytes = "1MiB"
                 "#,
             )?;
-            let config = Config::load(Some(Path::new("conf/veto.toml"))).map_err(|e| e.to_string())?;
+            let config =
+                Config::load(Some(Path::new("conf/veto.toml"))).map_err(|e| e.to_string())?;
             assert_eq!(config.kafka.brokers, "k1:9092,k2:9092");
             assert_eq!(config.kafka.input_format, InputFormat::Json);
             assert_eq!(config.kafka.delivery, Delivery::ExactlyOnce);
@@ -563,7 +573,11 @@ mod tests {
             assert_eq!(config.store.checkpoint_interval, Duration::from_secs(90));
             assert_eq!(config.timers.resolution, Duration::from_micros(500));
             assert_eq!(config.max_event_bytes(), 1024 * 1024);
-            assert_eq!(config.rules.paths, [PathBuf::from("rules/payments.veto")], "defaults stay as given");
+            assert_eq!(
+                config.rules.paths,
+                [PathBuf::from("rules/payments.veto")],
+                "defaults stay as given"
+            );
             Ok(())
         });
     }
@@ -573,7 +587,10 @@ mod tests {
         in_jail(|jail| {
             jail.create_file("veto.toml", "[store]\nshardz = 64\n")?;
             let msg = load_err("veto.toml");
-            assert!(msg.starts_with("veto.toml: store.shardz: unknown field"), "{msg}");
+            assert!(
+                msg.starts_with("veto.toml: store.shardz: unknown field"),
+                "{msg}"
+            );
             jail.create_file("veto.toml", "[kafak]\nbrokers = \"x\"\n")?;
             let msg = load_err("veto.toml");
             assert!(msg.starts_with("veto.toml: kafak: unknown field"), "{msg}");
@@ -605,7 +622,10 @@ mod tests {
     #[test]
     fn missing_file_is_named() {
         in_jail(|_| {
-            assert_eq!(load_err("nowhere/veto.toml"), "config file nowhere/veto.toml: not found");
+            assert_eq!(
+                load_err("nowhere/veto.toml"),
+                "config file nowhere/veto.toml: not found"
+            );
             Ok(())
         });
     }
@@ -630,7 +650,10 @@ mod tests {
             );
             jail.create_file("veto.toml", "[kafka.librdkafka]\n\"group.id\" = \"x\"\n")?;
             let msg = load_err("veto.toml");
-            assert!(msg.starts_with("veto.toml: kafka.librdkafka: \"group.id\" is set by Veto"), "{msg}");
+            assert!(
+                msg.starts_with("veto.toml: kafka.librdkafka: \"group.id\" is set by Veto"),
+                "{msg}"
+            );
             jail.create_file("veto.toml", "[telemetry]\nlog_level = \"veto=loud\"\n")?;
             let msg = load_err("veto.toml");
             assert!(msg.starts_with("veto.toml: telemetry.log_level: "), "{msg}");
@@ -661,7 +684,11 @@ mod tests {
             assert_eq!(config.store.shards, 128);
             assert_eq!(config.store.memory_budget, ByteSize::gib(2));
             assert_eq!(config.kafka.topics.decisions, "verdicts");
-            assert_eq!(config.pipeline.drain_timeout, Duration::from_secs(3), "file value kept");
+            assert_eq!(
+                config.pipeline.drain_timeout,
+                Duration::from_secs(3),
+                "file value kept"
+            );
             Ok(())
         });
     }
@@ -675,7 +702,9 @@ mod tests {
                 Err(e) => e.to_string(),
             };
             assert!(
-                msg.starts_with("environment variable VETO_STORE__SHARDZ: store.shardz: unknown field"),
+                msg.starts_with(
+                    "environment variable VETO_STORE__SHARDZ: store.shardz: unknown field"
+                ),
                 "{msg}"
             );
             Ok(())

@@ -79,7 +79,12 @@ pub fn decode_tag_update(
     max_bytes: usize,
 ) -> Result<TagUpdate, EventError> {
     check_size(bytes, max_bytes)?;
-    decode_with(bytes, format, json::decode_tag_update, decode_tag_update_protobuf)
+    decode_with(
+        bytes,
+        format,
+        json::decode_tag_update,
+        decode_tag_update_protobuf,
+    )
 }
 
 /// Encodes a tag update. An entity field that is not taggable (see `docs/wire-format.md`)
@@ -135,7 +140,12 @@ pub fn encode_decision(d: &Decision, format: OutputFormat) -> Vec<u8> {
 
 /// Decodes a decision (tests and tools read decisions back).
 pub fn decode_decision(bytes: &[u8], format: InputFormat) -> Result<Decision, EventError> {
-    decode_with(bytes, format, json::decode_decision, decode_decision_protobuf)
+    decode_with(
+        bytes,
+        format,
+        json::decode_decision,
+        decode_decision_protobuf,
+    )
 }
 
 /// Builds the protobuf `DeadLetter` for a rejected message, carrying the raw bytes unchanged.

@@ -14,13 +14,19 @@ pub enum EventError {
     Oversized { size: usize, max: usize },
     /// The payload is not well-formed protobuf or JSON at all.
     #[error("payload: undecodable {format}: {detail}")]
-    Undecodable { format: &'static str, detail: String },
+    Undecodable {
+        format: &'static str,
+        detail: String,
+    },
     /// A string (or the whole JSON payload) is not valid UTF-8.
     #[error("field `{field}`: {detail}")]
     InvalidUtf8 { field: String, detail: String },
     /// A JSON value has the wrong type, e.g. a number where a string is expected.
     #[error("field `{field}`: expected {expected}")]
-    InvalidType { field: String, expected: &'static str },
+    InvalidType {
+        field: String,
+        expected: &'static str,
+    },
     /// A JSON object has a key the contract does not define.
     #[error("field `{field}`: unknown field")]
     UnknownField { field: String },
@@ -29,7 +35,10 @@ pub enum EventError {
     DuplicateField { field: String, other: String },
     /// A required field is absent or empty.
     #[error("field `{field}`: {detail}")]
-    MissingField { field: &'static str, detail: &'static str },
+    MissingField {
+        field: &'static str,
+        detail: &'static str,
+    },
     /// The amount is negative, malformed, overflows, or has more decimals than the currency allows.
     #[error("field `{field}`: {detail}")]
     InvalidAmount { field: &'static str, detail: String },
@@ -44,7 +53,11 @@ pub enum EventError {
     UnknownEnum { field: &'static str, value: String },
     /// A string is longer than the contract allows.
     #[error("field `{field}`: {len} bytes exceeds the limit of {max} bytes")]
-    TooLong { field: String, len: usize, max: usize },
+    TooLong {
+        field: String,
+        len: usize,
+        max: usize,
+    },
     /// More `attrs` entries than the contract allows.
     #[error("field `attrs`: {count} entries exceeds the limit of {max}")]
     TooManyAttrs { count: usize, max: usize },

@@ -10,7 +10,9 @@ use serde_json::error::Category;
 use serde_json::value::RawValue;
 
 use super::error::EventError;
-use super::model::{currency_exponent, Decision, Outcome, PaymentEvent, RuleHit, TagUpdate, Trigger};
+use super::model::{
+    currency_exponent, Decision, Outcome, PaymentEvent, RuleHit, TagUpdate, Trigger,
+};
 use super::parse::{major_to_minor, minor_to_major, parse_rfc3339_ms};
 use super::validate::{
     check_currency, entity_kind_from_name, entity_kind_name, validate_decision, validate_event,
@@ -41,7 +43,13 @@ const EVENT_KEYS: [&str; 19] = [
 ];
 
 /// Keys accepted in a JSON tag update.
-const TAG_UPDATE_KEYS: [&str; 5] = ["entity_kind", "entity_value", "tag", "expires_at_ms", "remove"];
+const TAG_UPDATE_KEYS: [&str; 5] = [
+    "entity_kind",
+    "entity_value",
+    "tag",
+    "expires_at_ms",
+    "remove",
+];
 
 /// Decodes and validates a JSON payment event (size already checked by the caller).
 pub(crate) fn decode_event(bytes: &[u8]) -> Result<PaymentEvent, EventError> {
@@ -71,7 +79,7 @@ pub(crate) fn decode_event(bytes: &[u8]) -> Result<PaymentEvent, EventError> {
             "device_id" => ev.device_id = string(key, raw)?,
             "ip" => ev.ip = string(key, raw)?,
             "merchant_id" => ev.merchant_id = string(key, raw)?,
-            "amount" => amount_major = Some(raw),
+            "amount" => amount_major = Some(*raw),
             "amount_minor" => ev.amount_minor = amount_minor(raw)?,
             "currency" => ev.currency = string(key, raw)?,
             "country" => ev.country = string(key, raw)?,
@@ -136,7 +144,10 @@ pub(crate) fn decode_tag_update(bytes: &[u8]) -> Result<TagUpdate, EventError> {
     };
     let mut seen = SeenKeys::default();
     for (key, raw) in &members.0 {
-        let known = TAG_UPDATE_KEYS.iter().find(|k| **k == key.as_str()).copied();
+        let known = TAG_UPDATE_KEYS
+            .iter()
+            .find(|k| **k == key.as_str())
+            .copied();
         let key = known.ok_or_else(|| EventError::UnknownField {
             field: shortened(key),
         })?;
@@ -144,12 +155,13 @@ pub(crate) fn decode_tag_update(bytes: &[u8]) -> Result<TagUpdate, EventError> {
         match key {
             "entity_kind" => {
                 let name = string(key, raw)?.unwrap_or_default();
-                entity = Some(entity_kind_from_name(&name).ok_or_else(|| {
-                    EventError::UnknownEnum {
-                        field: "entity_kind",
-                        value: format!("{:?}", shortened(&name)),
-                    }
-                })?);
+                entity =
+                    Some(
+                        entity_kind_from_name(&name).ok_or_else(|| EventError::UnknownEnum {
+                            field: "entity_kind",
+                            value: format!("{:?}", shortened(&name)),
+                        })?,
+                    );
             }
             "entity_value" => update.value = string(key, raw)?.unwrap_or_default(),
             "tag" => update.tag = string(key, raw)?.unwrap_or_default(),
@@ -282,7 +294,8 @@ fn top_level_object(text: &str) -> Result<Members<'_>, EventError> {
 
 /// Serializes a plain output struct; these hold only strings, integers and string maps.
 fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
-    serde_json::to_vec(value).expect("JSON output structs hold only strings, integers and string maps")
+    serde_json::to_vec(value)
+        .expect("JSON output structs hold only strings, integers and string maps")
 }
 
 /// A string field; `null` and `""` both mean absent.
@@ -329,14 +342,12 @@ fn event_time(key: &'static str, raw: &RawValue) -> Result<i64, EventError> {
         match integer(raw) {
             Ok(Some(ms)) => ms,
             Ok(None) => return Ok(0),
-            Err(text) => {
-                return Err(EventError::InvalidTime {
-                    field: key,
-                    detail: format!(
-                        "{text} is not an RFC 3339 string or an integer number of epoch milliseconds"
-                    ),
-                })
-            }
+            Err(text) => return Err(EventError::InvalidTime {
+                field: key,
+                detail: format!(
+                    "{text} is not an RFC 3339 string or an integer number of epoch milliseconds"
+                ),
+            }),
         }
     };
     if ms <= 0 {

@@ -212,16 +212,22 @@ mod tests {
 
     #[test]
     fn rejects_bad_amounts() {
-        assert!(major_to_minor("12.345", 2).unwrap_err().contains("decimals"));
+        assert!(major_to_minor("12.345", 2)
+            .unwrap_err()
+            .contains("decimals"));
         assert!(major_to_minor("1.5", 0).unwrap_err().contains("decimals"));
         assert!(major_to_minor("-1", 2).unwrap_err().contains("negative"));
         assert!(major_to_minor("92233720368547758.08", 2)
             .unwrap_err()
             .contains("overflows"));
         assert!(major_to_minor("1e30", 2).unwrap_err().contains("overflows"));
-        for bad in ["", ".5", "5.", "+5", "1,5", "1e", "0x10", " 1", "1.2.3", "NaN"] {
+        for bad in [
+            "", ".5", "5.", "+5", "1,5", "1e", "0x10", " 1", "1.2.3", "NaN",
+        ] {
             assert!(
-                major_to_minor(bad, 2).unwrap_err().contains("not a decimal"),
+                major_to_minor(bad, 2)
+                    .unwrap_err()
+                    .contains("not a decimal"),
                 "{bad:?}"
             );
         }
@@ -251,8 +257,14 @@ mod tests {
             parse_rfc3339_ms("2026-11-22 20:02:03.4-05:00"),
             Ok(1_795_395_723_400)
         );
-        assert_eq!(parse_rfc3339_ms("2024-02-29T00:00:00z"), Ok(1_709_164_800_000));
-        assert_eq!(parse_rfc3339_ms("9999-12-31T23:59:59.999Z"), Ok(MAX_TIME_MS));
+        assert_eq!(
+            parse_rfc3339_ms("2024-02-29T00:00:00z"),
+            Ok(1_709_164_800_000)
+        );
+        assert_eq!(
+            parse_rfc3339_ms("9999-12-31T23:59:59.999Z"),
+            Ok(MAX_TIME_MS)
+        );
     }
 
     #[test]

@@ -67,15 +67,22 @@ fn json_accepts_documented_forms() {
 
     let ev = json(r#"{"event_id":"e","type":"t","event_time":1700000000000,"amount":"1500","currency":"JPY"}"#)
         .expect("valid");
-    assert_eq!((ev.event_time_ms, ev.amount_minor), (1_700_000_000_000, Some(1500)));
+    assert_eq!(
+        (ev.event_time_ms, ev.amount_minor),
+        (1_700_000_000_000, Some(1500))
+    );
 
     let ev = json(r#"{"event_id":"e","type":"t","event_time_ms":"1700000000000","amount_minor":"1234","currency":"KWD"}"#)
         .expect("valid");
-    assert_eq!((ev.event_time_ms, ev.amount_minor), (1_700_000_000_000, Some(1234)));
+    assert_eq!(
+        (ev.event_time_ms, ev.amount_minor),
+        (1_700_000_000_000, Some(1234))
+    );
     assert_eq!(ev.amount(), Some(1.234));
 
-    let ev = json(r#"{"event_id":"e","type":"t","event_time_ms":1,"amount":"1.234","currency":"KWD"}"#)
-        .expect("valid");
+    let ev =
+        json(r#"{"event_id":"e","type":"t","event_time_ms":1,"amount":"1.234","currency":"KWD"}"#)
+            .expect("valid");
     assert_eq!(ev.amount_minor, Some(1234));
 }
 
@@ -84,7 +91,10 @@ fn auto_detects_json_and_protobuf() {
     let ev = valid_event();
     let mut spaced = b" \n\t".to_vec();
     spaced.extend(encode_event(&ev, OutputFormat::Json));
-    assert_eq!(decode_event(&spaced, InputFormat::Auto, MAX), Ok(ev.clone()));
+    assert_eq!(
+        decode_event(&spaced, InputFormat::Auto, MAX),
+        Ok(ev.clone())
+    );
     let pb = encode_event(&ev, OutputFormat::Protobuf);
     assert_eq!(decode_event(&pb, InputFormat::Auto, MAX), Ok(ev));
 }
@@ -141,7 +151,12 @@ fn dead_letter_carries_raw_bytes_and_reason() {
     assert_eq!(dl.reason_code, "missing_field");
     assert_eq!(dl.reason, "field `type`: required");
     assert_eq!(
-        (dl.source_topic.as_str(), dl.source_partition, dl.source_offset, dl.rejected_at_ms),
+        (
+            dl.source_topic.as_str(),
+            dl.source_partition,
+            dl.source_offset,
+            dl.rejected_at_ms
+        ),
         ("payments", 3, 42, 1_700_000_000_000)
     );
     assert_rejected(decode_dead_letter(&[0xFF]), "undecodable", "payload");
@@ -166,7 +181,10 @@ fn tag_updates_decode_from_both_formats() {
     }
     .encode_to_vec();
     let u = decode_tag_update(&pb, InputFormat::Protobuf, MAX).expect("valid");
-    assert_eq!((u.entity, u.remove, u.expires_at_ms), (Field::CardId, true, None));
+    assert_eq!(
+        (u.entity, u.remove, u.expires_at_ms),
+        (Field::CardId, true, None)
+    );
 }
 
 // ---- one test per validation error ----
@@ -174,8 +192,16 @@ fn tag_updates_decode_from_both_formats() {
 #[test]
 fn rejects_oversized_before_parsing() {
     let big = format!("{{\"event_id\":\"{}\"", "x".repeat(200));
-    assert_rejected(decode_event(big.as_bytes(), InputFormat::Json, 100), "oversized", "payload");
-    assert_rejected(decode_tag_update(&[0; 101], InputFormat::Protobuf, 100), "oversized", "100 bytes");
+    assert_rejected(
+        decode_event(big.as_bytes(), InputFormat::Json, 100),
+        "oversized",
+        "payload",
+    );
+    assert_rejected(
+        decode_tag_update(&[0; 101], InputFormat::Protobuf, 100),
+        "oversized",
+        "100 bytes",
+    );
 }
 
 #[test]
@@ -183,7 +209,11 @@ fn rejects_undecodable() {
     assert_rejected(json("{not json"), "undecodable", "JSON");
     assert_rejected(json("[1,2]"), "undecodable", "JSON");
     assert_rejected(json(r#"{"event_id":"e"} trailing"#), "undecodable", "JSON");
-    assert_rejected(decode_event(&[0xFF, 0xFF], InputFormat::Protobuf, MAX), "undecodable", "protobuf");
+    assert_rejected(
+        decode_event(&[0xFF, 0xFF], InputFormat::Protobuf, MAX),
+        "undecodable",
+        "protobuf",
+    );
 }
 
 #[test]
@@ -193,20 +223,36 @@ fn rejects_invalid_utf8() {
         "invalid_utf8",
         "payload",
     );
-    assert_rejected(json(r#"{"event_id":"e","user_id":"\ud800"}"#), "invalid_utf8", "user_id");
+    assert_rejected(
+        json(r#"{"event_id":"e","user_id":"\ud800"}"#),
+        "invalid_utf8",
+        "user_id",
+    );
     let pb = proto_event(|p| p.event_id.clear());
     let mut bad = vec![0x0A, 0x02, 0xC3, 0x28];
     bad.extend(pb);
-    assert_rejected(decode_event(&bad, InputFormat::Protobuf, MAX), "invalid_utf8", "event_id");
+    assert_rejected(
+        decode_event(&bad, InputFormat::Protobuf, MAX),
+        "invalid_utf8",
+        "event_id",
+    );
     // attrs value 0xFF in map entry (field 17: key "k", value "\xff").
     let mut bad_attr = encode_event(&valid_event(), OutputFormat::Protobuf);
     bad_attr.extend([0x8A, 0x01, 0x06, 0x0A, 0x01, b'k', 0x12, 0x01, 0xFF]);
-    assert_rejected(decode_event(&bad_attr, InputFormat::Protobuf, MAX), "invalid_utf8", "attrs[\"k\"]");
+    assert_rejected(
+        decode_event(&bad_attr, InputFormat::Protobuf, MAX),
+        "invalid_utf8",
+        "attrs[\"k\"]",
+    );
 }
 
 #[test]
 fn rejects_invalid_type() {
-    assert_rejected(json(r#"{"event_id":5,"type":"t","event_time":1}"#), "invalid_type", "event_id");
+    assert_rejected(
+        json(r#"{"event_id":5,"type":"t","event_time":1}"#),
+        "invalid_type",
+        "event_id",
+    );
     assert_rejected(
         json(r#"{"event_id":"e","type":"t","event_time":1,"attrs":{"k":1}}"#),
         "invalid_type",
@@ -227,7 +273,11 @@ fn rejects_unknown_field() {
         "amout",
     );
     assert_rejected(
-        decode_tag_update(br#"{"entity_kind":"user","colour":"red"}"#, InputFormat::Json, MAX),
+        decode_tag_update(
+            br#"{"entity_kind":"user","colour":"red"}"#,
+            InputFormat::Json,
+            MAX,
+        ),
         "unknown_field",
         "colour",
     );
@@ -241,7 +291,9 @@ fn rejects_duplicate_field() {
         "event_id",
     );
     assert_rejected(
-        json(r#"{"event_id":"e","type":"t","event_time":1,"amount":"1","amount_minor":100,"currency":"EUR"}"#),
+        json(
+            r#"{"event_id":"e","type":"t","event_time":1,"amount":"1","amount_minor":100,"currency":"EUR"}"#,
+        ),
         "duplicate_field",
         "amount_minor",
     );
@@ -254,20 +306,44 @@ fn rejects_duplicate_field() {
 
 #[test]
 fn rejects_missing_fields() {
-    assert_rejected(json(r#"{"type":"t","event_time":1}"#), "missing_field", "event_id");
-    assert_rejected(json(r#"{"event_id":"e","type":"","event_time":1}"#), "missing_field", "type");
-    assert_rejected(json(r#"{"event_id":"e","type":"t"}"#), "missing_field", "event_time");
+    assert_rejected(
+        json(r#"{"type":"t","event_time":1}"#),
+        "missing_field",
+        "event_id",
+    );
+    assert_rejected(
+        json(r#"{"event_id":"e","type":"","event_time":1}"#),
+        "missing_field",
+        "type",
+    );
+    assert_rejected(
+        json(r#"{"event_id":"e","type":"t"}"#),
+        "missing_field",
+        "event_time",
+    );
     assert_rejected(
         json(r#"{"event_id":"e","type":"t","event_time":1,"amount":"1.00"}"#),
         "missing_field",
         "currency",
     );
     let pb = proto_event(|p| p.currency = None);
-    assert_rejected(decode_event(&pb, InputFormat::Protobuf, MAX), "missing_field", "currency");
-    let pb = proto_event(|p| p.event_time_ms = 0);
-    assert_rejected(decode_event(&pb, InputFormat::Protobuf, MAX), "missing_field", "event_time");
     assert_rejected(
-        decode_tag_update(br#"{"entity_kind":"user","tag":"x"}"#, InputFormat::Json, MAX),
+        decode_event(&pb, InputFormat::Protobuf, MAX),
+        "missing_field",
+        "currency",
+    );
+    let pb = proto_event(|p| p.event_time_ms = 0);
+    assert_rejected(
+        decode_event(&pb, InputFormat::Protobuf, MAX),
+        "missing_field",
+        "event_time",
+    );
+    assert_rejected(
+        decode_tag_update(
+            br#"{"entity_kind":"user","tag":"x"}"#,
+            InputFormat::Json,
+            MAX,
+        ),
         "missing_field",
         "entity_value",
     );
@@ -282,9 +358,21 @@ fn rejects_invalid_amounts() {
     };
     assert_rejected(with_amount(r#""-1.00""#, "EUR"), "invalid_amount", "amount");
     assert_rejected(with_amount("-1", "EUR"), "invalid_amount", "negative");
-    assert_rejected(with_amount(r#""1.234""#, "EUR"), "invalid_amount", "more than 2 decimals");
-    assert_rejected(with_amount("12.5", "JPY"), "invalid_amount", "more than 0 decimals");
-    assert_rejected(with_amount(r#""1e20""#, "EUR"), "invalid_amount", "overflows");
+    assert_rejected(
+        with_amount(r#""1.234""#, "EUR"),
+        "invalid_amount",
+        "more than 2 decimals",
+    );
+    assert_rejected(
+        with_amount("12.5", "JPY"),
+        "invalid_amount",
+        "more than 0 decimals",
+    );
+    assert_rejected(
+        with_amount(r#""1e20""#, "EUR"),
+        "invalid_amount",
+        "overflows",
+    );
     assert_rejected(with_amount(r#""12,50""#, "EUR"), "invalid_amount", "amount");
     assert_rejected(
         json(r#"{"event_id":"e","type":"t","event_time":1,"amount_minor":1.5,"currency":"EUR"}"#),
@@ -292,12 +380,18 @@ fn rejects_invalid_amounts() {
         "amount_minor",
     );
     assert_rejected(
-        json(r#"{"event_id":"e","type":"t","event_time":1,"amount_minor":99999999999999999999,"currency":"EUR"}"#),
+        json(
+            r#"{"event_id":"e","type":"t","event_time":1,"amount_minor":99999999999999999999,"currency":"EUR"}"#,
+        ),
         "invalid_amount",
         "amount_minor",
     );
     let pb = proto_event(|p| p.amount_minor = Some(-5));
-    assert_rejected(decode_event(&pb, InputFormat::Protobuf, MAX), "invalid_amount", "amount_minor");
+    assert_rejected(
+        decode_event(&pb, InputFormat::Protobuf, MAX),
+        "invalid_amount",
+        "amount_minor",
+    );
 }
 
 #[test]
@@ -309,30 +403,62 @@ fn rejects_invalid_currency() {
         assert_rejected(json(&text), "invalid_currency", "currency");
     }
     let pb = proto_event(|p| p.currency = Some("usd".into()));
-    assert_rejected(decode_event(&pb, InputFormat::Protobuf, MAX), "invalid_currency", "currency");
+    assert_rejected(
+        decode_event(&pb, InputFormat::Protobuf, MAX),
+        "invalid_currency",
+        "currency",
+    );
 }
 
 #[test]
 fn rejects_invalid_times() {
-    assert_rejected(json(r#"{"event_id":"e","type":"t","event_time":"yesterday"}"#), "invalid_time", "event_time");
-    assert_rejected(json(r#"{"event_id":"e","type":"t","event_time":-5}"#), "invalid_time", "event_time");
-    assert_rejected(json(r#"{"event_id":"e","type":"t","event_time":1.5}"#), "invalid_time", "event_time");
-    assert_rejected(json(r#"{"event_id":"e","type":"t","event_time_ms":"soon"}"#), "invalid_time", "event_time_ms");
+    assert_rejected(
+        json(r#"{"event_id":"e","type":"t","event_time":"yesterday"}"#),
+        "invalid_time",
+        "event_time",
+    );
+    assert_rejected(
+        json(r#"{"event_id":"e","type":"t","event_time":-5}"#),
+        "invalid_time",
+        "event_time",
+    );
+    assert_rejected(
+        json(r#"{"event_id":"e","type":"t","event_time":1.5}"#),
+        "invalid_time",
+        "event_time",
+    );
+    assert_rejected(
+        json(r#"{"event_id":"e","type":"t","event_time_ms":"soon"}"#),
+        "invalid_time",
+        "event_time_ms",
+    );
     assert_rejected(
         json(r#"{"event_id":"e","type":"t","event_time":"1969-12-31T23:59:59Z"}"#),
         "invalid_time",
         "event_time",
     );
     let pb = proto_event(|p| p.event_time_ms = -1);
-    assert_rejected(decode_event(&pb, InputFormat::Protobuf, MAX), "invalid_time", "event_time");
+    assert_rejected(
+        decode_event(&pb, InputFormat::Protobuf, MAX),
+        "invalid_time",
+        "event_time",
+    );
     let pb = proto_event(|p| p.event_time_ms = MAX_TIME_MS + 1);
-    assert_rejected(decode_event(&pb, InputFormat::Protobuf, MAX), "invalid_time", "year 9999");
+    assert_rejected(
+        decode_event(&pb, InputFormat::Protobuf, MAX),
+        "invalid_time",
+        "year 9999",
+    );
 }
 
 #[test]
 fn rejects_unknown_enums() {
     assert_rejected(
-        decode_tag_update(br#"{"entity_kind":"planet","entity_value":"p","tag":"x"}"#, InputFormat::Json, MAX),
+        decode_tag_update(
+            br#"{"entity_kind":"planet","entity_value":"p","tag":"x"}"#,
+            InputFormat::Json,
+            MAX,
+        ),
         "unknown_enum",
         "entity_kind",
     );
@@ -343,7 +469,11 @@ fn rejects_unknown_enums() {
         ..Default::default()
     }
     .encode_to_vec();
-    assert_rejected(decode_tag_update(&pb, InputFormat::Protobuf, MAX), "unknown_enum", "entity_kind");
+    assert_rejected(
+        decode_tag_update(&pb, InputFormat::Protobuf, MAX),
+        "unknown_enum",
+        "entity_kind",
+    );
     let pb = proto::Decision {
         event_id: "e".into(),
         outcome: 7,
@@ -351,14 +481,24 @@ fn rejects_unknown_enums() {
         ..Default::default()
     }
     .encode_to_vec();
-    assert_rejected(decode_decision(&pb, InputFormat::Protobuf), "unknown_enum", "outcome");
     assert_rejected(
-        decode_decision(br#"{"event_id":"e","outcome":"maybe","trigger":"event"}"#, InputFormat::Json),
+        decode_decision(&pb, InputFormat::Protobuf),
         "unknown_enum",
         "outcome",
     );
     assert_rejected(
-        decode_decision(br#"{"event_id":"e","outcome":"allow","trigger":"cron"}"#, InputFormat::Json),
+        decode_decision(
+            br#"{"event_id":"e","outcome":"maybe","trigger":"event"}"#,
+            InputFormat::Json,
+        ),
+        "unknown_enum",
+        "outcome",
+    );
+    assert_rejected(
+        decode_decision(
+            br#"{"event_id":"e","outcome":"allow","trigger":"cron"}"#,
+            InputFormat::Json,
+        ),
         "unknown_enum",
         "trigger",
     );
@@ -370,11 +510,20 @@ fn rejects_too_long_strings() {
     let text = format!(r#"{{"event_id":"e","type":"t","event_time":1,"user_id":"{long}"}}"#);
     assert_rejected(json(&text), "too_long", "user_id");
     let pb = proto_event(|p| p.event_id = long.clone());
-    assert_rejected(decode_event(&pb, InputFormat::Protobuf, MAX), "too_long", "event_id");
+    assert_rejected(
+        decode_event(&pb, InputFormat::Protobuf, MAX),
+        "too_long",
+        "event_id",
+    );
     let pb = proto_event(|p| {
-        p.attrs.insert("note".into(), "y".repeat(MAX_ATTR_VALUE_BYTES + 1));
+        p.attrs
+            .insert("note".into(), "y".repeat(MAX_ATTR_VALUE_BYTES + 1));
     });
-    assert_rejected(decode_event(&pb, InputFormat::Protobuf, MAX), "too_long", "attrs[\"note\"]");
+    assert_rejected(
+        decode_event(&pb, InputFormat::Protobuf, MAX),
+        "too_long",
+        "attrs[\"note\"]",
+    );
 }
 
 #[test]
@@ -386,26 +535,62 @@ fn rejects_too_many_attrs() {
     );
     assert_rejected(json(&text), "too_many_attrs", "attrs");
     let pb = proto_event(|p| {
-        p.attrs = (0..=MAX_ATTRS).map(|i| (format!("k{i}"), "v".to_string())).collect();
+        p.attrs = (0..=MAX_ATTRS)
+            .map(|i| (format!("k{i}"), "v".to_string()))
+            .collect();
     });
-    assert_rejected(decode_event(&pb, InputFormat::Protobuf, MAX), "too_many_attrs", "attrs");
+    assert_rejected(
+        decode_event(&pb, InputFormat::Protobuf, MAX),
+        "too_many_attrs",
+        "attrs",
+    );
 }
 
 #[test]
 fn every_reason_code_is_listed() {
     let samples = [
         EventError::Oversized { size: 2, max: 1 },
-        EventError::Undecodable { format: "JSON", detail: String::new() },
-        EventError::InvalidUtf8 { field: "f".into(), detail: String::new() },
-        EventError::InvalidType { field: "f".into(), expected: "a string" },
+        EventError::Undecodable {
+            format: "JSON",
+            detail: String::new(),
+        },
+        EventError::InvalidUtf8 {
+            field: "f".into(),
+            detail: String::new(),
+        },
+        EventError::InvalidType {
+            field: "f".into(),
+            expected: "a string",
+        },
         EventError::UnknownField { field: "f".into() },
-        EventError::DuplicateField { field: "f".into(), other: "g".into() },
-        EventError::MissingField { field: "f", detail: "required" },
-        EventError::InvalidAmount { field: "f", detail: String::new() },
-        EventError::InvalidCurrency { value: String::new() },
-        EventError::InvalidTime { field: "f", detail: String::new() },
-        EventError::UnknownEnum { field: "f", value: String::new() },
-        EventError::TooLong { field: "f".into(), len: 2, max: 1 },
+        EventError::DuplicateField {
+            field: "f".into(),
+            other: "g".into(),
+        },
+        EventError::MissingField {
+            field: "f",
+            detail: "required",
+        },
+        EventError::InvalidAmount {
+            field: "f",
+            detail: String::new(),
+        },
+        EventError::InvalidCurrency {
+            value: String::new(),
+        },
+        EventError::InvalidTime {
+            field: "f",
+            detail: String::new(),
+        },
+        EventError::UnknownEnum {
+            field: "f",
+            value: String::new(),
+        },
+        EventError::TooLong {
+            field: "f".into(),
+            len: 2,
+            max: 1,
+        },
         EventError::TooManyAttrs { count: 2, max: 1 },
     ];
     let codes: Vec<&str> = samples.iter().map(EventError::reason_code).collect();
@@ -480,28 +665,41 @@ fn arb_outcome() -> impl Strategy<Value = Outcome> {
 }
 
 fn arb_decision() -> impl Strategy<Value = Decision> {
-    let hit = ("\\PC{0,20}", arb_outcome(), any::<i32>()).prop_map(|(rule, outcome, score)| RuleHit {
-        rule: Arc::from(rule),
-        outcome,
-        score,
-    });
+    let hit =
+        ("\\PC{0,20}", arb_outcome(), any::<i32>()).prop_map(|(rule, outcome, score)| RuleHit {
+            rule: Arc::from(rule),
+            outcome,
+            score,
+        });
     (
         ("\\PC{1,40}", optional_text(), arb_outcome(), any::<i32>()),
         proptest::collection::vec(hit, 0..5),
-        ("\\PC{0,20}", any::<bool>(), any::<bool>(), any::<i64>(), any::<u32>()),
+        (
+            "\\PC{0,20}",
+            any::<bool>(),
+            any::<bool>(),
+            any::<i64>(),
+            any::<u32>(),
+        ),
     )
-        .prop_map(|((event_id, txn_id, outcome, score), hits, rest)| Decision {
-            event_id,
-            txn_id,
-            outcome,
-            score,
-            hits,
-            ruleset_version: Arc::from(rest.0),
-            trigger: if rest.1 { Trigger::Timeout } else { Trigger::Event },
-            shadow: rest.2,
-            decided_at_ms: rest.3,
-            eval_latency_us: rest.4,
-        })
+        .prop_map(
+            |((event_id, txn_id, outcome, score), hits, rest)| Decision {
+                event_id,
+                txn_id,
+                outcome,
+                score,
+                hits,
+                ruleset_version: Arc::from(rest.0),
+                trigger: if rest.1 {
+                    Trigger::Timeout
+                } else {
+                    Trigger::Event
+                },
+                shadow: rest.2,
+                decided_at_ms: rest.3,
+                eval_latency_us: rest.4,
+            },
+        )
 }
 
 fn arb_tag_update() -> impl Strategy<Value = TagUpdate> {
@@ -530,7 +728,10 @@ fn arb_tag_update() -> impl Strategy<Value = TagUpdate> {
 }
 
 /// Decoding either succeeds with a valid value or fails with a documented reason.
-fn assert_typed<T>(result: Result<T, EventError>, valid: impl Fn(&T) -> bool) -> Result<(), TestCaseError> {
+fn assert_typed<T>(
+    result: Result<T, EventError>,
+    valid: impl Fn(&T) -> bool,
+) -> Result<(), TestCaseError> {
     match result {
         Ok(value) => prop_assert!(valid(&value)),
         Err(err) => {
@@ -553,7 +754,7 @@ proptest! {
             let bytes = encode_event(&ev, out);
             let back = decode_event(&bytes, input, MAX);
             prop_assert_eq!(back.as_ref(), Ok(&ev));
-            prop_assert_eq!(decode_event(&bytes, InputFormat::Auto, MAX).as_ref(), Ok(&ev));
+            prop_assert_eq!(decode_event(&bytes, InputFormat::Auto, MAX), Ok(ev.clone()));
             // wire -> model -> wire is byte-identical.
             if let Ok(back) = back {
                 prop_assert_eq!(encode_event(&back, out), bytes);
@@ -575,8 +776,8 @@ proptest! {
     fn decisions_round_trip_through_both_formats(d in arb_decision()) {
         for (out, input) in [(OutputFormat::Protobuf, InputFormat::Protobuf), (OutputFormat::Json, InputFormat::Json)] {
             let bytes = encode_decision(&d, out);
-            prop_assert_eq!(decode_decision(&bytes, input).as_ref(), Ok(&d));
-            prop_assert_eq!(decode_decision(&bytes, InputFormat::Auto).as_ref(), Ok(&d));
+            prop_assert_eq!(decode_decision(&bytes, input), Ok(d.clone()));
+            prop_assert_eq!(decode_decision(&bytes, InputFormat::Auto), Ok(d.clone()));
         }
     }
 
@@ -584,7 +785,7 @@ proptest! {
     fn tag_updates_round_trip_through_both_formats(u in arb_tag_update()) {
         for (out, input) in [(OutputFormat::Protobuf, InputFormat::Protobuf), (OutputFormat::Json, InputFormat::Json)] {
             let bytes = encode_tag_update(&u, out);
-            prop_assert_eq!(decode_tag_update(&bytes, input, MAX).as_ref(), Ok(&u));
+            prop_assert_eq!(decode_tag_update(&bytes, input, MAX), Ok(u.clone()));
         }
     }
 
