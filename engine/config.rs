@@ -461,11 +461,8 @@ fn from_figment_error(err: figment::Error) -> ConfigError {
             message: "unknown error".into(),
         };
     };
-    let mut path = first.path.clone();
-    if let figment::error::Kind::UnknownField(name, _) = &first.kind {
-        path.push(name.clone());
-    }
-    let key = path.join(".");
+    // For unknown fields figment's path already ends with the unknown key.
+    let key = first.path.join(".");
     let origin = origin_of(first.metadata.as_ref(), &key);
     let message = first.kind.to_string();
     if key.is_empty() {
