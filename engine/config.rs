@@ -676,11 +676,13 @@ mod tests {
             jail.set_env("VETO_STORE__MEMORY_BUDGET", "2GiB");
             jail.set_env("VETO_KAFKA__TOPICS__DECISIONS", "verdicts");
             jail.set_env("VETO_CONFIG", "not-an-override.toml");
+            jail.set_env("VETO_KAFKA__LIBRDKAFKA", r#"{"sasl.password"="s3cret"}"#);
             let config = Config::load(Some(Path::new("veto.toml"))).map_err(|e| e.to_string())?;
             assert_eq!(config.kafka.brokers, "env:9092");
             assert_eq!(config.store.shards, 128);
             assert_eq!(config.store.memory_budget, ByteSize::gib(2));
             assert_eq!(config.kafka.topics.decisions, "verdicts");
+            assert_eq!(config.kafka.librdkafka["sasl.password"], "s3cret");
             assert_eq!(
                 config.pipeline.drain_timeout,
                 Duration::from_secs(3),

@@ -342,12 +342,14 @@ fn event_time(key: &'static str, raw: &RawValue) -> Result<i64, EventError> {
         match integer(raw) {
             Ok(Some(ms)) => ms,
             Ok(None) => return Ok(0),
-            Err(text) => return Err(EventError::InvalidTime {
-                field: key,
-                detail: format!(
+            Err(text) => {
+                return Err(EventError::InvalidTime {
+                    field: key,
+                    detail: format!(
                     "{text} is not an RFC 3339 string or an integer number of epoch milliseconds"
                 ),
-            }),
+                })
+            }
         }
     };
     if ms <= 0 {
