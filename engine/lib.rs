@@ -8,8 +8,10 @@
 //! |------------|------|
 //! | [`event`]  | payment event model, wire codecs (protobuf, JSON), validation |
 //! | [`proto`]  | prost types generated from `schemas/veto/v1` |
+//! | [`timer`]  | drift-corrected millisecond timers for sequence rules (wheel, service, snapshots) |
 
 pub mod event;
+pub mod timer;
 
 pub mod proto {
     //! Prost types generated from `schemas/veto/v1` (the wire contract).
