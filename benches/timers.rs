@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use veto::timer::{
-    ManualClock, SystemClock, Ticker, TimerConfig, TimerCore, TimerKey, TimerPayload,
-    TimerService, TimingWheel,
+    ManualClock, SystemClock, Ticker, TimerConfig, TimerCore, TimerKey, TimerPayload, TimerService,
+    TimingWheel,
 };
 
 const PERIOD: Duration = Duration::from_millis(1);
@@ -200,7 +200,9 @@ fn start_busy_threads(count: usize, stop: &Arc<AtomicBool>) -> Vec<std::thread::
                 let mut state = seed as u64 + 1;
                 while !stop.load(Ordering::Relaxed) {
                     for _ in 0..10_000 {
-                        state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                        state = state
+                            .wrapping_mul(6_364_136_223_846_793_005)
+                            .wrapping_add(1);
                     }
                 }
                 black_box(state)
@@ -214,7 +216,11 @@ fn lateness_comparison(ticks: usize, busy_threads: usize) -> Vec<serde_json::Val
     let busy = start_busy_threads(busy_threads, &stop);
     let runs: Vec<std::thread::JoinHandle<Series>> = vec![
         std::thread::spawn(move || {
-            wheel_series("wheel ticker (spin 100 us)", ticks, Duration::from_micros(100))
+            wheel_series(
+                "wheel ticker (spin 100 us)",
+                ticks,
+                Duration::from_micros(100),
+            )
         }),
         std::thread::spawn(move || wheel_series("wheel ticker (no spin)", ticks, Duration::ZERO)),
         std::thread::spawn(move || tokio_series(ticks)),
@@ -236,7 +242,11 @@ fn keyed_throughput(armed: usize) -> serde_json::Value {
     let started = Instant::now();
     for (i, value) in keys.iter().enumerate() {
         let after = Duration::from_millis(1 + (i as u64 * 7_919) % 7_200_000);
-        core.arm(key("auth_without_capture", value), payload("auth_without_capture", value), after);
+        core.arm(
+            key("auth_without_capture", value),
+            payload("auth_without_capture", value),
+            after,
+        );
     }
     let arm_elapsed = started.elapsed();
     let snapshot_started = Instant::now();

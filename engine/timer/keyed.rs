@@ -56,7 +56,10 @@ impl State {
         let sequence = Arc::clone(&entry.key.sequence);
         let key = entry.key.key.clone();
         let handle = self.wheel.arm(deadline_tick, entry);
-        self.by_rule.entry(sequence).or_default().insert(key, handle);
+        self.by_rule
+            .entry(sequence)
+            .or_default()
+            .insert(key, handle);
         true
     }
 }
@@ -216,8 +219,11 @@ impl<C: Clock> TimerCore<C> {
         for timer in &timers {
             let remaining_ms = i128::from(timer.deadline_ms) - i128::from(wall_now_ms);
             let deadline_ns = i128::from(now_ns) + remaining_ms * 1_000_000;
-            let deadline_ns = i64::try_from(deadline_ns)
-                .unwrap_or(if deadline_ns < 0 { i64::MIN } else { i64::MAX });
+            let deadline_ns = i64::try_from(deadline_ns).unwrap_or(if deadline_ns < 0 {
+                i64::MIN
+            } else {
+                i64::MAX
+            });
             let entry = Entry {
                 key: timer.key.clone(),
                 payload: timer.payload.clone(),
@@ -262,11 +268,7 @@ mod tests {
     const WALL_START_MS: i64 = 1_700_000_000_000;
 
     fn core() -> TimerCore<ManualClock> {
-        TimerCore::new(
-            ManualClock::new(WALL_START_MS),
-            Duration::from_millis(1),
-            0,
-        )
+        TimerCore::new(ManualClock::new(WALL_START_MS), Duration::from_millis(1), 0)
     }
 
     fn key(rule: &str, value: &str) -> TimerKey {
@@ -301,7 +303,10 @@ mod tests {
     }
 
     fn keys_of(fired: &[Fired]) -> Vec<&str> {
-        fired.iter().map(|timer| timer.payload.key.as_str()).collect()
+        fired
+            .iter()
+            .map(|timer| timer.payload.key.as_str())
+            .collect()
     }
 
     #[test]
@@ -328,7 +333,11 @@ mod tests {
     fn sub_tick_deadlines_round_up_never_early() {
         let core = core();
         core.clock().advance(Duration::from_micros(400));
-        core.arm(key("seq", "x"), payload("seq", "x"), Duration::from_micros(1_500));
+        core.arm(
+            key("seq", "x"),
+            payload("seq", "x"),
+            Duration::from_micros(1_500),
+        );
         // Deadline at 1.9 ms: tick 1 (1 ms) is too early, tick 2 (2 ms) fires it.
         assert!(advance_and_fire(&core, Duration::from_micros(1_400)).is_empty());
         let fired = advance_and_fire(&core, Duration::from_micros(200));
@@ -431,7 +440,11 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec![
                 ("auth", WALL_START_MS + 1_000, Duration::from_millis(2_001)),
-                ("capture", WALL_START_MS + 2_000, Duration::from_millis(1_001)),
+                (
+                    "capture",
+                    WALL_START_MS + 2_000,
+                    Duration::from_millis(1_001)
+                ),
             ]
         );
         assert!(advance_and_fire(&restarted, Duration::from_millis(6_998)).is_empty());

@@ -6,8 +6,8 @@
 //! versioned and checksummed blob for the store's checkpoint. Design and figures: `docs/timers.md`.
 
 mod clock;
-mod keyed;
 mod error;
+mod keyed;
 mod model;
 mod persist;
 mod service;
@@ -15,9 +15,9 @@ mod telemetry;
 mod ticker;
 mod wheel;
 
-pub use keyed::TimerCore;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::TimerError;
+pub use keyed::TimerCore;
 pub use model::{Fired, TimerConfig, TimerKey, TimerPayload};
 pub use service::{FiredReceiver, TimerService};
 pub use telemetry::LATENESS_BUCKETS;

@@ -241,7 +241,10 @@ mod tests {
             assert!(decode(&corrupt).is_err(), "flip at {position} accepted");
         }
         for len in 0..bytes.len() {
-            assert!(decode(&bytes[..len]).is_err(), "truncation to {len} accepted");
+            assert!(
+                decode(&bytes[..len]).is_err(),
+                "truncation to {len} accepted"
+            );
         }
         assert!(matches!(
             decode(b"definitely not a snapshot of timers"),

@@ -4,8 +4,8 @@
 //! fired timers leave through a bounded tokio channel read by the pipeline.
 
 use super::clock::{Clock, SystemClock};
-use super::keyed::TimerCore;
 use super::error::TimerError;
+use super::keyed::TimerCore;
 use super::model::{Fired, TimerConfig, TimerKey, TimerPayload};
 use super::telemetry::Telemetry;
 use super::ticker::Ticker;

@@ -61,7 +61,12 @@ impl Telemetry {
     }
 
     pub(crate) fn snapshot_restored(&self, restored: usize, overdue: usize, duplicates: usize) {
-        tracing::info!(restored, overdue, duplicates, "timers restored from snapshot");
+        tracing::info!(
+            restored,
+            overdue,
+            duplicates,
+            "timers restored from snapshot"
+        );
     }
 
     pub(crate) fn receiver_closed(&self, dropped: usize) {

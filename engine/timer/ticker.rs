@@ -123,7 +123,10 @@ mod tests {
             })
         );
         // The next due time stays at 2 ms, not 1.3 ms + 1 ms.
-        assert_eq!(ticker.due_time(ticker.next_tick()), Duration::from_millis(2));
+        assert_eq!(
+            ticker.due_time(ticker.next_tick()),
+            Duration::from_millis(2)
+        );
         assert_eq!(
             ticker.lateness(1, Duration::from_micros(1_300)),
             Duration::from_micros(300)

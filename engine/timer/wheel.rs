@@ -298,7 +298,12 @@ impl<T> TimingWheel<T> {
     fn unlink(&mut self, index: u32) {
         let (prev, next, level, slot) = {
             let node = &self.nodes[index as usize];
-            (node.prev, node.next, node.level as usize, node.slot as usize)
+            (
+                node.prev,
+                node.next,
+                node.level as usize,
+                node.slot as usize,
+            )
         };
         let list_index = level * SLOTS + slot;
         if prev == NIL {
@@ -393,7 +398,10 @@ mod tests {
         let third = wheel.arm(12, "third");
         assert_eq!(wheel.cancel(first), None);
         assert_eq!(wheel.get(third), Some(&"third"));
-        assert_eq!(fire_all(&mut wheel, 20), vec![(10, "second"), (12, "third")]);
+        assert_eq!(
+            fire_all(&mut wheel, 20),
+            vec![(10, "second"), (12, "third")]
+        );
         assert_eq!(wheel.cancel(second), None);
         assert_eq!(wheel.cancel(third), None);
     }
@@ -418,7 +426,10 @@ mod tests {
         wheel.arm(start + MAX_SPAN + 100, "a full span later");
         assert_eq!(
             fire_all(&mut wheel, MAX_SPAN + 5),
-            vec![(MAX_SPAN - 1, "before the wrap"), (MAX_SPAN + 5, "after the wrap")]
+            vec![
+                (MAX_SPAN - 1, "before the wrap"),
+                (MAX_SPAN + 5, "after the wrap")
+            ]
         );
         assert_eq!(fire_all(&mut wheel, start + MAX_SPAN + 99), vec![]);
         assert_eq!(
