@@ -15,10 +15,16 @@ use parking_lot::Mutex;
 use std::sync::Arc;
 use std::time::Duration;
 
-#[derive(Debug)]
-struct Entry {
+/// Key and payload, shared so a snapshot can copy them out of the lock cheaply.
+#[derive(Debug, Clone)]
+struct ArmedTimer {
     key: TimerKey,
     payload: TimerPayload,
+}
+
+#[derive(Debug)]
+struct Entry {
+    timer: Arc<ArmedTimer>,
     /// Deadline on the clock's monotonic timeline in ns (negative for restored overdue timers).
     deadline_ns: i64,
     deadline_ms: i64,
@@ -50,11 +56,11 @@ impl State {
 
     /// Arms unless the key is armed already; `false` for a duplicate.
     fn arm(&mut self, entry: Entry, deadline_tick: u64) -> bool {
-        if self.handle(&entry.key).is_some() {
+        if self.handle(&entry.timer.key).is_some() {
             return false;
         }
-        let sequence = Arc::clone(&entry.key.sequence);
-        let key = entry.key.key.clone();
+        let sequence = Arc::clone(&entry.timer.key.sequence);
+        let key = entry.timer.key.key.clone();
         let handle = self.wheel.arm(deadline_tick, entry);
         self.by_rule
             .entry(sequence)
@@ -102,10 +108,10 @@ impl<C: Clock> TimerCore<C> {
         let after_ms = i64::try_from(after.as_millis()).unwrap_or(i64::MAX);
         let deadline_ms = self.clock.wall_ms().saturating_add(after_ms);
         let deadline_tick = self.deadline_tick(deadline_ns);
+        let timer = Arc::new(ArmedTimer { key, payload });
         let mut state = self.state.lock();
         let entry = Entry {
-            key,
-            payload,
+            timer,
             deadline_ns,
             deadline_ms,
             sequence_number: state.next_sequence_number,
@@ -168,15 +174,18 @@ impl<C: Clock> TimerCore<C> {
         let State { wheel, by_rule, .. } = &mut *state;
         wheel.advance_to(due_tick, |expired| {
             let entry = expired.value;
-            if let Some(keys) = by_rule.get_mut(&*entry.key.sequence) {
-                keys.remove(&entry.key.key);
+            // Shared only while a snapshot is being encoded.
+            let ArmedTimer { key, payload } =
+                Arc::try_unwrap(entry.timer).unwrap_or_else(|shared| ArmedTimer::clone(&shared));
+            if let Some(keys) = by_rule.get_mut(&*key.sequence) {
+                keys.remove(&key.key);
                 if keys.is_empty() {
-                    by_rule.remove(&*entry.key.sequence);
+                    by_rule.remove(&*key.sequence);
                 }
             }
             let lateness_ns = now_ns.saturating_sub(entry.deadline_ns).max(0);
             fired.push(Fired {
-                payload: entry.payload,
+                payload,
                 deadline_ms: entry.deadline_ms,
                 fired_at_ms,
                 lateness: Duration::from_nanos(lateness_ns.unsigned_abs()),
@@ -193,16 +202,34 @@ impl<C: Clock> TimerCore<C> {
         count
     }
 
-    /// Serialises every armed timer (wall-clock deadlines and payloads) in firing order.
+    /// Serialises every armed timer (wall-clock deadlines and payloads) in firing order. The
+    /// lock is held only to copy out (deadline, shared pointer) pairs; encoding happens outside.
     pub fn snapshot(&self) -> Vec<u8> {
-        let state = self.state.lock();
-        let mut entries: Vec<&Entry> = state.wheel.iter().map(|(_, entry)| entry).collect();
-        entries.sort_by_key(|entry| (entry.deadline_ns, entry.sequence_number));
+        let (taken_at_ms, mut timers) = {
+            let state = self.state.lock();
+            let timers: Vec<(i64, u64, i64, Arc<ArmedTimer>)> = state
+                .wheel
+                .iter()
+                .map(|(_, entry)| {
+                    let order = (entry.deadline_ns, entry.sequence_number);
+                    (
+                        order.0,
+                        order.1,
+                        entry.deadline_ms,
+                        Arc::clone(&entry.timer),
+                    )
+                })
+                .collect();
+            (self.clock.wall_ms(), timers)
+        };
+        timers.sort_unstable_by_key(|(deadline_ns, sequence_number, ..)| {
+            (*deadline_ns, *sequence_number)
+        });
         persist::encode(
-            self.clock.wall_ms(),
-            entries
-                .into_iter()
-                .map(|entry| (entry.deadline_ms, &entry.key, &entry.payload)),
+            taken_at_ms,
+            timers
+                .iter()
+                .map(|(_, _, deadline_ms, timer)| (*deadline_ms, &timer.key, &timer.payload)),
         )
     }
 
@@ -211,13 +238,23 @@ impl<C: Clock> TimerCore<C> {
     /// already are skipped. Corrupt bytes are rejected before anything changes. Returns how many
     /// timers were armed.
     pub fn restore(&self, bytes: &[u8]) -> Result<usize, TimerError> {
-        let timers = persist::decode(bytes)?;
+        let timers: Vec<(i64, Arc<ArmedTimer>)> = persist::decode(bytes)?
+            .into_iter()
+            .map(|timer| {
+                let armed = ArmedTimer {
+                    key: timer.key,
+                    payload: timer.payload,
+                };
+                (timer.deadline_ms, Arc::new(armed))
+            })
+            .collect();
         let mut state = self.state.lock();
         let now_ns = self.monotonic_ns();
         let wall_now_ms = self.clock.wall_ms();
         let (mut restored, mut overdue) = (0, 0);
-        for timer in &timers {
-            let remaining_ms = i128::from(timer.deadline_ms) - i128::from(wall_now_ms);
+        let total = timers.len();
+        for (deadline_ms, timer) in timers {
+            let remaining_ms = i128::from(deadline_ms) - i128::from(wall_now_ms);
             let deadline_ns = i128::from(now_ns) + remaining_ms * 1_000_000;
             let deadline_ns = i64::try_from(deadline_ns).unwrap_or(if deadline_ns < 0 {
                 i64::MIN
@@ -225,10 +262,9 @@ impl<C: Clock> TimerCore<C> {
                 i64::MAX
             });
             let entry = Entry {
-                key: timer.key.clone(),
-                payload: timer.payload.clone(),
+                timer,
                 deadline_ns,
-                deadline_ms: timer.deadline_ms,
+                deadline_ms,
                 sequence_number: state.next_sequence_number,
             };
             if state.arm(entry, self.deadline_tick(deadline_ns)) {
@@ -242,7 +278,7 @@ impl<C: Clock> TimerCore<C> {
         self.telemetry.armed_changed(state.wheel.len());
         drop(state);
         self.telemetry
-            .snapshot_restored(restored, overdue, timers.len() - restored);
+            .snapshot_restored(restored, overdue, total - restored);
         Ok(restored)
     }
 
