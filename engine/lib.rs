@@ -31,6 +31,7 @@ pub mod rules;
 pub mod store;
 pub mod synth;
 pub mod telemetry;
+pub mod timer;
 
 pub mod proto {
     //! Prost types generated from `schemas/veto/v1` (the wire contract).

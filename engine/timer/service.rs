@@ -1,0 +1,323 @@
+//! The timer service: a dedicated thread ticking a drift-corrected clock over keyed timers.
+//!
+//! Workers arm and cancel through `&self` (one short mutex hold, never waiting for the thread);
+//! fired timers leave through a bounded tokio channel read by the pipeline.
+
+use super::clock::{Clock, SystemClock};
+use super::error::TimerError;
+use super::keyed::TimerCore;
+use super::model::{Fired, TimerConfig, TimerKey, TimerPayload};
+use super::telemetry::Telemetry;
+use super::ticker::Ticker;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// How long the timer thread waits before retrying a send into a full channel.
+const FULL_CHANNEL_BACKOFF: Duration = Duration::from_micros(200);
+
+/// Receives fired timers; usable from async code ([`recv`](Self::recv)) and from plain threads.
+#[derive(Debug)]
+pub struct FiredReceiver {
+    inner: mpsc::Receiver<Fired>,
+}
+
+impl FiredReceiver {
+    /// The next fired timer; `None` once the service has shut down and the channel is drained.
+    pub async fn recv(&mut self) -> Option<Fired> {
+        self.inner.recv().await
+    }
+
+    /// Blocking variant of [`recv`](Self::recv); must not be called from async code.
+    pub fn blocking_recv(&mut self) -> Option<Fired> {
+        self.inner.blocking_recv()
+    }
+
+    /// A fired timer if one is waiting.
+    pub fn try_recv(&mut self) -> Result<Fired, mpsc::error::TryRecvError> {
+        self.inner.try_recv()
+    }
+
+    /// The underlying tokio receiver.
+    pub fn into_inner(self) -> mpsc::Receiver<Fired> {
+        self.inner
+    }
+}
+
+/// Millisecond timers keyed by (sequence rule, correlation value), fired by a dedicated thread.
+#[derive(Debug)]
+pub struct TimerService<C: Clock = SystemClock> {
+    core: Arc<TimerCore<C>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl TimerService<SystemClock> {
+    /// Starts the timer thread on the system clock.
+    pub fn start(config: TimerConfig) -> Result<(TimerService, FiredReceiver), TimerError> {
+        Self::start_with_clock(config, SystemClock::new())
+    }
+}
+
+impl<C: Clock + Clone> TimerService<C> {
+    /// Starts the timer thread on `clock` (a [`ManualClock`](super::ManualClock) in tests).
+    pub fn start_with_clock(
+        config: TimerConfig,
+        clock: C,
+    ) -> Result<(TimerService<C>, FiredReceiver), TimerError> {
+        let core = Arc::new(TimerCore::new(
+            clock.clone(),
+            config.resolution,
+            config.initial_capacity,
+        ));
+        let (sender, receiver) = mpsc::channel(config.channel_capacity.max(1));
+        let stop = Arc::new(AtomicBool::new(false));
+        let ticker = Ticker::new(clock, config.resolution, config.spin);
+        let thread = std::thread::Builder::new()
+            .name("veto-timers".to_owned())
+            .spawn({
+                let core = Arc::clone(&core);
+                let stop = Arc::clone(&stop);
+                move || run_timer_thread(&core, ticker, &sender, &stop)
+            })
+            .map_err(TimerError::Spawn)?;
+        let service = TimerService {
+            core,
+            stop,
+            thread: Some(thread),
+        };
+        Ok((service, FiredReceiver { inner: receiver }))
+    }
+}
+
+impl<C: Clock> TimerService<C> {
+    /// Arms a timer firing `after` from now. Returns `false` and changes nothing if a timer is
+    /// already armed for `key`: the first arming wins and its deadline is not extended.
+    pub fn arm(&self, key: TimerKey, payload: TimerPayload, after: Duration) -> bool {
+        self.core.arm(key, payload, after)
+    }
+
+    /// Cancels the timer of `key`; `false` if none is armed (never armed, cancelled, or fired
+    /// already — a fired timer may still be on its way through the channel).
+    pub fn cancel(&self, key: &TimerKey) -> bool {
+        self.core.cancel(key)
+    }
+
+    /// Number of armed timers.
+    pub fn armed(&self) -> usize {
+        self.core.armed()
+    }
+
+    /// Cancels every timer of the sequence rule `rule` (the rule was removed); returns how many.
+    pub fn cancel_sequence(&self, rule: &str) -> usize {
+        self.core.cancel_sequence(rule)
+    }
+
+    /// Serialises every armed timer for the store's checkpoint (see `docs/timers.md`).
+    pub fn snapshot(&self) -> Vec<u8> {
+        self.core.snapshot()
+    }
+
+    /// Re-arms the timers of a snapshot; overdue ones fire at once. Returns how many were armed.
+    pub fn restore(&self, bytes: &[u8]) -> Result<usize, TimerError> {
+        self.core.restore(bytes)
+    }
+
+    /// Stops and joins the timer thread. Armed timers stay in place (snapshot them first if
+    /// they must survive); timers fired but not yet accepted by a full channel are dropped.
+    pub fn shutdown(self) {
+        drop(self);
+    }
+}
+
+impl<C: Clock> Drop for TimerService<C> {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                tracing::error!("timer thread panicked");
+            }
+        }
+    }
+}
+
+/// The timer thread: wait for the next tick, fire everything due, hand it to the channel.
+fn run_timer_thread<C: Clock>(
+    core: &TimerCore<C>,
+    mut ticker: Ticker<C>,
+    sender: &mpsc::Sender<Fired>,
+    stop: &AtomicBool,
+) {
+    let telemetry = Telemetry::register();
+    let mut fired = Vec::new();
+    let mut receiver_gone = false;
+    while let Some(batch) = ticker.wait(stop) {
+        telemetry.tick_observed(ticker.lateness(batch.first, batch.now), batch.len());
+        core.fire_due(&mut fired);
+        let mut pending = fired.drain(..);
+        while !receiver_gone {
+            let Some(timer) = pending.next() else {
+                break;
+            };
+            if !deliver(sender, timer, stop) && !stop.load(Ordering::Relaxed) {
+                receiver_gone = true;
+                telemetry.receiver_closed(pending.len() + 1);
+            }
+        }
+    }
+}
+
+/// Sends one fired timer, waiting while the channel is full; `false` if the receiver is gone
+/// or the service is stopping.
+fn deliver(sender: &mpsc::Sender<Fired>, mut timer: Fired, stop: &AtomicBool) -> bool {
+    loop {
+        match sender.try_send(timer) {
+            Ok(()) => return true,
+            Err(mpsc::error::TrySendError::Closed(_)) => return false,
+            Err(mpsc::error::TrySendError::Full(returned)) => {
+                if stop.load(Ordering::Relaxed) {
+                    return false;
+                }
+                timer = returned;
+                std::thread::sleep(FULL_CHANNEL_BACKOFF);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::timer::clock::ManualClock;
+    use std::time::Instant;
+
+    fn key(value: &str) -> TimerKey {
+        TimerKey {
+            sequence: Arc::from("auth_without_capture"),
+            key: value.to_owned(),
+        }
+    }
+
+    fn payload(value: &str) -> TimerPayload {
+        TimerPayload {
+            rule: Arc::from("auth_without_capture"),
+            event_id: value.to_owned(),
+            txn_id: Some(value.to_owned()),
+            key: value.to_owned(),
+        }
+    }
+
+    /// Receives with a real-time limit so a missing timer fails the test instead of hanging it.
+    fn recv_within(receiver: &mut FiredReceiver, limit: Duration) -> Option<Fired> {
+        let give_up = Instant::now() + limit;
+        loop {
+            match receiver.try_recv() {
+                Ok(timer) => return Some(timer),
+                Err(mpsc::error::TryRecvError::Disconnected) => return None,
+                Err(mpsc::error::TryRecvError::Empty) if Instant::now() >= give_up => return None,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    std::thread::sleep(Duration::from_micros(200))
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_service_can_be_shared_between_worker_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<TimerService>();
+        assert_send_sync::<TimerService<ManualClock>>();
+    }
+
+    #[test]
+    fn the_thread_fires_on_a_manual_clock_jump_in_order() {
+        let clock = ManualClock::new(0);
+        let started = TimerService::start_with_clock(TimerConfig::default(), clock.clone());
+        let Ok((service, mut receiver)) = started else {
+            panic!("timer thread did not start");
+        };
+        for (value, after_ms) in [("c", 3_000), ("a", 1_000), ("b", 2_000), ("d", 6_000)] {
+            assert!(service.arm(key(value), payload(value), Duration::from_millis(after_ms)));
+        }
+        assert!(service.cancel(&key("b")));
+        clock.advance(Duration::from_secs(5));
+        let mut order = Vec::new();
+        for _ in 0..2 {
+            let timer = recv_within(&mut receiver, Duration::from_secs(10));
+            order.extend(timer.map(|timer| (timer.payload.key, timer.lateness)));
+        }
+        assert_eq!(
+            order,
+            vec![
+                ("a".to_owned(), Duration::from_secs(4)),
+                ("c".to_owned(), Duration::from_secs(2))
+            ]
+        );
+        assert_eq!(service.armed(), 1);
+        service.shutdown();
+        assert!(recv_within(&mut receiver, Duration::from_secs(10)).is_none());
+    }
+
+    #[test]
+    fn async_receivers_get_fired_timers() {
+        let clock = ManualClock::new(0);
+        let Ok((service, mut receiver)) =
+            TimerService::start_with_clock(TimerConfig::default(), clock.clone())
+        else {
+            panic!("timer thread did not start");
+        };
+        service.arm(key("t"), payload("t"), Duration::from_millis(5));
+        clock.advance(Duration::from_millis(5));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build();
+        let Ok(runtime) = runtime else {
+            panic!("no tokio runtime");
+        };
+        let received = runtime.block_on(async {
+            tokio::time::timeout(Duration::from_secs(10), receiver.recv()).await
+        });
+        assert_eq!(
+            received.ok().flatten().map(|timer| timer.payload.event_id),
+            Some("t".to_owned())
+        );
+    }
+
+    /// Real time: 100k timers between 1 ms and 2 s each fire exactly once and never before
+    /// their deadline. Lateness is measured in `benches/timers.rs`, not asserted here.
+    #[test]
+    fn real_time_100k_timers_fire_exactly_once_and_never_early() {
+        const TIMERS: usize = 100_000;
+        let Ok((service, mut receiver)) = TimerService::start(TimerConfig::default()) else {
+            panic!("timer thread did not start");
+        };
+        let mut due_at = Vec::with_capacity(TIMERS);
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        for index in 0..TIMERS {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let after = Duration::from_micros(1_000 + state % 1_999_000);
+            let armed_at = Instant::now();
+            let value = index.to_string();
+            assert!(service.arm(key(&value), payload(&value), after));
+            due_at.push(armed_at + after);
+        }
+        let mut fired_count = vec![0u32; TIMERS];
+        for _ in 0..TIMERS {
+            let Some(timer) = recv_within(&mut receiver, Duration::from_secs(30)) else {
+                break;
+            };
+            let received_at = Instant::now();
+            let index: usize = timer.payload.event_id.parse().unwrap_or(usize::MAX);
+            assert!(index < TIMERS, "unknown timer {}", timer.payload.event_id);
+            assert!(received_at >= due_at[index], "timer {index} fired early");
+            fired_count[index] += 1;
+        }
+        assert!(recv_within(&mut receiver, Duration::from_millis(50)).is_none());
+        assert!(fired_count.iter().all(|&count| count == 1));
+        assert_eq!(service.armed(), 0);
+    }
+}
