@@ -7,9 +7,11 @@
 //! | module     | role |
 //! |------------|------|
 //! | [`event`]  | payment event model, wire codecs (protobuf, JSON), validation |
+//! | [`pipeline`] | Kafka source, partition workers, decision sink, dead letters, offsets, drain |
 //! | [`proto`]  | prost types generated from `schemas/veto/v1` |
 
 pub mod event;
+pub mod pipeline;
 
 pub mod proto {
     //! Prost types generated from `schemas/veto/v1` (the wire contract).
