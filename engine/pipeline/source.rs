@@ -616,6 +616,7 @@ impl Source {
             sink,
             counters,
             abort,
+            drain_timeout,
             ..
         } = self;
         let handles: Vec<JoinHandle<()>> = workers.close();
@@ -657,9 +658,9 @@ impl Source {
         }
         if !drained {
             let unacknowledged = sink.in_flight();
-            events::drain_timed_out(timeout, unacknowledged, busy_workers);
+            events::drain_timed_out(drain_timeout, unacknowledged, busy_workers);
             return Err(PipelineError::DrainTimeout {
-                timeout,
+                timeout: drain_timeout,
                 unacknowledged,
                 busy_workers,
             });
