@@ -7,7 +7,7 @@ use parking_lot::Mutex;
 use super::ack::{AckSeq, AckTracker};
 
 /// What a consumed topic carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TopicKind {
     Payments,
     EntityTags,

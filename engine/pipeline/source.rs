@@ -270,7 +270,7 @@ impl ConsumerContext for SourceContext {
         err: RDKafkaRespErr,
         tpl: &mut TopicPartitionList,
     ) {
-        let cooperative = consumer.rebalance_protocol() == RebalanceProtocol::Cooperative;
+        let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
         let result = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 self.on_assign(consumer, tpl);
@@ -365,7 +365,10 @@ fn commit_slots(
     }
     let result = consumer.commit(&tpl, mode);
     if matches!(mode, CommitMode::Async) {
-        // Queued; the commit callback marks the slots once the broker confirmed.
+        // Queued; the commit callback logs the outcome and marks the slots once confirmed.
+        if let Err(error) = &result {
+            events::offsets_committed(offsets.len(), Err(error));
+        }
         return result.map(|()| offsets);
     }
     events::offsets_committed(offsets.len(), result.as_ref().map(|_| ()));
@@ -487,7 +490,8 @@ impl Source {
                 }
             }
             if last_commit.elapsed() >= self.commit_interval {
-                self.commit(CommitMode::Async, false);
+                // Failures are logged inside; the next commit retries.
+                let _ = self.commit(CommitMode::Async, false);
                 last_commit = Instant::now();
             }
         };
