@@ -10,8 +10,8 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::producer::DefaultProducerContext;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot};
 use veto::event::{
@@ -104,7 +104,9 @@ impl Decider for AmountDecider {
 /// A mock cluster with the pipeline's topics.
 fn cluster(payment_partitions: i32) -> MockCluster<'static, DefaultProducerContext> {
     let cluster = MockCluster::new(1).expect("mock cluster");
-    cluster.create_topic(PAYMENTS, payment_partitions, 1).expect("payments topic");
+    cluster
+        .create_topic(PAYMENTS, payment_partitions, 1)
+        .expect("payments topic");
     for topic in [TAGS, DECISIONS, DEAD_LETTERS, SHADOW] {
         cluster.create_topic(topic, 1, 1).expect("topic");
     }
@@ -140,7 +142,11 @@ fn producer(brokers: &str) -> BaseProducer {
 
 fn produce(producer: &BaseProducer, topic: &str, partition: i32, payload: &[u8]) {
     producer
-        .send(BaseRecord::<[u8], [u8]>::to(topic).partition(partition).payload(payload))
+        .send(
+            BaseRecord::<[u8], [u8]>::to(topic)
+                .partition(partition)
+                .payload(payload),
+        )
         .map_err(|(e, _)| e)
         .expect("produce");
 }
@@ -231,9 +237,15 @@ fn start(settings: PipelineSettings, decider: Arc<dyn Decider>) -> Running {
     let (stop, stopped) = oneshot::channel::<()>();
     let (timeouts, extra) = mpsc::channel(16);
     let status = Arc::new(PipelineStatus::new());
-    let task = tokio::spawn(run(settings, decider, extra, Arc::clone(&status), async move {
-        let _ = stopped.await;
-    }));
+    let task = tokio::spawn(run(
+        settings,
+        decider,
+        extra,
+        Arc::clone(&status),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
     Running {
         stop,
         task,
@@ -271,8 +283,17 @@ async fn every_event_gets_exactly_one_decision_and_offsets_are_committed() {
         let id = format!("e-{i}");
         let amount = (i * 997) % 150_000;
         let partition = (i % 3) as i32;
-        let format = if i % 2 == 0 { OutputFormat::Protobuf } else { OutputFormat::Json };
-        produce(&producer, PAYMENTS, partition, &encode_event(&event(&id, amount, "u-1"), format));
+        let format = if i % 2 == 0 {
+            OutputFormat::Protobuf
+        } else {
+            OutputFormat::Json
+        };
+        produce(
+            &producer,
+            PAYMENTS,
+            partition,
+            &encode_event(&event(&id, amount, "u-1"), format),
+        );
         expected.insert(id, expected_outcome(amount));
         per_partition[partition as usize] += 1;
     }
@@ -285,7 +306,11 @@ async fn every_event_gets_exactly_one_decision_and_offsets_are_committed() {
         ruleset_version: "test-1".into(),
         ..Decision::default()
     };
-    running.timeouts.send(timeout).await.expect("timeout decision");
+    running
+        .timeouts
+        .send(timeout)
+        .await
+        .expect("timeout decision");
 
     let decisions = read_decisions(&brokers, DECISIONS, expected.len() + 1);
     wait_for("ready", || running.status.is_ready()).await;
@@ -301,17 +326,24 @@ async fn every_event_gets_exactly_one_decision_and_offsets_are_committed() {
     for d in &decisions {
         assert!(!d.shadow);
         assert!(
-            by_event.insert(d.event_id.clone(), (d.outcome, d.trigger)).is_none(),
+            by_event
+                .insert(d.event_id.clone(), (d.outcome, d.trigger))
+                .is_none(),
             "duplicate decision for {}",
             d.event_id
         );
     }
-    assert_eq!(by_event.remove("e-timer"), Some((Outcome::Review, Trigger::Timeout)));
-    let outcomes: BTreeMap<String, Outcome> =
-        by_event.into_iter().map(|(id, (o, t))| {
+    assert_eq!(
+        by_event.remove("e-timer"),
+        Some((Outcome::Review, Trigger::Timeout))
+    );
+    let outcomes: BTreeMap<String, Outcome> = by_event
+        .into_iter()
+        .map(|(id, (o, t))| {
             assert_eq!(t, Trigger::Event);
             (id, o)
-        }).collect();
+        })
+        .collect();
     assert_eq!(outcomes, expected);
     assert_eq!(shadow.len(), expected.len());
     assert!(shadow.iter().all(|d| d.shadow));
@@ -319,7 +351,10 @@ async fn every_event_gets_exactly_one_decision_and_offsets_are_committed() {
     assert_eq!(summary.events_decided, 150);
     assert_eq!(summary.timeout_decisions, 1);
     assert_eq!(summary.dead_letters, 0);
-    assert_eq!(committed(&brokers, "g-exactly-one", 3), per_partition.to_vec());
+    assert_eq!(
+        committed(&brokers, "g-exactly-one", 3),
+        per_partition.to_vec()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -365,7 +400,10 @@ async fn malformed_events_go_to_dead_letters_and_the_partition_moves_on() {
         .iter()
         .map(|d| (d.reason_code.as_str(), d.source_offset))
         .collect();
-    assert_eq!(reasons, [("undecodable", 1), ("missing_field", 3), ("oversized", 4)]);
+    assert_eq!(
+        reasons,
+        [("undecodable", 1), ("missing_field", 3), ("oversized", 4)]
+    );
     for d in &dead {
         assert_eq!(d.source_topic, PAYMENTS);
         assert_eq!(d.source_partition, 0);
@@ -392,13 +430,34 @@ async fn tag_updates_reach_the_decider() {
         expires_at_ms: None,
         remove: false,
     };
-    produce(&producer, TAGS, 0, &encode_tag_update(&update, OutputFormat::Protobuf));
+    produce(
+        &producer,
+        TAGS,
+        0,
+        &encode_tag_update(&update, OutputFormat::Protobuf),
+    );
     produce(&producer, TAGS, 0, b"{not a tag update");
     producer.flush(Duration::from_secs(5)).expect("flush");
-    wait_for("tag update", || decider.tag_updates.load(Ordering::SeqCst) == 1).await;
+    wait_for("tag update", || {
+        decider.tag_updates.load(Ordering::SeqCst) == 1
+    })
+    .await;
 
-    produce(&producer, PAYMENTS, 0, &encode_event(&event("small-but-blocked", 100, "u-bad"), OutputFormat::Json));
-    produce(&producer, PAYMENTS, 0, &encode_event(&event("small-ok", 100, "u-good"), OutputFormat::Json));
+    produce(
+        &producer,
+        PAYMENTS,
+        0,
+        &encode_event(
+            &event("small-but-blocked", 100, "u-bad"),
+            OutputFormat::Json,
+        ),
+    );
+    produce(
+        &producer,
+        PAYMENTS,
+        0,
+        &encode_event(&event("small-ok", 100, "u-good"), OutputFormat::Json),
+    );
     producer.flush(Duration::from_secs(5)).expect("flush");
 
     let decisions = read_decisions(&brokers, DECISIONS, 2);
@@ -409,7 +468,13 @@ async fn tag_updates_reach_the_decider() {
         .iter()
         .map(|d| (d.event_id.as_str(), d.outcome))
         .collect();
-    assert_eq!(outcomes, [("small-but-blocked", Outcome::Block), ("small-ok", Outcome::Allow)]);
+    assert_eq!(
+        outcomes,
+        [
+            ("small-but-blocked", Outcome::Block),
+            ("small-ok", Outcome::Allow)
+        ]
+    );
     assert_eq!(dead.len(), 1);
     let dead = decode_dead_letter(&dead[0].1).expect("dead letter");
     assert_eq!((dead.source_topic.as_str(), dead.source_offset), (TAGS, 1));
@@ -433,7 +498,12 @@ async fn shutdown_drains_in_flight_events_and_commits_them() {
     for i in 0..400 {
         let id = format!("d-{i}");
         let partition = i % 2;
-        produce(&producer, PAYMENTS, partition as i32, &encode_event(&event(&id, 100, "u-3"), OutputFormat::Protobuf));
+        produce(
+            &producer,
+            PAYMENTS,
+            partition as i32,
+            &encode_event(&event(&id, 100, "u-3"), OutputFormat::Protobuf),
+        );
         ids_by_partition[partition].push(id);
     }
     producer.flush(Duration::from_secs(5)).expect("flush");
@@ -443,20 +513,33 @@ async fn shutdown_drains_in_flight_events_and_commits_them() {
     let summary = running.stop().await.expect("drained within the deadline");
 
     let decided: BTreeSet<String> = decider.decided.lock().iter().cloned().collect();
-    assert!(decided.len() < 400, "the stop came before the end of the input");
+    assert!(
+        decided.len() < 400,
+        "the stop came before the end of the input"
+    );
     assert_eq!(summary.events_decided as usize, decided.len());
     let published: BTreeSet<String> = read_decisions(&brokers, DECISIONS, decided.len())
         .into_iter()
         .map(|d| d.event_id)
         .collect();
-    assert_eq!(published, decided, "every decided event was published before exit");
+    assert_eq!(
+        published, decided,
+        "every decided event was published before exit"
+    );
 
     // Each partition's committed offset covers exactly its decided prefix.
     let committed = committed(&brokers, "g-drain", 2);
     for (partition, ids) in ids_by_partition.iter().enumerate() {
         let decided_here = ids.iter().take_while(|id| decided.contains(*id)).count();
-        assert_eq!(ids.iter().filter(|id| decided.contains(*id)).count(), decided_here);
-        let expected = if decided_here == 0 { -1 } else { decided_here as i64 };
+        assert_eq!(
+            ids.iter().filter(|id| decided.contains(*id)).count(),
+            decided_here
+        );
+        let expected = if decided_here == 0 {
+            -1
+        } else {
+            decided_here as i64
+        };
         assert_eq!(committed[partition], expected, "partition {partition}");
     }
 }
@@ -472,7 +555,15 @@ async fn a_drain_past_the_deadline_is_reported() {
 
     let producer = producer(&brokers);
     for i in 0..20 {
-        produce(&producer, PAYMENTS, 0, &encode_event(&event(&format!("s-{i}"), 100, "u-4"), OutputFormat::Protobuf));
+        produce(
+            &producer,
+            PAYMENTS,
+            0,
+            &encode_event(
+                &event(&format!("s-{i}"), 100, "u-4"),
+                OutputFormat::Protobuf,
+            ),
+        );
     }
     producer.flush(Duration::from_secs(5)).expect("flush");
     wait_for("first decision", || !decider.decided.lock().is_empty()).await;

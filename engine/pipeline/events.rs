@@ -43,7 +43,11 @@ pub fn decider_returned_nothing(event_id: &str) {
     static SEEN: AtomicU64 = AtomicU64::new(0);
     counter!("veto_events_total", "result" => "undecided").increment(1);
     if let Some(n) = sampled(&SEEN) {
-        error!(event_id, occurrences = n, "decider returned no decision for an event");
+        error!(
+            event_id,
+            occurrences = n,
+            "decider returned no decision for an event"
+        );
     }
 }
 
@@ -59,7 +63,13 @@ pub fn tag_update_applied() {
 }
 
 /// An input message was rejected and sent to the dead-letter topic.
-pub fn dead_lettered(reason_code: &'static str, reason: &str, topic: &str, partition: i32, offset: i64) {
+pub fn dead_lettered(
+    reason_code: &'static str,
+    reason: &str,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) {
     static SEEN: AtomicU64 = AtomicU64::new(0);
     counter!("veto_events_total", "result" => "dead_letter").increment(1);
     counter!("veto_dead_letters_total", "reason" => reason_code).increment(1);
@@ -88,13 +98,29 @@ pub fn partitions_assigned(partitions: &[(String, i32)], total_assigned: usize) 
 }
 
 /// A partition starts from the state checkpoint's offset instead of the committed one.
-pub fn partition_starts_from_checkpoint(topic: &str, partition: i32, checkpoint: i64, committed: Option<i64>) {
-    info!(topic, partition, checkpoint, ?committed, "partition starts from the state checkpoint");
+pub fn partition_starts_from_checkpoint(
+    topic: &str,
+    partition: i32,
+    checkpoint: i64,
+    committed: Option<i64>,
+) {
+    info!(
+        topic,
+        partition,
+        checkpoint,
+        ?committed,
+        "partition starts from the state checkpoint"
+    );
     counter!("veto_checkpoint_seeks_total").increment(1);
 }
 
 /// Partitions were revoked; in-flight work drained (or not, within the deadline).
-pub fn partitions_revoked(partitions: &[(String, i32)], total_assigned: usize, drained: bool, lost: bool) {
+pub fn partitions_revoked(
+    partitions: &[(String, i32)],
+    total_assigned: usize,
+    drained: bool,
+    lost: bool,
+) {
     if drained {
         info!(?partitions, lost, "partitions revoked");
     } else {
@@ -140,7 +166,12 @@ pub fn producer_queue_full() {
 }
 
 /// A produced message failed delivery and will be produced again after `backoff`.
-pub fn delivery_failed(topic: &str, error: &rdkafka::error::KafkaError, attempt: u32, backoff: Duration) {
+pub fn delivery_failed(
+    topic: &str,
+    error: &rdkafka::error::KafkaError,
+    attempt: u32,
+    backoff: Duration,
+) {
     static SEEN: AtomicU64 = AtomicU64::new(0);
     counter!("veto_delivery_failures_total").increment(1);
     if let Some(n) = sampled(&SEEN) {
@@ -186,7 +217,10 @@ pub fn drain_started(timeout: Duration) {
 
 /// Shutdown finished within the deadline.
 pub fn drain_finished(elapsed: Duration, partitions: usize) {
-    info!(?elapsed, partitions, "pipeline drained and offsets committed");
+    info!(
+        ?elapsed,
+        partitions, "pipeline drained and offsets committed"
+    );
 }
 
 /// Shutdown hit its deadline with work still in flight.
@@ -201,7 +235,12 @@ pub fn drain_timed_out(timeout: Duration, unacknowledged: i64, busy_workers: usi
 }
 
 /// A log line from librdkafka, forwarded to tracing (librdkafka errors and warnings stay visible).
-pub fn librdkafka_log(client: &'static str, level: rdkafka::config::RDKafkaLogLevel, facility: &str, message: &str) {
+pub fn librdkafka_log(
+    client: &'static str,
+    level: rdkafka::config::RDKafkaLogLevel,
+    facility: &str,
+    message: &str,
+) {
     use rdkafka::config::RDKafkaLogLevel as Level;
     match level {
         Level::Emerg | Level::Alert | Level::Critical | Level::Error => {

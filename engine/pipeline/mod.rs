@@ -145,7 +145,11 @@ pub async fn run(
         None => done_rx.await,
     };
     retry_thread.stop();
-    result.unwrap_or_else(|_| Err(PipelineError::ThreadPanicked("the source thread".to_owned())))
+    result.unwrap_or_else(|_| {
+        Err(PipelineError::ThreadPanicked(
+            "the source thread".to_owned(),
+        ))
+    })
 }
 
 /// Where timeout decisions go.
@@ -197,7 +201,12 @@ async fn publish_timeout(
     };
     let payload = encode_decision(decision, topics.format);
     if sink
-        .send_async(topic, Some(decision_key(decision)), &payload, AckToken::Timeout)
+        .send_async(
+            topic,
+            Some(decision_key(decision)),
+            &payload,
+            AckToken::Timeout,
+        )
         .await
     {
         if decision.shadow {

@@ -86,10 +86,7 @@ impl PipelineSettings {
             }
         }
         if self.payments_topic == self.entity_tags_topic {
-            return invalid(
-                "entity_tags_topic",
-                "must differ from payments_topic",
-            );
+            return invalid("entity_tags_topic", "must differ from payments_topic");
         }
         let outputs = [
             ("decisions_topic", Some(&self.decisions_topic)),

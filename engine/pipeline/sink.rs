@@ -27,7 +27,10 @@ use super::status::PipelineStatus;
 #[derive(Debug)]
 pub enum AckToken {
     /// One output of a consumed message.
-    Event { slot: Arc<PartitionSlot>, seq: AckSeq },
+    Event {
+        slot: Arc<PartitionSlot>,
+        seq: AckSeq,
+    },
     /// A timeout decision: no consumed offset depends on it.
     Timeout,
 }
@@ -149,7 +152,9 @@ impl Sink {
             .set("linger.ms", "5")
             .set(
                 "message.max.bytes",
-                (settings.max_event_bytes + 64 * 1024).max(1_000_000).to_string(),
+                (settings.max_event_bytes + 64 * 1024)
+                    .max(1_000_000)
+                    .to_string(),
             );
         for (key, value) in &settings.librdkafka {
             config.set(key, value);
@@ -161,12 +166,12 @@ impl Sink {
             in_flight: Arc::clone(&in_flight),
             status,
         };
-        let producer = config
-            .create_with_context(context)
-            .map_err(|source| PipelineError::ClientCreation {
+        let producer = config.create_with_context(context).map_err(|source| {
+            PipelineError::ClientCreation {
                 client: "producer",
                 source,
-            })?;
+            }
+        })?;
         let sink = Arc::new(Sink {
             producer,
             in_flight,
@@ -179,13 +184,30 @@ impl Sink {
     /// Produces one message, waiting while the producer queue is full.
     ///
     /// Returns false (the token is not acknowledged) only when the drain deadline passed.
-    pub fn send_blocking(&self, topic: &str, key: Option<&[u8]>, payload: &[u8], token: AckToken) -> bool {
+    pub fn send_blocking(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        token: AckToken,
+    ) -> bool {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
-        self.resend_blocking(topic, key, payload, Box::new(Delivery { token, attempt: 0 }))
+        self.resend_blocking(
+            topic,
+            key,
+            payload,
+            Box::new(Delivery { token, attempt: 0 }),
+        )
     }
 
     /// Async variant of [`Sink::send_blocking`] for the timeout publisher.
-    pub async fn send_async(&self, topic: &str, key: Option<&[u8]>, payload: &[u8], token: AckToken) -> bool {
+    pub async fn send_async(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        token: AckToken,
+    ) -> bool {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         let mut delivery = Box::new(Delivery { token, attempt: 0 });
         let mut waited = false;
@@ -207,7 +229,13 @@ impl Sink {
         }
     }
 
-    fn resend_blocking(&self, topic: &str, key: Option<&[u8]>, payload: &[u8], mut delivery: Box<Delivery>) -> bool {
+    fn resend_blocking(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        mut delivery: Box<Delivery>,
+    ) -> bool {
         let mut waited = false;
         loop {
             match self.attempt(topic, key, payload, delivery) {
@@ -236,7 +264,13 @@ impl Sink {
         false
     }
 
-    fn attempt(&self, topic: &str, key: Option<&[u8]>, payload: &[u8], delivery: Box<Delivery>) -> Attempt {
+    fn attempt(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        delivery: Box<Delivery>,
+    ) -> Attempt {
         let mut record = BaseRecord::with_opaque_to(topic, delivery).payload(payload);
         if let Some(key) = key {
             record = record.key(key);
@@ -250,7 +284,12 @@ impl Sink {
                 // Refused before queueing (e.g. message too large): treat like a failed delivery.
                 let mut delivery = *record.delivery_opaque;
                 delivery.attempt += 1;
-                events::delivery_failed(topic, &error, delivery.attempt, retry_backoff(delivery.attempt));
+                events::delivery_failed(
+                    topic,
+                    &error,
+                    delivery.attempt,
+                    retry_backoff(delivery.attempt),
+                );
                 let retry = RetryRecord {
                     topic: topic.to_owned(),
                     key: key.map(<[u8]>::to_vec),
@@ -288,7 +327,10 @@ pub struct RetryThread {
 }
 
 impl RetryThread {
-    fn spawn(sink: Arc<Sink>, retries: Receiver<RetryRecord>) -> Result<RetryThread, PipelineError> {
+    fn spawn(
+        sink: Arc<Sink>,
+        retries: Receiver<RetryRecord>,
+    ) -> Result<RetryThread, PipelineError> {
         let stop = Arc::new(AtomicBool::new(false));
         let stop_flag = Arc::clone(&stop);
         let name = "veto-sink-retry".to_owned();
@@ -337,9 +379,17 @@ mod tests {
 
     #[test]
     fn event_tokens_acknowledge_their_slot() {
-        let slot = Arc::new(PartitionSlot::new("payments", 0, super::super::partition::TopicKind::Payments));
+        let slot = Arc::new(PartitionSlot::new(
+            "payments",
+            0,
+            super::super::partition::TopicKind::Payments,
+        ));
         let seq = slot.register(9, 1);
-        AckToken::Event { slot: Arc::clone(&slot), seq }.acknowledge();
+        AckToken::Event {
+            slot: Arc::clone(&slot),
+            seq,
+        }
+        .acknowledge();
         assert_eq!(slot.safe_next(), Some(10));
     }
 }

@@ -94,7 +94,11 @@ impl SourceContext {
     }
 
     fn slot(&self, kind: TopicKind, partition: i32) -> Option<Arc<PartitionSlot>> {
-        self.assignment.lock().slots_mut(kind).get(&partition).cloned()
+        self.assignment
+            .lock()
+            .slots_mut(kind)
+            .get(&partition)
+            .cloned()
     }
 
     fn mark_reachable(&self) {
@@ -188,7 +192,13 @@ impl SourceContext {
         let lost = consumer.assignment_lost();
         if !lost {
             // Failures are logged inside; the new owner then starts from an older offset.
-            let _ = commit_slots(consumer, self.decider.as_ref(), &revoked, CommitMode::Sync, false);
+            let _ = commit_slots(
+                consumer,
+                self.decider.as_ref(),
+                &revoked,
+                CommitMode::Sync,
+                false,
+            );
         }
         let names: Vec<(String, i32)> = revoked
             .iter()
@@ -208,7 +218,9 @@ impl SourceContext {
         for (topic, topic_stats) in &stats.topics {
             for partition in topic_stats.partitions.values() {
                 if partition.partition >= 0
-                    && self.status.set_lag(topic, partition.partition, partition.consumer_lag)
+                    && self
+                        .status
+                        .set_lag(topic, partition.partition, partition.consumer_lag)
                 {
                     events::consumer_lag(topic, partition.partition, partition.consumer_lag);
                 }
@@ -270,7 +282,10 @@ impl ConsumerContext for SourceContext {
         err: RDKafkaRespErr,
         tpl: &mut TopicPartitionList,
     ) {
-        let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
         let result = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 self.on_assign(consumer, tpl);
@@ -430,11 +445,12 @@ impl Source {
             assignment: Mutex::new(Assignment::default()),
             stop_at,
         };
-        let consumer: BaseConsumer<SourceContext> = config
-            .create_with_context(context)
-            .map_err(|source| PipelineError::ClientCreation {
-                client: "consumer",
-                source,
+        let consumer: BaseConsumer<SourceContext> =
+            config.create_with_context(context).map_err(|source| {
+                PipelineError::ClientCreation {
+                    client: "consumer",
+                    source,
+                }
             })?;
         let topics = [
             settings.payments_topic.as_str(),
@@ -475,7 +491,11 @@ impl Source {
                 Ok(backlog) => backlog,
                 Err(error) => break error,
             };
-            let timeout = if backlog { BACKPRESSURE_POLL } else { IDLE_POLL };
+            let timeout = if backlog {
+                BACKPRESSURE_POLL
+            } else {
+                IDLE_POLL
+            };
             let message = match self.consumer.poll(timeout) {
                 None => None,
                 Some(Ok(message)) => Some(self.to_work_item(&message)),
@@ -600,12 +620,22 @@ impl Source {
     /// Reports and commits safe offsets of every owned partition.
     fn commit(&self, mode: CommitMode, force: bool) -> Result<Vec<(String, i32, i64)>, KafkaError> {
         let slots = self.context().assignment.lock().all_slots();
-        commit_slots(&self.consumer, self.context().decider.as_ref(), &slots, mode, force)
+        commit_slots(
+            &self.consumer,
+            self.context().decider.as_ref(),
+            &slots,
+            mode,
+            force,
+        )
     }
 
     /// Stops fetching, lets workers finish their queues, waits for every output to be
     /// acknowledged, flushes the producer and commits the safe offsets, all by `deadline`.
-    fn shut_down(self, deadline: Instant, failure: Option<PipelineError>) -> Result<RunSummary, PipelineError> {
+    fn shut_down(
+        self,
+        deadline: Instant,
+        failure: Option<PipelineError>,
+    ) -> Result<RunSummary, PipelineError> {
         let started = Instant::now();
         let timeout = deadline.saturating_duration_since(started);
         // Also bounds the revocation that closing the consumer triggers.

@@ -67,12 +67,18 @@ impl PipelineStatus {
     }
 
     pub(crate) fn remove_partition(&self, topic: &str, partition: i32) {
-        self.partitions.lock().remove(&(topic.to_owned(), partition));
+        self.partitions
+            .lock()
+            .remove(&(topic.to_owned(), partition));
     }
 
     /// Records a lag for an assigned partition; unknown partitions are ignored.
     pub(crate) fn set_lag(&self, topic: &str, partition: i32, lag: i64) -> bool {
-        match self.partitions.lock().get_mut(&(topic.to_owned(), partition)) {
+        match self
+            .partitions
+            .lock()
+            .get_mut(&(topic.to_owned(), partition))
+        {
             Some(slot) => {
                 *slot = lag;
                 true
@@ -140,7 +146,10 @@ mod tests {
         status.add_partition("payments", 3);
         assert!(status.set_lag("payments", 3, 42));
         assert!(!status.set_lag("payments", 4, 1));
-        assert_eq!(status.consumer_lag(), vec![(("payments".to_owned(), 3), 42)]);
+        assert_eq!(
+            status.consumer_lag(),
+            vec![(("payments".to_owned(), 3), 42)]
+        );
         status.remove_partition("payments", 3);
         assert!(status.assigned_partitions().is_empty());
     }

@@ -274,7 +274,12 @@ mod tests {
     fn partitions_of_one_topic_spread_over_workers() {
         let workers = 4;
         let indexes: Vec<usize> = (0..8)
-            .map(|p| worker_index(&PartitionSlot::new("payments", p, TopicKind::Payments), workers))
+            .map(|p| {
+                worker_index(
+                    &PartitionSlot::new("payments", p, TopicKind::Payments),
+                    workers,
+                )
+            })
             .collect();
         assert_eq!(indexes, vec![0, 1, 2, 3, 0, 1, 2, 3]);
         let tags = PartitionSlot::new("entity-tags", 0, TopicKind::EntityTags);
