@@ -575,3 +575,15 @@ async fn a_drain_past_the_deadline_is_reported() {
         other => panic!("expected a drain timeout, got {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_broker_is_not_ready_and_not_fatal() {
+    // Nothing listens on this port: the clients keep retrying in the background.
+    let decider = Arc::new(AmountDecider::default());
+    let running = start(settings("127.0.0.1:9", "g-unreachable"), decider);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!running.status.is_ready());
+    assert!(!running.task.is_finished(), "the pipeline keeps running");
+    let summary = running.stop().await.expect("a clean stop without a broker");
+    assert_eq!(summary, RunSummary::default());
+}
