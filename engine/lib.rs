@@ -6,10 +6,12 @@
 //!
 //! | module     | role |
 //! |------------|------|
+//! | [`config`] | `veto.toml` + `VETO_*` environment overrides, validated |
 //! | [`event`]  | payment event model, wire codecs (protobuf, JSON), validation |
 //! | [`pipeline`] | Kafka source, partition workers, decision sink, dead letters, offsets, drain |
 //! | [`proto`]  | prost types generated from `schemas/veto/v1` |
 
+pub mod config;
 pub mod event;
 pub mod pipeline;
 
