@@ -23,11 +23,16 @@
 //! | [`synth`]     | synthetic payment workload (demo, load generator, benches) |
 //! | [`cli`]       | the `veto` subcommands |
 
+pub mod cli;
 pub mod config;
 pub mod decider;
+pub mod demo;
 pub mod event;
+pub mod pipeline;
+pub mod reload;
 pub mod ruletest;
 pub mod rules;
+pub mod service;
 pub mod store;
 pub mod synth;
 pub mod telemetry;

@@ -1,0 +1,52 @@
+//! `PipelineError`: why the pipeline could not start or did not stop cleanly.
+
+use std::time::Duration;
+
+use rdkafka::error::KafkaError;
+use thiserror::Error;
+
+/// Errors of the Kafka pipeline; each names what failed.
+#[derive(Debug, Error)]
+pub enum PipelineError {
+    #[error("pipeline setting `{setting}`: {reason}")]
+    InvalidSetting {
+        setting: &'static str,
+        reason: String,
+    },
+    #[error("creating the kafka {client}: {source}")]
+    ClientCreation {
+        client: &'static str,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("subscribing to topics {topics:?}: {source}")]
+    Subscribe {
+        topics: Vec<String>,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("starting thread `{name}`: {source}")]
+    ThreadSpawn {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("a pipeline thread panicked: {0}")]
+    ThreadPanicked(String),
+    #[error("kafka producer hit a fatal error ({code}): {reason}")]
+    ProducerFatal { code: String, reason: String },
+    #[error(
+        "drain did not finish within {timeout:?}: {unacknowledged} outputs unacknowledged, \
+         {busy_workers} workers busy; offsets committed up to the last acknowledged event"
+    )]
+    DrainTimeout {
+        timeout: Duration,
+        unacknowledged: i64,
+        busy_workers: usize,
+    },
+    #[error("committing final offsets: {source}")]
+    FinalCommit {
+        #[source]
+        source: KafkaError,
+    },
+}

@@ -1,0 +1,221 @@
+//! The Kafka pipeline: consume → decide → publish, at-least-once, with dead letters and a graceful drain.
+//!
+//! ```text
+//! payments, entity-tags ──► source thread (consumer group, manual commits, rebalance drain)
+//!                             │ bounded queue per worker (full → partition paused)
+//!                             ▼
+//!                           worker threads (one per partition at a time: ordered)
+//!                             │ decode → Decider::decide / apply_tag_update → encode
+//!                             ▼
+//!   timeout decisions ──►   sink (idempotent producer) ──► decisions / shadow / dead letters
+//!                             │ delivery reports
+//!                             ▼
+//!                           ack trackers ──► safe offsets ──► Decider::on_safe_offsets, commit
+//! ```
+//!
+//! See `docs/pipeline.md` for the delivery guarantees, backpressure, rebalance and shutdown.
+
+mod ack;
+mod error;
+mod events;
+mod partition;
+mod settings;
+mod sink;
+mod source;
+mod status;
+mod worker;
+
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use tokio::sync::{mpsc, oneshot, Notify};
+
+use crate::event::{encode_decision, Decision, OutputFormat, PaymentEvent, TagUpdate};
+
+pub use ack::{AckSeq, AckTracker};
+pub use error::PipelineError;
+pub use settings::PipelineSettings;
+pub use status::{PipelineStatus, RunSummary};
+
+use sink::{AckToken, Sink};
+use source::Source;
+use status::RunCounters;
+use worker::{decision_key, WorkerPool};
+
+/// The engine as the pipeline sees it; the lead implements it with rules, store and timers.
+pub trait Decider: Send + Sync + 'static {
+    /// Decides one event. Called from worker threads, never on the async runtime; the events
+    /// of one partition arrive in offset order. Normally returns one decision; shadow
+    /// decisions (`shadow = true`) may be appended and go to the shadow topic.
+    fn decide(&self, event: &PaymentEvent) -> Vec<Decision>;
+
+    /// Applies a tag update from the entity-tags topic (worker thread, in partition order).
+    fn apply_tag_update(&self, update: &TagUpdate);
+
+    /// Called (on the source thread, keep it cheap) with offsets `(topic, partition, next
+    /// offset to consume)` that are safe: every earlier message's outputs are acknowledged.
+    /// They are committed to Kafka right after this call returns.
+    fn on_safe_offsets(&self, offsets: &[(String, i32, i64)]) {
+        let _ = offsets;
+    }
+
+    /// The next offset to consume for a newly assigned partition according to the state
+    /// checkpoint; used when it is newer than the offset committed in Kafka.
+    fn checkpointed_offset(&self, topic: &str, partition: i32) -> Option<i64> {
+        let _ = (topic, partition);
+        None
+    }
+}
+
+/// Runs the pipeline until `shutdown` resolves, then drains and commits.
+///
+/// Decisions from `extra` (timeout decisions from the timers) are published too. Returns the
+/// run's totals; past `settings.drain_timeout` after shutdown it returns
+/// [`PipelineError::DrainTimeout`] (offsets are still committed up to the last safe one).
+/// An unreachable broker is not an error: clients retry with backoff and `status` reports
+/// not ready.
+pub async fn run(
+    settings: PipelineSettings,
+    decider: Arc<dyn Decider>,
+    extra: mpsc::Receiver<Decision>,
+    status: Arc<PipelineStatus>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<RunSummary, PipelineError> {
+    settings.validate()?;
+    let counters = Arc::new(RunCounters::default());
+    let abort = Arc::new(AtomicBool::new(false));
+    let (sink, retry_thread) = Sink::start(&settings, Arc::clone(&status), Arc::clone(&abort))?;
+    let workers = WorkerPool::start(
+        &settings,
+        Arc::clone(&decider),
+        Arc::clone(&sink),
+        Arc::clone(&counters),
+        Arc::clone(&abort),
+    )?;
+    let stop_at = Arc::new(OnceLock::new());
+    let source = Source::new(
+        &settings,
+        decider,
+        Arc::clone(&status),
+        workers,
+        Arc::clone(&sink),
+        Arc::clone(&counters),
+        abort,
+        Arc::clone(&stop_at),
+    )?;
+    let (done_tx, mut done_rx) = oneshot::channel();
+    let name = "veto-source".to_owned();
+    std::thread::Builder::new()
+        .name(name.clone())
+        .spawn(move || {
+            let _ = done_tx.send(source.run());
+        })
+        .map_err(|source| PipelineError::ThreadSpawn { name, source })?;
+
+    let stop_timeouts = Arc::new(Notify::new());
+    let mut timeouts = tokio::spawn(publish_timeouts(
+        extra,
+        Arc::clone(&sink),
+        TimeoutTopics {
+            decisions: settings.decisions_topic.clone(),
+            shadow: settings.shadow_topic.clone(),
+            format: settings.output_format,
+        },
+        Arc::clone(&counters),
+        Arc::clone(&stop_timeouts),
+    ));
+
+    tokio::pin!(shutdown);
+    let ended_early = tokio::select! {
+        () = &mut shutdown => None,
+        result = &mut done_rx => Some(result),
+    };
+    let deadline = Instant::now() + settings.drain_timeout;
+    stop_timeouts.notify_one();
+    if tokio::time::timeout_at(deadline.into(), &mut timeouts)
+        .await
+        .is_err()
+    {
+        timeouts.abort();
+    }
+    let _ = stop_at.set(deadline);
+    let result = match ended_early {
+        Some(result) => result,
+        None => done_rx.await,
+    };
+    retry_thread.stop();
+    result.unwrap_or_else(|_| {
+        Err(PipelineError::ThreadPanicked(
+            "the source thread".to_owned(),
+        ))
+    })
+}
+
+/// Where timeout decisions go.
+struct TimeoutTopics {
+    decisions: String,
+    shadow: Option<String>,
+    format: OutputFormat,
+}
+
+/// Publishes timeout decisions until told to stop, then publishes those already queued.
+async fn publish_timeouts(
+    mut extra: mpsc::Receiver<Decision>,
+    sink: Arc<Sink>,
+    topics: TimeoutTopics,
+    counters: Arc<RunCounters>,
+    stop: Arc<Notify>,
+) {
+    loop {
+        tokio::select! {
+            biased;
+            () = stop.notified() => break,
+            decision = extra.recv() => match decision {
+                Some(decision) => publish_timeout(&decision, &sink, &topics, &counters).await,
+                None => {
+                    stop.notified().await;
+                    return;
+                }
+            },
+        }
+    }
+    while let Ok(decision) = extra.try_recv() {
+        publish_timeout(&decision, &sink, &topics, &counters).await;
+    }
+}
+
+async fn publish_timeout(
+    decision: &Decision,
+    sink: &Sink,
+    topics: &TimeoutTopics,
+    counters: &RunCounters,
+) {
+    let topic = if decision.shadow {
+        match &topics.shadow {
+            Some(topic) => topic,
+            None => return events::shadow_dropped(),
+        }
+    } else {
+        &topics.decisions
+    };
+    let payload = encode_decision(decision, topics.format);
+    if sink
+        .send_async(
+            topic,
+            Some(decision_key(decision)),
+            &payload,
+            AckToken::Timeout,
+        )
+        .await
+    {
+        if decision.shadow {
+            events::shadow_decided(decision.outcome);
+        } else {
+            events::timeout_decided(decision.outcome);
+        }
+        counters
+            .timeout_decisions
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}

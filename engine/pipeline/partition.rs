@@ -1,0 +1,139 @@
+//! `PartitionSlot`: the shared per-partition state between the source, the workers and the sink.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+
+use super::ack::{AckSeq, AckTracker};
+
+/// What a consumed topic carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TopicKind {
+    Payments,
+    EntityTags,
+}
+
+/// Sentinel for "no offset yet" in the atomic offset fields.
+const NO_OFFSET: i64 = -1;
+
+/// One assigned partition: its acknowledgement tracker and progress counters.
+///
+/// A slot lives from the partition's assignment to its revocation; a reassigned partition gets
+/// a fresh slot, so late acknowledgements for an old assignment never touch the new one.
+#[derive(Debug)]
+pub struct PartitionSlot {
+    pub topic: String,
+    pub partition: i32,
+    pub kind: TopicKind,
+    tracker: Mutex<AckTracker>,
+    /// Copy of the tracker's safe offset, readable without the lock.
+    safe_next: AtomicI64,
+    /// Last offset committed to Kafka (source thread only writes it).
+    committed_next: AtomicI64,
+    /// Messages handed to a worker / finished by a worker (skipped ones included).
+    dispatched: AtomicU64,
+    processed: AtomicU64,
+    /// Set when the partition is revoked: workers skip its queued messages.
+    revoked: AtomicBool,
+}
+
+impl PartitionSlot {
+    pub fn new(topic: &str, partition: i32, kind: TopicKind) -> PartitionSlot {
+        PartitionSlot {
+            topic: topic.to_owned(),
+            partition,
+            kind,
+            tracker: Mutex::new(AckTracker::new()),
+            safe_next: AtomicI64::new(NO_OFFSET),
+            committed_next: AtomicI64::new(NO_OFFSET),
+            dispatched: AtomicU64::new(0),
+            processed: AtomicU64::new(0),
+            revoked: AtomicBool::new(false),
+        }
+    }
+
+    /// Registers a consumed message that is done after `outstanding` acknowledgements.
+    pub fn register(&self, offset: i64, outstanding: u32) -> AckSeq {
+        let mut tracker = self.tracker.lock();
+        let (seq, advanced) = tracker.register(offset, outstanding);
+        if let Some(next) = advanced {
+            self.safe_next.store(next, Ordering::Release);
+        }
+        seq
+    }
+
+    /// Records one acknowledgement of the message with ticket `seq`.
+    pub fn ack(&self, seq: AckSeq) {
+        let mut tracker = self.tracker.lock();
+        if let Some(next) = tracker.ack(seq) {
+            self.safe_next.store(next, Ordering::Release);
+        }
+    }
+
+    /// Next offset to consume such that every earlier message is done.
+    pub fn safe_next(&self) -> Option<i64> {
+        Some(self.safe_next.load(Ordering::Acquire)).filter(|&o| o != NO_OFFSET)
+    }
+
+    /// The safe offset when it differs from the last committed one.
+    pub fn uncommitted_safe_next(&self) -> Option<i64> {
+        let safe = self.safe_next()?;
+        (safe != self.committed_next.load(Ordering::Acquire)).then_some(safe)
+    }
+
+    pub fn mark_committed(&self, next: i64) {
+        self.committed_next.store(next, Ordering::Release);
+    }
+
+    pub fn note_dispatched(&self) {
+        self.dispatched.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub fn note_processed(&self) {
+        self.processed.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Every dispatched message is processed and every output acknowledged.
+    pub fn is_drained(&self) -> bool {
+        self.processed.load(Ordering::Acquire) >= self.dispatched.load(Ordering::Acquire)
+            && self.tracker.lock().in_flight() == 0
+    }
+
+    pub fn revoke(&self) {
+        self.revoked.store(true, Ordering::Release);
+    }
+
+    pub fn is_revoked(&self) -> bool {
+        self.revoked.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn safe_offset_follows_the_tracker_and_commits() {
+        let slot = PartitionSlot::new("payments", 0, TopicKind::Payments);
+        slot.note_dispatched();
+        let seq = slot.register(4, 1);
+        slot.note_processed();
+        assert_eq!(slot.safe_next(), None);
+        assert!(!slot.is_drained());
+        slot.ack(seq);
+        assert_eq!(slot.safe_next(), Some(5));
+        assert!(slot.is_drained());
+        assert_eq!(slot.uncommitted_safe_next(), Some(5));
+        slot.mark_committed(5);
+        assert_eq!(slot.uncommitted_safe_next(), None);
+    }
+
+    #[test]
+    fn a_dispatched_but_unprocessed_message_keeps_the_slot_busy() {
+        let slot = PartitionSlot::new("payments", 1, TopicKind::Payments);
+        slot.note_dispatched();
+        assert!(!slot.is_drained());
+        slot.note_processed();
+        assert!(slot.is_drained());
+    }
+}

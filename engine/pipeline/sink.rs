@@ -1,0 +1,395 @@
+//! The decision sink: an idempotent producer whose delivery reports acknowledge consumed offsets.
+//!
+//! Every produced message carries an [`AckToken`]; when Kafka confirms delivery the token
+//! acknowledges its event in the partition's tracker. A failed delivery is produced again
+//! after a backoff (never dropped), and a full producer queue makes the sender wait.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{DeliveryResult, Message};
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::ClientContext;
+
+use super::ack::AckSeq;
+use super::error::PipelineError;
+use super::events;
+use super::partition::PartitionSlot;
+use super::settings::PipelineSettings;
+use super::status::PipelineStatus;
+
+/// What a delivery acknowledges.
+#[derive(Debug)]
+pub enum AckToken {
+    /// One output of a consumed message.
+    Event {
+        slot: Arc<PartitionSlot>,
+        seq: AckSeq,
+    },
+    /// A timeout decision: no consumed offset depends on it.
+    Timeout,
+}
+
+impl AckToken {
+    fn acknowledge(self) {
+        if let AckToken::Event { slot, seq } = self {
+            slot.ack(seq);
+        }
+    }
+}
+
+/// The delivery opaque: the token plus how often the message was already attempted.
+#[derive(Debug)]
+pub struct Delivery {
+    token: AckToken,
+    attempt: u32,
+}
+
+/// A message whose delivery failed, waiting to be produced again.
+struct RetryRecord {
+    topic: String,
+    key: Option<Vec<u8>>,
+    payload: Vec<u8>,
+    delivery: Delivery,
+}
+
+/// Producer callbacks: delivery reports, errors, logs.
+pub struct SinkContext {
+    retry_tx: Sender<RetryRecord>,
+    /// Messages sent and not yet acknowledged (retries included).
+    in_flight: Arc<AtomicI64>,
+    status: Arc<PipelineStatus>,
+}
+
+impl ClientContext for SinkContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        events::librdkafka_log("producer", level, fac, log_message);
+    }
+
+    fn stats_raw(&self, _statistics: &[u8]) {}
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown)
+            && self.status.is_broker_reachable()
+        {
+            self.status.set_broker_reachable(false);
+            events::broker_reachability_changed(false);
+        }
+        events::kafka_client_error("producer", &error, reason);
+    }
+}
+
+impl ProducerContext for SinkContext {
+    type DeliveryOpaque = Box<Delivery>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, delivery: Box<Delivery>) {
+        match result {
+            Ok(_) => {
+                delivery.token.acknowledge();
+                self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            }
+            Err((error, message)) => {
+                let mut delivery = *delivery;
+                delivery.attempt += 1;
+                events::delivery_failed(
+                    message.topic(),
+                    error,
+                    delivery.attempt,
+                    retry_backoff(delivery.attempt),
+                );
+                let record = RetryRecord {
+                    topic: message.topic().to_owned(),
+                    key: message.key().map(<[u8]>::to_vec),
+                    payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                    delivery,
+                };
+                // Fails only once the retry thread is gone (run over): the event stays
+                // unacknowledged, so its offset is never committed.
+                let _ = self.retry_tx.send(record);
+            }
+        }
+    }
+}
+
+/// Backoff before producing a failed message again: 100 ms doubling up to 5 s.
+fn retry_backoff(attempt: u32) -> Duration {
+    let factor = 1u64 << attempt.saturating_sub(1).min(6);
+    Duration::from_millis(100 * factor).min(Duration::from_secs(5))
+}
+
+/// The producer side of the pipeline, shared by workers, the timeout publisher and the retry thread.
+pub struct Sink {
+    producer: ThreadedProducer<SinkContext>,
+    in_flight: Arc<AtomicI64>,
+    /// Set when the drain deadline passed: senders stop waiting and give up.
+    abort: Arc<AtomicBool>,
+}
+
+/// Outcome of one attempt to hand a message to the producer.
+enum Attempt {
+    Sent,
+    QueueFull(Box<Delivery>),
+}
+
+impl Sink {
+    /// Creates the idempotent producer and starts the retry thread.
+    pub fn start(
+        settings: &PipelineSettings,
+        status: Arc<PipelineStatus>,
+        abort: Arc<AtomicBool>,
+    ) -> Result<(Arc<Sink>, RetryThread), PipelineError> {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &settings.brokers)
+            .set("client.id", "veto")
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set(
+                "message.max.bytes",
+                (settings.max_event_bytes + 64 * 1024)
+                    .max(1_000_000)
+                    .to_string(),
+            );
+        for (key, value) in &settings.librdkafka {
+            config.set(key, value);
+        }
+        let (retry_tx, retry_rx) = mpsc::channel();
+        let in_flight = Arc::new(AtomicI64::new(0));
+        let context = SinkContext {
+            retry_tx,
+            in_flight: Arc::clone(&in_flight),
+            status,
+        };
+        let producer = config.create_with_context(context).map_err(|source| {
+            PipelineError::ClientCreation {
+                client: "producer",
+                source,
+            }
+        })?;
+        let sink = Arc::new(Sink {
+            producer,
+            in_flight,
+            abort,
+        });
+        let retry = RetryThread::spawn(Arc::clone(&sink), retry_rx)?;
+        Ok((sink, retry))
+    }
+
+    /// Produces one message, waiting while the producer queue is full.
+    ///
+    /// Returns false (the token is not acknowledged) only when the drain deadline passed.
+    pub fn send_blocking(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        token: AckToken,
+    ) -> bool {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.resend_blocking(
+            topic,
+            key,
+            payload,
+            Box::new(Delivery { token, attempt: 0 }),
+        )
+    }
+
+    /// Async variant of [`Sink::send_blocking`] for the timeout publisher.
+    pub async fn send_async(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        token: AckToken,
+    ) -> bool {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let mut delivery = Box::new(Delivery { token, attempt: 0 });
+        let mut waited = false;
+        loop {
+            match self.attempt(topic, key, payload, delivery) {
+                Attempt::Sent => return true,
+                Attempt::QueueFull(back) => {
+                    if self.give_up() {
+                        return false;
+                    }
+                    if !waited {
+                        events::producer_queue_full();
+                        waited = true;
+                    }
+                    delivery = back;
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        }
+    }
+
+    fn resend_blocking(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        mut delivery: Box<Delivery>,
+    ) -> bool {
+        let mut waited = false;
+        loop {
+            match self.attempt(topic, key, payload, delivery) {
+                Attempt::Sent => return true,
+                Attempt::QueueFull(back) => {
+                    if self.give_up() {
+                        return false;
+                    }
+                    if !waited {
+                        events::producer_queue_full();
+                        waited = true;
+                    }
+                    delivery = back;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+    }
+
+    /// Drops a message that could not be handed over: it stays unacknowledged forever.
+    fn give_up(&self) -> bool {
+        if self.abort.load(Ordering::Acquire) {
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            return true;
+        }
+        false
+    }
+
+    fn attempt(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        delivery: Box<Delivery>,
+    ) -> Attempt {
+        let mut record = BaseRecord::with_opaque_to(topic, delivery).payload(payload);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        match self.producer.send(record) {
+            Ok(()) => Attempt::Sent,
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), record)) => {
+                Attempt::QueueFull(record.delivery_opaque)
+            }
+            Err((error, record)) => {
+                // Refused before queueing (e.g. message too large): treat like a failed delivery.
+                let mut delivery = *record.delivery_opaque;
+                delivery.attempt += 1;
+                events::delivery_failed(
+                    topic,
+                    &error,
+                    delivery.attempt,
+                    retry_backoff(delivery.attempt),
+                );
+                let retry = RetryRecord {
+                    topic: topic.to_owned(),
+                    key: key.map(<[u8]>::to_vec),
+                    payload: payload.to_vec(),
+                    delivery,
+                };
+                let _ = self.producer.context().retry_tx.send(retry);
+                Attempt::Sent
+            }
+        }
+    }
+
+    /// Messages sent and not yet acknowledged.
+    pub fn in_flight(&self) -> i64 {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
+        self.producer.flush(timeout)
+    }
+
+    /// The producer's fatal error, if any (idempotence guarantees can no longer be kept).
+    pub fn fatal_error(&self) -> Option<(String, String)> {
+        self.producer
+            .client()
+            .fatal_error()
+            .map(|(code, reason)| (code.to_string(), reason))
+    }
+}
+
+/// Produces failed messages again after their backoff; stopped at the end of the run.
+pub struct RetryThread {
+    stop: Arc<AtomicBool>,
+    handle: JoinHandle<()>,
+}
+
+impl RetryThread {
+    fn spawn(
+        sink: Arc<Sink>,
+        retries: Receiver<RetryRecord>,
+    ) -> Result<RetryThread, PipelineError> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop_flag = Arc::clone(&stop);
+        let name = "veto-sink-retry".to_owned();
+        let handle = std::thread::Builder::new()
+            .name(name.clone())
+            .spawn(move || loop {
+                if stop_flag.load(Ordering::Acquire) {
+                    return;
+                }
+                match retries.recv_timeout(Duration::from_millis(100)) {
+                    Ok(record) => {
+                        std::thread::sleep(retry_backoff(record.delivery.attempt));
+                        sink.resend_blocking(
+                            &record.topic,
+                            record.key.as_deref(),
+                            &record.payload,
+                            Box::new(record.delivery),
+                        );
+                    }
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => return,
+                }
+            })
+            .map_err(|source| PipelineError::ThreadSpawn { name, source })?;
+        Ok(RetryThread { stop, handle })
+    }
+
+    /// Stops the thread and waits for it (at most one backoff).
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::Release);
+        let _ = self.handle.join();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        assert_eq!(retry_backoff(1), Duration::from_millis(100));
+        assert_eq!(retry_backoff(2), Duration::from_millis(200));
+        assert_eq!(retry_backoff(4), Duration::from_millis(800));
+        assert_eq!(retry_backoff(30), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn event_tokens_acknowledge_their_slot() {
+        let slot = Arc::new(PartitionSlot::new(
+            "payments",
+            0,
+            super::super::partition::TopicKind::Payments,
+        ));
+        let seq = slot.register(9, 1);
+        AckToken::Event {
+            slot: Arc::clone(&slot),
+            seq,
+        }
+        .acknowledge();
+        assert_eq!(slot.safe_next(), Some(10));
+    }
+}

@@ -1,0 +1,710 @@
+//! The source: a consumer-group member on its own thread that feeds the workers and commits safe offsets.
+//!
+//! The consumer is polled on a dedicated thread, so rebalance callbacks (which run inside
+//! `poll`) may block while revoked partitions drain. Auto commit and auto offset store are
+//! off: the source commits, every `commit_interval`, the offsets up to which every message's
+//! outputs are acknowledged (see [`super::ack`]).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::ClientContext;
+use serde::Deserialize;
+
+use super::error::PipelineError;
+use super::events;
+use super::partition::{PartitionSlot, TopicKind};
+use super::settings::PipelineSettings;
+use super::sink::Sink;
+use super::status::{PipelineStatus, RunCounters, RunSummary};
+use super::worker::{DispatchError, WorkItem, WorkerPool};
+use super::Decider;
+
+/// How long `poll` blocks when idle; bounds how fast a shutdown request is noticed.
+const IDLE_POLL: Duration = Duration::from_millis(100);
+/// How long `poll` blocks while some partition waits for room in its worker's queue.
+const BACKPRESSURE_POLL: Duration = Duration::from_millis(5);
+/// How often drains check for progress.
+const DRAIN_CHECK: Duration = Duration::from_millis(2);
+/// Deadline for reading committed offsets when a partition is assigned.
+const COMMITTED_LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Partitions currently owned, by topic kind and partition number.
+#[derive(Default)]
+struct Assignment {
+    payments: HashMap<i32, Arc<PartitionSlot>>,
+    entity_tags: HashMap<i32, Arc<PartitionSlot>>,
+    /// Items of paused partitions waiting for room in their worker's queue, in offset order.
+    parked: HashMap<(TopicKind, i32), VecDeque<WorkItem>>,
+}
+
+impl Assignment {
+    fn slots_mut(&mut self, kind: TopicKind) -> &mut HashMap<i32, Arc<PartitionSlot>> {
+        match kind {
+            TopicKind::Payments => &mut self.payments,
+            TopicKind::EntityTags => &mut self.entity_tags,
+        }
+    }
+
+    fn all_slots(&self) -> Vec<Arc<PartitionSlot>> {
+        self.payments
+            .values()
+            .chain(self.entity_tags.values())
+            .cloned()
+            .collect()
+    }
+
+    fn len(&self) -> usize {
+        self.payments.len() + self.entity_tags.len()
+    }
+}
+
+/// State shared between the source loop and the consumer callbacks (same thread, so the lock
+/// is never contended; it is never held across `poll`).
+pub struct SourceContext {
+    payments_topic: String,
+    entity_tags_topic: String,
+    drain_timeout: Duration,
+    decider: Arc<dyn Decider>,
+    status: Arc<PipelineStatus>,
+    assignment: Mutex<Assignment>,
+    /// Set by `run` when shutdown starts: the drain deadline.
+    stop_at: Arc<OnceLock<Instant>>,
+}
+
+impl SourceContext {
+    fn kind_of(&self, topic: &str) -> Option<TopicKind> {
+        if topic == self.payments_topic {
+            Some(TopicKind::Payments)
+        } else if topic == self.entity_tags_topic {
+            Some(TopicKind::EntityTags)
+        } else {
+            None
+        }
+    }
+
+    fn slot(&self, kind: TopicKind, partition: i32) -> Option<Arc<PartitionSlot>> {
+        self.assignment
+            .lock()
+            .slots_mut(kind)
+            .get(&partition)
+            .cloned()
+    }
+
+    fn mark_reachable(&self) {
+        if !self.status.is_broker_reachable() {
+            self.status.set_broker_reachable(true);
+            events::broker_reachability_changed(true);
+        }
+    }
+
+    /// New partitions: fresh slots, and a start offset from the state checkpoint when it is
+    /// newer than the committed one.
+    fn on_assign(&self, consumer: &BaseConsumer<SourceContext>, tpl: &mut TopicPartitionList) {
+        let mut added = Vec::new();
+        let mut from_checkpoint = Vec::new();
+        {
+            let mut assignment = self.assignment.lock();
+            for elem in tpl.elements() {
+                let (topic, partition) = (elem.topic(), elem.partition());
+                let Some(kind) = self.kind_of(topic) else {
+                    continue;
+                };
+                let slot = Arc::new(PartitionSlot::new(topic, partition, kind));
+                assignment.slots_mut(kind).insert(partition, slot);
+                self.status.add_partition(topic, partition);
+                added.push((topic.to_owned(), partition));
+                if let Some(offset) = self.decider.checkpointed_offset(topic, partition) {
+                    from_checkpoint.push((topic.to_owned(), partition, offset));
+                }
+            }
+            events::partitions_assigned(&added, assignment.len());
+        }
+        if !from_checkpoint.is_empty() {
+            self.start_from_checkpoint(consumer, tpl, &from_checkpoint);
+        }
+        self.status.set_joined();
+        self.mark_reachable();
+    }
+
+    fn start_from_checkpoint(
+        &self,
+        consumer: &BaseConsumer<SourceContext>,
+        tpl: &mut TopicPartitionList,
+        checkpoints: &[(String, i32, i64)],
+    ) {
+        let committed = consumer
+            .committed_offsets(tpl.clone(), COMMITTED_LOOKUP_TIMEOUT)
+            .map(|list| list.to_topic_map())
+            .unwrap_or_default();
+        for (topic, partition, checkpoint) in checkpoints {
+            let committed = committed
+                .get(&(topic.clone(), *partition))
+                .and_then(|offset| offset.to_raw())
+                .filter(|&o| o >= 0);
+            if committed.is_some_and(|c| c >= *checkpoint) {
+                continue;
+            }
+            if tpl
+                .set_partition_offset(topic, *partition, Offset::Offset(*checkpoint))
+                .is_ok()
+            {
+                events::partition_starts_from_checkpoint(topic, *partition, *checkpoint, committed);
+            }
+        }
+    }
+
+    /// Revoked partitions: queued messages are skipped (never decided here, so the new owner
+    /// decides them), in-flight outputs are awaited, then the safe offsets are committed.
+    fn on_revoke(&self, consumer: &BaseConsumer<SourceContext>, tpl: &TopicPartitionList) {
+        let mut revoked = Vec::new();
+        let remaining;
+        {
+            let mut assignment = self.assignment.lock();
+            for elem in tpl.elements() {
+                let Some(kind) = self.kind_of(elem.topic()) else {
+                    continue;
+                };
+                assignment.parked.remove(&(kind, elem.partition()));
+                if let Some(slot) = assignment.slots_mut(kind).remove(&elem.partition()) {
+                    slot.revoke();
+                    self.status.remove_partition(&slot.topic, slot.partition);
+                    revoked.push(slot);
+                }
+            }
+            remaining = assignment.len();
+        }
+        let mut deadline = Instant::now() + self.drain_timeout;
+        if let Some(&stop_at) = self.stop_at.get() {
+            deadline = deadline.min(stop_at);
+        }
+        let drained = wait_until(deadline, || revoked.iter().all(|s| s.is_drained()));
+        let lost = consumer.assignment_lost();
+        if !lost {
+            // Failures are logged inside; the new owner then starts from an older offset.
+            let _ = commit_slots(
+                consumer,
+                self.decider.as_ref(),
+                &revoked,
+                CommitMode::Sync,
+                false,
+            );
+        }
+        let names: Vec<(String, i32)> = revoked
+            .iter()
+            .map(|s| (s.topic.clone(), s.partition))
+            .collect();
+        events::partitions_revoked(&names, remaining, drained, lost);
+    }
+
+    fn on_stats(&self, raw: &[u8]) {
+        let Ok(stats) = serde_json::from_slice::<ClientStats>(raw) else {
+            return;
+        };
+        let reachable = stats.brokers.values().any(|b| b.state == "UP");
+        if reachable {
+            self.mark_reachable();
+        }
+        for (topic, topic_stats) in &stats.topics {
+            for partition in topic_stats.partitions.values() {
+                if partition.partition >= 0
+                    && self
+                        .status
+                        .set_lag(topic, partition.partition, partition.consumer_lag)
+                {
+                    events::consumer_lag(topic, partition.partition, partition.consumer_lag);
+                }
+            }
+        }
+    }
+}
+
+/// The part of librdkafka's statistics JSON the source reads.
+#[derive(Deserialize)]
+struct ClientStats {
+    #[serde(default)]
+    brokers: HashMap<String, BrokerStats>,
+    #[serde(default)]
+    topics: HashMap<String, TopicStats>,
+}
+
+#[derive(Deserialize)]
+struct BrokerStats {
+    state: String,
+}
+
+#[derive(Deserialize)]
+struct TopicStats {
+    #[serde(default)]
+    partitions: HashMap<String, PartitionStats>,
+}
+
+#[derive(Deserialize)]
+struct PartitionStats {
+    partition: i32,
+    consumer_lag: i64,
+}
+
+impl ClientContext for SourceContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        events::librdkafka_log("consumer", level, fac, log_message);
+    }
+
+    fn stats_raw(&self, statistics: &[u8]) {
+        self.on_stats(statistics);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown)
+            && self.status.is_broker_reachable()
+        {
+            self.status.set_broker_reachable(false);
+            events::broker_reachability_changed(false);
+        }
+        events::kafka_client_error("consumer", &error, reason);
+    }
+}
+
+impl ConsumerContext for SourceContext {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        let result = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.on_assign(consumer, tpl);
+                if cooperative {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                self.on_revoke(consumer, tpl);
+                if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                }
+            }
+            other => {
+                events::rebalance_failed(&RDKafkaErrorCode::from(other).to_string());
+                // Like librdkafka's default: drop the whole assignment.
+                if let Ok(current) = consumer.assignment() {
+                    self.on_revoke(consumer, &current);
+                }
+                consumer.unassign()
+            }
+        };
+        if let Err(error) = result {
+            events::rebalance_failed(&error.to_string());
+        }
+    }
+
+    fn commit_callback(&self, result: Result<(), KafkaError>, offsets: &TopicPartitionList) {
+        events::offsets_committed(offsets.count(), result.as_ref().map(|_| ()));
+        if result.is_err() {
+            return;
+        }
+        let mut assignment = self.assignment.lock();
+        for elem in offsets.elements() {
+            let (Some(kind), Some(next)) = (self.kind_of(elem.topic()), elem.offset().to_raw())
+            else {
+                continue;
+            };
+            if let Some(slot) = assignment.slots_mut(kind).get(&elem.partition()) {
+                slot.mark_committed(next);
+            }
+        }
+    }
+}
+
+/// Polls `done` until it holds or `deadline` passes; returns whether it held.
+fn wait_until(deadline: Instant, mut done: impl FnMut() -> bool) -> bool {
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(DRAIN_CHECK);
+    }
+}
+
+/// Reports the slots' safe offsets to the decider, then commits them.
+///
+/// With `force` every slot with a safe offset is committed, else only those that moved since
+/// the last commit. Returns the committed `(topic, partition, next offset)` list.
+fn commit_slots(
+    consumer: &BaseConsumer<SourceContext>,
+    decider: &dyn Decider,
+    slots: &[Arc<PartitionSlot>],
+    mode: CommitMode,
+    force: bool,
+) -> Result<Vec<(String, i32, i64)>, KafkaError> {
+    let offsets: Vec<(String, i32, i64)> = slots
+        .iter()
+        .filter_map(|slot| {
+            let next = if force {
+                slot.safe_next()
+            } else {
+                slot.uncommitted_safe_next()
+            }?;
+            Some((slot.topic.clone(), slot.partition, next))
+        })
+        .collect();
+    if offsets.is_empty() {
+        return Ok(offsets);
+    }
+    decider.on_safe_offsets(&offsets);
+    let mut tpl = TopicPartitionList::with_capacity(offsets.len());
+    for (topic, partition, next) in &offsets {
+        tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
+    }
+    let result = consumer.commit(&tpl, mode);
+    if matches!(mode, CommitMode::Async) {
+        // Queued; the commit callback logs the outcome and marks the slots once confirmed.
+        if let Err(error) = &result {
+            events::offsets_committed(offsets.len(), Err(error));
+        }
+        return result.map(|()| offsets);
+    }
+    events::offsets_committed(offsets.len(), result.as_ref().map(|_| ()));
+    result?;
+    for slot in slots {
+        if let Some((_, _, next)) = offsets
+            .iter()
+            .find(|(t, p, _)| *t == slot.topic && *p == slot.partition)
+        {
+            slot.mark_committed(*next);
+        }
+    }
+    Ok(offsets)
+}
+
+/// The consumer side of the pipeline; `run` loops on its own thread until shutdown.
+pub struct Source {
+    consumer: BaseConsumer<SourceContext>,
+    workers: WorkerPool,
+    sink: Arc<Sink>,
+    counters: Arc<RunCounters>,
+    abort: Arc<AtomicBool>,
+    commit_interval: Duration,
+    drain_timeout: Duration,
+}
+
+impl Source {
+    /// Creates the consumer and subscribes to the payments and entity-tags topics.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        settings: &PipelineSettings,
+        decider: Arc<dyn Decider>,
+        status: Arc<PipelineStatus>,
+        workers: WorkerPool,
+        sink: Arc<Sink>,
+        counters: Arc<RunCounters>,
+        abort: Arc<AtomicBool>,
+        stop_at: Arc<OnceLock<Instant>>,
+    ) -> Result<Source, PipelineError> {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &settings.brokers)
+            .set("group.id", &settings.group_id)
+            .set("client.id", "veto")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("statistics.interval.ms", "1000");
+        for (key, value) in &settings.librdkafka {
+            config.set(key, value);
+        }
+        let context = SourceContext {
+            payments_topic: settings.payments_topic.clone(),
+            entity_tags_topic: settings.entity_tags_topic.clone(),
+            drain_timeout: settings.drain_timeout,
+            decider,
+            status,
+            assignment: Mutex::new(Assignment::default()),
+            stop_at,
+        };
+        let consumer: BaseConsumer<SourceContext> =
+            config.create_with_context(context).map_err(|source| {
+                PipelineError::ClientCreation {
+                    client: "consumer",
+                    source,
+                }
+            })?;
+        let topics = [
+            settings.payments_topic.as_str(),
+            settings.entity_tags_topic.as_str(),
+        ];
+        consumer
+            .subscribe(&topics)
+            .map_err(|source| PipelineError::Subscribe {
+                topics: topics.iter().map(|t| t.to_string()).collect(),
+                source,
+            })?;
+        Ok(Source {
+            consumer,
+            workers,
+            sink,
+            counters,
+            abort,
+            commit_interval: settings.commit_interval,
+            drain_timeout: settings.drain_timeout,
+        })
+    }
+
+    fn context(&self) -> &SourceContext {
+        self.consumer.context()
+    }
+
+    /// Consumes until shutdown is requested (or a fatal error), then drains and commits.
+    pub fn run(mut self) -> Result<RunSummary, PipelineError> {
+        let mut last_commit = Instant::now();
+        let failure = loop {
+            if let Some(&deadline) = self.context().stop_at.get() {
+                return self.shut_down(deadline, None);
+            }
+            if let Some((code, reason)) = self.sink.fatal_error() {
+                break PipelineError::ProducerFatal { code, reason };
+            }
+            let backlog = match self.dispatch_parked() {
+                Ok(backlog) => backlog,
+                Err(error) => break error,
+            };
+            let timeout = if backlog {
+                BACKPRESSURE_POLL
+            } else {
+                IDLE_POLL
+            };
+            let message = match self.consumer.poll(timeout) {
+                None => None,
+                Some(Ok(message)) => Some(self.to_work_item(&message)),
+                Some(Err(error)) => {
+                    events::consume_failed(&error);
+                    None
+                }
+            };
+            if let Some(Some(item)) = message {
+                if let Err(error) = self.dispatch(item) {
+                    break error;
+                }
+            }
+            if last_commit.elapsed() >= self.commit_interval {
+                // Failures are logged inside; the next commit retries.
+                let _ = self.commit(CommitMode::Async, false);
+                last_commit = Instant::now();
+            }
+        };
+        // A fatal error: still drain what can be drained, commit the safe offsets, report it.
+        let deadline = Instant::now() + self.drain_timeout;
+        self.shut_down(deadline, Some(failure))
+    }
+
+    /// Copies a consumed message into a work item for its partition's slot.
+    fn to_work_item(&self, message: &BorrowedMessage<'_>) -> Option<WorkItem> {
+        let context = self.context();
+        context.mark_reachable();
+        let kind = context.kind_of(message.topic())?;
+        let slot = context.slot(kind, message.partition())?;
+        Some(WorkItem {
+            slot,
+            offset: message.offset(),
+            key: message.key().map(<[u8]>::to_vec),
+            payload: message.payload().map(<[u8]>::to_vec),
+        })
+    }
+
+    /// Hands an item to its worker; when the queue is full the partition is paused and the
+    /// item parked until there is room.
+    fn dispatch(&mut self, item: WorkItem) -> Result<(), PipelineError> {
+        let key = (item.slot.kind, item.slot.partition);
+        let mut assignment = self.context().assignment.lock();
+        if let Some(parked) = assignment.parked.get_mut(&key) {
+            parked.push_back(item);
+            return Ok(());
+        }
+        let slot = Arc::clone(&item.slot);
+        match self.workers.try_dispatch(item) {
+            Ok(()) => {
+                slot.note_dispatched();
+                Ok(())
+            }
+            Err(DispatchError::Full(item)) => {
+                assignment.parked.insert(key, VecDeque::from([item]));
+                drop(assignment);
+                self.set_paused(&slot, true);
+                events::partition_paused(&slot.topic, slot.partition);
+                Ok(())
+            }
+            Err(DispatchError::WorkerGone) => Err(PipelineError::ThreadPanicked(
+                "a worker thread exited".to_owned(),
+            )),
+        }
+    }
+
+    /// Moves parked items into worker queues; resumes partitions whose backlog is gone.
+    /// Returns whether some backlog remains.
+    fn dispatch_parked(&mut self) -> Result<bool, PipelineError> {
+        let mut resumed = Vec::new();
+        let backlog;
+        {
+            let mut assignment = self.context().assignment.lock();
+            let mut emptied = Vec::new();
+            for (key, parked) in assignment.parked.iter_mut() {
+                while let Some(item) = parked.pop_front() {
+                    let slot = Arc::clone(&item.slot);
+                    match self.workers.try_dispatch(item) {
+                        Ok(()) => slot.note_dispatched(),
+                        Err(DispatchError::Full(item)) => {
+                            parked.push_front(item);
+                            break;
+                        }
+                        Err(DispatchError::WorkerGone) => {
+                            return Err(PipelineError::ThreadPanicked(
+                                "a worker thread exited".to_owned(),
+                            ))
+                        }
+                    }
+                }
+                if parked.is_empty() {
+                    emptied.push(*key);
+                }
+            }
+            for key in emptied {
+                assignment.parked.remove(&key);
+                if let Some(slot) = assignment.slots_mut(key.0).get(&key.1) {
+                    resumed.push(Arc::clone(slot));
+                }
+            }
+            backlog = !assignment.parked.is_empty();
+        }
+        for slot in resumed {
+            self.set_paused(&slot, false);
+        }
+        Ok(backlog)
+    }
+
+    fn set_paused(&self, slot: &PartitionSlot, paused: bool) {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&slot.topic, slot.partition);
+        let result = if paused {
+            self.consumer.pause(&tpl)
+        } else {
+            self.consumer.resume(&tpl)
+        };
+        if let Err(error) = result {
+            events::consume_failed(&error);
+        }
+    }
+
+    /// Reports and commits safe offsets of every owned partition.
+    fn commit(&self, mode: CommitMode, force: bool) -> Result<Vec<(String, i32, i64)>, KafkaError> {
+        let slots = self.context().assignment.lock().all_slots();
+        commit_slots(
+            &self.consumer,
+            self.context().decider.as_ref(),
+            &slots,
+            mode,
+            force,
+        )
+    }
+
+    /// Stops fetching, lets workers finish their queues, waits for every output to be
+    /// acknowledged, flushes the producer and commits the safe offsets, all by `deadline`.
+    fn shut_down(
+        self,
+        deadline: Instant,
+        failure: Option<PipelineError>,
+    ) -> Result<RunSummary, PipelineError> {
+        let started = Instant::now();
+        let timeout = deadline.saturating_duration_since(started);
+        // Also bounds the revocation that closing the consumer triggers.
+        let _ = self.context().stop_at.set(deadline);
+        self.context().status.set_stopping();
+        events::drain_started(timeout);
+        self.context().assignment.lock().parked.clear();
+
+        let Source {
+            consumer,
+            workers,
+            sink,
+            counters,
+            abort,
+            drain_timeout,
+            ..
+        } = self;
+        let handles: Vec<JoinHandle<()>> = workers.close();
+        let workers_done = wait_until(deadline, || handles.iter().all(|h| h.is_finished()));
+        let acked = wait_until(deadline, || sink.in_flight() <= 0);
+        let flushed = sink
+            .flush(deadline.saturating_duration_since(Instant::now()))
+            .is_ok();
+        let drained = workers_done && acked && flushed;
+        if !drained {
+            abort.store(true, Ordering::Release);
+        }
+
+        let slots = consumer.context().assignment.lock().all_slots();
+        let commit = commit_slots(
+            &consumer,
+            consumer.context().decider.as_ref(),
+            &slots,
+            CommitMode::Sync,
+            true,
+        );
+        let mut panicked = false;
+        let mut busy_workers = 0;
+        for handle in handles {
+            if handle.is_finished() {
+                panicked |= handle.join().is_err();
+            } else {
+                busy_workers += 1;
+            }
+        }
+
+        if let Some(failure) = failure {
+            return Err(failure);
+        }
+        if panicked {
+            return Err(PipelineError::ThreadPanicked(
+                "a worker thread panicked".to_owned(),
+            ));
+        }
+        if !drained {
+            let unacknowledged = sink.in_flight();
+            events::drain_timed_out(drain_timeout, unacknowledged, busy_workers);
+            return Err(PipelineError::DrainTimeout {
+                timeout: drain_timeout,
+                unacknowledged,
+                busy_workers,
+            });
+        }
+        let committed = commit.map_err(|source| PipelineError::FinalCommit { source })?;
+        events::drain_finished(started.elapsed(), committed.len());
+        let final_offsets = slots
+            .iter()
+            .filter_map(|s| s.safe_next().map(|n| (s.topic.clone(), s.partition, n)))
+            .collect();
+        Ok(counters.summary(final_offsets))
+    }
+}
