@@ -173,16 +173,7 @@ pub struct TelemetryConfig {
     pub log_level: String,
 }
 
-/// Log line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LogFormat {
-    /// Readable text, for terminals.
-    #[default]
-    Human,
-    /// One JSON object a line, for log shippers.
-    Json,
-}
+pub use crate::telemetry::LogFormat;
 
 impl Default for KafkaConfig {
     fn default() -> Self {

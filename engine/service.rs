@@ -1,0 +1,363 @@
+//! `veto run`: wires config, tag store, timers, rules, pipeline, telemetry and signals into the service.
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use metrics_exporter_prometheus::PrometheusHandle;
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, watch};
+
+use crate::config::Config;
+use crate::decider::{Engine, TimerSink};
+use crate::event::{Decision, PaymentEvent, TagUpdate};
+use crate::pipeline::{self, Decider, PipelineSettings, PipelineStatus, RunSummary};
+use crate::reload::{self, ReloadStatus};
+use crate::rules::RuleSet;
+use crate::store::{PartitionOffset, StoreConfig, TagStore};
+use crate::telemetry::{self, Readiness};
+use crate::timer::{FiredReceiver, TimerConfig, TimerKey, TimerPayload, TimerService};
+
+/// Runs the service until SIGTERM/SIGINT: loads the config, installs signal handlers, serves.
+pub fn run_service(config_path: Option<&Path>) -> anyhow::Result<()> {
+    let config = Config::load(config_path)?;
+    telemetry::init_logging(config.telemetry.log_format, &config.telemetry.log_level);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("veto-rt")
+        .enable_all()
+        .build()
+        .context("start the async runtime")?;
+    let signals = reload::listen_signals().context("install signal handlers")?;
+    let summary = runtime.block_on(serve(config, signals.reload, reload::stopped(signals.stop)))?;
+    tracing::info!(
+        events = summary.events_decided,
+        dead_letters = summary.dead_letters,
+        "veto stopped cleanly"
+    );
+    Ok(())
+}
+
+/// The process-wide Prometheus recorder (installed once, shared by every `serve` in a process).
+pub fn metrics_handle() -> anyhow::Result<PrometheusHandle> {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    if let Some(handle) = HANDLE.get() {
+        return Ok(handle.clone());
+    }
+    let handle = telemetry::install_metrics()?;
+    Ok(HANDLE.get_or_init(|| handle).clone())
+}
+
+/// Runs the service on `config` until `shutdown` completes; reload requests come from `reloads`.
+/// On shutdown it drains the pipeline, writes a final checkpoint and stops the timers.
+pub async fn serve(
+    config: Config,
+    reloads: mpsc::Receiver<Instant>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<RunSummary> {
+    let metrics = metrics_handle()?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+
+    let store_config = StoreConfig {
+        shards: config.store.shards,
+        memory_budget_bytes: config.store.memory_budget.as_u64(),
+        data_dir: config.store.data_dir.clone(),
+        distinct_exact_limit: config.store.distinct_exact_limit,
+        ..StoreConfig::default()
+    };
+    let (store, restored) = tokio::task::spawn_blocking(move || {
+        let store = TagStore::open(store_config)?;
+        let restored = store.restore()?;
+        anyhow::Ok((store, restored))
+    })
+    .await??;
+    let store = Arc::new(store);
+
+    let (timers, fired) = TimerService::start(TimerConfig {
+        resolution: config.timers.resolution,
+        channel_capacity: config.timers.channel_capacity,
+        ..TimerConfig::default()
+    })?;
+    let timers = Arc::new(LiveTimers(timers));
+    let mut checkpointed = Vec::new();
+    if let Some(restored) = restored {
+        if !restored.timers.is_empty() {
+            let armed = timers.0.restore(&restored.timers)?;
+            tracing::info!(armed, "timers restored from checkpoint");
+        }
+        tracing::info!(
+            entities = restored.entities,
+            partitions = restored.offsets.len(),
+            "state restored from checkpoint"
+        );
+        checkpointed = restored.offsets;
+    }
+
+    let rules = reload::load_rules(config.rules.paths.clone())
+        .await
+        .map_err(|diagnostics| anyhow::anyhow!("rule files rejected:\n{diagnostics}"))?;
+    let engine = Arc::new(Engine::new(Arc::new(rules), store.clone(), timers.clone()));
+    reload::rules_version_live(None, engine.rules().version());
+    let reload_status = Arc::new(Mutex::new(ReloadStatus {
+        live_version: engine.rules().version().to_string(),
+        ..ReloadStatus::default()
+    }));
+
+    let live = Arc::new(LiveDecider {
+        engine: engine.clone(),
+        timers: timers.clone(),
+        checkpointed,
+        safe_offsets: Mutex::new(Vec::new()),
+        last_checkpoint: Mutex::new(Instant::now()),
+        checkpoint_interval: config.store.checkpoint_interval,
+    });
+
+    let (timeouts_tx, timeouts_rx) = mpsc::channel(config.timers.channel_capacity.max(1));
+    tokio::spawn(forward_timeouts(fired, engine.clone(), timeouts_tx));
+    let swap_timers = timers.clone();
+    tokio::spawn(reload::run_reloader(
+        engine.clone(),
+        config.rules.paths.clone(),
+        reloads,
+        reload_status.clone(),
+        move |old: &RuleSet, new: &RuleSet| cancel_removed_sequences(&swap_timers.0, old, new),
+    ));
+    tokio::spawn(sweep_store(store.clone(), stop_rx.clone()));
+
+    let status = Arc::new(PipelineStatus::new());
+    let readiness = Arc::new(ServiceReadiness {
+        pipeline: status.clone(),
+        reload: reload_status,
+    });
+    let (bound, http) = telemetry::serve(
+        config.telemetry.listen,
+        metrics,
+        readiness,
+        reload::stopped(stop_rx.clone()),
+    )
+    .await?;
+    tracing::info!(metrics = %bound, version = %engine.rules().version(), "veto running");
+    let http = tokio::spawn(http);
+
+    let result = pipeline::run(
+        pipeline_settings(&config),
+        live.clone(),
+        timeouts_rx,
+        status,
+        reload::stopped(stop_rx),
+    )
+    .await;
+    let summary = result.context("pipeline")?;
+    let final_offsets: Vec<PartitionOffset> = summary
+        .final_offsets
+        .iter()
+        .map(|(topic, partition, offset)| PartitionOffset {
+            topic: topic.clone(),
+            partition: *partition,
+            offset: *offset,
+        })
+        .collect();
+    live.merge_offsets(&final_offsets);
+    let checkpoint = live.clone();
+    tokio::task::spawn_blocking(move || checkpoint.checkpoint())
+        .await?
+        .context("final checkpoint")?;
+    let _ = http.await;
+    Ok(summary)
+}
+
+fn pipeline_settings(config: &Config) -> PipelineSettings {
+    let kafka = &config.kafka;
+    PipelineSettings {
+        brokers: kafka.brokers.clone(),
+        group_id: kafka.group_id.clone(),
+        payments_topic: kafka.topics.payments.clone(),
+        entity_tags_topic: kafka.topics.entity_tags.clone(),
+        decisions_topic: kafka.topics.decisions.clone(),
+        dead_letters_topic: kafka.topics.dead_letters.clone(),
+        shadow_topic: (!config.rules.shadow_paths.is_empty())
+            .then(|| kafka.topics.shadow.clone()),
+        input_format: kafka.input_format,
+        output_format: kafka.output_format,
+        librdkafka: kafka.librdkafka.clone(),
+        workers: config.worker_count(),
+        queue_capacity: config.pipeline.queue_capacity,
+        max_event_bytes: config.max_event_bytes(),
+        drain_timeout: config.pipeline.drain_timeout,
+        ..PipelineSettings::default()
+    }
+}
+
+/// The live timer service seen as the engine's timer sink.
+struct LiveTimers(TimerService);
+
+impl TimerSink for LiveTimers {
+    fn arm(&self, rule: &Arc<str>, key: &str, event: &PaymentEvent, within: Duration) {
+        let timer_key = TimerKey {
+            sequence: rule.clone(),
+            key: key.to_owned(),
+        };
+        let payload = TimerPayload {
+            rule: rule.clone(),
+            event_id: event.event_id.clone(),
+            txn_id: event.txn_id.clone(),
+            key: key.to_owned(),
+        };
+        self.0.arm(timer_key, payload, within);
+    }
+
+    fn cancel(&self, rule: &Arc<str>, key: &str) {
+        self.0.cancel(&TimerKey {
+            sequence: rule.clone(),
+            key: key.to_owned(),
+        });
+    }
+}
+
+/// Cancels the armed timers of sequence rules the new set no longer has.
+fn cancel_removed_sequences(timers: &TimerService, old: &RuleSet, new: &RuleSet) {
+    for seq in old.sequences() {
+        if !new.sequences().iter().any(|s| s.rule == seq.rule) {
+            let cancelled = timers.cancel_sequence(&seq.rule);
+            metrics::counter!("veto_timers_dropped_on_swap_total").increment(cancelled as u64);
+            tracing::info!(rule = %seq.rule, cancelled, "sequence rule removed, its timers are cancelled");
+        }
+    }
+}
+
+/// Turns fired timers into timeout decisions for the pipeline to publish.
+async fn forward_timeouts(mut fired: FiredReceiver, engine: Arc<Engine>, out: mpsc::Sender<Decision>) {
+    while let Some(fired) = fired.recv().await {
+        let payload = fired.payload;
+        let Some(decision) =
+            engine.timeout_decision(&payload.rule, payload.event_id, payload.txn_id, fired.fired_at_ms)
+        else {
+            continue; // the sequence rule was removed by a swap
+        };
+        if out.send(decision).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Purges expired tags and idle entities every 10 s, off the async runtime.
+async fn sweep_store(store: Arc<TagStore>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let store = store.clone();
+        let _ = tokio::task::spawn_blocking(move || store.sweep()).await;
+    }
+}
+
+/// The engine as the pipeline drives it: decisions, tag updates, offsets and checkpoints.
+struct LiveDecider {
+    engine: Arc<Engine>,
+    timers: Arc<LiveTimers>,
+    /// Offsets of the checkpoint restored at start.
+    checkpointed: Vec<PartitionOffset>,
+    /// The latest safe offset of every partition seen.
+    safe_offsets: Mutex<Vec<PartitionOffset>>,
+    last_checkpoint: Mutex<Instant>,
+    checkpoint_interval: Duration,
+}
+
+impl LiveDecider {
+    fn merge_offsets(&self, offsets: &[PartitionOffset]) {
+        let mut safe = self.safe_offsets.lock();
+        for new in offsets {
+            match safe
+                .iter_mut()
+                .find(|o| o.topic == new.topic && o.partition == new.partition)
+            {
+                Some(o) => o.offset = o.offset.max(new.offset),
+                None => safe.push(new.clone()),
+            }
+        }
+    }
+
+    /// Writes state, armed timers and the safe offsets in one atomic checkpoint.
+    fn checkpoint(&self) -> anyhow::Result<()> {
+        let offsets = self.safe_offsets.lock().clone();
+        let timers = self.timers.0.snapshot();
+        let stats = self.engine.store().checkpoint(&offsets, &timers)?;
+        tracing::debug!(entities = stats.entities_written, "checkpoint written");
+        Ok(())
+    }
+}
+
+impl Decider for LiveDecider {
+    fn decide(&self, event: &PaymentEvent) -> Vec<Decision> {
+        let decided_at_ms = now_ms();
+        vec![self.engine.decide(event, decided_at_ms).decision]
+    }
+
+    fn apply_tag_update(&self, update: &TagUpdate) {
+        self.engine.apply_tag_update(update);
+    }
+
+    fn on_safe_offsets(&self, offsets: &[(String, i32, i64)]) {
+        let offsets: Vec<PartitionOffset> = offsets
+            .iter()
+            .map(|(topic, partition, offset)| PartitionOffset {
+                topic: topic.clone(),
+                partition: *partition,
+                offset: *offset,
+            })
+            .collect();
+        self.merge_offsets(&offsets);
+        let due = {
+            let mut last = self.last_checkpoint.lock();
+            let due = last.elapsed() >= self.checkpoint_interval;
+            if due {
+                *last = Instant::now();
+            }
+            due
+        };
+        if due {
+            if let Err(e) = self.checkpoint() {
+                tracing::error!(error = %e, "periodic checkpoint failed; the previous one stands");
+            }
+        }
+    }
+
+    fn checkpointed_offset(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.checkpointed
+            .iter()
+            .find(|o| o.topic == topic && o.partition == partition)
+            .map(|o| o.offset)
+    }
+}
+
+struct ServiceReadiness {
+    pipeline: Arc<PipelineStatus>,
+    reload: Arc<Mutex<ReloadStatus>>,
+}
+
+impl Readiness for ServiceReadiness {
+    fn readiness(&self) -> (bool, serde_json::Value) {
+        let ready = self.pipeline.is_ready();
+        let details = serde_json::json!({
+            "broker_reachable": self.pipeline.is_broker_reachable(),
+            "assigned_partitions": self.pipeline.assigned_partitions().len(),
+            "rules": &*self.reload.lock(),
+        });
+        (ready, details)
+    }
+}
+
+/// Wall-clock time in epoch milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
