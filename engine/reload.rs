@@ -67,18 +67,19 @@ pub async fn stopped(mut stop: watch::Receiver<bool>) {
 }
 
 /// Reads, checks, compiles and tests rule files off the async runtime.
-pub async fn load_rules(paths: Vec<PathBuf>) -> Result<RuleSet, String> {
+pub async fn load_rules(paths: Vec<PathBuf>) -> Result<Arc<RuleSet>, String> {
     let joined = tokio::task::spawn_blocking(move || load_rules_blocking(&paths)).await;
     joined.unwrap_or_else(|e| Err(format!("rule loading task failed: {e}")))
 }
 
 /// Loads rule files and runs the set's own tests; on failure returns the rendered diagnostics.
-pub fn load_rules_blocking(paths: &[PathBuf]) -> Result<RuleSet, String> {
+pub fn load_rules_blocking(paths: &[PathBuf]) -> Result<Arc<RuleSet>, String> {
     let report = crate::rules::load(paths);
     let rendered = report.render_human(false);
     let Some(rules) = report.ruleset.filter(|_| !report.has_errors()) else {
         return Err(rendered);
     };
+    let rules = Arc::new(rules);
     let failures = crate::ruletest::failures(&rules);
     if failures.is_empty() {
         Ok(rules)
@@ -150,11 +151,20 @@ impl RuleDiff {
             removed: old_names.difference(&new_names).cloned().collect(),
             changed: new_names
                 .intersection(&old_names)
-                .filter(|name| old.rule_fingerprint(name) != new.rule_fingerprint(name))
+                .filter(|name| compiled_form(old, name) != compiled_form(new, name))
                 .cloned()
                 .collect(),
         }
     }
+}
+
+/// A rule's compiled form, compared to tell a changed rule from an unchanged one.
+fn compiled_form(rules: &RuleSet, name: &str) -> Option<String> {
+    rules
+        .rules()
+        .iter()
+        .find(|r| &*r.name == name)
+        .map(|r| format!("{r:?}"))
 }
 
 /// Sets `veto_rules_version_info{version}` to 1 for the live set (0 for the previous one).

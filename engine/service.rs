@@ -102,7 +102,7 @@ pub async fn serve(
     let rules = reload::load_rules(config.rules.paths.clone())
         .await
         .map_err(|diagnostics| anyhow::anyhow!("rule files rejected:\n{diagnostics}"))?;
-    let engine = Arc::new(Engine::new(Arc::new(rules), store.clone(), timers.clone()));
+    let engine = Arc::new(Engine::new(rules, store.clone(), timers.clone()));
     reload::rules_version_live(None, engine.rules().version());
     let reload_status = Arc::new(Mutex::new(ReloadStatus {
         live_version: engine.rules().version().to_string(),
