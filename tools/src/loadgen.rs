@@ -62,6 +62,15 @@ pub struct LoadgenArgs {
     /// Extra librdkafka producer properties, `key=value`, repeatable.
     #[arg(long = "producer-property", value_parser = parse_property)]
     pub producer_properties: Vec<(String, String)>,
+    /// Create these topics (comma-separated) before producing; existing ones are kept.
+    #[arg(long, value_delimiter = ',')]
+    pub create_topics: Vec<String>,
+    /// Partitions of the topics created with --create-topics.
+    #[arg(long, default_value_t = 4)]
+    pub partitions: i32,
+    /// Only create the --create-topics topics, produce nothing.
+    #[arg(long, requires = "create_topics")]
+    pub create_only: bool,
     /// No progress bar (the summary is still printed).
     #[arg(long)]
     pub quiet: bool,
@@ -88,6 +97,10 @@ pub enum LoadgenError {
     },
     #[error("kafka producer: {0}")]
     Kafka(#[from] KafkaError),
+    #[error("{0}")]
+    Topics(#[from] crate::topics::TopicError),
+    #[error("tokio runtime: {0}")]
+    Runtime(std::io::Error),
     #[error("{0} events were not delivered to Kafka")]
     Undelivered(u64),
 }
@@ -183,6 +196,17 @@ fn progress_bar(args: &LoadgenArgs) -> ProgressBar {
 /// Runs the load generator to completion and returns its summary.
 pub fn run(args: &LoadgenArgs) -> Result<LoadgenSummary, LoadgenError> {
     let synth = Synth::new(args.synth_config()?);
+    if !args.create_topics.is_empty() {
+        let topics: Vec<&str> = args.create_topics.iter().map(String::as_str).collect();
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(LoadgenError::Runtime)?
+            .block_on(crate::topics::create_topics(&args.brokers, &topics, args.partitions))?;
+        if args.create_only {
+            return Ok(summary(0, 0, Instant::now(), 0));
+        }
+    }
     match &args.out {
         Some(path) => write_file(args, path, synth),
         None => produce_kafka(args, synth),

@@ -295,6 +295,7 @@ pub struct SystemTopics {
     pub output: String,
     pub dead_letters: String,
     pub tags: String,
+    pub shadow: String,
 }
 
 impl SystemTopics {
@@ -305,6 +306,7 @@ impl SystemTopics {
             output: format!("bench-{name}-decisions"),
             dead_letters: format!("bench-{name}-dead-letters"),
             tags: format!("bench-{name}-entity-tags"),
+            shadow: format!("bench-{name}-shadow"),
         }
     }
 }
@@ -325,22 +327,26 @@ pub fn veto_config(
         [kafka]
         brokers = brokers
         group_id = "veto-bench"
-        input_topics = [(topics.input.as_str())]
-        decisions_topic = (topics.output.as_str())
-        dead_letter_topic = (topics.dead_letters.as_str())
-        tags_topic = (topics.tags.as_str())
         input_format = format
         output_format = "protobuf"
+
+        [kafka.topics]
+        payments = (topics.input.as_str())
+        decisions = (topics.output.as_str())
+        dead_letters = (topics.dead_letters.as_str())
+        entity_tags = (topics.tags.as_str())
+        shadow = (topics.shadow.as_str())
 
         [rules]
         paths = [(rules.display().to_string())]
 
         [store]
-        path = (state_dir.display().to_string())
+        data_dir = (state_dir.display().to_string())
 
         [telemetry]
         listen = "127.0.0.1:0"
         log_format = "json"
+        log_level = "warn"
     };
     config.to_string()
 }
@@ -589,9 +595,17 @@ fn run_system(
         )?),
         SystemKind::Veto => {
             let binary = veto_binary(args.veto.as_deref())?;
-            let state_dir = args.out.join("veto-state");
+            // the config lives in --out and Veto resolves relative paths against it: use absolute ones.
+            let absolute = |p: &Path| {
+                std::fs::canonicalize(p).map_err(|source| BenchError::Io {
+                    path: p.to_path_buf(),
+                    source,
+                })
+            };
+            let rules = absolute(&args.rules)?;
+            let state_dir = absolute(&args.out)?.join("veto-state");
             let config_path = args.out.join("veto.toml");
-            let config = veto_config(brokers, &topics, &args.rules, args.format, &state_dir);
+            let config = veto_config(brokers, &topics, &rules, args.format, &state_dir);
             std::fs::write(&config_path, config).map_err(|source| BenchError::Io {
                 path: config_path.clone(),
                 source,
@@ -856,6 +870,10 @@ mod tests {
         );
         let parsed: toml::Table = text.parse().expect("valid toml");
         assert_eq!(parsed["kafka"]["brokers"].as_str(), Some("127.0.0.1:9092"));
+        assert_eq!(
+            parsed["kafka"]["topics"]["payments"].as_str(),
+            Some("bench-veto-payments")
+        );
         assert!(text.contains("bench-veto-payments"));
         assert!(text.contains("bench-veto-decisions"));
     }

@@ -1,33 +1,14 @@
 //! Kafka helpers of the harness: topic creation and client settings.
 
-use std::time::Duration;
-
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::error::RDKafkaErrorCode;
 
 use super::BenchError;
 
 /// Creates `topics` with `partitions` partitions each; topics that already exist are kept.
 pub async fn create_topics(brokers: &str, topics: &[&str], partitions: i32) -> Result<(), BenchError> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()?;
-    let new: Vec<NewTopic<'_>> = topics
-        .iter()
-        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
-        .collect();
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    for result in admin.create_topics(&new, &options).await? {
-        match result {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => {
-                return Err(BenchError::Broker(format!("create topic {topic}: {code}")))
-            }
-        }
-    }
-    Ok(())
+    crate::topics::create_topics(brokers, topics, partitions)
+        .await
+        .map_err(|e| BenchError::Broker(e.to_string()))
 }
 
 /// Consumer settings: reads from the beginning, no auto commit (the harness never resumes).
