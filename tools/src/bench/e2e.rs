@@ -274,6 +274,13 @@ enum Running {
 }
 
 impl Running {
+    fn veto_process(&mut self) -> Option<&mut VetoProcess> {
+        match self {
+            Running::Veto(v) => Some(v),
+            Running::Passthrough(_) => None,
+        }
+    }
+
     fn stop(self) -> Result<(), BenchError> {
         match self {
             Running::Passthrough(p) => p.stop(),
@@ -323,32 +330,23 @@ pub fn veto_config(
         EventFormat::Protobuf => "protobuf",
         EventFormat::Json => "json",
     };
-    let config = toml::toml! {
-        [kafka]
-        brokers = brokers
-        group_id = "veto-bench"
-        input_format = format
-        output_format = "protobuf"
-
-        [kafka.topics]
-        payments = (topics.input.as_str())
-        decisions = (topics.output.as_str())
-        dead_letters = (topics.dead_letters.as_str())
-        entity_tags = (topics.tags.as_str())
-        shadow = (topics.shadow.as_str())
-
-        [rules]
-        paths = [(rules.display().to_string())]
-
-        [store]
-        data_dir = (state_dir.display().to_string())
-
-        [telemetry]
-        listen = "127.0.0.1:0"
-        log_format = "json"
-        log_level = "warn"
-    };
-    config.to_string()
+    let q = |v: &str| toml::Value::String(v.to_string()).to_string();
+    format!(
+        "[kafka]\nbrokers = {}\ngroup_id = \"veto-bench\"\ninput_format = {}\noutput_format = \"protobuf\"\n\n\
+         [kafka.topics]\npayments = {}\ndecisions = {}\ndead_letters = {}\nentity_tags = {}\nshadow = {}\n\n\
+         [rules]\npaths = [{}]\n\n\
+         [store]\ndata_dir = {}\n\n\
+         [telemetry]\nlisten = \"127.0.0.1:0\"\nlog_format = \"json\"\nlog_level = \"warn\"\n",
+        q(brokers),
+        q(format),
+        q(&topics.input),
+        q(&topics.output),
+        q(&topics.dead_letters),
+        q(&topics.tags),
+        q(&topics.shadow),
+        q(&rules.display().to_string()),
+        q(&state_dir.display().to_string()),
+    )
 }
 
 impl VetoProcess {
@@ -617,16 +615,12 @@ fn run_system(
             )?)
         }
     };
-    let veto = |r: &mut Running| match r {
-        Running::Veto(v) => Some(v),
-        Running::Passthrough(_) => None,
-    };
     // startup (group join) is not part of the measured interval, but it bounds the wait.
     let got = wait_for(
         &tracker,
         0..saturation,
         args.drain_timeout + Duration::from_secs(30),
-        veto(&mut running),
+        running.veto_process(),
     )?;
     let saturation_res = saturation_result(&tracker, 0..saturation);
     eprintln!(
@@ -639,7 +633,7 @@ fn run_system(
     for (rate, count) in args.rates.iter().zip(&step_events) {
         let range = start..start + count;
         sender.send(range.clone(), Some(*rate), &tracker)?;
-        wait_for(&tracker, range.clone(), args.drain_timeout, veto(&mut running))?;
+        wait_for(&tracker, range.clone(), args.drain_timeout, running.veto_process())?;
         let step = step_result(&tracker, range.clone(), *rate);
         eprintln!(
             "[{}] {rate:.0} events/s offered: {}/{} decisions, achieved {:.0}/s, p50 {:.0} µs, p99 {:.0} µs",
