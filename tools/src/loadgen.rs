@@ -20,7 +20,11 @@ use crate::wire::{self, EventFormat};
 
 /// Command line of `veto-loadgen`.
 #[derive(Debug, Clone, clap::Parser)]
-#[command(name = "veto-loadgen", version, about = "Produce synthetic payments to Kafka or a file")]
+#[command(
+    name = "veto-loadgen",
+    version,
+    about = "Produce synthetic payments to Kafka or a file"
+)]
 pub struct LoadgenArgs {
     /// Kafka bootstrap servers (host:port,...). Ignored with --out.
     #[arg(long, env = "VETO_LOADGEN_BROKERS", default_value = "127.0.0.1:9092")]
@@ -202,7 +206,11 @@ pub fn run(args: &LoadgenArgs) -> Result<LoadgenSummary, LoadgenError> {
             .enable_all()
             .build()
             .map_err(LoadgenError::Runtime)?
-            .block_on(crate::topics::create_topics(&args.brokers, &topics, args.partitions))?;
+            .block_on(crate::topics::create_topics(
+                &args.brokers,
+                &topics,
+                args.partitions,
+            ))?;
         if args.create_only {
             return Ok(summary(0, 0, Instant::now(), 0));
         }
@@ -213,7 +221,11 @@ pub fn run(args: &LoadgenArgs) -> Result<LoadgenSummary, LoadgenError> {
     }
 }
 
-fn write_file(args: &LoadgenArgs, path: &Path, synth: Synth) -> Result<LoadgenSummary, LoadgenError> {
+fn write_file(
+    args: &LoadgenArgs,
+    path: &Path,
+    synth: Synth,
+) -> Result<LoadgenSummary, LoadgenError> {
     let format = FileFormat::from_path(path)?;
     let io_err = |source| LoadgenError::Io {
         path: path.to_path_buf(),
@@ -384,7 +396,8 @@ mod tests {
         let mut rest = bytes.as_slice();
         let mut pb_ids = Vec::new();
         while !rest.is_empty() {
-            let ev = veto::proto::PaymentEvent::decode_length_delimited(&mut rest).expect("pb record");
+            let ev =
+                veto::proto::PaymentEvent::decode_length_delimited(&mut rest).expect("pb record");
             pb_ids.push(ev.event_id);
         }
         assert_eq!(json_ids.len(), 500);

@@ -13,7 +13,10 @@ pub enum TopicError {
     #[error("admin client: {0}")]
     Client(#[from] KafkaError),
     #[error("create topic {topic}: {code}")]
-    Create { topic: String, code: RDKafkaErrorCode },
+    Create {
+        topic: String,
+        code: RDKafkaErrorCode,
+    },
 }
 
 /// Creates `topics` with `partitions` partitions each (replication 1); existing topics are kept.

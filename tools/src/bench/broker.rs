@@ -27,13 +27,16 @@ pub fn tansu_path() -> PathBuf {
     if let Some(p) = std::env::var_os("VETO_TANSU") {
         return PathBuf::from(p);
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
     home.join(".cache/veto-tools/bin/tansu")
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> Result<u16, BenchError> {
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| BenchError::Broker(e.to_string()))?;
+    let listener =
+        TcpListener::bind("127.0.0.1:0").map_err(|e| BenchError::Broker(e.to_string()))?;
     let port = listener
         .local_addr()
         .map_err(|e| BenchError::Broker(e.to_string()))?

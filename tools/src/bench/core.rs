@@ -153,7 +153,10 @@ pub fn measure(
         .map(|r| r.elapsed.as_secs_f64())
         .fold(0.0, f64::max);
     let events = (threads * args.events_per_thread) as u64;
-    let mut samples: Vec<u64> = runs.iter().flat_map(|r| r.samples.iter().copied()).collect();
+    let mut samples: Vec<u64> = runs
+        .iter()
+        .flat_map(|r| r.samples.iter().copied())
+        .collect();
     let mut outcomes = std::collections::BTreeMap::new();
     for o in Outcome::ALL {
         let n: u64 = runs.iter().map(|r| r.outcomes[outcome_index(o)]).sum();

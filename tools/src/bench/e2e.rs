@@ -94,7 +94,12 @@ pub struct E2eArgs {
     #[arg(long, default_value_t = 100_000)]
     pub users: u64,
     /// Systems to measure, in order, comma-separated.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "passthrough,veto")]
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "passthrough,veto"
+    )]
     pub systems: Vec<SystemKind>,
 }
 
@@ -558,7 +563,12 @@ fn run_system(
     let topics = SystemTopics::for_system(kind);
     runtime.block_on(create_topics(
         brokers,
-        &[&topics.input, &topics.output, &topics.dead_letters, &topics.tags],
+        &[
+            &topics.input,
+            &topics.output,
+            &topics.dead_letters,
+            &topics.tags,
+        ],
         args.partitions,
     ))?;
     let step_events: Vec<usize> = args
@@ -569,7 +579,12 @@ fn run_system(
     let saturation = args.saturation_events as usize;
     let total = saturation + step_events.iter().sum::<usize>();
     let tracker = Arc::new(Tracker::new(total));
-    let receiver = Receiver::start(brokers, &topics.output, args.partitions, Arc::clone(&tracker))?;
+    let receiver = Receiver::start(
+        brokers,
+        &topics.output,
+        args.partitions,
+        Arc::clone(&tracker),
+    )?;
     let mut sender = Sender {
         producer: producer_config(brokers, &[]).create()?,
         synth: Synth::new(SynthConfig {
@@ -633,7 +648,12 @@ fn run_system(
     for (rate, count) in args.rates.iter().zip(&step_events) {
         let range = start..start + count;
         sender.send(range.clone(), Some(*rate), &tracker)?;
-        wait_for(&tracker, range.clone(), args.drain_timeout, running.veto_process())?;
+        wait_for(
+            &tracker,
+            range.clone(),
+            args.drain_timeout,
+            running.veto_process(),
+        )?;
         let step = step_result(&tracker, range.clone(), *rate);
         eprintln!(
             "[{}] {rate:.0} events/s offered: {}/{} decisions, achieved {:.0}/s, p50 {:.0} µs, p99 {:.0} µs",
@@ -667,7 +687,11 @@ fn plots(out: &Path, results: &[SystemResult], step: Duration) -> Result<Vec<Str
             let mut points = Vec::new();
             for (si, s) in r.steps.iter().enumerate() {
                 let offset = si as f64 * step.as_secs_f64();
-                points.extend(s.per_second.iter().map(|(t, l)| (offset + t, l.by_index(pi))));
+                points.extend(
+                    s.per_second
+                        .iter()
+                        .map(|(t, l)| (offset + t, l.by_index(pi))),
+                );
             }
             series.push(Series {
                 name: format!("{} {pname}", r.system.name()),
@@ -692,13 +716,21 @@ fn plots(out: &Path, results: &[SystemResult], step: Duration) -> Result<Vec<Str
         .iter()
         .map(|r| Series {
             name: r.system.name().to_string(),
-            points: r.steps.iter().map(|s| (s.offered_rate, s.achieved_rate)).collect(),
+            points: r
+                .steps
+                .iter()
+                .map(|s| (s.offered_rate, s.achieved_rate))
+                .collect(),
         })
         .collect();
     if let Some(r) = results.first() {
         series.push(Series {
             name: "offered".into(),
-            points: r.steps.iter().map(|s| (s.offered_rate, s.offered_rate)).collect(),
+            points: r
+                .steps
+                .iter()
+                .map(|s| (s.offered_rate, s.offered_rate))
+                .collect(),
         });
     }
     let file = "throughput_vs_offered_load.png";
@@ -773,7 +805,10 @@ pub fn run(args: &E2eArgs) -> Result<PathBuf, BenchError> {
             .find(|r| r.system == k)
             .map(|r| r.saturation.events_per_sec)
     };
-    let ratio = match (throughput(SystemKind::Veto), throughput(SystemKind::Passthrough)) {
+    let ratio = match (
+        throughput(SystemKind::Veto),
+        throughput(SystemKind::Passthrough),
+    ) {
         (Some(v), Some(p)) if p > 0.0 => Some(v / p),
         _ => None,
     };

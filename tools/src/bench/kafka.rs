@@ -5,7 +5,11 @@ use rdkafka::config::ClientConfig;
 use super::BenchError;
 
 /// Creates `topics` with `partitions` partitions each; topics that already exist are kept.
-pub async fn create_topics(brokers: &str, topics: &[&str], partitions: i32) -> Result<(), BenchError> {
+pub async fn create_topics(
+    brokers: &str,
+    topics: &[&str],
+    partitions: i32,
+) -> Result<(), BenchError> {
     crate::topics::create_topics(brokers, topics, partitions)
         .await
         .map_err(|e| BenchError::Broker(e.to_string()))

@@ -91,8 +91,7 @@ pub fn command_line(args: impl IntoIterator<Item = String>) -> String {
     args.into_iter()
         .map(|a| {
             let plain = !a.is_empty()
-                && a
-                    .chars()
+                && a.chars()
                     .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@+".contains(c));
             if plain {
                 a
@@ -113,13 +112,17 @@ mod tests {
         let cpuinfo = "processor\t: 0\nmodel name\t: AMD EPYC 7B13\nflags\t: x\n";
         assert_eq!(cpu_model(cpuinfo), "AMD EPYC 7B13");
         assert_eq!(cpu_model(""), "unknown");
-        assert_eq!(mem_total("MemTotal:       2048 kB\n"), Some(2 * 1024 * 1024));
+        assert_eq!(
+            mem_total("MemTotal:       2048 kB\n"),
+            Some(2 * 1024 * 1024)
+        );
         assert_eq!(mem_total("nothing"), None);
     }
 
     #[test]
     fn quotes_only_what_needs_it() {
-        let line = command_line(["veto-bench", "core", "--out", "my dir", "it's"].map(String::from));
+        let line =
+            command_line(["veto-bench", "core", "--out", "my dir", "it's"].map(String::from));
         assert_eq!(line, r"veto-bench core --out 'my dir' 'it'\''s'");
     }
 

@@ -20,7 +20,11 @@ use std::path::PathBuf;
 
 /// Command line of `veto-bench`.
 #[derive(Debug, clap::Parser)]
-#[command(name = "veto-bench", version, about = "Benchmark scenarios for Veto: report.json + PNG plots")]
+#[command(
+    name = "veto-bench",
+    version,
+    about = "Benchmark scenarios for Veto: report.json + PNG plots"
+)]
 pub struct BenchArgs {
     #[command(subcommand)]
     pub scenario: Scenario,

@@ -85,7 +85,10 @@ impl Passthrough {
                     loop {
                         match producer.send(record) {
                             Ok(()) => break,
-                            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                            Err((
+                                KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull),
+                                r,
+                            )) => {
                                 record = r;
                                 producer.poll(Duration::from_millis(1));
                             }

@@ -119,8 +119,12 @@ pub fn draw(path: &Path, chart: &Chart<'_>) -> Result<(), BenchError> {
                     .legend(move |(x, y)| {
                         PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
                     });
-                ctx.draw_series(points.into_iter().map(|p| Circle::new(p, 3, color.filled())))
-                    .map_err(|e| plot_err(path, e))?;
+                ctx.draw_series(
+                    points
+                        .into_iter()
+                        .map(|p| Circle::new(p, 3, color.filled())),
+                )
+                .map_err(|e| plot_err(path, e))?;
             }
             ctx.configure_series_labels()
                 .background_style(WHITE.mix(0.8))

@@ -68,6 +68,8 @@ mod tests {
         assert_eq!(back["scenario"], "core");
         assert_eq!(back["params"]["threads"], 2);
         assert!(back["machine"]["cores"].as_u64().is_some_and(|c| c >= 1));
-        assert!(back["started_at"].as_str().is_some_and(|s| s.ends_with('Z')));
+        assert!(back["started_at"]
+            .as_str()
+            .is_some_and(|s| s.ends_with('Z')));
     }
 }

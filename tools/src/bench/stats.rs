@@ -15,7 +15,8 @@ pub struct LatencySummary {
 }
 
 /// The percentiles plotted and reported, with their names.
-pub const PERCENTILES: [(&str, f64); 4] = [("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p99.9", 99.9)];
+pub const PERCENTILES: [(&str, f64); 4] =
+    [("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p99.9", 99.9)];
 
 /// Nearest-rank percentile `p` (0..=100) of sorted samples; `None` when empty.
 pub fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
@@ -60,7 +61,10 @@ pub fn per_slice(samples: &[(Duration, u64)], slice: Duration) -> Vec<(f64, Late
     let slice_ns = slice.as_nanos().max(1);
     let mut buckets: std::collections::BTreeMap<u128, Vec<u64>> = Default::default();
     for (at, ns) in samples {
-        buckets.entry(at.as_nanos() / slice_ns).or_default().push(*ns);
+        buckets
+            .entry(at.as_nanos() / slice_ns)
+            .or_default()
+            .push(*ns);
     }
     buckets
         .into_iter()
