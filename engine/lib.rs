@@ -3,15 +3,31 @@
 //! # Layout
 //!
 //! Dependencies point one way: `pipeline` → `rules` / `store` / `timer` → `event`.
+//! The modules that tie them together (`decider`, `service`, `demo`, `reload`) sit on top.
 //!
-//! | module     | role |
-//! |------------|------|
-//! | [`event`]  | payment event model, wire codecs (protobuf, JSON), validation |
-//! | [`proto`]  | prost types generated from `schemas/veto/v1` |
-//! | [`synth`]  | synthetic payment workload (demo, load generator, benches) |
+//! | module        | role |
+//! |---------------|------|
+//! | [`event`]     | payment event model, wire codecs (protobuf, JSON), validation |
+//! | [`proto`]     | prost types generated from `schemas/veto/v1` |
+//! | [`rules`]     | the `.veto` rule language: lexer, parser, checker, compiler, evaluator |
+//! | [`store`]     | sharded tag store: windows, distinct sketches, tags, RocksDB spill, checkpoint |
+//! | [`timer`]     | drift-corrected millisecond clock and timing wheel for sequence rules |
+//! | [`pipeline`]  | Kafka source, partition workers, decision sink, dead letters, offsets |
+//! | [`decider`]   | the engine core: one event in, one decision out (features, rules, tags, timers) |
+//! | [`ruletest`]  | `veto test`: in-file rule tests through the real engine core |
+//! | [`reload`]    | signals and the atomic hot swap of the rule set |
+//! | [`service`]   | `veto run`: wires config, store, timers, rules, pipeline and telemetry |
+//! | [`demo`]      | `veto demo`: the service on an embedded broker with synthetic payments |
+//! | [`config`]    | `veto.toml` + environment overrides |
 //! | [`telemetry`] | logging, Prometheus recorder, `/metrics` `/healthz` `/readyz` |
+//! | [`synth`]     | synthetic payment workload (demo, load generator, benches) |
+//! | [`cli`]       | the `veto` subcommands |
 
+pub mod decider;
 pub mod event;
+pub mod ruletest;
+pub mod rules;
+pub mod store;
 pub mod synth;
 pub mod telemetry;
 

@@ -6,5 +6,6 @@
 mod model;
 
 pub use model::{
-    currency_exponent, Decision, Field, Outcome, PaymentEvent, RuleHit, TagUpdate, Trigger,
+    currency_exponent, Aggregate, Decision, Field, Outcome, PaymentEvent, RuleHit, TagUpdate,
+    Trigger,
 };

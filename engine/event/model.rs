@@ -217,6 +217,47 @@ impl fmt::Display for Outcome {
     }
 }
 
+/// A feature aggregate, shared by the rule language and the state store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Aggregate {
+    Count,
+    Sum,
+    Avg,
+    Min,
+    Max,
+    Distinct,
+    Last,
+}
+
+impl Aggregate {
+    pub const ALL: [Aggregate; 7] = [
+        Aggregate::Count,
+        Aggregate::Sum,
+        Aggregate::Avg,
+        Aggregate::Min,
+        Aggregate::Max,
+        Aggregate::Distinct,
+        Aggregate::Last,
+    ];
+
+    /// The lower-case name used in rule files (`count`, `sum`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Aggregate::Count => "count",
+            Aggregate::Sum => "sum",
+            Aggregate::Avg => "avg",
+            Aggregate::Min => "min",
+            Aggregate::Max => "max",
+            Aggregate::Distinct => "distinct",
+            Aggregate::Last => "last",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Aggregate> {
+        Aggregate::ALL.into_iter().find(|a| a.name() == name)
+    }
+}
+
 /// What caused a decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Trigger {

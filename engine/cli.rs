@@ -1,0 +1,112 @@
+//! Command-line interface: the `veto` subcommands and their flags (clap), dispatched to the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::telemetry::{init_logging, LogFormat};
+
+/// Veto: a real-time risk-control rule engine for payments.
+#[derive(Debug, Parser)]
+#[command(name = "veto", version, about, long_about = None)]
+pub struct Cli {
+    /// Log output format.
+    #[arg(long, global = true, value_enum, env = "VETO_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Log level filter, e.g. `info` or `veto=debug` (RUST_LOG wins when set).
+    #[arg(long, global = true, env = "VETO_LOG_LEVEL")]
+    pub log_level: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service: consume payments from Kafka, publish decisions.
+    Run(RunArgs),
+    /// Run everything on an embedded broker with synthetic payments and a live summary.
+    Demo(DemoArgs),
+    /// Check rule files: exit 0 with a summary, 1 with diagnostics.
+    Check(CheckArgs),
+    /// Run the in-file `test` blocks of rule files.
+    Test(TestArgs),
+}
+
+/// Flags of `veto run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Configuration file (TOML); environment variables `VETO_SECTION__KEY` override it.
+    #[arg(long, short, env = "VETO_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// Flags of `veto demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Rule files or directories.
+    #[arg(long, default_value = "rules/payments.veto")]
+    pub rules: Vec<PathBuf>,
+    /// New payment flows per second produced by the synthetic generator.
+    #[arg(long, default_value_t = 2_000.0)]
+    pub rate: f64,
+    /// Stop after this many seconds (default: run until Ctrl-C).
+    #[arg(long)]
+    pub seconds: Option<u64>,
+    /// Address for /metrics, /healthz, /readyz.
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    pub listen: std::net::SocketAddr,
+}
+
+/// Flags of `veto check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Rule files or directories of `*.veto` files.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Output format of diagnostics.
+    #[arg(long, value_enum, default_value = "human")]
+    pub format: DiagFormat,
+}
+
+/// Diagnostics output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DiagFormat {
+    Human,
+    Json,
+}
+
+/// Flags of `veto test`.
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// Rule files or directories of `*.veto` files.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+}
+
+/// Runs a parsed command line and returns the process exit code.
+pub fn main(cli: Cli) -> ExitCode {
+    init_logging(
+        cli.log_format.unwrap_or_default(),
+        cli.log_level.as_deref().unwrap_or("info"),
+    );
+    let code = match cli.command {
+        Command::Check(args) => crate::rules::run_check(&args.paths, args.format == DiagFormat::Json),
+        Command::Test(args) => crate::ruletest::run_tests(&args.paths),
+        Command::Run(args) => report(crate::service::run_service(args.config.as_deref())),
+        Command::Demo(args) => report(crate::demo::run_demo(args)),
+    };
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+fn report(result: anyhow::Result<()>) -> i32 {
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
+            1
+        }
+    }
+}

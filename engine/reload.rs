@@ -1,0 +1,190 @@
+//! Hot swap of the rule set: signals (SIGUSR1 reload, SIGTERM/SIGINT stop), the one-at-a-time
+//! reloader, and the log line + metrics of every swap or rejected file.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+
+use crate::decider::Engine;
+use crate::rules::RuleSet;
+
+/// What a reload attempt ended in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    /// The new set is live.
+    Swapped { old: Arc<str>, new: Arc<str> },
+    /// The files were rejected; the old set keeps running. Holds the rendered diagnostics.
+    Rejected { diagnostics: String },
+}
+
+/// Status of the last reload, for `/readyz` details.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ReloadStatus {
+    pub live_version: String,
+    pub reloads: u64,
+    pub failures: u64,
+    pub last_error: Option<String>,
+}
+
+/// Listens for SIGUSR1 (reload) and SIGTERM/SIGINT (stop) on a dedicated thread.
+/// Reload requests coalesce: while one reload runs, any number of signals queue exactly one more.
+pub struct Signals {
+    pub reload: mpsc::Receiver<Instant>,
+    pub stop: watch::Receiver<bool>,
+}
+
+/// Installs the signal handlers (signal-hook) and returns the channels they feed.
+pub fn listen_signals() -> std::io::Result<Signals> {
+    use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
+    let mut signals = signal_hook::iterator::Signals::new([SIGUSR1, SIGTERM, SIGINT])?;
+    let (reload_tx, reload_rx) = mpsc::channel(1);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    std::thread::Builder::new()
+        .name("veto-signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                if signal == SIGUSR1 {
+                    // A full channel means a reload is already queued: this one folds into it.
+                    let _ = reload_tx.try_send(Instant::now());
+                } else {
+                    tracing::info!(signal, "stop signal received, draining");
+                    let _ = stop_tx.send(true);
+                }
+            }
+        })?;
+    Ok(Signals {
+        reload: reload_rx,
+        stop: stop_rx,
+    })
+}
+
+/// Completes when `stop` turns true (or its sender is gone).
+pub async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Reads, checks, compiles and tests rule files off the async runtime.
+pub async fn load_rules(paths: Vec<PathBuf>) -> Result<RuleSet, String> {
+    let joined = tokio::task::spawn_blocking(move || load_rules_blocking(&paths)).await;
+    joined.unwrap_or_else(|e| Err(format!("rule loading task failed: {e}")))
+}
+
+/// Loads rule files and runs the set's own tests; on failure returns the rendered diagnostics.
+pub fn load_rules_blocking(paths: &[PathBuf]) -> Result<RuleSet, String> {
+    let report = crate::rules::load(paths);
+    let rendered = report.render_human(false);
+    let Some(rules) = report.ruleset.filter(|_| !report.has_errors()) else {
+        return Err(rendered);
+    };
+    let failures = crate::ruletest::failures(&rules);
+    if failures.is_empty() {
+        Ok(rules)
+    } else {
+        Err(format!(
+            "rule tests failed:\n{}",
+            failures.join("\n")
+        ))
+    }
+}
+
+/// Serves reload requests one at a time until `requests` closes.
+pub async fn run_reloader(
+    engine: Arc<Engine>,
+    paths: Vec<PathBuf>,
+    mut requests: mpsc::Receiver<Instant>,
+    status: Arc<parking_lot::Mutex<ReloadStatus>>,
+    on_swap: impl Fn(&RuleSet, &RuleSet) + Send + 'static,
+) {
+    while let Some(signalled_at) = requests.recv().await {
+        let outcome = match load_rules(paths.clone()).await {
+            Ok(new_rules) => {
+                let new_version = new_rules.version().clone();
+                let old = engine.rules();
+                let diff = RuleDiff::between(&old, &new_rules);
+                let old_rules = engine.swap_rules(new_rules);
+                let live = engine.rules();
+                on_swap(&old_rules, &live);
+                rules_swapped(&old_rules, &live, &diff, signalled_at.elapsed());
+                ReloadOutcome::Swapped {
+                    old: old_rules.version().clone(),
+                    new: new_version,
+                }
+            }
+            Err(diagnostics) => {
+                rules_rejected(&diagnostics);
+                ReloadOutcome::Rejected { diagnostics }
+            }
+        };
+        let mut s = status.lock();
+        s.reloads += 1;
+        match outcome {
+            ReloadOutcome::Swapped { new, .. } => {
+                s.live_version = new.to_string();
+                s.last_error = None;
+            }
+            ReloadOutcome::Rejected { diagnostics } => {
+                s.failures += 1;
+                s.last_error = Some(diagnostics);
+            }
+        }
+    }
+}
+
+/// Rules added, removed and changed between two sets, by name.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct RuleDiff {
+    pub added: Vec<Arc<str>>,
+    pub removed: Vec<Arc<str>>,
+    pub changed: Vec<Arc<str>>,
+}
+
+impl RuleDiff {
+    pub fn between(old: &RuleSet, new: &RuleSet) -> RuleDiff {
+        let old_names: BTreeSet<Arc<str>> = old.rule_names().into_iter().collect();
+        let new_names: BTreeSet<Arc<str>> = new.rule_names().into_iter().collect();
+        RuleDiff {
+            added: new_names.difference(&old_names).cloned().collect(),
+            removed: old_names.difference(&new_names).cloned().collect(),
+            changed: new_names
+                .intersection(&old_names)
+                .filter(|name| old.rule_fingerprint(name) != new.rule_fingerprint(name))
+                .cloned()
+                .collect(),
+        }
+    }
+}
+
+/// Sets `veto_rules_version_info{version}` to 1 for the live set (0 for the previous one).
+pub fn rules_version_live(old: Option<&str>, new: &str) {
+    if let Some(old) = old {
+        metrics::gauge!("veto_rules_version_info", "version" => old.to_owned()).set(0.0);
+    }
+    metrics::gauge!("veto_rules_version_info", "version" => new.to_owned()).set(1.0);
+}
+
+fn rules_swapped(old: &RuleSet, new: &RuleSet, diff: &RuleDiff, signal_to_live: Duration) {
+    metrics::counter!("veto_rules_reloads_total", "result" => "swapped").increment(1);
+    metrics::histogram!("veto_rules_swap_duration_seconds").record(signal_to_live.as_secs_f64());
+    rules_version_live(Some(old.version()), new.version());
+    tracing::info!(
+        old_version = %old.version(),
+        new_version = %new.version(),
+        added = ?diff.added,
+        removed = ?diff.removed,
+        changed = ?diff.changed,
+        signal_to_live_ms = signal_to_live.as_secs_f64() * 1e3,
+        "rule set swapped"
+    );
+}
+
+fn rules_rejected(diagnostics: &str) {
+    metrics::counter!("veto_rules_reloads_total", "result" => "rejected").increment(1);
+    metrics::counter!("veto_rules_reload_failures_total").increment(1);
+    tracing::error!(
+        diagnostics = %diagnostics,
+        "rule reload rejected, the previous rule set keeps running"
+    );
+}

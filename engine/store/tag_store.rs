@@ -1,0 +1,978 @@
+//! `TagStore`: lock-striped shards of entity state, spill of cold entities, checkpoint and restore.
+
+use super::disk::{printable_key, Disk, Manifest};
+use super::entity::{alloc_size, Entity};
+use super::hll::item_hash;
+use super::telemetry;
+use super::window::{empty_value, to_fixed, Contribution, FeatureState, Geometry};
+use super::{
+    CheckpointStats, FeatureInput, FeatureSpec, Observation, PartitionOffset, Restored,
+    StoreConfig, StoreError, StoreStats,
+};
+use crate::event::{Aggregate, Field, TagUpdate};
+use ahash::{AHashMap, AHashSet, RandomState};
+use parking_lot::{Mutex, MutexGuard, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+const KINDS: usize = Field::ALL.len();
+/// Inputs per event handled without a heap allocation.
+const INLINE_INPUTS: usize = 32;
+
+/// One lock stripe: a map per entity kind, keyed by the entity value.
+#[derive(Default)]
+struct Shard {
+    maps: [AHashMap<Box<str>, Entity>; KINDS],
+    /// Accounted bytes of the entities in `maps`.
+    bytes: u64,
+    /// Access clock; entities remember the tick of their last access.
+    clock: u32,
+    /// Newest event time seen by this shard.
+    watermark_ms: i64,
+    /// Entries of this shard in the spill column family.
+    spilled: u64,
+    /// Keys of checkpointed entities deleted since the last checkpoint.
+    deleted: AHashSet<Box<[u8]>>,
+}
+
+impl Shard {
+    fn entity_count(&self) -> u64 {
+        self.maps.iter().map(|m| m.len() as u64).sum()
+    }
+}
+
+/// A shard on its own cache lines, so neighbouring locks do not false-share.
+#[repr(align(128))]
+struct PaddedShard(Mutex<Shard>);
+
+/// The engine's per-entity memory. `Send + Sync`; every method takes `&self`.
+pub struct TagStore {
+    shards: Box<[PaddedShard]>,
+    shard_mask: usize,
+    shard_hasher: RandomState,
+    shard_budget: u64,
+    cfg: StoreConfig,
+    disk: Disk,
+    /// Read by every operation, written by checkpoint and restore so they see a still store.
+    gate: RwLock<()>,
+    /// The checkpoint column family belongs to this run (restored or written by it).
+    checkpoint_live: AtomicBool,
+    /// Some checkpointed entities are only on disk, so misses must look there.
+    checkpoint_has_cold: AtomicBool,
+    checkpoint_entities: AtomicU64,
+    sequence: AtomicU64,
+    /// Feature ids still defined, once `retain_features` has been called.
+    retained: RwLock<Option<Arc<AHashSet<u64>>>>,
+}
+
+/// The persisted key of an entity: kind byte, then the value bytes.
+fn entity_key(kind: u8, value: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + value.len());
+    key.push(kind);
+    key.extend_from_slice(value.as_bytes());
+    key
+}
+
+fn split_key(key: &[u8]) -> Result<(Field, &str), StoreError> {
+    let bad = |why: &str| StoreError::CorruptCheckpoint(format!("key {}: {why}", printable_key(key)));
+    let (&kind, value) = key.split_first().ok_or_else(|| bad("empty"))?;
+    let kind = Field::from_u8(kind).ok_or_else(|| bad("unknown entity kind"))?;
+    let value = std::str::from_utf8(value).map_err(|_| bad("value not utf-8"))?;
+    Ok((kind, value))
+}
+
+/// What an input adds to a feature of aggregate `agg`.
+fn contribution(agg: Aggregate, input: &FeatureInput<'_>) -> Contribution {
+    if !input.counted {
+        return Contribution::Nothing;
+    }
+    match (agg, input.observation) {
+        (_, Observation::Missing) => Contribution::Nothing,
+        (Aggregate::Count, _) => Contribution::Count,
+        (Aggregate::Distinct, Observation::Item(item)) => {
+            Contribution::Item(item_hash(item.as_bytes()))
+        }
+        (_, Observation::Num(v)) => to_fixed(v).map_or(Contribution::Nothing, Contribution::Number),
+        _ => Contribution::Nothing,
+    }
+}
+
+impl TagStore {
+    /// Opens (or creates) the store's RocksDB directory. State starts empty: call
+    /// [`TagStore::restore`] before the first update to load the last checkpoint.
+    pub fn open(cfg: StoreConfig) -> Result<TagStore, StoreError> {
+        if cfg.shards == 0 || !cfg.shards.is_power_of_two() {
+            return Err(StoreError::Config(format!(
+                "shards must be a power of two, got {}",
+                cfg.shards
+            )));
+        }
+        if cfg.distinct_exact_limit == 0 {
+            return Err(StoreError::Config(
+                "distinct_exact_limit must be at least 1".into(),
+            ));
+        }
+        let disk = Disk::open(&cfg.data_dir, cfg.block_cache_bytes)?;
+        let shards = (0..cfg.shards)
+            .map(|_| PaddedShard(Mutex::new(Shard::default())))
+            .collect();
+        Ok(TagStore {
+            shards,
+            shard_mask: cfg.shards - 1,
+            shard_hasher: RandomState::with_seeds(
+                0x243f_6a88_85a3_08d3,
+                0x1319_8a2e_0370_7344,
+                0xa409_3822_299f_31d0,
+                0x082e_fa98_ec4e_6c89,
+            ),
+            shard_budget: (cfg.memory_budget_bytes / cfg.shards as u64).max(1),
+            cfg,
+            disk,
+            gate: RwLock::new(()),
+            checkpoint_live: AtomicBool::new(false),
+            checkpoint_has_cold: AtomicBool::new(false),
+            checkpoint_entities: AtomicU64::new(0),
+            sequence: AtomicU64::new(0),
+            retained: RwLock::new(None),
+        })
+    }
+
+    fn shard_of(&self, kind: Field, value: &str) -> usize {
+        self.shard_hasher.hash_one((kind as u8, value)) as usize & self.shard_mask
+    }
+
+    fn lock(&self, index: usize) -> MutexGuard<'_, Shard> {
+        self.shards[index & self.shard_mask].0.lock()
+    }
+
+    /// Updates every feature of one event and writes each feature's value after counting into
+    /// `out[i]`. `specs[i]` and `inputs[i]` correspond. Shards are locked one at a time.
+    pub fn update(
+        &self,
+        event_time_ms: i64,
+        specs: &[FeatureSpec],
+        inputs: &[FeatureInput<'_>],
+        out: &mut [Option<f64>],
+    ) {
+        out.iter_mut().for_each(|o| *o = None);
+        let mut inline = [(0usize, 0usize); INLINE_INPUTS];
+        let mut spilled_order = Vec::new();
+        let mut len = 0;
+        {
+            let n = specs.len().min(inputs.len()).min(out.len());
+            let order: &mut [(usize, usize)] = if n <= INLINE_INPUTS {
+                &mut inline
+            } else {
+                spilled_order.resize(n, (0, 0));
+                &mut spilled_order
+            };
+            for (i, (spec, input)) in specs.iter().zip(inputs).take(n).enumerate() {
+                if let Some(value) = input.entity {
+                    order[len] = (self.shard_of(spec.by, value), i);
+                    len += 1;
+                }
+            }
+            order[..len].sort_unstable();
+        }
+        let order = if spilled_order.is_empty() {
+            &inline[..len]
+        } else {
+            &spilled_order[..len]
+        };
+        let _gate = self.gate.read();
+        for group in order.chunk_by(|a, b| a.0 == b.0) {
+            let mut shard = self.lock(group[0].0);
+            shard.watermark_ms = shard.watermark_ms.max(event_time_ms);
+            for &(_, i) in group {
+                out[i] = self.update_feature(&mut shard, event_time_ms, &specs[i], &inputs[i]);
+            }
+            self.keep_within_budget(&mut shard);
+        }
+    }
+
+    fn update_feature(
+        &self,
+        shard: &mut Shard,
+        event_time_ms: i64,
+        spec: &FeatureSpec,
+        input: &FeatureInput<'_>,
+    ) -> Option<f64> {
+        let value = input.entity?;
+        let contribution = contribution(spec.agg, input);
+        let geometry = Geometry::new(spec.window_ms, spec.resolution_ms);
+        let limit = self.cfg.distinct_exact_limit;
+        let entity = self.entity_mut(shard, spec.by, value, true)?;
+        let before = entity.accounted_bytes(value.len());
+        let position = entity.features.iter().position(|f| f.id == spec.id);
+        let feature = match position {
+            Some(i) => &mut entity.features[i],
+            None => {
+                entity.features.reserve_exact(1);
+                entity
+                    .features
+                    .push(FeatureState::new(spec.id, spec.agg, i64::MIN));
+                let last = entity.features.len() - 1;
+                &mut entity.features[last]
+            }
+        };
+        let out = feature.update(spec.agg, geometry, event_time_ms, contribution, limit);
+        let window_ms = i64::try_from(spec.window_ms).unwrap_or(i64::MAX);
+        let horizon = feature.latest_ms.saturating_add(window_ms);
+        entity.extend_horizon(horizon);
+        entity.dirty = true;
+        let after = entity.accounted_bytes(value.len());
+        shard.bytes = (shard.bytes + after as u64).saturating_sub(before as u64);
+        out
+    }
+
+    /// The entity in memory, read back from disk if it was spilled or checkpointed, or (with
+    /// `create`) a new one. Marks it as just accessed.
+    fn entity_mut<'s>(
+        &self,
+        shard: &'s mut Shard,
+        kind: Field,
+        value: &str,
+        create: bool,
+    ) -> Option<&'s mut Entity> {
+        let k = kind as usize;
+        if !shard.maps[k].contains_key(value) {
+            let entity = match self.read_back(shard, kind, value) {
+                Some(entity) => entity,
+                None if create => {
+                    let mut entity = Entity {
+                        dirty: true,
+                        holds_until_ms: i64::MIN,
+                        ..Entity::default()
+                    };
+                    if !shard.deleted.is_empty() {
+                        let key = entity_key(kind as u8, value);
+                        entity.persisted = shard.deleted.remove(key.as_slice());
+                    }
+                    entity
+                }
+                None => return None,
+            };
+            shard.bytes += entity.accounted_bytes(value.len()) as u64;
+            shard.maps[k].insert(value.into(), entity);
+        }
+        shard.clock = shard.clock.wrapping_add(1);
+        let clock = shard.clock;
+        let entity = shard.maps[k].get_mut(value)?;
+        entity.last_access = clock;
+        Some(entity)
+    }
+
+    /// Looks for an entity that is not in memory in the spill, then in the checkpoint.
+    fn read_back(&self, shard: &mut Shard, kind: Field, value: &str) -> Option<Entity> {
+        let maybe_spilled = shard.spilled > 0;
+        let maybe_checkpointed = self.checkpoint_has_cold.load(Ordering::Relaxed)
+            && self.checkpoint_live.load(Ordering::Relaxed);
+        if !maybe_spilled && !maybe_checkpointed {
+            return None;
+        }
+        let key = entity_key(kind as u8, value);
+        if shard.deleted.contains(key.as_slice()) {
+            return None;
+        }
+        let found = (|| -> Result<Option<(Entity, usize)>, StoreError> {
+            let corrupt = |reason: super::codec::DecodeError| StoreError::CorruptSpill {
+                key: printable_key(&key),
+                reason: reason.to_string(),
+            };
+            if maybe_spilled {
+                if let Some(bytes) = self.disk.take_spilled(&key)? {
+                    shard.spilled = shard.spilled.saturating_sub(1);
+                    let mut entity = Entity::decode(&bytes).map_err(corrupt)?;
+                    entity.dirty = true;
+                    return Ok(Some((entity, bytes.len())));
+                }
+            }
+            if maybe_checkpointed {
+                if let Some(bytes) = self.disk.checkpointed(&key)? {
+                    let mut entity = Entity::decode(&bytes).map_err(corrupt)?;
+                    entity.persisted = true;
+                    return Ok(Some((entity, bytes.len())));
+                }
+            }
+            Ok(None)
+        })();
+        match found {
+            Ok(Some((mut entity, bytes))) => {
+                telemetry::entity_read_back(bytes as u64);
+                self.drop_retired_features(&mut entity);
+                Some(entity)
+            }
+            Ok(None) => None,
+            Err(error) => {
+                telemetry::read_back_failed(&printable_key(&key), &error);
+                // the damaged copy may still be in the checkpoint: keep the entity count right
+                Some(Entity {
+                    dirty: true,
+                    persisted: maybe_checkpointed,
+                    holds_until_ms: i64::MIN,
+                    ..Entity::default()
+                })
+            }
+        }
+    }
+
+    fn drop_retired_features(&self, entity: &mut Entity) {
+        if let Some(keep) = self.retained.read().as_ref() {
+            let before = entity.features.len();
+            entity.features.retain(|f| keep.contains(&f.id));
+            if entity.features.len() != before {
+                entity.features.shrink_to_fit();
+                entity.dirty = true;
+            }
+        }
+    }
+
+    fn keep_within_budget(&self, shard: &mut Shard) {
+        if shard.bytes > self.shard_budget {
+            self.evict(shard);
+        }
+    }
+
+    /// Brings a shard back to 90% of its budget: idle entities are deleted, then the least
+    /// recently used ones are spilled (dirty) or dropped (clean, their checkpoint copy is current).
+    fn evict(&self, shard: &mut Shard) {
+        let target = self.shard_budget - self.shard_budget / 10;
+        let total = shard.bytes;
+        let count = shard.entity_count() as usize;
+        if total <= target || count == 0 {
+            return;
+        }
+        let clock = shard.clock;
+        let mut ages: Vec<u32> = shard
+            .maps
+            .iter()
+            .flat_map(|m| m.values().map(|e| clock.wrapping_sub(e.last_access)))
+            .collect();
+        let fraction = (total - target) as f64 / total as f64;
+        let mut to_evict = ((count as f64 * fraction).ceil() as usize).clamp(1, count);
+        let (_, threshold, _) = ages.select_nth_unstable_by(to_evict - 1, |a, b| b.cmp(a));
+        let threshold = *threshold;
+        let horizon = shard.watermark_ms.saturating_sub(self.cfg.expiry_grace_ms);
+        let mut spill: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut freed = 0u64;
+        let mut idle = 0u64;
+        let mut dropped_clean = false;
+        let Shard { maps, deleted, .. } = &mut *shard;
+        for (kind, map) in maps.iter_mut().enumerate() {
+            map.retain(|value, entity| {
+                let is_idle = entity.holds_until_ms <= horizon;
+                let is_cold = to_evict > 0 && clock.wrapping_sub(entity.last_access) >= threshold;
+                if !is_idle && !is_cold {
+                    return true;
+                }
+                freed += entity.accounted_bytes(value.len()) as u64;
+                let key = entity_key(kind as u8, value);
+                if is_idle {
+                    idle += 1;
+                    if entity.persisted {
+                        deleted.insert(key.into_boxed_slice());
+                    }
+                    return false;
+                }
+                to_evict -= 1;
+                if entity.dirty {
+                    let mut payload = Vec::with_capacity(64);
+                    entity.encode(&mut payload);
+                    spill.push((key, payload));
+                } else {
+                    dropped_clean = true;
+                }
+                false
+            });
+        }
+        shard.bytes = shard.bytes.saturating_sub(freed);
+        if dropped_clean {
+            self.checkpoint_has_cold.store(true, Ordering::Relaxed);
+        }
+        if idle > 0 {
+            telemetry::idle_entities_deleted(idle);
+        }
+        if spill.is_empty() {
+            return;
+        }
+        match self.disk.spill(&spill) {
+            Ok(()) => {
+                shard.spilled += spill.len() as u64;
+                let bytes = spill.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum();
+                telemetry::entities_spilled(spill.len() as u64, bytes);
+            }
+            Err(error) => {
+                telemetry::spill_failed(&error);
+                self.reinsert(shard, spill);
+            }
+        }
+    }
+
+    /// Puts entities back into memory after a failed spill.
+    fn reinsert(&self, shard: &mut Shard, entries: Vec<(Vec<u8>, Vec<u8>)>) {
+        for (key, payload) in entries {
+            let (Ok((kind, value)), Ok(mut entity)) = (split_key(&key), Entity::decode(&payload))
+            else {
+                continue;
+            };
+            entity.dirty = true;
+            shard.bytes += entity.accounted_bytes(value.len()) as u64;
+            shard.maps[kind as usize].insert(value.into(), entity);
+        }
+    }
+
+    /// Whether the entity carries the tag at event time `now_ms`.
+    pub fn has_tag(&self, entity: Field, value: &str, tag: &str, now_ms: i64) -> bool {
+        let _gate = self.gate.read();
+        let mut shard = self.lock(self.shard_of(entity, value));
+        let found = self
+            .entity_mut(&mut shard, entity, value, false)
+            .is_some_and(|e| e.has_tag(tag, now_ms));
+        self.keep_within_budget(&mut shard);
+        found
+    }
+
+    /// Sets or removes a tag.
+    pub fn apply_tag(&self, update: &TagUpdate) {
+        let _gate = self.gate.read();
+        let mut shard = self.lock(self.shard_of(update.entity, &update.value));
+        let create = !update.remove;
+        if let Some(entity) = self.entity_mut(&mut shard, update.entity, &update.value, create) {
+            let before = entity.accounted_bytes(update.value.len());
+            if update.remove {
+                entity.dirty |= entity.remove_tag(&update.tag);
+            } else {
+                entity.set_tag(&update.tag, update.expires_at_ms);
+                entity.dirty = true;
+            }
+            let after = entity.accounted_bytes(update.value.len());
+            shard.bytes = (shard.bytes + after as u64).saturating_sub(before as u64);
+        }
+        self.keep_within_budget(&mut shard);
+    }
+
+    /// Drops the state of features no longer defined (by `FeatureSpec::id`), in memory now and
+    /// on disk when entities are read back.
+    pub fn retain_features(&self, keep: &AHashSet<u64>) {
+        *self.retained.write() = Some(Arc::new(keep.clone()));
+        let _gate = self.gate.read();
+        for index in 0..self.shards.len() {
+            let mut shard = self.lock(index);
+            let mut delta: i64 = 0;
+            for map in shard.maps.iter_mut() {
+                for (value, entity) in map.iter_mut() {
+                    if entity.features.iter().all(|f| keep.contains(&f.id)) {
+                        continue;
+                    }
+                    let before = entity.accounted_bytes(value.len()) as i64;
+                    entity.features.retain(|f| keep.contains(&f.id));
+                    entity.features.shrink_to_fit();
+                    entity.dirty = true;
+                    delta += entity.accounted_bytes(value.len()) as i64 - before;
+                }
+            }
+            shard.bytes = shard.bytes.saturating_add_signed(delta);
+        }
+    }
+
+    /// Reads a feature value at evaluation time max(`at_ms`, T) without counting anything.
+    pub fn feature_value(&self, spec: &FeatureSpec, entity: &str, at_ms: i64) -> Option<f64> {
+        let _gate = self.gate.read();
+        let mut shard = self.lock(self.shard_of(spec.by, entity));
+        let geometry = Geometry::new(spec.window_ms, spec.resolution_ms);
+        let value = match self.entity_mut(&mut shard, spec.by, entity, false) {
+            Some(e) => match e.feature(spec.id) {
+                Some(f) => f.value(spec.agg, geometry, at_ms),
+                None => empty_value(spec.agg),
+            },
+            None => empty_value(spec.agg),
+        };
+        self.keep_within_budget(&mut shard);
+        value
+    }
+
+    /// Purges expired tags and deletes idle entities (event time, minus the grace period) in
+    /// every shard; call it periodically.
+    pub fn sweep(&self) -> StoreStats {
+        let _gate = self.gate.read();
+        let mut deleted_total = 0;
+        for index in 0..self.shards.len() {
+            let mut shard = self.lock(index);
+            let horizon = shard.watermark_ms.saturating_sub(self.cfg.expiry_grace_ms);
+            let mut freed: i64 = 0;
+            let Shard { maps, deleted, .. } = &mut *shard;
+            for (kind, map) in maps.iter_mut().enumerate() {
+                map.retain(|value, entity| {
+                    let before = entity.accounted_bytes(value.len()) as i64;
+                    if entity.holds_until_ms <= horizon {
+                        if entity.persisted {
+                            deleted.insert(entity_key(kind as u8, value).into_boxed_slice());
+                        }
+                        deleted_total += 1;
+                        freed += before;
+                        return false;
+                    }
+                    if entity.purge_tags(horizon) {
+                        entity.dirty = true;
+                        freed += before - entity.accounted_bytes(value.len()) as i64;
+                    }
+                    true
+                });
+            }
+            shard.bytes = shard.bytes.saturating_add_signed(-freed);
+        }
+        if deleted_total > 0 {
+            telemetry::idle_entities_deleted(deleted_total);
+        }
+        drop(_gate);
+        let stats = self.stats();
+        telemetry::size(&stats);
+        stats
+    }
+
+    /// Writes every dirty entity (in memory and spilled), the timers blob and the Kafka offsets
+    /// in one atomic, synced RocksDB write batch. Waits for in-flight operations and blocks new
+    /// ones while it runs, so state and offsets correspond.
+    pub fn checkpoint(
+        &self,
+        offsets: &[PartitionOffset],
+        timers: &[u8],
+    ) -> Result<CheckpointStats, StoreError> {
+        let started = Instant::now();
+        let _gate = self.gate.write();
+        let live = self.checkpoint_live.load(Ordering::Relaxed);
+        let mut batch = self.disk.checkpoint_batch()?;
+        let mut total = if live {
+            self.checkpoint_entities.load(Ordering::Relaxed)
+        } else {
+            batch.clear_entities();
+            0
+        };
+        let mut written = 0u64;
+        let mut deleted = 0u64;
+        let mut payload = Vec::with_capacity(256);
+        for index in 0..self.shards.len() {
+            let shard = self.lock(index);
+            for key in &shard.deleted {
+                batch.delete_entity(key);
+                deleted += 1;
+                total = total.saturating_sub(1);
+            }
+            for (kind, map) in shard.maps.iter().enumerate() {
+                for (value, entity) in map.iter().filter(|(_, e)| e.dirty) {
+                    payload.clear();
+                    entity.encode(&mut payload);
+                    batch.put_entity(&entity_key(kind as u8, value), &payload);
+                    written += 1;
+                    total += u64::from(!entity.persisted);
+                }
+            }
+        }
+        self.disk.for_each_spilled(|key, payload| {
+            let persisted = payload.get(1) == Some(&1);
+            batch.put_entity(key, payload);
+            written += 1;
+            total += u64::from(!persisted);
+            Ok(())
+        })?;
+        batch.clear_spill();
+        let sequence = self.sequence.load(Ordering::Relaxed) + 1;
+        batch.put_manifest(&Manifest {
+            sequence,
+            entities: total,
+            offsets: offsets.to_vec(),
+            timers: timers.to_vec(),
+        });
+        let bytes_written = batch.bytes;
+        self.disk.commit(batch)?;
+
+        let mut moved_to_disk = false;
+        for index in 0..self.shards.len() {
+            let mut shard = self.lock(index);
+            shard.deleted = AHashSet::new();
+            moved_to_disk |= shard.spilled > 0;
+            shard.spilled = 0;
+            for map in shard.maps.iter_mut() {
+                for entity in map.values_mut() {
+                    entity.dirty = false;
+                    entity.persisted = true;
+                }
+            }
+        }
+        if moved_to_disk {
+            self.checkpoint_has_cold.store(true, Ordering::Relaxed);
+        }
+        self.checkpoint_live.store(true, Ordering::Relaxed);
+        self.checkpoint_entities.store(total, Ordering::Relaxed);
+        self.sequence.store(sequence, Ordering::Relaxed);
+        let stats = CheckpointStats {
+            sequence,
+            entities_written: written,
+            entities_deleted: deleted,
+            entities_total: total,
+            bytes_written,
+            duration: started.elapsed(),
+        };
+        telemetry::checkpoint_written(&stats);
+        drop(_gate);
+        telemetry::size(&self.stats());
+        Ok(stats)
+    }
+
+    /// Loads the last checkpoint: verifies the manifest and every entity's checksum, loads
+    /// entities into memory up to 90% of the budget (the rest is read back on access) and
+    /// returns the offsets and timers saved with it. `Ok(None)` when there is no checkpoint.
+    /// On any damage nothing stays loaded and a typed error is returned.
+    pub fn restore(&self) -> Result<Option<Restored>, StoreError> {
+        let started = Instant::now();
+        let _gate = self.gate.write();
+        let manifest = match self.disk.manifest() {
+            Ok(Some(manifest)) => manifest,
+            Ok(None) => return Ok(None),
+            Err(error) => {
+                telemetry::checkpoint_rejected(&error);
+                return Err(error);
+            }
+        };
+        self.clear_memory()?;
+        let load_limit = self.cfg.memory_budget_bytes - self.cfg.memory_budget_bytes / 10;
+        let mut loaded_bytes = 0u64;
+        let mut found = 0u64;
+        let mut cold = false;
+        let scanned = self.disk.for_each_checkpointed(|key, payload| {
+            found += 1;
+            let (kind, value) = split_key(key)?;
+            let mut entity = Entity::decode(payload).map_err(|e| {
+                StoreError::CorruptCheckpoint(format!("entity {}: {e}", printable_key(key)))
+            })?;
+            if loaded_bytes >= load_limit {
+                cold = true;
+                return Ok(());
+            }
+            entity.persisted = true;
+            entity.dirty = false;
+            self.drop_retired_features(&mut entity);
+            let bytes = entity.accounted_bytes(value.len()) as u64;
+            loaded_bytes += bytes;
+            let mut shard = self.lock(self.shard_of(kind, value));
+            shard.bytes += bytes;
+            shard.maps[kind as usize].insert(value.into(), entity);
+            Ok(())
+        });
+        let checked = scanned.and_then(|()| {
+            if found == manifest.entities {
+                Ok(())
+            } else {
+                Err(StoreError::CorruptCheckpoint(format!(
+                    "manifest lists {} entities but {found} are stored",
+                    manifest.entities
+                )))
+            }
+        });
+        if let Err(error) = checked {
+            self.clear_memory()?;
+            telemetry::checkpoint_rejected(&error);
+            return Err(error);
+        }
+        self.checkpoint_live.store(true, Ordering::Relaxed);
+        self.checkpoint_has_cold.store(cold, Ordering::Relaxed);
+        self.checkpoint_entities.store(found, Ordering::Relaxed);
+        self.sequence.store(manifest.sequence, Ordering::Relaxed);
+        let entities = usize::try_from(found).unwrap_or(usize::MAX);
+        telemetry::checkpoint_restored(entities, manifest.sequence, started.elapsed().as_secs_f64());
+        drop(_gate);
+        telemetry::size(&self.stats());
+        Ok(Some(Restored {
+            offsets: manifest.offsets,
+            timers: manifest.timers,
+            entities,
+            sequence: manifest.sequence,
+        }))
+    }
+
+    /// Empties memory and the spill (restore starts from a clean slate).
+    fn clear_memory(&self) -> Result<(), StoreError> {
+        for index in 0..self.shards.len() {
+            *self.lock(index) = Shard::default();
+        }
+        self.disk.clear_spill()
+    }
+
+    /// Flushes RocksDB memtables to files (for shutdown and tests).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.disk.flush()
+    }
+
+    /// Sizes of the store right now.
+    pub fn stats(&self) -> StoreStats {
+        let mut stats = StoreStats {
+            entities_checkpointed: self.checkpoint_entities.load(Ordering::Relaxed),
+            ..StoreStats::default()
+        };
+        for index in 0..self.shards.len() {
+            let shard = self.lock(index);
+            stats.entities_in_memory += shard.entity_count();
+            stats.entities_spilled += shard.spilled;
+            stats.accounted_bytes += shard.bytes
+                + shard
+                    .deleted
+                    .iter()
+                    .map(|k| (alloc_size(k.len()) + 24) as u64)
+                    .sum::<u64>();
+        }
+        stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{FeatureInput, Observation};
+
+    fn config(dir: &std::path::Path) -> StoreConfig {
+        StoreConfig {
+            shards: 8,
+            data_dir: dir.to_path_buf(),
+            ..StoreConfig::default()
+        }
+    }
+
+    fn spec(id: u64, agg: Aggregate, by: Field) -> FeatureSpec {
+        FeatureSpec {
+            id,
+            agg,
+            by,
+            window_ms: 600_000,
+            resolution_ms: 10_000,
+        }
+    }
+
+    fn input<'a>(entity: Option<&'a str>, observation: Observation<'a>) -> FeatureInput<'a> {
+        FeatureInput {
+            entity,
+            counted: true,
+            observation,
+        }
+    }
+
+    #[test]
+    fn update_counts_each_feature_and_skips_missing_entities() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TagStore::open(config(dir.path())).unwrap();
+        let specs = [
+            spec(1, Aggregate::Count, Field::CardId),
+            spec(2, Aggregate::Sum, Field::CardId),
+            spec(3, Aggregate::Distinct, Field::UserId),
+            spec(4, Aggregate::Count, Field::Ip),
+        ];
+        let mut out = [None; 4];
+        for (i, device) in ["d1", "d2", "d1"].iter().enumerate() {
+            let inputs = [
+                input(Some("card-1"), Observation::Count),
+                input(Some("card-1"), Observation::Num(10.25)),
+                input(Some("user-1"), Observation::Item(device)),
+                input(None, Observation::Count),
+            ];
+            store.update(1_000 + i as i64, &specs, &inputs, &mut out);
+        }
+        assert_eq!(out, [Some(3.0), Some(30.75), Some(2.0), None]);
+        assert_eq!(store.feature_value(&specs[0], "card-1", 1_002), Some(3.0));
+        assert_eq!(store.feature_value(&specs[0], "card-1", 700_000), Some(0.0));
+        assert_eq!(store.feature_value(&specs[0], "nobody", 0), Some(0.0));
+        assert_eq!(store.stats().entities_in_memory, 2);
+    }
+
+    #[test]
+    fn many_threads_on_overlapping_keys_count_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TagStore::open(config(dir.path())).unwrap();
+        let specs = [
+            spec(1, Aggregate::Count, Field::CardId),
+            spec(2, Aggregate::Count, Field::UserId),
+            spec(3, Aggregate::Sum, Field::CardId),
+        ];
+        let threads = 8;
+        let per_thread = 5_000;
+        let keys = 37;
+        std::thread::scope(|scope| {
+            for t in 0..threads {
+                let store = &store;
+                let specs = &specs;
+                scope.spawn(move || {
+                    let mut out = [None; 3];
+                    for i in 0..per_thread {
+                        let card = format!("c{}", (i * 7 + t) % keys);
+                        let user = format!("u{}", (i + t * 3) % keys);
+                        let inputs = [
+                            input(Some(&card), Observation::Count),
+                            input(Some(&user), Observation::Count),
+                            input(Some(&card), Observation::Num(0.01)),
+                        ];
+                        store.update(1_000, specs, &inputs, &mut out);
+                    }
+                });
+            }
+        });
+        let mut cards = 0.0;
+        let mut users = 0.0;
+        let mut cents = 0.0;
+        for k in 0..keys {
+            cards += store.feature_value(&specs[0], &format!("c{k}"), 1_000).unwrap();
+            users += store.feature_value(&specs[1], &format!("u{k}"), 1_000).unwrap();
+            cents += store.feature_value(&specs[2], &format!("c{k}"), 1_000).unwrap() * 100.0;
+        }
+        let events = (threads * per_thread) as f64;
+        assert_eq!(cards, events);
+        assert_eq!(users, events);
+        assert_eq!(cents.round(), events);
+    }
+
+    #[test]
+    fn tags_expire_and_survive_spill_and_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TagStore::open(config(dir.path())).unwrap();
+        let tag = |tag: &str, expires_at_ms, remove| TagUpdate {
+            entity: Field::UserId,
+            value: "u1".into(),
+            tag: tag.into(),
+            expires_at_ms,
+            remove,
+        };
+        store.apply_tag(&tag("trusted", Some(5_000), false));
+        store.apply_tag(&tag("vip", None, false));
+        assert!(store.has_tag(Field::UserId, "u1", "trusted", 4_999));
+        assert!(!store.has_tag(Field::UserId, "u1", "trusted", 5_000));
+        assert!(!store.has_tag(Field::CardId, "u1", "trusted", 0));
+        store.apply_tag(&tag("vip", None, true));
+        assert!(!store.has_tag(Field::UserId, "u1", "vip", 0));
+        store.checkpoint(&[], b"timers").unwrap();
+        drop(store);
+        let store = TagStore::open(config(dir.path())).unwrap();
+        let restored = store.restore().unwrap().unwrap();
+        assert_eq!(restored.timers, b"timers");
+        assert_eq!(restored.entities, 1);
+        assert!(store.has_tag(Field::UserId, "u1", "trusted", 10));
+    }
+
+    #[test]
+    fn sweep_deletes_idle_entities_and_purges_tags() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(dir.path());
+        cfg.shards = 1;
+        cfg.expiry_grace_ms = 0;
+        let store = TagStore::open(cfg).unwrap();
+        let specs = [spec(1, Aggregate::Count, Field::CardId)];
+        let mut out = [None];
+        store.update(0, &specs, &[input(Some("old"), Observation::Count)], &mut out);
+        store.apply_tag(&TagUpdate {
+            entity: Field::CardId,
+            value: "tagged".into(),
+            tag: "t".into(),
+            expires_at_ms: Some(100_000),
+            remove: false,
+        });
+        store.update(650_000, &specs, &[input(Some("new"), Observation::Count)], &mut out);
+        let stats = store.sweep();
+        assert_eq!(stats.entities_in_memory, 1, "old and tagged are idle");
+        assert_eq!(store.feature_value(&specs[0], "new", 650_000), Some(1.0));
+    }
+
+    #[test]
+    fn retained_features_drop_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TagStore::open(config(dir.path())).unwrap();
+        let specs = [
+            spec(1, Aggregate::Count, Field::CardId),
+            spec(2, Aggregate::Count, Field::CardId),
+        ];
+        let inputs = [
+            input(Some("c"), Observation::Count),
+            input(Some("c"), Observation::Count),
+        ];
+        let mut out = [None; 2];
+        store.update(0, &specs, &inputs, &mut out);
+        let before = store.stats().accounted_bytes;
+        store.retain_features(&[2u64].into_iter().collect());
+        assert!(store.stats().accounted_bytes < before);
+        assert_eq!(store.feature_value(&specs[0], "c", 0), Some(0.0));
+        assert_eq!(store.feature_value(&specs[1], "c", 0), Some(1.0));
+    }
+
+    #[test]
+    fn damaged_checkpoints_are_rejected_and_nothing_stays_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let specs = [spec(1, Aggregate::Count, Field::CardId)];
+        {
+            let store = TagStore::open(config(dir.path())).unwrap();
+            let mut out = [None];
+            for card in ["a", "b", "c"] {
+                store.update(0, &specs, &[input(Some(card), Observation::Count)], &mut out);
+            }
+            store.checkpoint(&[], &[]).unwrap();
+        }
+        // flip a byte of one checkpointed entity behind the store's back
+        {
+            let cfs = [
+                super::super::disk::CF_SPILL,
+                super::super::disk::CF_CHECKPOINT_ENTITIES,
+                super::super::disk::CF_CHECKPOINT_META,
+            ];
+            let mut opts = rocksdb::Options::default();
+            opts.create_if_missing(false);
+            let db = rocksdb::DB::open_cf(&opts, dir.path(), cfs).unwrap();
+            let cf = db
+                .cf_handle(super::super::disk::CF_CHECKPOINT_ENTITIES)
+                .unwrap();
+            let key = entity_key(Field::CardId as u8, "b");
+            let mut value = db.get_cf(cf, &key).unwrap().unwrap();
+            value[2] ^= 0x40;
+            db.put_cf(cf, &key, value).unwrap();
+        }
+        let store = TagStore::open(config(dir.path())).unwrap();
+        let error = store.restore().unwrap_err();
+        assert!(matches!(error, StoreError::CorruptCheckpoint(_)), "{error}");
+        assert!(error.to_string().contains("card_id:b"), "{error}");
+        assert_eq!(store.stats().entities_in_memory, 0);
+    }
+
+    #[test]
+    fn missing_entities_are_detected_by_the_manifest_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let specs = [spec(1, Aggregate::Count, Field::CardId)];
+        {
+            let store = TagStore::open(config(dir.path())).unwrap();
+            let mut out = [None];
+            for card in ["a", "b"] {
+                store.update(0, &specs, &[input(Some(card), Observation::Count)], &mut out);
+            }
+            store.checkpoint(&[], &[]).unwrap();
+        }
+        {
+            let cfs = [
+                super::super::disk::CF_SPILL,
+                super::super::disk::CF_CHECKPOINT_ENTITIES,
+                super::super::disk::CF_CHECKPOINT_META,
+            ];
+            let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), dir.path(), cfs).unwrap();
+            let cf = db
+                .cf_handle(super::super::disk::CF_CHECKPOINT_ENTITIES)
+                .unwrap();
+            db.delete_cf(cf, entity_key(Field::CardId as u8, "a")).unwrap();
+        }
+        let store = TagStore::open(config(dir.path())).unwrap();
+        let error = store.restore().unwrap_err();
+        assert!(error.to_string().contains("manifest lists 2 entities but 1"), "{error}");
+    }
+
+    #[test]
+    fn no_checkpoint_restores_nothing_and_open_rejects_bad_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TagStore::open(config(dir.path())).unwrap();
+        assert_eq!(store.restore().unwrap(), None);
+        drop(store);
+        let mut cfg = config(dir.path());
+        cfg.shards = 6;
+        assert!(matches!(TagStore::open(cfg), Err(StoreError::Config(_))));
+    }
+}

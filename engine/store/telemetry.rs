@@ -1,0 +1,60 @@
+//! Log lines and metrics of the store, one function per notable occurrence.
+
+use super::{CheckpointStats, StoreError, StoreStats};
+
+pub fn entities_spilled(count: u64, bytes: u64) {
+    metrics::counter!("veto_store_spilled_total").increment(count);
+    metrics::counter!("veto_store_spilled_bytes_total").increment(bytes);
+    tracing::debug!(count, bytes, "spilled cold entities");
+}
+
+pub fn entity_read_back(bytes: u64) {
+    metrics::counter!("veto_store_read_backs_total").increment(1);
+    metrics::counter!("veto_store_read_back_bytes_total").increment(bytes);
+}
+
+pub fn read_back_failed(key: &str, error: &StoreError) {
+    metrics::counter!("veto_store_read_back_failures_total").increment(1);
+    tracing::error!(entity = key, %error, "cannot read back entity, starting it empty");
+}
+
+pub fn spill_failed(error: &StoreError) {
+    metrics::counter!("veto_store_spill_failures_total").increment(1);
+    tracing::error!(%error, "cannot spill entities, keeping them in memory");
+}
+
+pub fn idle_entities_deleted(count: u64) {
+    metrics::counter!("veto_store_idle_deleted_total").increment(count);
+    tracing::debug!(count, "deleted idle entities");
+}
+
+pub fn checkpoint_written(stats: &CheckpointStats) {
+    metrics::histogram!("veto_store_checkpoint_duration_seconds")
+        .record(stats.duration.as_secs_f64());
+    metrics::counter!("veto_store_checkpoint_bytes_total").increment(stats.bytes_written);
+    tracing::info!(
+        sequence = stats.sequence,
+        written = stats.entities_written,
+        deleted = stats.entities_deleted,
+        total = stats.entities_total,
+        bytes = stats.bytes_written,
+        seconds = stats.duration.as_secs_f64(),
+        "checkpoint written"
+    );
+}
+
+pub fn checkpoint_restored(entities: usize, sequence: u64, seconds: f64) {
+    metrics::histogram!("veto_store_restore_duration_seconds").record(seconds);
+    tracing::info!(entities, sequence, seconds, "checkpoint restored");
+}
+
+pub fn checkpoint_rejected(error: &StoreError) {
+    metrics::counter!("veto_store_checkpoint_rejected_total").increment(1);
+    tracing::error!(%error, "checkpoint rejected");
+}
+
+pub fn size(stats: &StoreStats) {
+    metrics::gauge!("veto_store_entities").set(stats.entities_in_memory as f64);
+    metrics::gauge!("veto_store_spilled_entities").set(stats.entities_spilled as f64);
+    metrics::gauge!("veto_store_bytes").set(stats.accounted_bytes as f64);
+}
