@@ -48,13 +48,48 @@ pub trait CoreEngine: Send + Sync {
     fn decide(&self, event: &PaymentEvent) -> Outcome;
 }
 
+/// `veto::decider::Engine` with a scratch tag store and event-time timers.
+pub struct EngineUnderTest {
+    engine: veto::decider::Engine,
+    /// Keeps the scratch store directory alive as long as the engine.
+    _store_dir: tempfile::TempDir,
+}
+
+impl CoreEngine for EngineUnderTest {
+    fn decide(&self, event: &PaymentEvent) -> Outcome {
+        self.engine
+            .decide(event, event.event_time_ms)
+            .decision
+            .outcome
+    }
+}
+
 /// Builds the engine for `rules`, fresh (empty state) for each measurement.
 pub fn load_engine(rules: &Path) -> Result<Arc<dyn CoreEngine>, BenchError> {
-    let _ = rules;
-    Err(BenchError::NotAvailable {
-        scenario: "core",
-        reason: "veto::decider::Engine (the lead's engine core) has not landed on main",
+    let report = veto::rules::load(&[rules.to_path_buf()]);
+    let rendered = report.render_human(false);
+    let has_errors = report.has_errors();
+    let Some(rule_set) = report.ruleset.filter(|_| !has_errors) else {
+        return Err(BenchError::Invalid(format!(
+            "{}: rules rejected:\n{rendered}",
+            rules.display()
+        )));
+    };
+    let store_dir = tempfile::tempdir().map_err(|source| BenchError::Io {
+        path: std::env::temp_dir(),
+        source,
+    })?;
+    let store = veto::store::TagStore::open(veto::store::StoreConfig {
+        data_dir: store_dir.path().to_path_buf(),
+        ..veto::store::StoreConfig::default()
     })
+    .map_err(|e| BenchError::Invalid(format!("scratch tag store: {e}")))?;
+    let timers = Arc::new(veto::decider::EventTimeTimers::default());
+    let engine = veto::decider::Engine::new(Arc::new(rule_set), Arc::new(store), timers);
+    Ok(Arc::new(EngineUnderTest {
+        engine,
+        _store_dir: store_dir,
+    }))
 }
 
 /// One thread count's measurement.
