@@ -23,6 +23,7 @@
 //! | [`synth`]     | synthetic payment workload (demo, load generator, benches) |
 //! | [`cli`]       | the `veto` subcommands |
 
+pub mod config;
 pub mod decider;
 pub mod event;
 pub mod ruletest;

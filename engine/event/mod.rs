@@ -3,9 +3,28 @@
 //! Everything else in Veto depends on this module and on nothing else of Veto's; it never
 //! knows Kafka, rules syntax or storage.
 
+mod codec;
+mod error;
+mod json;
 mod model;
+mod parse;
+mod validate;
 
+#[cfg(test)]
+mod tests;
+
+pub use codec::{
+    dead_letter, decode_dead_letter, decode_decision, decode_event, decode_tag_update,
+    encode_decision, encode_event, encode_tag_update, InputFormat, OutputFormat,
+};
+pub use error::EventError;
 pub use model::{
     currency_exponent, Aggregate, Decision, Field, Outcome, PaymentEvent, RuleHit, TagUpdate,
     Trigger,
+};
+pub use parse::{major_to_minor, minor_to_major, parse_rfc3339_ms, MAX_TIME_MS};
+pub use validate::{
+    check_size, entity_kind_from_name, entity_kind_name, validate_decision, validate_event,
+    validate_tag_update, DEFAULT_MAX_EVENT_BYTES, MAX_ATTRS, MAX_ATTR_KEY_BYTES,
+    MAX_ATTR_VALUE_BYTES, MAX_STRING_BYTES,
 };

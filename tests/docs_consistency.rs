@@ -1,4 +1,4 @@
-//! Pending: moves to tests/docs_consistency.rs once `veto::config::Config` (codec branch) is on main.
+//! Checks docs/operations.md against the code: config keys vs the `Config` struct, metrics vs the engine source.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,712 @@
+//! Engine configuration: `veto.toml` plus `VETO_SECTION__KEY` environment overrides, validated with errors naming the key and where it was set.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use figment::providers::{Env, Format, Toml};
+use figment::{Figment, Metadata, Source};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::event::{InputFormat, OutputFormat, DEFAULT_MAX_EVENT_BYTES};
+
+/// Prefix of environment overrides: `VETO_KAFKA__BROKERS` sets `kafka.brokers`.
+pub const ENV_PREFIX: &str = "VETO_";
+/// Separator of nesting levels in environment override names.
+pub const ENV_SEPARATOR: &str = "__";
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ConfigError {
+    /// The file given with `--config` does not exist or is not a file.
+    #[error("config file {}: not found", path.display())]
+    NotFound { path: PathBuf },
+    /// The file is not valid TOML.
+    #[error("{origin}: {message}")]
+    Syntax { origin: String, message: String },
+    /// A key is unknown, has the wrong type or a value out of range.
+    #[error("{origin}: {key}: {message}")]
+    Invalid {
+        /// Dotted key, e.g. `store.shards`.
+        key: String,
+        /// Where the value came from: the file path, `environment variable VETO_...` or `default`.
+        origin: String,
+        message: String,
+    },
+}
+
+/// The whole engine configuration (`veto.toml`). Every section and key is optional.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Broker connection, topics and wire formats.
+    pub kafka: KafkaConfig,
+    /// Which rule files to run.
+    pub rules: RulesConfig,
+    /// The in-memory tag store, its spill and checkpoints.
+    pub store: StoreConfig,
+    /// The timer wheel behind sequence rules.
+    pub timers: TimersConfig,
+    /// Workers and queues between Kafka and the engine.
+    pub pipeline: PipelineConfig,
+    /// Metrics endpoint and logging.
+    pub telemetry: TelemetryConfig,
+}
+
+/// `[kafka]`: brokers, consumer group, topics, formats and delivery guarantee.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, comma-separated `host:port` list.
+    pub brokers: String,
+    /// Consumer group id; every Veto instance of one deployment shares it.
+    pub group_id: String,
+    /// Topic names.
+    pub topics: TopicsConfig,
+    /// Encoding of `payments` and `entity_tags` messages: `protobuf`, `json` or `auto`.
+    pub input_format: InputFormat,
+    /// Encoding of decisions (and shadow decisions): `protobuf` or `json`.
+    /// Dead letters are always protobuf.
+    pub output_format: OutputFormat,
+    /// `at_least_once` (default) or `exactly_once` (Kafka transactions).
+    pub delivery: Delivery,
+    /// Extra librdkafka properties passed to every client unchanged, e.g.
+    /// `"security.protocol" = "SASL_SSL"`. Keys Veto sets itself are rejected.
+    pub librdkafka: BTreeMap<String, String>,
+}
+
+/// `[kafka.topics]`: names of the topics Veto reads and writes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopicsConfig {
+    /// Input: payment events.
+    pub payments: String,
+    /// Input: tag updates from other systems.
+    pub entity_tags: String,
+    /// Output: one decision per event and per fired timer.
+    pub decisions: String,
+    /// Output: rejected input messages with the reason.
+    pub dead_letters: String,
+    /// Output: decisions of the shadow rule set (only written when `rules.shadow_paths` is set).
+    pub shadow: String,
+}
+
+/// Delivery guarantee for decisions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Delivery {
+    /// A partition's offset is stored only after its decisions are acknowledged.
+    #[default]
+    AtLeastOnce,
+    /// Decisions and consumer offsets are committed in one Kafka transaction.
+    ExactlyOnce,
+}
+
+/// `[rules]`: the live rule set and an optional shadow set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RulesConfig {
+    /// Rule files or directories (every `*.veto` inside). Relative paths in a file are
+    /// relative to that file's directory.
+    pub paths: Vec<PathBuf>,
+    /// Rule files or directories of a shadow set, evaluated beside the live one; its decisions
+    /// go to `kafka.topics.shadow` and are never enforced. Empty: no shadow set.
+    pub shadow_paths: Vec<PathBuf>,
+}
+
+/// `[store]`: the sharded tag store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Number of shards; a power of two.
+    pub shards: usize,
+    /// Memory for entity state; above it the coldest entities spill to RocksDB, e.g. "1GiB".
+    pub memory_budget: ByteSize,
+    /// Directory of the RocksDB spill and checkpoints. Relative paths in a file are relative
+    /// to that file's directory.
+    pub data_dir: PathBuf,
+    /// How often state, timers and offsets are checkpointed, e.g. "30s".
+    #[serde(with = "humantime_serde")]
+    pub checkpoint_interval: Duration,
+    /// `distinct()` keeps exact sets up to this many values per entity, then a HyperLogLog sketch.
+    pub distinct_exact_limit: usize,
+}
+
+/// `[timers]`: the timing wheel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimersConfig {
+    /// Tick of the wheel, e.g. "1ms"; between 100µs and 1s.
+    #[serde(with = "humantime_serde")]
+    pub resolution: Duration,
+    /// Capacity of the channel carrying arm/cancel requests and fired timers.
+    pub channel_capacity: usize,
+}
+
+/// `[pipeline]`: workers and queues.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    /// Worker threads; 0 uses one per available core.
+    pub workers: usize,
+    /// Capacity of each bounded queue between stages, in messages.
+    pub queue_capacity: usize,
+    /// Largest accepted input message, e.g. "64KiB"; larger ones are dead-lettered as `oversized`.
+    pub max_event_bytes: ByteSize,
+    /// On SIGTERM, how long to wait for in-flight events before giving up, e.g. "10s".
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+}
+
+/// `[telemetry]`: metrics endpoint and logs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// Address of the `/metrics`, `/healthz` and `/readyz` endpoint.
+    pub listen: SocketAddr,
+    /// `human` (default) or `json` log lines.
+    pub log_format: LogFormat,
+    /// A tracing filter, e.g. "info" or "veto=debug,rdkafka=warn".
+    pub log_level: String,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Readable text, for terminals.
+    #[default]
+    Human,
+    /// One JSON object a line, for log shippers.
+    Json,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: "localhost:9092".into(),
+            group_id: "veto".into(),
+            topics: TopicsConfig::default(),
+            input_format: InputFormat::Auto,
+            output_format: OutputFormat::Protobuf,
+            delivery: Delivery::AtLeastOnce,
+            librdkafka: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for TopicsConfig {
+    fn default() -> Self {
+        TopicsConfig {
+            payments: "payments".into(),
+            entity_tags: "entity-tags".into(),
+            decisions: "decisions".into(),
+            dead_letters: "dead-letters".into(),
+            shadow: "decisions-shadow".into(),
+        }
+    }
+}
+
+impl Default for RulesConfig {
+    fn default() -> Self {
+        RulesConfig {
+            paths: vec![PathBuf::from("rules/payments.veto")],
+            shadow_paths: Vec::new(),
+        }
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            shards: 64,
+            memory_budget: ByteSize::gib(1),
+            data_dir: PathBuf::from("data"),
+            checkpoint_interval: Duration::from_secs(30),
+            distinct_exact_limit: 256,
+        }
+    }
+}
+
+impl Default for TimersConfig {
+    fn default() -> Self {
+        TimersConfig {
+            resolution: Duration::from_millis(1),
+            channel_capacity: 65_536,
+        }
+    }
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            workers: 0,
+            queue_capacity: 1024,
+            max_event_bytes: ByteSize::b(DEFAULT_MAX_EVENT_BYTES as u64),
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            log_format: LogFormat::Human,
+            log_level: "info".into(),
+        }
+    }
+}
+
+/// librdkafka properties Veto sets itself; setting them in `kafka.librdkafka` is an error.
+const RESERVED_LIBRDKAFKA_KEYS: [(&str, &str); 6] = [
+    ("bootstrap.servers", "set kafka.brokers instead"),
+    ("group.id", "set kafka.group_id instead"),
+    ("enable.auto.commit", "Veto commits offsets itself"),
+    ("enable.auto.offset.store", "Veto stores offsets itself"),
+    (
+        "transactional.id",
+        "set kafka.delivery = \"exactly_once\" instead",
+    ),
+    ("enable.idempotence", "Veto always enables it"),
+];
+
+/// Largest accepted `pipeline.max_event_bytes`.
+const MAX_EVENT_BYTES_LIMIT: u64 = 16 * 1024 * 1024;
+
+impl Config {
+    /// Loads `path` (when given) over the defaults, then applies `VETO_SECTION__KEY`
+    /// environment overrides, resolves relative paths against the file's directory and
+    /// validates every value.
+    ///
+    /// Environment variables starting with `VETO_` but without `__` (e.g. `VETO_CONFIG`) are
+    /// not overrides and are ignored.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut figment = Figment::new();
+        if let Some(path) = path {
+            if !path.is_file() {
+                return Err(ConfigError::NotFound {
+                    path: path.to_path_buf(),
+                });
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment.merge(
+            Env::prefixed(ENV_PREFIX)
+                .filter(|key| key.as_str().contains(ENV_SEPARATOR))
+                .split(ENV_SEPARATOR),
+        );
+        let mut config: Config = figment.extract().map_err(from_figment_error)?;
+        config.resolve_relative_paths(&figment);
+        config
+            .validate()
+            .map_err(|(key, message)| ConfigError::Invalid {
+                key: key.to_string(),
+                origin: origin_of(figment.find_metadata(key), key),
+                message,
+            })?;
+        Ok(config)
+    }
+
+    /// Number of worker threads: `pipeline.workers`, or one per available core when 0.
+    pub fn worker_count(&self) -> usize {
+        match self.pipeline.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+
+    /// `pipeline.max_event_bytes` as a byte count (validated to be at most 16 MiB).
+    pub fn max_event_bytes(&self) -> usize {
+        usize::try_from(self.pipeline.max_event_bytes.as_u64()).unwrap_or(usize::MAX)
+    }
+
+    /// Checks values serde cannot: ranges, powers of two, non-empty names.
+    /// Returns the dotted key and the problem.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        let kafka = &self.kafka;
+        let topics = &kafka.topics;
+        let non_empty: [(&'static str, &str); 7] = [
+            ("kafka.brokers", &kafka.brokers),
+            ("kafka.group_id", &kafka.group_id),
+            ("kafka.topics.payments", &topics.payments),
+            ("kafka.topics.entity_tags", &topics.entity_tags),
+            ("kafka.topics.decisions", &topics.decisions),
+            ("kafka.topics.dead_letters", &topics.dead_letters),
+            ("kafka.topics.shadow", &topics.shadow),
+        ];
+        for (key, value) in non_empty {
+            if value.trim().is_empty() {
+                return Err((key, "must not be empty".into()));
+            }
+        }
+        let outputs: [(&'static str, &str); 3] = [
+            ("kafka.topics.decisions", &topics.decisions),
+            ("kafka.topics.dead_letters", &topics.dead_letters),
+            ("kafka.topics.shadow", &topics.shadow),
+        ];
+        for (key, value) in outputs {
+            if value == topics.payments || value == topics.entity_tags {
+                return Err((key, format!("{value:?} is also an input topic")));
+            }
+        }
+        for (reserved, hint) in RESERVED_LIBRDKAFKA_KEYS {
+            if kafka.librdkafka.contains_key(reserved) {
+                return Err((
+                    "kafka.librdkafka",
+                    format!("{reserved:?} is set by Veto; {hint}"),
+                ));
+            }
+        }
+        if self.rules.paths.is_empty() {
+            return Err((
+                "rules.paths",
+                "needs at least one rule file or directory".into(),
+            ));
+        }
+        let shards = self.store.shards;
+        if shards == 0 || !shards.is_power_of_two() || shards > 65_536 {
+            return Err((
+                "store.shards",
+                format!("{shards} is not a power of two between 1 and 65536"),
+            ));
+        }
+        if self.store.memory_budget.as_u64() == 0 {
+            return Err(("store.memory_budget", "must be more than 0 bytes".into()));
+        }
+        if self.store.checkpoint_interval < Duration::from_millis(100) {
+            return Err((
+                "store.checkpoint_interval",
+                format!(
+                    "{} is shorter than 100ms",
+                    humantime::format_duration(self.store.checkpoint_interval)
+                ),
+            ));
+        }
+        if self.store.distinct_exact_limit == 0 {
+            return Err(("store.distinct_exact_limit", "must be at least 1".into()));
+        }
+        let resolution = self.timers.resolution;
+        if resolution < Duration::from_micros(100) || resolution > Duration::from_secs(1) {
+            return Err((
+                "timers.resolution",
+                format!(
+                    "{} is outside 100us..1s",
+                    humantime::format_duration(resolution)
+                ),
+            ));
+        }
+        if self.timers.channel_capacity == 0 {
+            return Err(("timers.channel_capacity", "must be at least 1".into()));
+        }
+        if self.pipeline.queue_capacity == 0 {
+            return Err(("pipeline.queue_capacity", "must be at least 1".into()));
+        }
+        let max_event = self.pipeline.max_event_bytes.as_u64();
+        if max_event == 0 || max_event > MAX_EVENT_BYTES_LIMIT {
+            return Err((
+                "pipeline.max_event_bytes",
+                format!("{max_event} bytes is outside 1 B..16 MiB"),
+            ));
+        }
+        if self.pipeline.drain_timeout.is_zero() {
+            return Err(("pipeline.drain_timeout", "must be more than 0".into()));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.telemetry.log_level) {
+            return Err((
+                "telemetry.log_level",
+                format!("{:?} is not a valid filter: {e}", self.telemetry.log_level),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Makes relative paths set in a file relative to that file's directory.
+    fn resolve_relative_paths(&mut self, figment: &Figment) {
+        let base = |key: &str| -> Option<PathBuf> {
+            match &figment.find_metadata(key)?.source {
+                Some(Source::File(file)) => file.parent().map(Path::to_path_buf),
+                _ => None,
+            }
+        };
+        let resolve = |base: &Option<PathBuf>, path: &mut PathBuf| {
+            if let Some(dir) = base {
+                if path.is_relative() {
+                    *path = dir.join(&*path);
+                }
+            }
+        };
+        let rules_base = base("rules.paths");
+        self.rules
+            .paths
+            .iter_mut()
+            .for_each(|p| resolve(&rules_base, p));
+        let shadow_base = base("rules.shadow_paths");
+        self.rules
+            .shadow_paths
+            .iter_mut()
+            .for_each(|p| resolve(&shadow_base, p));
+        resolve(&base("store.data_dir"), &mut self.store.data_dir);
+    }
+}
+
+/// Converts figment's error (first of possibly several) into one naming the key and its origin.
+fn from_figment_error(err: figment::Error) -> ConfigError {
+    let Some(first) = err.into_iter().next() else {
+        return ConfigError::Syntax {
+            origin: "configuration".into(),
+            message: "unknown error".into(),
+        };
+    };
+    // For unknown fields figment's path already ends with the unknown key.
+    let key = first.path.join(".");
+    let origin = origin_of(first.metadata.as_ref(), &key);
+    let message = first.kind.to_string();
+    if key.is_empty() {
+        ConfigError::Syntax { origin, message }
+    } else {
+        ConfigError::Invalid {
+            key,
+            origin,
+            message,
+        }
+    }
+}
+
+/// Where a key's value came from: the file's path, the environment variable's name, or `default`.
+fn origin_of(metadata: Option<&Metadata>, key: &str) -> String {
+    match metadata {
+        Some(Metadata {
+            source: Some(Source::File(file)),
+            ..
+        }) => file.display().to_string(),
+        Some(md) if md.name.contains("environment") => format!(
+            "environment variable {ENV_PREFIX}{}",
+            key.replace('.', ENV_SEPARATOR).to_ascii_uppercase()
+        ),
+        Some(md) => md.name.to_string(),
+        None => "default".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    /// Runs `body` in a jail (temporary cwd, isolated environment).
+    fn in_jail(body: impl FnOnce(&mut Jail) -> Result<(), figment::Error>) {
+        Jail::expect_with(body);
+    }
+
+    fn load_err(path: &str) -> String {
+        match Config::load(Some(Path::new(path))) {
+            Ok(config) => panic!("expected an error, loaded {config:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn defaults_are_valid_without_a_file() {
+        in_jail(|_| {
+            let config = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(config, Config::default());
+            assert_eq!(config.validate(), Ok(()));
+            assert_eq!(config.telemetry.listen.to_string(), "127.0.0.1:9464");
+            assert_eq!(config.max_event_bytes(), 64 * 1024);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn shipped_example_parses() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("veto.toml");
+        let text = std::fs::read_to_string(&example).expect("veto.toml is shipped");
+        in_jail(|jail| {
+            jail.create_file("veto.toml", &text)?;
+            let config = Config::load(Some(Path::new("veto.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(config.kafka.topics.payments, "payments");
+            assert_eq!(config.timers.resolution, Duration::from_millis(1));
+            assert_eq!(config.store.memory_budget, ByteSize::gib(1));
+            assert_eq!(config.pipeline.max_event_bytes, ByteSize::kib(64));
+            assert!(config.rules.paths[0].ends_with("rules/payments.veto"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn reads_typed_values_and_resolves_paths_against_the_file() {
+        in_jail(|jail| {
+            jail.create_dir("conf")?;
+            jail.create_file(
+                "conf/veto.toml",
+                r#"
+                [kafka]
+                brokers = "k1:9092,k2:9092"
+                input_format = "json"
+                delivery = "exactly_once"
+                librdkafka = { "security.protocol" = "SASL_SSL" }
+                [store]
+                memory_budget = "512MiB"
+                data_dir = "state"
+                checkpoint_interval = "1m 30s"
+                [timers]
+                resolution = "500us"
+                [pipeline]
+                max_event_bytes = "1MiB"
+                "#,
+            )?;
+            let config =
+                Config::load(Some(Path::new("conf/veto.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(config.kafka.brokers, "k1:9092,k2:9092");
+            assert_eq!(config.kafka.input_format, InputFormat::Json);
+            assert_eq!(config.kafka.delivery, Delivery::ExactlyOnce);
+            assert_eq!(config.kafka.librdkafka["security.protocol"], "SASL_SSL");
+            assert_eq!(config.store.memory_budget, ByteSize::mib(512));
+            assert_eq!(config.store.data_dir, Path::new("conf/state"));
+            assert_eq!(config.store.checkpoint_interval, Duration::from_secs(90));
+            assert_eq!(config.timers.resolution, Duration::from_micros(500));
+            assert_eq!(config.max_event_bytes(), 1024 * 1024);
+            assert_eq!(
+                config.rules.paths,
+                [PathBuf::from("rules/payments.veto")],
+                "defaults stay as given"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_file() {
+        in_jail(|jail| {
+            jail.create_file("veto.toml", "[store]\nshardz = 64\n")?;
+            let msg = load_err("veto.toml");
+            assert!(
+                msg.starts_with("veto.toml: store.shardz: unknown field"),
+                "{msg}"
+            );
+            jail.create_file("veto.toml", "[kafak]\nbrokers = \"x\"\n")?;
+            let msg = load_err("veto.toml");
+            assert!(msg.starts_with("veto.toml: kafak: unknown field"), "{msg}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_duration_names_key_and_file() {
+        in_jail(|jail| {
+            jail.create_file("veto.toml", "[timers]\nresolution = \"5 parsecs\"\n")?;
+            let msg = load_err("veto.toml");
+            assert!(msg.starts_with("veto.toml: timers.resolution: "), "{msg}");
+            assert!(msg.contains("parsecs"), "{msg}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_size_names_key_and_file() {
+        in_jail(|jail| {
+            jail.create_file("veto.toml", "[store]\nmemory_budget = \"lots\"\n")?;
+            let msg = load_err("veto.toml");
+            assert!(msg.starts_with("veto.toml: store.memory_budget: "), "{msg}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn missing_file_is_named() {
+        in_jail(|_| {
+            assert_eq!(
+                load_err("nowhere/veto.toml"),
+                "config file nowhere/veto.toml: not found"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn toml_syntax_error_names_file() {
+        in_jail(|jail| {
+            jail.create_file("veto.toml", "[store\nshards = 4\n")?;
+            let msg = load_err("veto.toml");
+            assert!(msg.starts_with("veto.toml"), "{msg}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn validation_errors_name_key_and_origin() {
+        in_jail(|jail| {
+            jail.create_file("veto.toml", "[store]\nshards = 48\n")?;
+            assert_eq!(
+                load_err("veto.toml"),
+                "veto.toml: store.shards: 48 is not a power of two between 1 and 65536"
+            );
+            jail.create_file("veto.toml", "[kafka.librdkafka]\n\"group.id\" = \"x\"\n")?;
+            let msg = load_err("veto.toml");
+            assert!(
+                msg.starts_with("veto.toml: kafka.librdkafka: \"group.id\" is set by Veto"),
+                "{msg}"
+            );
+            jail.create_file("veto.toml", "[telemetry]\nlog_level = \"veto=loud\"\n")?;
+            let msg = load_err("veto.toml");
+            assert!(msg.starts_with("veto.toml: telemetry.log_level: "), "{msg}");
+            jail.create_file("veto.toml", "")?;
+            jail.set_env("VETO_TIMERS__RESOLUTION", "5s");
+            assert_eq!(
+                load_err("veto.toml"),
+                "environment variable VETO_TIMERS__RESOLUTION: timers.resolution: 5s is outside 100us..1s"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn env_overrides_win_over_the_file() {
+        in_jail(|jail| {
+            jail.create_file(
+                "veto.toml",
+                "[kafka]\nbrokers = \"file:9092\"\n[store]\nshards = 8\n[pipeline]\ndrain_timeout = \"3s\"\n",
+            )?;
+            jail.set_env("VETO_KAFKA__BROKERS", "env:9092");
+            jail.set_env("VETO_STORE__SHARDS", "128");
+            jail.set_env("VETO_STORE__MEMORY_BUDGET", "2GiB");
+            jail.set_env("VETO_KAFKA__TOPICS__DECISIONS", "verdicts");
+            jail.set_env("VETO_CONFIG", "not-an-override.toml");
+            jail.set_env("VETO_KAFKA__LIBRDKAFKA", r#"{"sasl.password"="s3cret"}"#);
+            let config = Config::load(Some(Path::new("veto.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(config.kafka.brokers, "env:9092");
+            assert_eq!(config.store.shards, 128);
+            assert_eq!(config.store.memory_budget, ByteSize::gib(2));
+            assert_eq!(config.kafka.topics.decisions, "verdicts");
+            assert_eq!(config.kafka.librdkafka["sasl.password"], "s3cret");
+            assert_eq!(
+                config.pipeline.drain_timeout,
+                Duration::from_secs(3),
+                "file value kept"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_env_override_is_named() {
+        in_jail(|jail| {
+            jail.set_env("VETO_STORE__SHARDZ", "8");
+            let msg = match Config::load(None) {
+                Ok(_) => return Err("expected an error".to_string().into()),
+                Err(e) => e.to_string(),
+            };
+            assert!(
+                msg.starts_with(
+                    "environment variable VETO_STORE__SHARDZ: store.shardz: unknown field"
+                ),
+                "{msg}"
+            );
+            Ok(())
+        });
+    }
+}
