@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# The compose flow as plain processes (no Docker): a tansu broker, `veto run`, `veto-loadgen`;
+# then every produced event must have exactly one decision (read with kcat), some of them not
+# `allow`, and Veto must stop cleanly on SIGTERM. Installs kcat from Debian when missing.
+# Needs tansu (built once by `bash tests/run.sh`, or $VETO_TANSU).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT="$PWD"
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/veto-target}"
+EVENTS="${EVENTS:-3000}"
+RATE="${RATE:-1000}"
+TIMEOUT="${TIMEOUT_SECONDS:-120}"
+TANSU="${VETO_TANSU:-$HOME/.cache/veto-tools/bin/tansu}"
+
+if [ ! -x "$TANSU" ]; then
+  echo "tansu not found at $TANSU: run 'bash tests/run.sh' once (it builds tansu) or set VETO_TANSU" >&2
+  exit 1
+fi
+if ! command -v kcat >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq kcat
+fi
+
+echo "==> cargo build --bins (veto, veto-loadgen)"
+cargo build -q -p veto -p veto-tools --bins
+BIN="$CARGO_TARGET_DIR/debug"
+
+work="$(mktemp -d)"
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  if [ "${KEEP_WORK:-0}" = 1 ]; then echo "work dir kept: $work"; else rm -rf "$work"; fi
+}
+trap cleanup EXIT
+
+port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+BROKERS="127.0.0.1:$port"
+echo "==> tansu on $BROKERS"
+RUST_LOG=warn "$TANSU" broker \
+  --kafka-listener-url "tcp://$BROKERS" --advertised-listener-url "tcp://$BROKERS" \
+  --storage-engine memory://tansu/ >"$work/tansu.log" 2>&1 &
+pids+=("$!")
+for _ in $(seq 1 100); do
+  (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+  sleep 0.1
+done
+
+"$BIN/veto-loadgen" --brokers "$BROKERS" --quiet --create-only \
+  --create-topics payments,decisions,dead-letters,entity-tags,decisions-shadow --partitions 4
+
+cat >"$work/veto.toml" <<TOML
+[kafka]
+brokers = "$BROKERS"
+group_id = "veto-processes-test"
+input_format = "auto"
+output_format = "json"
+
+[rules]
+paths = ["$ROOT/rules/payments.veto"]
+
+[store]
+data_dir = "$work/data"
+
+[telemetry]
+listen = "127.0.0.1:0"
+log_level = "info"
+TOML
+
+echo "==> veto run"
+"$BIN/veto" run --config "$work/veto.toml" >"$work/veto.log" 2>&1 &
+veto_pid=$!
+pids+=("$veto_pid")
+
+# the same stream (same seed, start time and rate) to Kafka and to a file to compare against
+START_MS="$(date +%s%3N)"
+common=(--count "$EVENTS" --rate "$RATE" --seed 7 --users 2000 --fraud-rate 0.2 --start-ms "$START_MS" --quiet)
+echo "==> veto-loadgen: $EVENTS events at $RATE/s"
+"$BIN/veto-loadgen" --brokers "$BROKERS" --topic payments --format json "${common[@]}"
+"$BIN/veto-loadgen" --out "$work/events.jsonl" "${common[@]}" >/dev/null
+
+echo "==> waiting for $EVENTS decisions (timeout ${TIMEOUT}s)"
+deadline=$((SECONDS + TIMEOUT))
+while :; do
+  kcat -C -b "$BROKERS" -t decisions -o beginning -e -q -f '%s\n' >"$work/decisions.jsonl" 2>/dev/null || true
+  have="$(grep -c '"trigger":"event"' "$work/decisions.jsonl" || true)"
+  [ "$have" -ge "$EVENTS" ] && break
+  if ! kill -0 "$veto_pid" 2>/dev/null; then
+    echo "veto exited early; last log lines:" >&2; tail -20 "$work/veto.log" >&2; exit 1
+  fi
+  if [ "$SECONDS" -ge "$deadline" ]; then
+    echo "timed out with $have event decisions; last veto log lines:" >&2; tail -20 "$work/veto.log" >&2; exit 1
+  fi
+  sleep 1
+done
+
+echo "==> checking decisions"
+python3 tests/compose/check_decisions.py --events "$work/events.jsonl" --min "$EVENTS" --require-non-allow \
+  <"$work/decisions.jsonl"
+
+echo "==> SIGTERM veto"
+kill -TERM "$veto_pid"
+status=0; wait "$veto_pid" || status=$?
+if [ "$status" -ne 0 ]; then
+  echo "veto exited with $status after SIGTERM; last log lines:" >&2; tail -20 "$work/veto.log" >&2; exit 1
+fi
+echo "run-processes: OK"

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# One command per benchmark scenario: `bash tools/bench.sh core|e2e [veto-bench args]`.
+# Builds veto + veto-bench (release; VETO_BENCH_PROFILE=dev for a quick unoptimised run), builds
+# the tansu broker once for e2e if missing (as tests/run.sh does), then runs the scenario with
+# --out bench-out/<scenario> unless --out is given. Prints where report.json and the plots are.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ $# -lt 1 ]; then
+  echo "usage: bash tools/bench.sh <core|e2e|timers|swap|spill> [veto-bench args]" >&2
+  exit 2
+fi
+scenario="$1"; shift
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/veto-target}"
+PROFILE="${VETO_BENCH_PROFILE:-release}"
+TOOLS="${VETO_TOOLS_DIR:-$HOME/.cache/veto-tools}"
+TANSU_VERSION=0.6.0
+
+if [ "$scenario" = e2e ] && [ -z "${VETO_TANSU:-}" ] && [ ! -x "$TOOLS/bin/tansu" ]; then
+  case " $* " in
+    *" --brokers"*) ;;
+    *)
+      echo "==> building the tansu broker $TANSU_VERSION into $TOOLS (once)"
+      cargo install tansu --version "$TANSU_VERSION" --no-default-features --features dynostore \
+        --locked --root "$TOOLS" --target-dir "$HOME/.cache/tansu-target"
+      ;;
+  esac
+fi
+
+echo "==> cargo build --profile $PROFILE (veto, veto-bench)"
+cargo build --profile "$PROFILE" -p veto -p veto-tools --bins
+case "$PROFILE" in dev) dir=debug ;; *) dir="$PROFILE" ;; esac
+
+args=("$@")
+case " $* " in *" --out"*) ;; *) args+=(--out "bench-out/$scenario") ;; esac
+exec "$CARGO_TARGET_DIR/$dir/veto-bench" "$scenario" "${args[@]}"

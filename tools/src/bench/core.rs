@@ -1,0 +1,385 @@
+//! Scenario `core`: engine evaluation + state updates in-process on 1..N threads (events/s/core).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use veto::event::{Outcome, PaymentEvent};
+use veto::synth::{Synth, SynthConfig};
+
+use super::machine::MachineInfo;
+use super::plot::{self, Chart, Series};
+use super::report::{now_rfc3339, Report};
+use super::stats::{LatencySummary, PERCENTILES};
+use super::BenchError;
+
+/// Arguments of `veto-bench core`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CoreArgs {
+    /// Output folder for report.json and the plots.
+    #[arg(long, default_value = "bench-out/core")]
+    pub out: PathBuf,
+    /// Rule file(s) the engine runs.
+    #[arg(long, default_value = "rules/payments.veto")]
+    pub rules: PathBuf,
+    /// Thread counts to measure, comma-separated; default 1..=cores.
+    #[arg(long, value_delimiter = ',')]
+    pub threads: Vec<usize>,
+    /// Events each thread processes per measurement.
+    #[arg(long, default_value_t = 200_000)]
+    pub events_per_thread: usize,
+    /// Events each thread processes first, unmeasured, to warm caches and windows.
+    #[arg(long, default_value_t = 20_000)]
+    pub warmup_events: usize,
+    /// Distinct users per thread's stream.
+    #[arg(long, default_value_t = 100_000)]
+    pub users: u64,
+    /// Seed of the synthetic streams (thread i uses seed + i).
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Time one event in every N individually for the latency percentiles.
+    #[arg(long, default_value_t = 64)]
+    pub latency_sample_every: usize,
+}
+
+/// What the core scenario drives: one engine shared by every thread.
+pub trait CoreEngine: Send + Sync {
+    /// Updates the state with `event` and evaluates the rule set on it.
+    fn decide(&self, event: &PaymentEvent) -> Outcome;
+}
+
+/// `veto::decider::Engine` with a scratch tag store and event-time timers.
+pub struct EngineUnderTest {
+    engine: veto::decider::Engine,
+    /// Keeps the scratch store directory alive as long as the engine.
+    _store_dir: tempfile::TempDir,
+}
+
+impl CoreEngine for EngineUnderTest {
+    fn decide(&self, event: &PaymentEvent) -> Outcome {
+        self.engine
+            .decide(event, event.event_time_ms)
+            .decision
+            .outcome
+    }
+}
+
+/// Builds the engine for `rules`, fresh (empty state) for each measurement.
+pub fn load_engine(rules: &Path) -> Result<Arc<dyn CoreEngine>, BenchError> {
+    let report = veto::rules::load(&[rules.to_path_buf()]);
+    let rendered = report.render_human(false);
+    let has_errors = report.has_errors();
+    let Some(rule_set) = report.ruleset.filter(|_| !has_errors) else {
+        return Err(BenchError::Invalid(format!(
+            "{}: rules rejected:\n{rendered}",
+            rules.display()
+        )));
+    };
+    let store_dir = tempfile::tempdir().map_err(|source| BenchError::Io {
+        path: std::env::temp_dir(),
+        source,
+    })?;
+    let store = veto::store::TagStore::open(veto::store::StoreConfig {
+        data_dir: store_dir.path().to_path_buf(),
+        ..veto::store::StoreConfig::default()
+    })
+    .map_err(|e| BenchError::Invalid(format!("scratch tag store: {e}")))?;
+    let timers = Arc::new(veto::decider::EventTimeTimers::default());
+    let engine = veto::decider::Engine::new(Arc::new(rule_set), Arc::new(store), timers);
+    Ok(Arc::new(EngineUnderTest {
+        engine,
+        _store_dir: store_dir,
+    }))
+}
+
+/// One thread count's measurement.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CoreResult {
+    pub threads: usize,
+    pub events: u64,
+    pub seconds: f64,
+    pub events_per_sec: f64,
+    pub events_per_sec_per_core: f64,
+    pub outcomes: std::collections::BTreeMap<String, u64>,
+    /// Per-event engine latency of sampled events.
+    pub latency: Option<LatencySummary>,
+}
+
+struct ThreadRun {
+    elapsed: Duration,
+    samples: Vec<u64>,
+    outcomes: [u64; 4],
+}
+
+fn outcome_index(o: Outcome) -> usize {
+    match o {
+        Outcome::Allow => 0,
+        Outcome::Review => 1,
+        Outcome::Challenge => 2,
+        Outcome::Block => 3,
+    }
+}
+
+/// Measures `engine` on `threads` threads, each with its own pre-generated stream.
+pub fn measure(
+    engine: Arc<dyn CoreEngine>,
+    threads: usize,
+    args: &CoreArgs,
+) -> Result<CoreResult, BenchError> {
+    let streams: Vec<Vec<PaymentEvent>> = (0..threads)
+        .map(|i| {
+            Synth::new(SynthConfig {
+                seed: args.seed + i as u64,
+                users: args.users,
+                ..SynthConfig::default()
+            })
+            .take(args.warmup_events + args.events_per_thread)
+            .collect()
+        })
+        .collect();
+    let barrier = Arc::new(Barrier::new(threads));
+    let every = args.latency_sample_every.max(1);
+    let warmup = args.warmup_events;
+    let handles: Vec<_> = streams
+        .into_iter()
+        .enumerate()
+        .map(|(i, events)| {
+            let (engine, barrier) = (Arc::clone(&engine), Arc::clone(&barrier));
+            std::thread::Builder::new()
+                .name(format!("core-{i}"))
+                .spawn(move || {
+                    let mut outcomes = [0u64; 4];
+                    for event in &events[..warmup] {
+                        std::hint::black_box(engine.decide(event));
+                    }
+                    let measured = &events[warmup..];
+                    let mut samples = Vec::with_capacity(measured.len() / every + 1);
+                    barrier.wait();
+                    let start = Instant::now();
+                    for (n, event) in measured.iter().enumerate() {
+                        let outcome = if n % every == 0 {
+                            let t = Instant::now();
+                            let o = engine.decide(event);
+                            samples.push(t.elapsed().as_nanos() as u64);
+                            o
+                        } else {
+                            engine.decide(event)
+                        };
+                        outcomes[outcome_index(outcome)] += 1;
+                    }
+                    ThreadRun {
+                        elapsed: start.elapsed(),
+                        samples,
+                        outcomes,
+                    }
+                })
+                .map_err(|e| BenchError::Invalid(format!("spawn core thread: {e}")))
+        })
+        .collect::<Result<_, _>>()?;
+    let mut runs = Vec::with_capacity(threads);
+    for h in handles {
+        runs.push(
+            h.join()
+                .map_err(|_| BenchError::Invalid("core thread panicked".into()))?,
+        );
+    }
+    let seconds = runs
+        .iter()
+        .map(|r| r.elapsed.as_secs_f64())
+        .fold(0.0, f64::max);
+    let events = (threads * args.events_per_thread) as u64;
+    let mut samples: Vec<u64> = runs
+        .iter()
+        .flat_map(|r| r.samples.iter().copied())
+        .collect();
+    let mut outcomes = std::collections::BTreeMap::new();
+    for o in Outcome::ALL {
+        let n: u64 = runs.iter().map(|r| r.outcomes[outcome_index(o)]).sum();
+        outcomes.insert(o.name().to_string(), n);
+    }
+    let events_per_sec = if seconds > 0.0 {
+        events as f64 / seconds
+    } else {
+        0.0
+    };
+    Ok(CoreResult {
+        threads,
+        events,
+        seconds,
+        events_per_sec,
+        events_per_sec_per_core: events_per_sec / threads as f64,
+        outcomes,
+        latency: LatencySummary::from_nanos(&mut samples),
+    })
+}
+
+fn plots(out: &Path, results: &[CoreResult]) -> Result<Vec<String>, BenchError> {
+    let throughput = "throughput_vs_threads.png";
+    plot::draw(
+        &out.join(throughput),
+        &Chart {
+            title: "Engine core throughput (evaluation + state updates)",
+            x_label: "threads",
+            y_label: "events/s",
+            series: vec![
+                Series {
+                    name: "events/s".into(),
+                    points: results
+                        .iter()
+                        .map(|r| (r.threads as f64, r.events_per_sec))
+                        .collect(),
+                },
+                Series {
+                    name: "events/s per core".into(),
+                    points: results
+                        .iter()
+                        .map(|r| (r.threads as f64, r.events_per_sec_per_core))
+                        .collect(),
+                },
+            ],
+            log_y: false,
+        },
+    )?;
+    let latency = "latency_vs_threads.png";
+    plot::draw(
+        &out.join(latency),
+        &Chart {
+            title: "Engine latency per event",
+            x_label: "threads",
+            y_label: "latency (µs, log)",
+            series: PERCENTILES
+                .iter()
+                .enumerate()
+                .map(|(i, (name, _))| Series {
+                    name: (*name).to_string(),
+                    points: results
+                        .iter()
+                        .filter_map(|r| r.latency.map(|l| (r.threads as f64, l.by_index(i))))
+                        .collect(),
+                })
+                .collect(),
+            log_y: true,
+        },
+    )?;
+    Ok(vec![throughput.into(), latency.into()])
+}
+
+/// Runs the scenario with the engine from [`load_engine`] and writes the report.
+pub fn run(args: &CoreArgs) -> Result<PathBuf, BenchError> {
+    run_with(args, || load_engine(&args.rules))
+}
+
+/// Runs the scenario with engines from `make_engine` (one fresh engine per thread count).
+pub fn run_with(
+    args: &CoreArgs,
+    make_engine: impl Fn() -> Result<Arc<dyn CoreEngine>, BenchError>,
+) -> Result<PathBuf, BenchError> {
+    let started = Instant::now();
+    let started_at = now_rfc3339();
+    let machine = MachineInfo::collect();
+    let threads: Vec<usize> = if args.threads.is_empty() {
+        (1..=machine.cores).collect()
+    } else {
+        args.threads.clone()
+    };
+    if threads.contains(&0) || args.events_per_thread == 0 {
+        return Err(BenchError::Invalid(
+            "--threads and --events-per-thread must be positive".into(),
+        ));
+    }
+    let mut results = Vec::new();
+    for &t in &threads {
+        let result = measure(make_engine()?, t, args)?;
+        eprintln!(
+            "core: {t} thread(s): {:.0} events/s, {:.0} events/s/core, p99 {:.1} µs",
+            result.events_per_sec,
+            result.events_per_sec_per_core,
+            result.latency.map(|l| l.p99_us).unwrap_or(f64::NAN)
+        );
+        results.push(result);
+    }
+    std::fs::create_dir_all(&args.out).map_err(|source| BenchError::Io {
+        path: args.out.clone(),
+        source,
+    })?;
+    let plots = plots(&args.out, &results)?;
+    let report = Report {
+        scenario: "core".into(),
+        started_at,
+        duration_seconds: started.elapsed().as_secs_f64(),
+        machine,
+        params: serde_json::json!({
+            "rules": args.rules,
+            "threads": threads,
+            "events_per_thread": args.events_per_thread,
+            "warmup_events": args.warmup_events,
+            "users": args.users,
+            "seed": args.seed,
+            "latency_sample_every": args.latency_sample_every,
+        }),
+        results: serde_json::json!({ "runs": results }),
+        plots,
+    };
+    report.write(&args.out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// Counts events and blocks every sanctioned-geo payment: enough to exercise the harness.
+    struct CountingEngine(AtomicU64);
+
+    impl CoreEngine for CountingEngine {
+        fn decide(&self, event: &PaymentEvent) -> Outcome {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            match event.ip_country.as_deref() {
+                Some("KP" | "IR" | "SY") => Outcome::Block,
+                _ => Outcome::Allow,
+            }
+        }
+    }
+
+    fn args(out: PathBuf) -> CoreArgs {
+        CoreArgs {
+            out,
+            rules: PathBuf::from("rules/payments.veto"),
+            threads: vec![1, 2],
+            events_per_thread: 5_000,
+            warmup_events: 100,
+            users: 1_000,
+            seed: 1,
+            latency_sample_every: 10,
+        }
+    }
+
+    #[test]
+    fn measures_every_event_on_every_thread_count() {
+        let engine = Arc::new(CountingEngine(AtomicU64::new(0)));
+        let a = args(PathBuf::new());
+        let result = measure(engine.clone(), 2, &a).expect("measure");
+        assert_eq!(result.events, 10_000);
+        assert_eq!(engine.0.load(Ordering::Relaxed), 2 * 5_100);
+        assert_eq!(result.outcomes.values().sum::<u64>(), 10_000);
+        assert_eq!(result.latency.expect("samples").count, 2 * 500);
+        assert!(result.events_per_sec > 0.0);
+    }
+
+    #[test]
+    fn writes_report_and_plots() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let a = args(dir.path().join("core"));
+        let report = run_with(&a, || {
+            Ok(Arc::new(CountingEngine(AtomicU64::new(0))) as Arc<dyn CoreEngine>)
+        })
+        .expect("run");
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(report).expect("read")).expect("json");
+        assert_eq!(json["results"]["runs"].as_array().map(Vec::len), Some(2));
+        for plot in json["plots"].as_array().expect("plots") {
+            let name = plot.as_str().expect("name");
+            assert!(a.out.join(name).metadata().expect("png").len() > 1_000);
+        }
+    }
+}

@@ -1,0 +1,909 @@
+//! Scenario `e2e`: Kafka end-to-end throughput and latency of `veto run` beside a no-rules passthrough.
+//!
+//! For each system, on the same broker in the same run, with its own input and output topics:
+//! 1. saturation: `--saturation-events` events are produced before the system starts; its
+//!    throughput is the rate from its first to its last decision;
+//! 2. fixed rates: for each of `--rates`, events are produced at that rate for `--step`, and the
+//!    latency of each event (produce call → decision consumed by the harness) is recorded.
+//!
+//! Veto's saturation throughput is reported as a ratio of the passthrough's.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+use veto::proto;
+use veto::synth::{Synth, SynthConfig};
+
+use super::broker::Broker;
+use super::kafka::{consumer_config, create_topics};
+use super::machine::MachineInfo;
+use super::passthrough::Passthrough;
+use super::plot::{self, Chart, Series};
+use super::report::{now_rfc3339, Report};
+use super::stats::{per_slice, LatencySummary, PERCENTILES};
+use super::BenchError;
+use crate::loadgen::producer_config;
+use crate::pace::Pacer;
+use crate::wire::{self, EventFormat};
+
+/// The systems the scenario can put under load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SystemKind {
+    /// The no-rules consumer→producer baseline inside the harness.
+    Passthrough,
+    /// The `veto run` binary as a child process.
+    Veto,
+}
+
+impl SystemKind {
+    fn name(self) -> &'static str {
+        match self {
+            SystemKind::Passthrough => "passthrough",
+            SystemKind::Veto => "veto",
+        }
+    }
+}
+
+/// Arguments of `veto-bench e2e`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct E2eArgs {
+    /// Output folder for report.json, plots and logs.
+    #[arg(long, default_value = "bench-out/e2e")]
+    pub out: PathBuf,
+    /// Kafka bootstrap servers; default: start tansu on a free 127.0.0.1 port.
+    #[arg(long)]
+    pub brokers: Option<String>,
+    /// The `veto` binary; default: `veto` next to this executable.
+    #[arg(long, env = "VETO_BIN")]
+    pub veto: Option<PathBuf>,
+    /// Rule file(s) Veto runs.
+    #[arg(long, default_value = "rules/payments.veto")]
+    pub rules: PathBuf,
+    /// Partitions of every topic the scenario creates.
+    #[arg(long, default_value_t = 4)]
+    pub partitions: i32,
+    /// Events queued before a system starts, to measure its saturation throughput.
+    #[arg(long, default_value_t = 50_000)]
+    pub saturation_events: u64,
+    /// Offered loads of the fixed-rate steps, events/s, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1000,2000,5000")]
+    pub rates: Vec<f64>,
+    /// Length of each fixed-rate step.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub step: Duration,
+    /// How long to wait for the last decisions of a phase.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
+    /// Event encoding on the input topics.
+    #[arg(long, value_enum, default_value_t = EventFormat::Protobuf)]
+    pub format: EventFormat,
+    /// Seed of the synthetic stream.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Distinct users in the synthetic stream.
+    #[arg(long, default_value_t = 100_000)]
+    pub users: u64,
+    /// Systems to measure, in order, comma-separated.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "passthrough,veto"
+    )]
+    pub systems: Vec<SystemKind>,
+}
+
+/// Send and receive times of every event of one system's run, indexed by event number.
+struct Tracker {
+    base: Instant,
+    sent_ns: Vec<AtomicU64>,
+    recv_ns: Vec<AtomicU64>,
+    duplicates: AtomicU64,
+    foreign: AtomicU64,
+}
+
+impl Tracker {
+    fn new(events: usize) -> Tracker {
+        Tracker {
+            base: Instant::now(),
+            sent_ns: (0..events).map(|_| AtomicU64::new(0)).collect(),
+            recv_ns: (0..events).map(|_| AtomicU64::new(0)).collect(),
+            duplicates: AtomicU64::new(0),
+            foreign: AtomicU64::new(0),
+        }
+    }
+
+    /// Nanoseconds since `base`, never 0 (0 marks "not yet").
+    fn now_ns(&self) -> u64 {
+        (self.base.elapsed().as_nanos() as u64).max(1)
+    }
+
+    fn record_decision(&self, event_id: &str) {
+        let index = parse_event_index(event_id).filter(|&i| i < self.recv_ns.len());
+        let Some(index) = index else {
+            self.foreign.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let now = self.now_ns();
+        if self.recv_ns[index]
+            .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            self.duplicates.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn received_in(&self, range: std::ops::Range<usize>) -> usize {
+        self.recv_ns[range]
+            .iter()
+            .filter(|r| r.load(Ordering::Relaxed) != 0)
+            .count()
+    }
+}
+
+/// The id the harness gives event number `index`.
+pub fn event_id(index: usize) -> String {
+    format!("bench-{index}")
+}
+
+/// The event number of a harness event id.
+pub fn parse_event_index(id: &str) -> Option<usize> {
+    id.strip_prefix("bench-")?.parse().ok()
+}
+
+/// Consumes a system's output topic and records every event decision.
+struct Receiver {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Result<(), BenchError>>>,
+}
+
+impl Receiver {
+    fn start(
+        brokers: &str,
+        topic: &str,
+        partitions: i32,
+        tracker: Arc<Tracker>,
+    ) -> Result<Receiver, BenchError> {
+        let consumer: BaseConsumer = consumer_config(brokers, "veto-bench-receiver").create()?;
+        let mut assignment = TopicPartitionList::new();
+        for p in 0..partitions {
+            assignment.add_partition_offset(topic, p, Offset::Beginning)?;
+        }
+        consumer.assign(&assignment)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop_flag = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("receiver".into())
+            .spawn(move || {
+                while !stop_flag.load(Ordering::Relaxed) {
+                    let Some(message) = consumer.poll(Duration::from_millis(50)) else {
+                        continue;
+                    };
+                    let message = message?;
+                    let Some(value) = message.payload() else {
+                        tracker.foreign.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    };
+                    match wire::decode_decision(value) {
+                        Ok(d) if d.trigger == proto::Trigger::Timeout as i32 || d.shadow => {}
+                        Ok(d) => tracker.record_decision(&d.event_id),
+                        Err(_) => {
+                            tracker.foreign.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                Ok(())
+            })
+            .map_err(|e| BenchError::Invalid(format!("spawn receiver thread: {e}")))?;
+        Ok(Receiver {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    fn stop(mut self) -> Result<(), BenchError> {
+        self.stop.store(true, Ordering::Relaxed);
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(BenchError::Invalid("receiver thread panicked".into())),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Produces numbered synthetic events to the input topic.
+struct Sender {
+    producer: ThreadedProducer<rdkafka::producer::DefaultProducerContext>,
+    synth: Synth,
+    topic: String,
+    format: EventFormat,
+}
+
+impl Sender {
+    /// Sends events `range` at `rate` (None = flat out), stamping each send time.
+    fn send(
+        &mut self,
+        range: std::ops::Range<usize>,
+        rate: Option<f64>,
+        tracker: &Tracker,
+    ) -> Result<(), BenchError> {
+        let pacer = Pacer::new(rate);
+        for (k, index) in range.enumerate() {
+            pacer.pace(k as u64);
+            let mut event = self
+                .synth
+                .next()
+                .ok_or_else(|| BenchError::Invalid("synthetic stream ended".into()))?;
+            event.event_id = event_id(index);
+            let payload = wire::encode_event(&event, self.format);
+            let mut record = BaseRecord::to(&self.topic)
+                .key(wire::event_key(&event))
+                .payload(&payload);
+            tracker.sent_ns[index].store(tracker.now_ns(), Ordering::Relaxed);
+            loop {
+                match self.producer.send(record) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                        record = r;
+                        self.producer.poll(Duration::from_millis(1));
+                    }
+                    Err((e, _)) => return Err(e.into()),
+                }
+            }
+        }
+        self.producer.flush(Duration::from_secs(60))?;
+        Ok(())
+    }
+}
+
+/// A running system under test.
+enum Running {
+    Passthrough(Passthrough),
+    Veto(VetoProcess),
+}
+
+impl Running {
+    fn veto_process(&mut self) -> Option<&mut VetoProcess> {
+        match self {
+            Running::Veto(v) => Some(v),
+            Running::Passthrough(_) => None,
+        }
+    }
+
+    fn stop(self) -> Result<(), BenchError> {
+        match self {
+            Running::Passthrough(p) => p.stop(),
+            Running::Veto(v) => v.stop(),
+        }
+    }
+}
+
+/// `veto run --config FILE` as a child process.
+pub struct VetoProcess {
+    child: Child,
+    log: PathBuf,
+}
+
+/// Topics and names one system uses.
+#[derive(Debug, Clone)]
+pub struct SystemTopics {
+    pub input: String,
+    pub output: String,
+    pub dead_letters: String,
+    pub tags: String,
+    pub shadow: String,
+}
+
+impl SystemTopics {
+    fn for_system(kind: SystemKind) -> SystemTopics {
+        let name = kind.name();
+        SystemTopics {
+            input: format!("bench-{name}-payments"),
+            output: format!("bench-{name}-decisions"),
+            dead_letters: format!("bench-{name}-dead-letters"),
+            tags: format!("bench-{name}-entity-tags"),
+            shadow: format!("bench-{name}-shadow"),
+        }
+    }
+}
+
+/// The `veto.toml` the harness runs Veto with.
+pub fn veto_config(
+    brokers: &str,
+    topics: &SystemTopics,
+    rules: &Path,
+    format: EventFormat,
+    state_dir: &Path,
+) -> String {
+    let format = match format {
+        EventFormat::Protobuf => "protobuf",
+        EventFormat::Json => "json",
+    };
+    let q = |v: &str| toml::Value::String(v.to_string()).to_string();
+    format!(
+        "[kafka]\nbrokers = {}\ngroup_id = \"veto-bench\"\ninput_format = {}\noutput_format = \"protobuf\"\n\n\
+         [kafka.topics]\npayments = {}\ndecisions = {}\ndead_letters = {}\nentity_tags = {}\nshadow = {}\n\n\
+         [rules]\npaths = [{}]\n\n\
+         [store]\ndata_dir = {}\n\n\
+         [telemetry]\nlisten = \"127.0.0.1:0\"\nlog_format = \"json\"\nlog_level = \"warn\"\n",
+        q(brokers),
+        q(format),
+        q(&topics.input),
+        q(&topics.output),
+        q(&topics.dead_letters),
+        q(&topics.tags),
+        q(&topics.shadow),
+        q(&rules.display().to_string()),
+        q(&state_dir.display().to_string()),
+    )
+}
+
+impl VetoProcess {
+    fn start(binary: &Path, config: &Path, log: PathBuf) -> Result<VetoProcess, BenchError> {
+        let file = std::fs::File::create(&log).map_err(|source| BenchError::Io {
+            path: log.clone(),
+            source,
+        })?;
+        let file_err = file.try_clone().map_err(|source| BenchError::Io {
+            path: log.clone(),
+            source,
+        })?;
+        let child = Command::new(binary)
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(file)
+            .stderr(file_err)
+            .spawn()
+            .map_err(|e| BenchError::Veto(format!("spawn {}: {e}", binary.display())))?;
+        Ok(VetoProcess { child, log })
+    }
+
+    /// Fails when the process has already exited (bad config, missing subcommand, crash).
+    fn check_alive(&mut self) -> Result<(), BenchError> {
+        match self.child.try_wait() {
+            Ok(Some(status)) => {
+                let tail = std::fs::read_to_string(&self.log).unwrap_or_default();
+                let tail: Vec<&str> = tail.lines().rev().take(15).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                Err(BenchError::Veto(format!(
+                    "exited early with {status}; last lines of {}:\n{}",
+                    self.log.display(),
+                    tail.join("\n")
+                )))
+            }
+            Ok(None) => Ok(()),
+            Err(e) => Err(BenchError::Veto(e.to_string())),
+        }
+    }
+
+    /// SIGTERM, then up to 30 s for the graceful drain, then kill.
+    fn stop(mut self) -> Result<(), BenchError> {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return if status.success() {
+                    Ok(())
+                } else {
+                    Err(BenchError::Veto(format!(
+                        "exited with {status} after SIGTERM; see {}",
+                        self.log.display()
+                    )))
+                };
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        Err(BenchError::Veto(
+            "did not exit within 30 s of SIGTERM; killed".into(),
+        ))
+    }
+}
+
+impl Drop for VetoProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The `veto` binary: `--veto`, `$VETO_BIN`, else next to this executable.
+pub fn veto_binary(given: Option<&Path>) -> Result<PathBuf, BenchError> {
+    let path = match given {
+        Some(p) => p.to_path_buf(),
+        None => std::env::current_exe()
+            .map_err(|e| BenchError::Veto(e.to_string()))?
+            .with_file_name("veto"),
+    };
+    if path.exists() {
+        Ok(path)
+    } else {
+        Err(BenchError::Veto(format!(
+            "{} not found: build it (`cargo build --release --bin veto`) or pass --veto",
+            path.display()
+        )))
+    }
+}
+
+/// Throughput of a phase measured from its first to its last decision.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SaturationResult {
+    pub events: u64,
+    pub received: u64,
+    pub seconds: f64,
+    pub events_per_sec: f64,
+}
+
+/// One fixed-rate step.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StepResult {
+    pub offered_rate: f64,
+    pub sent: u64,
+    pub received: u64,
+    /// Decisions per second from the step's first send to its last decision.
+    pub achieved_rate: f64,
+    pub latency: Option<LatencySummary>,
+    /// Per-second latency percentiles: (seconds since the step began, summary).
+    #[serde(skip)]
+    pub per_second: Vec<(f64, LatencySummary)>,
+}
+
+/// Everything measured for one system.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SystemResult {
+    pub system: SystemKind,
+    pub saturation: SaturationResult,
+    pub steps: Vec<StepResult>,
+    pub duplicates: u64,
+    pub foreign_records: u64,
+}
+
+fn wait_for(
+    tracker: &Tracker,
+    range: std::ops::Range<usize>,
+    timeout: Duration,
+    veto: Option<&mut VetoProcess>,
+) -> Result<usize, BenchError> {
+    let deadline = Instant::now() + timeout;
+    let want = range.len();
+    let mut veto = veto;
+    loop {
+        let got = tracker.received_in(range.clone());
+        if got >= want || Instant::now() >= deadline {
+            return Ok(got);
+        }
+        if let Some(v) = veto.as_deref_mut() {
+            v.check_alive()?;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn saturation_result(tracker: &Tracker, range: std::ops::Range<usize>) -> SaturationResult {
+    let recv: Vec<u64> = tracker.recv_ns[range.clone()]
+        .iter()
+        .map(|r| r.load(Ordering::Relaxed))
+        .filter(|&r| r != 0)
+        .collect();
+    let first = recv.iter().copied().min().unwrap_or(0);
+    let last = recv.iter().copied().max().unwrap_or(0);
+    let seconds = (last.saturating_sub(first)) as f64 / 1e9;
+    SaturationResult {
+        events: range.len() as u64,
+        received: recv.len() as u64,
+        seconds,
+        events_per_sec: if seconds > 0.0 {
+            (recv.len().saturating_sub(1)) as f64 / seconds
+        } else {
+            0.0
+        },
+    }
+}
+
+fn step_result(tracker: &Tracker, range: std::ops::Range<usize>, offered: f64) -> StepResult {
+    let step_start = tracker.sent_ns[range.start].load(Ordering::Relaxed);
+    let mut samples = Vec::with_capacity(range.len());
+    let mut last_recv = step_start;
+    for i in range.clone() {
+        let sent = tracker.sent_ns[i].load(Ordering::Relaxed);
+        let recv = tracker.recv_ns[i].load(Ordering::Relaxed);
+        if sent != 0 && recv != 0 {
+            samples.push((
+                Duration::from_nanos(sent.saturating_sub(step_start)),
+                recv.saturating_sub(sent),
+            ));
+            last_recv = last_recv.max(recv);
+        }
+    }
+    let per_second = per_slice(&samples, Duration::from_secs(1));
+    let mut latencies: Vec<u64> = samples.iter().map(|(_, l)| *l).collect();
+    let seconds = last_recv.saturating_sub(step_start) as f64 / 1e9;
+    StepResult {
+        offered_rate: offered,
+        sent: range.len() as u64,
+        received: samples.len() as u64,
+        achieved_rate: if seconds > 0.0 {
+            samples.len() as f64 / seconds
+        } else {
+            0.0
+        },
+        latency: LatencySummary::from_nanos(&mut latencies),
+        per_second,
+    }
+}
+
+fn run_system(
+    kind: SystemKind,
+    args: &E2eArgs,
+    brokers: &str,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<SystemResult, BenchError> {
+    let topics = SystemTopics::for_system(kind);
+    runtime.block_on(create_topics(
+        brokers,
+        &[
+            &topics.input,
+            &topics.output,
+            &topics.dead_letters,
+            &topics.tags,
+        ],
+        args.partitions,
+    ))?;
+    let step_events: Vec<usize> = args
+        .rates
+        .iter()
+        .map(|r| (r * args.step.as_secs_f64()).round().max(1.0) as usize)
+        .collect();
+    let saturation = args.saturation_events as usize;
+    let total = saturation + step_events.iter().sum::<usize>();
+    let tracker = Arc::new(Tracker::new(total));
+    let receiver = Receiver::start(
+        brokers,
+        &topics.output,
+        args.partitions,
+        Arc::clone(&tracker),
+    )?;
+    let mut sender = Sender {
+        producer: producer_config(brokers, &[]).create()?,
+        synth: Synth::new(SynthConfig {
+            seed: args.seed,
+            users: args.users,
+            ..SynthConfig::default()
+        }),
+        topic: topics.input.clone(),
+        format: args.format,
+    };
+
+    eprintln!("[{}] queueing {saturation} events", kind.name());
+    sender.send(0..saturation, None, &tracker)?;
+    eprintln!("[{}] starting", kind.name());
+    let mut running = match kind {
+        SystemKind::Passthrough => Running::Passthrough(Passthrough::start(
+            brokers,
+            &topics.input,
+            &topics.output,
+            args.format,
+        )?),
+        SystemKind::Veto => {
+            let binary = veto_binary(args.veto.as_deref())?;
+            // the config lives in --out and Veto resolves relative paths against it: use absolute ones.
+            let absolute = |p: &Path| {
+                std::fs::canonicalize(p).map_err(|source| BenchError::Io {
+                    path: p.to_path_buf(),
+                    source,
+                })
+            };
+            let rules = absolute(&args.rules)?;
+            let state_dir = absolute(&args.out)?.join("veto-state");
+            let config_path = args.out.join("veto.toml");
+            let config = veto_config(brokers, &topics, &rules, args.format, &state_dir);
+            std::fs::write(&config_path, config).map_err(|source| BenchError::Io {
+                path: config_path.clone(),
+                source,
+            })?;
+            Running::Veto(VetoProcess::start(
+                &binary,
+                &config_path,
+                args.out.join("veto.log"),
+            )?)
+        }
+    };
+    // startup (group join) is not part of the measured interval, but it bounds the wait.
+    let got = wait_for(
+        &tracker,
+        0..saturation,
+        args.drain_timeout + Duration::from_secs(30),
+        running.veto_process(),
+    )?;
+    let saturation_res = saturation_result(&tracker, 0..saturation);
+    eprintln!(
+        "[{}] saturation: {got}/{saturation} decisions, {:.0} events/s",
+        kind.name(),
+        saturation_res.events_per_sec
+    );
+    let mut steps = Vec::new();
+    let mut start = saturation;
+    for (rate, count) in args.rates.iter().zip(&step_events) {
+        let range = start..start + count;
+        sender.send(range.clone(), Some(*rate), &tracker)?;
+        wait_for(
+            &tracker,
+            range.clone(),
+            args.drain_timeout,
+            running.veto_process(),
+        )?;
+        let step = step_result(&tracker, range.clone(), *rate);
+        eprintln!(
+            "[{}] {rate:.0} events/s offered: {}/{} decisions, achieved {:.0}/s, p50 {:.0} µs, p99 {:.0} µs",
+            kind.name(),
+            step.received,
+            step.sent,
+            step.achieved_rate,
+            step.latency.map(|l| l.p50_us).unwrap_or(f64::NAN),
+            step.latency.map(|l| l.p99_us).unwrap_or(f64::NAN),
+        );
+        steps.push(step);
+        start = range.end;
+    }
+    running.stop()?;
+    receiver.stop()?;
+    Ok(SystemResult {
+        system: kind,
+        saturation: saturation_res,
+        steps,
+        duplicates: tracker.duplicates.load(Ordering::Relaxed),
+        foreign_records: tracker.foreign.load(Ordering::Relaxed),
+    })
+}
+
+fn plots(out: &Path, results: &[SystemResult], step: Duration) -> Result<Vec<String>, BenchError> {
+    let mut written = Vec::new();
+    // latency percentiles over time: steps laid end to end on one time axis.
+    let mut series = Vec::new();
+    for r in results {
+        for (pi, (pname, _)) in PERCENTILES.iter().enumerate().filter(|(i, _)| *i != 1) {
+            let mut points = Vec::new();
+            for (si, s) in r.steps.iter().enumerate() {
+                let offset = si as f64 * step.as_secs_f64();
+                points.extend(
+                    s.per_second
+                        .iter()
+                        .map(|(t, l)| (offset + t, l.by_index(pi))),
+                );
+            }
+            series.push(Series {
+                name: format!("{} {pname}", r.system.name()),
+                points,
+            });
+        }
+    }
+    let file = "latency_over_time.png";
+    plot::draw(
+        &out.join(file),
+        &Chart {
+            title: "End-to-end latency per second (steps at increasing offered load)",
+            x_label: "seconds of fixed-rate load",
+            y_label: "latency (µs, log)",
+            series,
+            log_y: true,
+        },
+    )?;
+    written.push(file.to_string());
+
+    let mut series: Vec<Series> = results
+        .iter()
+        .map(|r| Series {
+            name: r.system.name().to_string(),
+            points: r
+                .steps
+                .iter()
+                .map(|s| (s.offered_rate, s.achieved_rate))
+                .collect(),
+        })
+        .collect();
+    if let Some(r) = results.first() {
+        series.push(Series {
+            name: "offered".into(),
+            points: r
+                .steps
+                .iter()
+                .map(|s| (s.offered_rate, s.offered_rate))
+                .collect(),
+        });
+    }
+    let file = "throughput_vs_offered_load.png";
+    plot::draw(
+        &out.join(file),
+        &Chart {
+            title: "Achieved vs offered throughput",
+            x_label: "offered load (events/s)",
+            y_label: "decisions/s",
+            series,
+            log_y: false,
+        },
+    )?;
+    written.push(file.to_string());
+
+    let series = results
+        .iter()
+        .flat_map(|r| {
+            [(2usize, "p99"), (0, "p50")].map(|(pi, pname)| Series {
+                name: format!("{} {pname}", r.system.name()),
+                points: r
+                    .steps
+                    .iter()
+                    .filter_map(|s| s.latency.map(|l| (s.offered_rate, l.by_index(pi))))
+                    .collect(),
+            })
+        })
+        .collect();
+    let file = "latency_vs_offered_load.png";
+    plot::draw(
+        &out.join(file),
+        &Chart {
+            title: "End-to-end latency vs offered load",
+            x_label: "offered load (events/s)",
+            y_label: "latency (µs, log)",
+            series,
+            log_y: true,
+        },
+    )?;
+    written.push(file.to_string());
+    Ok(written)
+}
+
+/// Runs the scenario and writes the report; returns the report's path.
+pub fn run(args: &E2eArgs) -> Result<PathBuf, BenchError> {
+    if args.systems.is_empty() || args.partitions < 1 || args.rates.iter().any(|r| *r <= 0.0) {
+        return Err(BenchError::Invalid(
+            "need at least one system, --partitions >= 1 and positive --rates".into(),
+        ));
+    }
+    std::fs::create_dir_all(&args.out).map_err(|source| BenchError::Io {
+        path: args.out.clone(),
+        source,
+    })?;
+    let started = Instant::now();
+    let started_at = now_rfc3339();
+    let machine = MachineInfo::collect();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| BenchError::Invalid(e.to_string()))?;
+    let broker = Broker::start(args.brokers.as_deref(), &args.out)?;
+    let mut results = Vec::new();
+    for kind in &args.systems {
+        results.push(run_system(*kind, args, &broker.info.bootstrap, &runtime)?);
+    }
+    let broker_info = broker.info.clone();
+    drop(broker);
+    let throughput = |k: SystemKind| {
+        results
+            .iter()
+            .find(|r| r.system == k)
+            .map(|r| r.saturation.events_per_sec)
+    };
+    let ratio = match (
+        throughput(SystemKind::Veto),
+        throughput(SystemKind::Passthrough),
+    ) {
+        (Some(v), Some(p)) if p > 0.0 => Some(v / p),
+        _ => None,
+    };
+    let plots = plots(&args.out, &results, args.step)?;
+    let report = Report {
+        scenario: "e2e".into(),
+        started_at,
+        duration_seconds: started.elapsed().as_secs_f64(),
+        machine,
+        params: serde_json::json!({
+            "brokers": args.brokers,
+            "rules": args.rules,
+            "partitions": args.partitions,
+            "saturation_events": args.saturation_events,
+            "rates": args.rates,
+            "step_seconds": args.step.as_secs_f64(),
+            "format": args.format,
+            "seed": args.seed,
+            "users": args.users,
+            "systems": args.systems,
+        }),
+        results: serde_json::json!({
+            "broker": broker_info,
+            "systems": results,
+            "veto_vs_passthrough_throughput_ratio": ratio,
+        }),
+        plots,
+    };
+    if let Some(ratio) = ratio {
+        eprintln!("veto / passthrough saturation throughput: {ratio:.3}");
+    }
+    report.write(&args.out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_ids_round_trip() {
+        assert_eq!(parse_event_index(&event_id(12345)), Some(12345));
+        assert_eq!(parse_event_index("ev-42-1"), None);
+        assert_eq!(parse_event_index("bench-x"), None);
+    }
+
+    #[test]
+    fn tracker_counts_duplicates_and_foreign_records() {
+        let tracker = Tracker::new(3);
+        tracker.record_decision("bench-1");
+        tracker.record_decision("bench-1");
+        tracker.record_decision("bench-9");
+        tracker.record_decision("other");
+        assert_eq!(tracker.received_in(0..3), 1);
+        assert_eq!(tracker.duplicates.load(Ordering::Relaxed), 1);
+        assert_eq!(tracker.foreign.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn step_latency_is_receive_minus_send() {
+        let tracker = Tracker::new(4);
+        for (i, (sent, recv)) in [(1_000, 11_000), (2_000, 22_000), (3_000, 0), (4_000, 9_000)]
+            .into_iter()
+            .enumerate()
+        {
+            tracker.sent_ns[i].store(sent, Ordering::Relaxed);
+            tracker.recv_ns[i].store(recv, Ordering::Relaxed);
+        }
+        let step = step_result(&tracker, 0..4, 100.0);
+        assert_eq!(step.sent, 4);
+        assert_eq!(step.received, 3);
+        let latency = step.latency.expect("samples");
+        assert_eq!(latency.max_us, 20.0);
+        assert_eq!(latency.p50_us, 10.0);
+        let sat = saturation_result(&tracker, 0..4);
+        assert_eq!(sat.received, 3);
+        assert!((sat.seconds - 13e-6).abs() < 1e-12);
+    }
+
+    #[test]
+    fn veto_config_names_the_systems_topics() {
+        let topics = SystemTopics::for_system(SystemKind::Veto);
+        let text = veto_config(
+            "127.0.0.1:9092",
+            &topics,
+            Path::new("rules/payments.veto"),
+            EventFormat::Protobuf,
+            Path::new("/tmp/state"),
+        );
+        let parsed: toml::Table = text.parse().expect("valid toml");
+        assert_eq!(parsed["kafka"]["brokers"].as_str(), Some("127.0.0.1:9092"));
+        assert_eq!(
+            parsed["kafka"]["topics"]["payments"].as_str(),
+            Some("bench-veto-payments")
+        );
+        assert!(text.contains("bench-veto-payments"));
+        assert!(text.contains("bench-veto-decisions"));
+    }
+}
