@@ -92,7 +92,9 @@ pub fn main(cli: Cli) -> ExitCode {
         cli.log_level.as_deref().unwrap_or("info"),
     );
     let code = match cli.command {
-        Command::Check(args) => crate::rules::run_check(&args.paths, args.format == DiagFormat::Json),
+        Command::Check(args) => {
+            crate::rules::run_check(&args.paths, args.format == DiagFormat::Json)
+        }
         Command::Test(args) => crate::ruletest::run_tests(&args.paths),
         Command::Run(args) => report(crate::service::run_service(args.config.as_deref())),
         Command::Demo(args) => report(crate::demo::run_demo(args)),

@@ -181,8 +181,12 @@ impl Engine {
         }
         for arm in &eval.arm {
             if let Some(seq) = sequences.get(arm.sequence) {
-                self.timers
-                    .arm(&seq.rule, &arm.key, event, Duration::from_millis(arm.within_ms));
+                self.timers.arm(
+                    &seq.rule,
+                    &arm.key,
+                    event,
+                    Duration::from_millis(arm.within_ms),
+                );
             }
         }
     }

@@ -21,7 +21,12 @@ use crate::service::{now_ms, serve};
 use crate::synth::{Synth, SynthConfig};
 
 const PAYMENTS: &str = "payments";
-const TOPICS: [&str; 4] = ["entity-tags", "decisions", "dead-letters", "decisions-shadow"];
+const TOPICS: [&str; 4] = [
+    "entity-tags",
+    "decisions",
+    "dead-letters",
+    "decisions-shadow",
+];
 
 /// Runs the demo until Ctrl-C (or `--seconds`).
 pub fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
@@ -160,8 +165,9 @@ fn spawn_summary(
             let mut last_print = Instant::now();
             while !stop.load(Ordering::SeqCst) {
                 if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
-                    if let Some(Ok(decision)) =
-                        message.payload().map(|p| decode_decision(p, InputFormat::Auto))
+                    if let Some(Ok(decision)) = message
+                        .payload()
+                        .map(|p| decode_decision(p, InputFormat::Auto))
                     {
                         tally.add(&decision);
                     }

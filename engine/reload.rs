@@ -75,8 +75,9 @@ pub async fn load_rules(paths: Vec<PathBuf>) -> Result<Arc<RuleSet>, String> {
 /// Loads rule files and runs the set's own tests; on failure returns the rendered diagnostics.
 pub fn load_rules_blocking(paths: &[PathBuf]) -> Result<Arc<RuleSet>, String> {
     let report = crate::rules::load(paths);
+    let failed = report.has_errors();
     let rendered = report.render_human(false);
-    let Some(rules) = report.ruleset.filter(|_| !report.has_errors()) else {
+    let Some(rules) = report.ruleset.filter(|_| !failed) else {
         return Err(rendered);
     };
     let rules = Arc::new(rules);
@@ -84,10 +85,7 @@ pub fn load_rules_blocking(paths: &[PathBuf]) -> Result<Arc<RuleSet>, String> {
     if failures.is_empty() {
         Ok(rules)
     } else {
-        Err(format!(
-            "rule tests failed:\n{}",
-            failures.join("\n")
-        ))
+        Err(format!("rule tests failed:\n{}", failures.join("\n")))
     }
 }
 

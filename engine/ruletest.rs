@@ -29,7 +29,10 @@ pub fn run_tests(paths: &[PathBuf]) -> i32 {
             }
             Err(why) => {
                 failed += 1;
-                println!("test {} ... FAILED ({}:{})\n  {why}", test.name, test.file, test.line);
+                println!(
+                    "test {} ... FAILED ({}:{})\n  {why}",
+                    test.name, test.file, test.line
+                );
             }
         }
     }
@@ -83,9 +86,10 @@ pub fn run_one(rules: &Arc<RuleSet>, test: &RuleTest) -> Result<(), String> {
         let decision = engine
             .timeout_decision(&timer.rule, timer.event_id.clone(), timer.txn_id.clone(), 0)
             .ok_or_else(|| format!("sequence rule `{}` not found", expected.rule))?;
-        if let Some(why) = expected
-            .expect
-            .mismatch(decision.outcome, decision.score, &decision.hits)
+        if let Some(why) =
+            expected
+                .expect
+                .mismatch(decision.outcome, decision.score, &decision.hits)
         {
             return Err(format!("timeout of `{}`: {why}", expected.rule));
         }

@@ -181,8 +181,7 @@ fn pipeline_settings(config: &Config) -> PipelineSettings {
         entity_tags_topic: kafka.topics.entity_tags.clone(),
         decisions_topic: kafka.topics.decisions.clone(),
         dead_letters_topic: kafka.topics.dead_letters.clone(),
-        shadow_topic: (!config.rules.shadow_paths.is_empty())
-            .then(|| kafka.topics.shadow.clone()),
+        shadow_topic: (!config.rules.shadow_paths.is_empty()).then(|| kafka.topics.shadow.clone()),
         input_format: kafka.input_format,
         output_format: kafka.output_format,
         librdkafka: kafka.librdkafka.clone(),
@@ -232,12 +231,19 @@ fn cancel_removed_sequences(timers: &TimerService, old: &RuleSet, new: &RuleSet)
 }
 
 /// Turns fired timers into timeout decisions for the pipeline to publish.
-async fn forward_timeouts(mut fired: FiredReceiver, engine: Arc<Engine>, out: mpsc::Sender<Decision>) {
+async fn forward_timeouts(
+    mut fired: FiredReceiver,
+    engine: Arc<Engine>,
+    out: mpsc::Sender<Decision>,
+) {
     while let Some(fired) = fired.recv().await {
         let payload = fired.payload;
-        let Some(decision) =
-            engine.timeout_decision(&payload.rule, payload.event_id, payload.txn_id, fired.fired_at_ms)
-        else {
+        let Some(decision) = engine.timeout_decision(
+            &payload.rule,
+            payload.event_id,
+            payload.txn_id,
+            fired.fired_at_ms,
+        ) else {
             continue; // the sequence rule was removed by a swap
         };
         if out.send(decision).await.is_err() {
@@ -297,8 +303,9 @@ impl LiveDecider {
 
 impl Decider for LiveDecider {
     fn decide(&self, event: &PaymentEvent) -> Vec<Decision> {
-        let decided_at_ms = now_ms();
-        vec![self.engine.decide(event, decided_at_ms).decision]
+        let decision = self.engine.decide(event, now_ms()).decision;
+        rules_hit(&decision);
+        vec![decision]
     }
 
     fn apply_tag_update(&self, update: &TagUpdate) {
@@ -335,6 +342,13 @@ impl Decider for LiveDecider {
             .iter()
             .find(|o| o.topic == topic && o.partition == partition)
             .map(|o| o.offset)
+    }
+}
+
+/// Counts `veto_rule_hits_total{rule}` for every rule that matched.
+fn rules_hit(decision: &Decision) {
+    for hit in &decision.hits {
+        metrics::counter!("veto_rule_hits_total", "rule" => hit.rule.to_string()).increment(1);
     }
 }
 

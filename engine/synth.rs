@@ -260,14 +260,13 @@ mod tests {
             ..Default::default()
         };
         let events: Vec<_> = Synth::new(cfg).take(20_000).collect();
-        assert!(events
-            .iter()
-            .any(|e| e.ip_country.as_deref() == Some("KP")
-                || e.ip_country.as_deref() == Some("IR")
-                || e.ip_country.as_deref() == Some("SY")));
-        assert!(events
-            .iter()
-            .any(|e| e.card_id.as_deref().is_some_and(|c| c.starts_with("card-t-"))));
+        assert!(events.iter().any(|e| e.ip_country.as_deref() == Some("KP")
+            || e.ip_country.as_deref() == Some("IR")
+            || e.ip_country.as_deref() == Some("SY")));
+        assert!(events.iter().any(|e| e
+            .card_id
+            .as_deref()
+            .is_some_and(|c| c.starts_with("card-t-"))));
         assert!(events
             .iter()
             .any(|e| e.amount_minor.unwrap_or(0) >= 600_000));

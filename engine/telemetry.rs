@@ -18,9 +18,7 @@ pub const EVAL_BUCKETS: &[f64] = &[
 ];
 
 /// Histogram buckets (seconds) for `veto_timer_lateness_seconds`: 100 µs .. 1 s.
-pub const LATENESS_BUCKETS: &[f64] = &[
-    1e-4, 2.5e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 5e-2, 1e-1, 1.0,
-];
+pub const LATENESS_BUCKETS: &[f64] = &[1e-4, 2.5e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 5e-2, 1e-1, 1.0];
 
 /// Errors of the telemetry layer.
 #[derive(Debug, thiserror::Error)]
@@ -36,7 +34,15 @@ pub enum TelemetryError {
 
 /// Log output format (`telemetry.log_format`, `--log-format`).
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum LogFormat {
@@ -106,10 +112,12 @@ pub async fn serve(
             addr: listen,
             source,
         })?;
-    let bound = listener.local_addr().map_err(|source| TelemetryError::Bind {
-        addr: listen,
-        source,
-    })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| TelemetryError::Bind {
+            addr: listen,
+            source,
+        })?;
     let upkeep = metrics.clone();
     let app = Router::new()
         .route("/metrics", get(metrics_handler))

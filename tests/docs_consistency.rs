@@ -54,7 +54,11 @@ fn config_reference_lists_exactly_the_config_struct_keys() {
 
     let documented = table_keys(&operations_md(), "Configuration reference");
     let doc_keys: BTreeSet<String> = documented.iter().cloned().collect();
-    assert_eq!(doc_keys.len(), documented.len(), "a config key is documented twice");
+    assert_eq!(
+        doc_keys.len(),
+        documented.len(),
+        "a config key is documented twice"
+    );
 
     let undocumented: Vec<_> = struct_keys.difference(&doc_keys).collect();
     let unknown: Vec<_> = doc_keys.difference(&struct_keys).collect();
@@ -79,7 +83,10 @@ fn engine_sources(dir: &Path, out: &mut String) {
 #[test]
 fn every_documented_metric_is_emitted_by_the_engine() {
     let metrics = table_keys(&operations_md(), "Metrics");
-    assert!(metrics.len() >= 10, "the metrics table is missing or short: {metrics:?}");
+    assert!(
+        metrics.len() >= 10,
+        "the metrics table is missing or short: {metrics:?}"
+    );
     let mut source = String::new();
     engine_sources(&repo_file("engine"), &mut source);
     let missing: Vec<_> = metrics
@@ -91,6 +98,9 @@ fn every_documented_metric_is_emitted_by_the_engine() {
         "documented in docs/operations.md but never emitted in engine/: {missing:?}"
     );
     for name in &metrics {
-        assert!(name.starts_with("veto_"), "{name}: metric names start with veto_");
+        assert!(
+            name.starts_with("veto_"),
+            "{name}: metric names start with veto_"
+        );
     }
 }
