@@ -132,7 +132,7 @@ impl Synth {
             txn_id: Some(self.next_id("txn")),
             user_id: Some(format!("user-{user}")),
             card_id: Some(format!("card-{}", user * 2 + (self.seq % 2))),
-            device_id: Some(format!("dev-{user}")),
+            device_id: Some(format!("device-{user}")),
             ip: Some(format!(
                 "10.{}.{}.{}",
                 (user >> 16) & 0xff,
@@ -207,7 +207,7 @@ impl Synth {
             Pattern::NewDeviceBigAmount => {
                 for i in 0..4 {
                     let mut auth = self.base_auth(fraud_user, at_ms + i * 1_000);
-                    auth.device_id = Some(format!("dev-new-{}-{i}", self.seq));
+                    auth.device_id = Some(format!("device-new-{}-{i}", self.seq));
                     if i == 3 {
                         auth.amount_minor = Some(self.rng.random_range(600_000..2_000_000));
                     }
