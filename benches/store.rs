@@ -78,10 +78,13 @@ fn workload(seed: u64) -> Vec<Event> {
         .collect()
 }
 
+/// Per entity: for each feature id, its sorted (bucket, count, sum) list.
+type DashEntity = Vec<(u64, Vec<(i64, u32, f64)>)>;
+
 /// The same per-entity work on `dashmap`: sorted (bucket, count, sum) lists per feature.
 #[derive(Default)]
 struct DashStore {
-    maps: [DashMap<Box<str>, Vec<(u64, Vec<(i64, u32, f64)>)>, ahash::RandomState>; 5],
+    maps: [DashMap<Box<str>, DashEntity, ahash::RandomState>; 5],
 }
 
 impl DashStore {

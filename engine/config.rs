@@ -483,6 +483,8 @@ fn origin_of(metadata: Option<&Metadata>, key: &str) -> String {
     }
 }
 
+// figment::Jail dictates the closures' error type (figment::Error, which is large).
+#[allow(clippy::result_large_err)]
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,8 +18,8 @@ fn demo_shows_every_outcome_within_seconds() {
     );
     let last = stdout
         .lines()
-        .filter(|l| l.contains("decisions") && l.contains("allow"))
-        .last()
+        .rev()
+        .find(|l| l.contains("decisions") && l.contains("allow"))
         .unwrap_or_else(|| panic!("no summary line in: {stdout}"));
     for outcome in ["allow", "review", "challenge", "block"] {
         let count: u64 = last
