@@ -22,6 +22,8 @@ use crate::timer::{FiredReceiver, TimerConfig, TimerKey, TimerPayload, TimerServ
 
 /// Runs the service until SIGTERM/SIGINT: loads the config, installs signal handlers, serves.
 pub fn run_service(config_path: Option<&Path>) -> anyhow::Result<()> {
+    // Handlers first: a SIGTERM during start-up must drain, not kill.
+    let signals = reload::listen_signals().context("install signal handlers")?;
     let config = Config::load(config_path)?;
     telemetry::init_logging(config.telemetry.log_format, &config.telemetry.log_level);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -30,7 +32,6 @@ pub fn run_service(config_path: Option<&Path>) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("start the async runtime")?;
-    let signals = reload::listen_signals().context("install signal handlers")?;
     let summary = runtime.block_on(serve(config, signals.reload, reload::stopped(signals.stop)))?;
     tracing::info!(
         events = summary.events_decided,

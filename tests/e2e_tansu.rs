@@ -206,7 +206,8 @@ fn sigterm_mid_stream_then_restart_decides_every_event_exactly_once() {
     })
     .take(400)
     .collect();
-    produce_events(&brokers, &events);
+    let (first, second) = events.split_at(200);
+    produce_events(&brokers, first);
     let data = tempfile::tempdir().expect("tempdir");
     let rules = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("rules/payments.veto");
     let config = write_config(data.path(), &brokers, "veto-e2e", &rules);
@@ -217,6 +218,8 @@ fn sigterm_mid_stream_then_restart_decides_every_event_exactly_once() {
     read_decisions(&consumer, &mut seen, |s| s.len() >= 50);
     sigterm_and_wait(veto);
 
+    // The second half arrives while Veto is down; the restarted process decides the rest.
+    produce_events(&brokers, second);
     let veto = start_veto(&config);
     let total = events.len();
     read_decisions(&consumer, &mut seen, |s| s.len() >= total);
