@@ -101,7 +101,8 @@ pub enum Delivery {
     /// A partition's offset is stored only after its decisions are acknowledged.
     #[default]
     AtLeastOnce,
-    /// Decisions and consumer offsets are committed in one Kafka transaction.
+    /// Decisions and consumer offsets in one Kafka transaction. Not implemented yet:
+    /// `veto run` refuses to start with it.
     ExactlyOnce,
 }
 

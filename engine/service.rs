@@ -10,7 +10,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 
-use crate::config::Config;
+use crate::config::{Config, Delivery};
 use crate::decider::{Engine, TimerSink};
 use crate::event::{Decision, PaymentEvent, TagUpdate};
 use crate::pipeline::{self, Decider, PipelineSettings, PipelineStatus, RunSummary};
@@ -58,6 +58,16 @@ pub async fn serve(
     reloads: mpsc::Receiver<Instant>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<RunSummary> {
+    if config.kafka.delivery == Delivery::ExactlyOnce {
+        anyhow::bail!(
+            "kafka.delivery: \"exactly_once\" is not implemented yet; use \"at_least_once\""
+        );
+    }
+    if !config.rules.shadow_paths.is_empty() {
+        anyhow::bail!(
+            "rules.shadow_paths: shadow rule sets are not implemented yet; leave it empty"
+        );
+    }
     let metrics = metrics_handle()?;
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
