@@ -346,3 +346,59 @@ fn sigusr1_swaps_good_files_and_rejects_a_bad_one() {
     }
     sigterm_and_wait(veto);
 }
+
+#[test]
+fn a_burst_of_50_sigusr1_keeps_the_service_up_and_ends_on_the_last_file() {
+    let (_broker, brokers) = start_broker();
+    create_topics(&brokers);
+    let data = tempfile::tempdir().expect("tempdir");
+    let shipped = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("rules");
+    let rules_dir = data.path().join("rules");
+    std::fs::create_dir_all(rules_dir.join("lists")).expect("mkdir");
+    for list in std::fs::read_dir(shipped.join("lists")).expect("lists") {
+        let list = list.expect("entry").path();
+        std::fs::copy(
+            &list,
+            rules_dir
+                .join("lists")
+                .join(list.file_name().expect("name")),
+        )
+        .expect("copy list");
+    }
+    let source = std::fs::read_to_string(shipped.join("payments.veto")).expect("read rules");
+    let rules = rules_dir.join("payments.veto");
+    let with_version = |v: &str| {
+        source.replace(
+            "version \"payments-2026.11.1\"",
+            &format!("version \"{v}\""),
+        )
+    };
+    std::fs::write(&rules, with_version("burst-0")).expect("write rules");
+    let config = write_config(data.path(), &brokers, "veto-burst", &rules);
+    let veto = start_veto(&config);
+    let consumer = decisions_reader(&brokers, "burst-reader");
+    let mut synth = Synth::new(SynthConfig {
+        seed: 9,
+        ..SynthConfig::default()
+    });
+    let first = synth.next().expect("event");
+    produce_events(&brokers, std::slice::from_ref(&first));
+    assert_eq!(version_of(&consumer, &first.event_id), "burst-0");
+
+    for i in 1..=50 {
+        std::fs::write(&rules, with_version(&format!("burst-{i}"))).expect("write rules");
+        send_sigusr1(&veto);
+        let batch: Vec<_> = synth.by_ref().take(5).collect();
+        produce_events(&brokers, &batch);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let e = synth.next().expect("event");
+        produce_events(&brokers, std::slice::from_ref(&e));
+        if version_of(&consumer, &e.event_id) == "burst-50" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the last file never went live");
+    }
+    sigterm_and_wait(veto);
+}
