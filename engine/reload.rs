@@ -196,3 +196,30 @@ fn rules_rejected(diagnostics: &str) {
         "rule reload rejected, the previous rule set keeps running"
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compile(src: &str) -> RuleSet {
+        let report = crate::rules::compile_source("t.veto", src, std::path::Path::new("."));
+        assert!(!report.has_errors(), "{}", report.render_human(false));
+        report.ruleset.expect("rule set")
+    }
+
+    #[test]
+    fn diff_names_added_removed_and_changed_rules_only() {
+        let lists = "list geo = [\"KP\", \"IR\", \"SY\", \"CU\", \"NG\", \"RU\", \"BY\", \"VE\", \"XX\", \"YY\"]\n";
+        let old = compile(&format!(
+            "{lists}rule keep when ip_country in geo then block\nrule edit when amount > 5 then review\nrule gone when amount > 9 then review\n"
+        ));
+        let new = compile(&format!(
+            "{lists}rule keep when ip_country in geo then block\nrule edit when amount > 6 then review\nrule fresh when amount > 1 then review\n"
+        ));
+        let diff = RuleDiff::between(&old, &new);
+        let names = |v: &[Arc<str>]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(names(&diff.added), ["fresh"]);
+        assert_eq!(names(&diff.removed), ["gone"]);
+        assert_eq!(names(&diff.changed), ["edit"]);
+    }
+}

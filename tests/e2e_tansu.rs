@@ -237,6 +237,27 @@ fn sigterm_mid_stream_then_restart_decides_every_event_exactly_once() {
     }
 }
 
+/// Copies the shipped rule set (and its lists) under `dir`; returns the rule file's path and a
+/// function giving its text with another `version` line.
+fn copy_shipped_rules(dir: &std::path::Path) -> (PathBuf, impl Fn(&str) -> String) {
+    let shipped = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("rules");
+    let rules_dir = dir.join("rules");
+    std::fs::create_dir_all(rules_dir.join("lists")).expect("mkdir");
+    for list in std::fs::read_dir(shipped.join("lists")).expect("lists") {
+        let list = list.expect("entry").path();
+        let name = list.file_name().expect("name").to_owned();
+        std::fs::copy(&list, rules_dir.join("lists").join(name)).expect("copy list");
+    }
+    let source = std::fs::read_to_string(shipped.join("payments.veto")).expect("read rules");
+    let with_version = move |v: &str| {
+        source.replace(
+            "version \"payments-2026.11.1\"",
+            &format!("version \"{v}\""),
+        )
+    };
+    (rules_dir.join("payments.veto"), with_version)
+}
+
 fn send_sigusr1(veto: &Killed) {
     let status = Command::new("kill")
         .args(["-USR1", &veto.0.id().to_string()])

@@ -59,10 +59,18 @@ pub enum ListValues {
 const SMALL_LIST: usize = 8;
 
 /// A set of strings: an ahash set, plus a flat copy when small.
-#[derive(Debug)]
 pub struct StrSet {
     small: Option<Box<[Box<str>]>>,
     set: AHashSet<Box<str>>,
+}
+
+/// Sorted, so two sets with the same values print alike (the reload diff compares printed rules).
+impl std::fmt::Debug for StrSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut values: Vec<&str> = self.iter().collect();
+        values.sort_unstable();
+        f.debug_set().entries(values).finish()
+    }
 }
 
 impl StrSet {
