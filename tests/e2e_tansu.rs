@@ -286,27 +286,7 @@ fn sigusr1_swaps_good_files_and_rejects_a_bad_one() {
     let (_broker, brokers) = start_broker();
     create_topics(&brokers);
     let data = tempfile::tempdir().expect("tempdir");
-    let shipped = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("rules");
-    let rules_dir = data.path().join("rules");
-    std::fs::create_dir_all(rules_dir.join("lists")).expect("mkdir");
-    for list in std::fs::read_dir(shipped.join("lists")).expect("lists") {
-        let list = list.expect("entry").path();
-        std::fs::copy(
-            &list,
-            rules_dir
-                .join("lists")
-                .join(list.file_name().expect("name")),
-        )
-        .expect("copy list");
-    }
-    let source = std::fs::read_to_string(shipped.join("payments.veto")).expect("read rules");
-    let rules = rules_dir.join("payments.veto");
-    let with_version = |v: &str| {
-        source.replace(
-            "version \"payments-2026.11.1\"",
-            &format!("version \"{v}\""),
-        )
-    };
+    let (rules, with_version) = copy_shipped_rules(data.path());
     std::fs::write(&rules, with_version("v1")).expect("write rules");
     let config = write_config(data.path(), &brokers, "veto-swap", &rules);
     let log_path = data.path().join("veto.log");
@@ -373,27 +353,7 @@ fn a_burst_of_50_sigusr1_keeps_the_service_up_and_ends_on_the_last_file() {
     let (_broker, brokers) = start_broker();
     create_topics(&brokers);
     let data = tempfile::tempdir().expect("tempdir");
-    let shipped = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("rules");
-    let rules_dir = data.path().join("rules");
-    std::fs::create_dir_all(rules_dir.join("lists")).expect("mkdir");
-    for list in std::fs::read_dir(shipped.join("lists")).expect("lists") {
-        let list = list.expect("entry").path();
-        std::fs::copy(
-            &list,
-            rules_dir
-                .join("lists")
-                .join(list.file_name().expect("name")),
-        )
-        .expect("copy list");
-    }
-    let source = std::fs::read_to_string(shipped.join("payments.veto")).expect("read rules");
-    let rules = rules_dir.join("payments.veto");
-    let with_version = |v: &str| {
-        source.replace(
-            "version \"payments-2026.11.1\"",
-            &format!("version \"{v}\""),
-        )
-    };
+    let (rules, with_version) = copy_shipped_rules(data.path());
     std::fs::write(&rules, with_version("burst-0")).expect("write rules");
     let config = write_config(data.path(), &brokers, "veto-burst", &rules);
     let veto = start_veto(&config);
