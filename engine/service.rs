@@ -165,16 +165,7 @@ pub async fn serve(
     )
     .await;
     let summary = result.context("pipeline")?;
-    let final_offsets: Vec<PartitionOffset> = summary
-        .final_offsets
-        .iter()
-        .map(|(topic, partition, offset)| PartitionOffset {
-            topic: topic.clone(),
-            partition: *partition,
-            offset: *offset,
-        })
-        .collect();
-    live.merge_offsets(&final_offsets);
+    live.merge_offsets(&summary.final_offsets);
     let checkpoint = live.clone();
     tokio::task::spawn_blocking(move || checkpoint.checkpoint())
         .await?
@@ -289,15 +280,20 @@ struct LiveDecider {
 }
 
 impl LiveDecider {
-    fn merge_offsets(&self, offsets: &[PartitionOffset]) {
+    /// Records the pipeline's `(topic, partition, next offset)` triples, keeping the newest.
+    fn merge_offsets(&self, offsets: &[(String, i32, i64)]) {
         let mut safe = self.safe_offsets.lock();
-        for new in offsets {
+        for (topic, partition, offset) in offsets {
             match safe
                 .iter_mut()
-                .find(|o| o.topic == new.topic && o.partition == new.partition)
+                .find(|o| o.topic == *topic && o.partition == *partition)
             {
-                Some(o) => o.offset = o.offset.max(new.offset),
-                None => safe.push(new.clone()),
+                Some(o) => o.offset = o.offset.max(*offset),
+                None => safe.push(PartitionOffset {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    offset: *offset,
+                }),
             }
         }
     }
@@ -324,15 +320,7 @@ impl Decider for LiveDecider {
     }
 
     fn on_safe_offsets(&self, offsets: &[(String, i32, i64)]) {
-        let offsets: Vec<PartitionOffset> = offsets
-            .iter()
-            .map(|(topic, partition, offset)| PartitionOffset {
-                topic: topic.clone(),
-                partition: *partition,
-                offset: *offset,
-            })
-            .collect();
-        self.merge_offsets(&offsets);
+        self.merge_offsets(offsets);
         let due = {
             let mut last = self.last_checkpoint.lock();
             let due = last.elapsed() >= self.checkpoint_interval;

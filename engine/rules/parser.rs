@@ -606,24 +606,34 @@ impl Parser<'_> {
         Ok(left)
     }
 
+    /// A prefix operator (the current token) applied to what `operand` parses, nesting bounded
+    /// by `MAX_DEPTH`.
+    fn prefix(
+        &mut self,
+        operand: fn(&mut Self) -> PResult<Expr>,
+        wrap: fn(Box<Expr>) -> ExprKind,
+    ) -> PResult<Expr> {
+        let start = self.span();
+        self.pos += 1;
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            self.depth -= 1;
+            return self.fail("a shallower expression");
+        }
+        let inner = operand(self);
+        self.depth -= 1;
+        let inner = inner?;
+        let span = start.to(inner.span);
+        self.operator(span)?;
+        Ok(Expr {
+            kind: wrap(Box::new(inner)),
+            span,
+        })
+    }
+
     fn not_expr(&mut self) -> PResult<Expr> {
         if self.is_word("not") {
-            let start = self.span();
-            self.pos += 1;
-            self.depth += 1;
-            if self.depth > MAX_DEPTH {
-                self.depth -= 1;
-                return self.fail("a shallower expression");
-            }
-            let inner = self.not_expr();
-            self.depth -= 1;
-            let inner = inner?;
-            let span = start.to(inner.span);
-            self.operator(span)?;
-            return Ok(Expr {
-                kind: ExprKind::Not(Box::new(inner)),
-                span,
-            });
+            return self.prefix(Self::not_expr, ExprKind::Not);
         }
         self.comparison()
     }
@@ -746,22 +756,7 @@ impl Parser<'_> {
 
     fn unary(&mut self) -> PResult<Expr> {
         if matches!(self.peek(), Tok::Minus) {
-            let start = self.span();
-            self.pos += 1;
-            self.depth += 1;
-            if self.depth > MAX_DEPTH {
-                self.depth -= 1;
-                return self.fail("a shallower expression");
-            }
-            let inner = self.unary();
-            self.depth -= 1;
-            let inner = inner?;
-            let span = start.to(inner.span);
-            self.operator(span)?;
-            return Ok(Expr {
-                kind: ExprKind::Neg(Box::new(inner)),
-                span,
-            });
+            return self.prefix(Self::unary, ExprKind::Neg);
         }
         self.primary()
     }
