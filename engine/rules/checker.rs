@@ -1116,49 +1116,36 @@ impl Checker<'_> {
     fn need_num(&mut self, e: &Expr, t: Typed, what: &str) -> Option<NumExpr> {
         match t {
             Typed::Num(n) => Some(n),
-            Typed::Error => None,
-            t => {
-                let text = self.text(e.span);
-                self.error(
-                    e.span,
-                    format!("{what} needs a number; `{text}` is {}", t.type_name()),
-                    None,
-                );
-                None
-            }
+            t => self.wrong_type(e, &t, what, "a number"),
         }
     }
 
     fn need_str(&mut self, e: &Expr, t: Typed, what: &str) -> Option<StrExpr> {
         match t {
             Typed::Str(s) => Some(s),
-            Typed::Error => None,
-            t => {
-                let text = self.text(e.span);
-                self.error(
-                    e.span,
-                    format!("{what} needs a string; `{text}` is {}", t.type_name()),
-                    None,
-                );
-                None
-            }
+            t => self.wrong_type(e, &t, what, "a string"),
         }
     }
 
     fn need_bool(&mut self, e: &Expr, t: Typed, what: &str) -> Option<Pred> {
         match t {
             Typed::Bool(p) => Some(p),
-            Typed::Error => None,
-            t => {
-                let text = self.text(e.span);
-                self.error(
-                    e.span,
-                    format!("{what} needs a condition; `{text}` is {}", t.type_name()),
-                    None,
-                );
-                None
-            }
+            t => self.wrong_type(e, &t, what, "a condition"),
         }
+    }
+
+    /// Reports that `e` (of type `t`) is not the `wanted` kind `what` needs; silent for
+    /// `Typed::Error`, which was reported where it arose.
+    fn wrong_type<T>(&mut self, e: &Expr, t: &Typed, what: &str, wanted: &str) -> Option<T> {
+        if !matches!(t, Typed::Error) {
+            let text = self.text(e.span);
+            self.error(
+                e.span,
+                format!("{what} needs {wanted}; `{text}` is {}", t.type_name()),
+                None,
+            );
+        }
+        None
     }
 
     fn expr(&mut self, e: &Expr, scope: Scope) -> Typed {
