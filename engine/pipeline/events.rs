@@ -153,9 +153,9 @@ pub fn offsets_committed(count: usize, result: Result<(), &rdkafka::error::Kafka
     }
 }
 
-/// A worker's queue is full: the partition is paused until the worker catches up.
-pub fn partition_paused(topic: &str, partition: i32) {
-    debug!(topic, partition, "worker queue full, partition paused");
+/// A worker's queue is full: the source waits (and fetching stops) until the worker catches up.
+pub fn worker_queue_full(topic: &str, partition: i32) {
+    debug!(topic, partition, "worker queue full, source waiting");
     counter!("veto_backpressure_pauses_total").increment(1);
 }
 

@@ -149,7 +149,7 @@ impl Sink {
             .set("client.id", "veto")
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("linger.ms", "5")
+            .set("linger.ms", "2")
             .set(
                 "message.max.bytes",
                 (settings.max_event_bytes + 64 * 1024)

@@ -5,7 +5,7 @@
 //! off: the source commits, every `commit_interval`, the offsets up to which every message's
 //! outputs are acknowledged (see [`super::ack`]).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
@@ -32,8 +32,8 @@ use super::Decider;
 
 /// How long `poll` blocks when idle; bounds how fast a shutdown request is noticed.
 const IDLE_POLL: Duration = Duration::from_millis(100);
-/// How long `poll` blocks while some partition waits for room in its worker's queue.
-const BACKPRESSURE_POLL: Duration = Duration::from_millis(5);
+/// How long one wait for room in a worker's queue lasts before shutdown is checked again.
+const BACKPRESSURE_WAIT: Duration = Duration::from_millis(50);
 /// How often drains check for progress.
 const DRAIN_CHECK: Duration = Duration::from_millis(2);
 /// Deadline for reading committed offsets when a partition is assigned.
@@ -44,8 +44,6 @@ const COMMITTED_LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
 struct Assignment {
     payments: HashMap<i32, Arc<PartitionSlot>>,
     entity_tags: HashMap<i32, Arc<PartitionSlot>>,
-    /// Items of paused partitions waiting for room in their worker's queue, in offset order.
-    parked: HashMap<(TopicKind, i32), VecDeque<WorkItem>>,
 }
 
 impl Assignment {
@@ -175,7 +173,6 @@ impl SourceContext {
                 let Some(kind) = self.kind_of(elem.topic()) else {
                     continue;
                 };
-                assignment.parked.remove(&(kind, elem.partition()));
                 if let Some(slot) = assignment.slots_mut(kind).remove(&elem.partition()) {
                     slot.revoke();
                     self.status.remove_partition(&slot.topic, slot.partition);
@@ -432,6 +429,8 @@ impl Source {
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "false")
             .set("auto.offset.reset", "earliest")
+            // Latency first: a fetch returns within 5 ms even when little data is waiting.
+            .set("fetch.wait.max.ms", "5")
             .set("statistics.interval.ms", "1000");
         for (key, value) in &settings.librdkafka {
             config.set(key, value);
@@ -487,16 +486,7 @@ impl Source {
             if let Some((code, reason)) = self.sink.fatal_error() {
                 break PipelineError::ProducerFatal { code, reason };
             }
-            let backlog = match self.dispatch_parked() {
-                Ok(backlog) => backlog,
-                Err(error) => break error,
-            };
-            let timeout = if backlog {
-                BACKPRESSURE_POLL
-            } else {
-                IDLE_POLL
-            };
-            let message = match self.consumer.poll(timeout) {
+            let message = match self.consumer.poll(IDLE_POLL) {
                 None => None,
                 Some(Ok(message)) => Some(self.to_work_item(&message)),
                 Some(Err(error)) => {
@@ -534,86 +524,40 @@ impl Source {
         })
     }
 
-    /// Hands an item to its worker; when the queue is full the partition is paused and the
-    /// item parked until there is room.
-    fn dispatch(&mut self, item: WorkItem) -> Result<(), PipelineError> {
-        let key = (item.slot.kind, item.slot.partition);
-        let mut assignment = self.context().assignment.lock();
-        if let Some(parked) = assignment.parked.get_mut(&key) {
-            parked.push_back(item);
-            return Ok(());
-        }
+    /// Hands an item to its worker, waiting while the worker's queue is full.
+    ///
+    /// Waiting here (not polling) is the backpressure: librdkafka's fetch queue is bounded
+    /// too, so fetching stops, and heartbeats continue on librdkafka's own thread. An item
+    /// still waiting when shutdown starts or its partition is revoked is dropped: it was
+    /// never registered, so its offset is never committed and it is consumed again later.
+    fn dispatch(&mut self, mut item: WorkItem) -> Result<(), PipelineError> {
         let slot = Arc::clone(&item.slot);
-        match self.workers.try_dispatch(item) {
-            Ok(()) => {
-                slot.note_dispatched();
-                Ok(())
-            }
-            Err(DispatchError::Full(item)) => {
-                assignment.parked.insert(key, VecDeque::from([item]));
-                drop(assignment);
-                self.set_paused(&slot, true);
-                events::partition_paused(&slot.topic, slot.partition);
-                Ok(())
-            }
-            Err(DispatchError::WorkerGone) => Err(PipelineError::ThreadPanicked(
-                "a worker thread exited".to_owned(),
-            )),
-        }
-    }
-
-    /// Moves parked items into worker queues; resumes partitions whose backlog is gone.
-    /// Returns whether some backlog remains.
-    fn dispatch_parked(&mut self) -> Result<bool, PipelineError> {
-        let mut resumed = Vec::new();
-        let backlog;
-        {
-            let mut assignment = self.context().assignment.lock();
-            let mut emptied = Vec::new();
-            for (key, parked) in assignment.parked.iter_mut() {
-                while let Some(item) = parked.pop_front() {
-                    let slot = Arc::clone(&item.slot);
-                    match self.workers.try_dispatch(item) {
-                        Ok(()) => slot.note_dispatched(),
-                        Err(DispatchError::Full(item)) => {
-                            parked.push_front(item);
-                            break;
-                        }
-                        Err(DispatchError::WorkerGone) => {
-                            return Err(PipelineError::ThreadPanicked(
-                                "a worker thread exited".to_owned(),
-                            ))
-                        }
+        let mut waited = false;
+        loop {
+            match self.workers.dispatch(item, BACKPRESSURE_WAIT) {
+                Ok(()) => {
+                    slot.note_dispatched();
+                    return Ok(());
+                }
+                Err(DispatchError::Full(back)) => {
+                    if !waited {
+                        events::worker_queue_full(&slot.topic, slot.partition);
+                        waited = true;
                     }
+                    if let Some((code, reason)) = self.sink.fatal_error() {
+                        return Err(PipelineError::ProducerFatal { code, reason });
+                    }
+                    if self.context().stop_at.get().is_some() || slot.is_revoked() {
+                        return Ok(());
+                    }
+                    item = back;
                 }
-                if parked.is_empty() {
-                    emptied.push(*key);
+                Err(DispatchError::WorkerGone) => {
+                    return Err(PipelineError::ThreadPanicked(
+                        "a worker thread exited".to_owned(),
+                    ))
                 }
             }
-            for key in emptied {
-                assignment.parked.remove(&key);
-                if let Some(slot) = assignment.slots_mut(key.0).get(&key.1) {
-                    resumed.push(Arc::clone(slot));
-                }
-            }
-            backlog = !assignment.parked.is_empty();
-        }
-        for slot in resumed {
-            self.set_paused(&slot, false);
-        }
-        Ok(backlog)
-    }
-
-    fn set_paused(&self, slot: &PartitionSlot, paused: bool) {
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition(&slot.topic, slot.partition);
-        let result = if paused {
-            self.consumer.pause(&tpl)
-        } else {
-            self.consumer.resume(&tpl)
-        };
-        if let Err(error) = result {
-            events::consume_failed(&error);
         }
     }
 
@@ -642,7 +586,6 @@ impl Source {
         let _ = self.context().stop_at.set(deadline);
         self.context().status.set_stopping();
         events::drain_started(timeout);
-        self.context().assignment.lock().parked.clear();
 
         let Source {
             consumer,

@@ -2,13 +2,14 @@
 //!
 //! Each partition is routed to exactly one worker thread, so its messages are handled in
 //! offset order. Workers are plain threads: decoding and deciding never run on the async
-//! runtime. Each worker's queue is bounded; the source pauses a partition when it is full.
+//! runtime. Each worker's queue is bounded; the source waits when it is full.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{bounded, Receiver, SendTimeoutError, Sender};
 
 use crate::event::{
     dead_letter, decode_event, decode_tag_update, encode_decision, Decision, EventError,
@@ -34,7 +35,7 @@ pub struct WorkItem {
 
 /// Why a message could not be queued.
 pub enum DispatchError {
-    /// The worker's queue is full; the item comes back.
+    /// The worker's queue stayed full for the whole wait; the item comes back.
     Full(WorkItem),
     /// The worker thread is gone (it panicked).
     WorkerGone,
@@ -56,7 +57,7 @@ struct WorkerShared {
 
 /// The worker threads and the senders of their queues.
 pub struct WorkerPool {
-    queues: Vec<SyncSender<WorkItem>>,
+    queues: Vec<Sender<WorkItem>>,
     handles: Vec<JoinHandle<()>>,
 }
 
@@ -83,7 +84,7 @@ impl WorkerPool {
         let mut queues = Vec::with_capacity(settings.workers);
         let mut handles = Vec::with_capacity(settings.workers);
         for index in 0..settings.workers {
-            let (tx, rx) = sync_channel(settings.queue_capacity);
+            let (tx, rx) = bounded(settings.queue_capacity);
             let shared = Arc::clone(&shared);
             let name = format!("veto-worker-{index}");
             let handle = std::thread::Builder::new()
@@ -96,13 +97,13 @@ impl WorkerPool {
         Ok(WorkerPool { queues, handles })
     }
 
-    /// Queues an item on its partition's worker without blocking.
-    pub fn try_dispatch(&self, item: WorkItem) -> Result<(), DispatchError> {
+    /// Queues an item on its partition's worker, waiting up to `wait` for room.
+    pub fn dispatch(&self, item: WorkItem, wait: Duration) -> Result<(), DispatchError> {
         let queue = &self.queues[worker_index(&item.slot, self.queues.len())];
-        match queue.try_send(item) {
+        match queue.send_timeout(item, wait) {
             Ok(()) => Ok(()),
-            Err(TrySendError::Full(item)) => Err(DispatchError::Full(item)),
-            Err(TrySendError::Disconnected(_)) => Err(DispatchError::WorkerGone),
+            Err(SendTimeoutError::Timeout(item)) => Err(DispatchError::Full(item)),
+            Err(SendTimeoutError::Disconnected(_)) => Err(DispatchError::WorkerGone),
         }
     }
 
