@@ -167,7 +167,7 @@ pub async fn serve(
     let summary = result.context("pipeline")?;
     live.merge_offsets(&summary.final_offsets);
     let checkpoint = live.clone();
-    tokio::task::spawn_blocking(move || checkpoint.checkpoint())
+    tokio::task::spawn_blocking(move || checkpoint.write_checkpoint())
         .await?
         .context("final checkpoint")?;
     let _ = http.await;
@@ -299,7 +299,7 @@ impl LiveDecider {
     }
 
     /// Writes state, armed timers and the safe offsets in one atomic checkpoint.
-    fn checkpoint(&self) -> anyhow::Result<()> {
+    fn write_checkpoint(&self) -> anyhow::Result<()> {
         let offsets = self.safe_offsets.lock().clone();
         let timers = self.timers.0.snapshot();
         let stats = self.engine.store().checkpoint(&offsets, &timers)?;
@@ -321,18 +321,17 @@ impl Decider for LiveDecider {
 
     fn on_safe_offsets(&self, offsets: &[(String, i32, i64)]) {
         self.merge_offsets(offsets);
-        let due = {
-            let mut last = self.last_checkpoint.lock();
-            let due = last.elapsed() >= self.checkpoint_interval;
-            if due {
-                *last = Instant::now();
-            }
-            due
-        };
-        if due {
-            if let Err(e) = self.checkpoint() {
-                tracing::error!(error = %e, "periodic checkpoint failed; the previous one stands");
-            }
+    }
+
+    fn checkpoint_due(&self) -> bool {
+        self.last_checkpoint.lock().elapsed() >= self.checkpoint_interval
+    }
+
+    fn checkpoint(&self, offsets: &[(String, i32, i64)]) {
+        self.merge_offsets(offsets);
+        *self.last_checkpoint.lock() = Instant::now();
+        if let Err(e) = self.write_checkpoint() {
+            tracing::error!(error = %e, "periodic checkpoint failed; the previous one stands");
         }
     }
 

@@ -153,6 +153,16 @@ pub fn offsets_committed(count: usize, result: Result<(), &rdkafka::error::Kafka
     }
 }
 
+/// The pipeline quiesced for a state checkpoint (`quiet` false: the drain timeout passed first).
+pub fn checkpoint_quiesced(waited: Duration, quiet: bool) {
+    if quiet {
+        debug!(waited = ?waited, "pipeline quiesced for a checkpoint");
+    } else {
+        warn!(waited = ?waited, "pipeline not quiet within the drain timeout; checkpointing at the safe offsets");
+    }
+    histogram!("veto_checkpoint_quiesce_seconds").record(waited.as_secs_f64());
+}
+
 /// A worker's queue is full: the source waits (and fetching stops) until the worker catches up.
 pub fn worker_queue_full(topic: &str, partition: i32) {
     debug!(topic, partition, "worker queue full, source waiting");

@@ -60,8 +60,23 @@ pub trait Decider: Send + Sync + 'static {
         let _ = offsets;
     }
 
+    /// Whether a state checkpoint is due. Asked on the source thread before each commit; when
+    /// true the pipeline quiesces and calls [`Decider::checkpoint`].
+    fn checkpoint_due(&self) -> bool {
+        false
+    }
+
+    /// Writes a checkpoint at a quiesced point: nothing is being decided and every decided
+    /// message's outputs are acknowledged, so `offsets` (next offset to consume of every owned
+    /// partition) describe exactly the state. Runs on the source thread; dispatch resumes when
+    /// it returns.
+    fn checkpoint(&self, offsets: &[(String, i32, i64)]) {
+        let _ = offsets;
+    }
+
     /// The next offset to consume for a newly assigned partition according to the state
-    /// checkpoint; used when it is newer than the offset committed in Kafka.
+    /// checkpoint; the partition starts there (the state describes exactly the messages
+    /// before it), whatever offset is committed in Kafka.
     fn checkpointed_offset(&self, topic: &str, partition: i32) -> Option<i64> {
         let _ = (topic, partition);
         None

@@ -150,7 +150,7 @@ impl SourceContext {
                 .get(&(topic.clone(), *partition))
                 .and_then(|offset| offset.to_raw())
                 .filter(|&o| o >= 0);
-            if committed.is_some_and(|c| c >= *checkpoint) {
+            if committed == Some(*checkpoint) {
                 continue;
             }
             if tpl
@@ -500,6 +500,9 @@ impl Source {
                 }
             }
             if last_commit.elapsed() >= self.commit_interval {
+                if self.context().decider.checkpoint_due() {
+                    self.quiesced_checkpoint();
+                }
                 // Failures are logged inside; the next commit retries.
                 let _ = self.commit(CommitMode::Async, false);
                 last_commit = Instant::now();
@@ -559,6 +562,23 @@ impl Source {
                 }
             }
         }
+    }
+
+    /// Stops dispatching until every dispatched message is decided and every output (timeout
+    /// decisions included) acknowledged, then lets the decider checkpoint at those offsets.
+    /// Past the drain timeout it checkpoints anyway at the safe offsets, and says so.
+    fn quiesced_checkpoint(&self) {
+        let started = Instant::now();
+        let slots = self.context().assignment.lock().all_slots();
+        let quiet = wait_until(started + self.drain_timeout, || {
+            self.sink.in_flight() <= 0 && slots.iter().all(|s| s.is_drained())
+        });
+        let offsets: Vec<(String, i32, i64)> = slots
+            .iter()
+            .filter_map(|s| s.safe_next().map(|n| (s.topic.clone(), s.partition, n)))
+            .collect();
+        events::checkpoint_quiesced(started.elapsed(), quiet);
+        self.context().decider.checkpoint(&offsets);
     }
 
     /// Reports and commits safe offsets of every owned partition.

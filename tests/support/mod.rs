@@ -1,0 +1,259 @@
+//! Helpers shared by the tests that run the real `veto` binary on a real broker (tansu).
+#![allow(dead_code)] // each test crate uses a different subset
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::Message;
+use veto::event::{decode_decision, encode_event, InputFormat, OutputFormat, Trigger};
+
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn tansu_binary() -> PathBuf {
+    if let Ok(p) = std::env::var("VETO_TANSU") {
+        return PathBuf::from(p);
+    }
+    let home = std::env::var("HOME").expect("HOME");
+    let path = PathBuf::from(home).join(".cache/veto-tools/bin/tansu");
+    assert!(
+        path.exists(),
+        "the tansu broker is missing: run `bash tests/run.sh`, which installs it, or set VETO_TANSU"
+    );
+    path
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+pub fn start_broker() -> (Killed, String) {
+    let port = free_port();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let child = Command::new(tansu_binary())
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+            "--storage-engine",
+            "memory://tansu/",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start tansu");
+    let brokers = format!("127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(&brokers).is_err() {
+        assert!(Instant::now() < deadline, "tansu did not start listening");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (Killed(child), brokers)
+}
+
+/// Creates the topics of the default config; `payments` gets `payments_partitions` partitions.
+pub fn create_topics(brokers: &str, payments_partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("admin");
+    let topics = [
+        NewTopic::new("payments", payments_partitions, TopicReplication::Fixed(1)),
+        NewTopic::new("entity-tags", 1, TopicReplication::Fixed(1)),
+        NewTopic::new("decisions", 1, TopicReplication::Fixed(1)),
+        NewTopic::new("dead-letters", 1, TopicReplication::Fixed(1)),
+        NewTopic::new("decisions-shadow", 1, TopicReplication::Fixed(1)),
+    ];
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let results = runtime
+        .block_on(admin.create_topics(&topics, &AdminOptions::new()))
+        .expect("create topics");
+    for r in results {
+        r.expect("topic created");
+    }
+}
+
+pub fn start_veto(config: &std::path::Path) -> Killed {
+    start_veto_logging(config, Stdio::inherit())
+}
+
+pub fn start_veto_logging(config: &std::path::Path, stderr: impl Into<Stdio>) -> Killed {
+    Killed(
+        Command::new(env!("CARGO_BIN_EXE_veto"))
+            .args(["run", "--config"])
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("start veto"),
+    )
+}
+
+pub fn write_config(
+    dir: &std::path::Path,
+    brokers: &str,
+    group: &str,
+    rules: &std::path::Path,
+) -> PathBuf {
+    write_config_with(dir, brokers, group, rules, "")
+}
+
+/// Like [`write_config`], with `store_extra` lines added to the `[store]` section.
+pub fn write_config_with(
+    dir: &std::path::Path,
+    brokers: &str,
+    group: &str,
+    rules: &std::path::Path,
+    store_extra: &str,
+) -> PathBuf {
+    let config = dir.join("veto.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[kafka]\nbrokers = \"{brokers}\"\ngroup_id = \"{group}\"\n\n[rules]\npaths = [{rules:?}]\n\n\
+             [store]\ndata_dir = {:?}\n{store_extra}\n\n[telemetry]\nlisten = \"127.0.0.1:0\"\n",
+            dir.join("state")
+        ),
+    )
+    .expect("write config");
+    config
+}
+
+pub fn produce_events(brokers: &str, events: &[veto::event::PaymentEvent]) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer");
+    for e in events {
+        let payload = encode_event(e, OutputFormat::Protobuf);
+        let key = e.card_id.clone().unwrap_or_default();
+        let mut record = BaseRecord::to("payments").key(&key).payload(&payload);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    producer.poll(Duration::from_millis(10));
+                }
+                Err((e, _)) => panic!("enqueue: {e}"),
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(60)).expect("flush");
+}
+
+pub fn decisions_reader(brokers: &str, group: &str) -> BaseConsumer {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&["decisions"]).expect("subscribe");
+    consumer
+}
+
+pub fn sigterm_and_wait(mut veto: Killed) {
+    let status = Command::new("kill")
+        .args(["-TERM", &veto.0.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        if let Some(status) = veto.0.try_wait().expect("wait") {
+            assert!(status.success(), "veto exited with {status} after SIGTERM");
+            return;
+        }
+        assert!(Instant::now() < deadline, "veto did not stop after SIGTERM");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Reads decisions until `done` says enough or the deadline passes.
+pub fn read_decisions(
+    consumer: &BaseConsumer,
+    seen: &mut HashMap<String, usize>,
+    done: impl Fn(&HashMap<String, usize>) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !done(seen) {
+        assert!(
+            Instant::now() < deadline,
+            "timed out with {} decided",
+            seen.len()
+        );
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            let d = decode_decision(m.payload().expect("payload"), InputFormat::Auto)
+                .expect("decision");
+            if d.trigger == Trigger::Event {
+                *seen.entry(d.event_id).or_default() += 1;
+            }
+        }
+    }
+}
+
+/// Copies the shipped rule set (and its lists) under `dir`; returns the rule file's path and a
+/// function giving its text with another `version` line.
+pub fn copy_shipped_rules(dir: &std::path::Path) -> (PathBuf, impl Fn(&str) -> String) {
+    let shipped = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("rules");
+    let rules_dir = dir.join("rules");
+    std::fs::create_dir_all(rules_dir.join("lists")).expect("mkdir");
+    for list in std::fs::read_dir(shipped.join("lists")).expect("lists") {
+        let list = list.expect("entry").path();
+        let name = list.file_name().expect("name").to_owned();
+        std::fs::copy(&list, rules_dir.join("lists").join(name)).expect("copy list");
+    }
+    let source = std::fs::read_to_string(shipped.join("payments.veto")).expect("read rules");
+    let with_version = move |v: &str| {
+        source.replace(
+            "version \"payments-2026.11.1\"",
+            &format!("version \"{v}\""),
+        )
+    };
+    (rules_dir.join("payments.veto"), with_version)
+}
+
+pub fn send_sigusr1(veto: &Killed) {
+    let status = Command::new("kill")
+        .args(["-USR1", &veto.0.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+/// Reads decisions until one for `event_id` arrives; returns its rule set version.
+pub fn version_of(consumer: &BaseConsumer, event_id: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(Instant::now() < deadline, "no decision for {event_id}");
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            let d = decode_decision(m.payload().expect("payload"), InputFormat::Auto)
+                .expect("decision");
+            if d.event_id == event_id && d.trigger == Trigger::Event {
+                return d.ruleset_version.to_string();
+            }
+        }
+    }
+}
