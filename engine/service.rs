@@ -125,7 +125,6 @@ pub async fn serve(
         timers: timers.clone(),
         checkpointed,
         safe_offsets: Mutex::new(Vec::new()),
-        last_checkpoint: Mutex::new(Instant::now()),
         checkpoint_interval: config.store.checkpoint_interval,
     });
 
@@ -275,7 +274,6 @@ struct LiveDecider {
     checkpointed: Vec<PartitionOffset>,
     /// The latest safe offset of every partition seen.
     safe_offsets: Mutex<Vec<PartitionOffset>>,
-    last_checkpoint: Mutex<Instant>,
     checkpoint_interval: Duration,
 }
 
@@ -323,13 +321,12 @@ impl Decider for LiveDecider {
         self.merge_offsets(offsets);
     }
 
-    fn checkpoint_due(&self) -> bool {
-        self.last_checkpoint.lock().elapsed() >= self.checkpoint_interval
+    fn checkpoint_interval(&self) -> Option<Duration> {
+        Some(self.checkpoint_interval)
     }
 
     fn checkpoint(&self, offsets: &[(String, i32, i64)]) {
         self.merge_offsets(offsets);
-        *self.last_checkpoint.lock() = Instant::now();
         if let Err(e) = self.write_checkpoint() {
             tracing::error!(error = %e, "periodic checkpoint failed; the previous one stands");
         }

@@ -60,10 +60,13 @@ pub trait Decider: Send + Sync + 'static {
         let _ = offsets;
     }
 
-    /// Whether a state checkpoint is due. Asked on the source thread before each commit; when
-    /// true the pipeline quiesces and calls [`Decider::checkpoint`].
-    fn checkpoint_due(&self) -> bool {
-        false
+    /// How often the decider checkpoints its state; `None` for a stateless decider.
+    ///
+    /// With `Some`, offsets are committed to Kafka only right after a checkpoint, with exactly
+    /// the checkpoint's offsets (instead of every `commit_interval`), so Kafka's commit never
+    /// runs ahead of the state: a restart without the checkpoint replays what the state lacks.
+    fn checkpoint_interval(&self) -> Option<std::time::Duration> {
+        None
     }
 
     /// Writes a checkpoint at a quiesced point: nothing is being decided and every decided

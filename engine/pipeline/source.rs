@@ -356,7 +356,7 @@ fn commit_slots(
     mode: CommitMode,
     force: bool,
 ) -> Result<Vec<(String, i32, i64)>, KafkaError> {
-    let offsets: Vec<(String, i32, i64)> = slots
+    let offsets = slots
         .iter()
         .filter_map(|slot| {
             let next = if force {
@@ -367,6 +367,18 @@ fn commit_slots(
             Some((slot.topic.clone(), slot.partition, next))
         })
         .collect();
+    commit_offsets(consumer, decider, slots, offsets, mode)
+}
+
+/// Reports `offsets` to the decider, then commits them and marks the slots (a sync commit
+/// at once, an async one in the commit callback).
+fn commit_offsets(
+    consumer: &BaseConsumer<SourceContext>,
+    decider: &dyn Decider,
+    slots: &[Arc<PartitionSlot>],
+    offsets: Vec<(String, i32, i64)>,
+    mode: CommitMode,
+) -> Result<Vec<(String, i32, i64)>, KafkaError> {
     if offsets.is_empty() {
         return Ok(offsets);
     }
@@ -479,6 +491,9 @@ impl Source {
     /// Consumes until shutdown is requested (or a fatal error), then drains and commits.
     pub fn run(mut self) -> Result<RunSummary, PipelineError> {
         let mut last_commit = Instant::now();
+        // A stateful decider's checkpoints pace the commits: Kafka never runs ahead of the state.
+        let checkpoints = self.context().decider.checkpoint_interval();
+        let commit_every = checkpoints.unwrap_or(self.commit_interval);
         let failure = loop {
             if let Some(&deadline) = self.context().stop_at.get() {
                 return self.shut_down(deadline, None);
@@ -499,12 +514,13 @@ impl Source {
                     break error;
                 }
             }
-            if last_commit.elapsed() >= self.commit_interval {
-                if self.context().decider.checkpoint_due() {
-                    self.quiesced_checkpoint();
-                }
+            if last_commit.elapsed() >= commit_every {
                 // Failures are logged inside; the next commit retries.
-                let _ = self.commit(CommitMode::Async, false);
+                if checkpoints.is_some() {
+                    let _ = self.quiesced_checkpoint();
+                } else {
+                    let _ = self.commit(CommitMode::Async, false);
+                }
                 last_commit = Instant::now();
             }
         };
@@ -565,9 +581,10 @@ impl Source {
     }
 
     /// Stops dispatching until every dispatched message is decided and every output (timeout
-    /// decisions included) acknowledged, then lets the decider checkpoint at those offsets.
-    /// Past the drain timeout it checkpoints anyway at the safe offsets, and says so.
-    fn quiesced_checkpoint(&self) {
+    /// decisions included) acknowledged, lets the decider checkpoint at those offsets, then
+    /// commits exactly them. Past the drain timeout it checkpoints anyway at the safe offsets,
+    /// and says so.
+    fn quiesced_checkpoint(&self) -> Result<Vec<(String, i32, i64)>, KafkaError> {
         let started = Instant::now();
         let slots = self.context().assignment.lock().all_slots();
         let quiet = wait_until(started + self.drain_timeout, || {
@@ -578,7 +595,9 @@ impl Source {
             .filter_map(|s| s.safe_next().map(|n| (s.topic.clone(), s.partition, n)))
             .collect();
         events::checkpoint_quiesced(started.elapsed(), quiet);
-        self.context().decider.checkpoint(&offsets);
+        let decider = self.context().decider.as_ref();
+        decider.checkpoint(&offsets);
+        commit_offsets(&self.consumer, decider, &slots, offsets, CommitMode::Async)
     }
 
     /// Reports and commits safe offsets of every owned partition.

@@ -115,23 +115,30 @@ pub fn write_config(
     group: &str,
     rules: &std::path::Path,
 ) -> PathBuf {
-    write_config_with(dir, brokers, group, rules, "")
+    write_config_with(dir, brokers, group, rules, "", &[])
 }
 
-/// Like [`write_config`], with `store_extra` lines added to the `[store]` section.
+/// Like [`write_config`], with `store_extra` lines added to the `[store]` section and
+/// `librdkafka` properties in `[kafka.librdkafka]`.
 pub fn write_config_with(
     dir: &std::path::Path,
     brokers: &str,
     group: &str,
     rules: &std::path::Path,
     store_extra: &str,
+    librdkafka: &[(&str, &str)],
 ) -> PathBuf {
+    let librdkafka: String = librdkafka
+        .iter()
+        .map(|(k, v)| format!("{k:?} = {v:?}\n"))
+        .collect();
     let config = dir.join("veto.toml");
     std::fs::write(
         &config,
         format!(
             "[kafka]\nbrokers = \"{brokers}\"\ngroup_id = \"{group}\"\n\n[rules]\npaths = [{rules:?}]\n\n\
-             [store]\ndata_dir = {:?}\n{store_extra}\n\n[telemetry]\nlisten = \"127.0.0.1:0\"\n",
+             [store]\ndata_dir = {:?}\n{store_extra}\n\n[telemetry]\nlisten = \"127.0.0.1:0\"\n\n\
+             [kafka.librdkafka]\n{librdkafka}",
             dir.join("state")
         ),
     )
@@ -188,6 +195,22 @@ pub fn sigterm_and_wait(mut veto: Killed) {
         }
         assert!(Instant::now() < deadline, "veto did not stop after SIGTERM");
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits until the file at `path` contains `needle`.
+pub fn wait_for_log(path: &std::path::Path, needle: &str, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        if std::fs::read_to_string(path).is_ok_and(|log| log.contains(needle)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never logged {needle:?}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
