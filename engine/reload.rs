@@ -1,5 +1,5 @@
-//! Hot swap of the rule set: signals (SIGUSR1 reload, SIGTERM/SIGINT stop), the one-at-a-time
-//! reloader, and the log line + metrics of every swap or rejected file.
+//! Hot swap of the rule sets (live and shadow): signals (SIGUSR1 reload, SIGTERM/SIGINT stop), the
+//! one-at-a-time reloader, and the log line + metrics of every swap or rejected file.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -27,6 +27,10 @@ pub struct ReloadStatus {
     pub reloads: u64,
     pub failures: u64,
     pub last_error: Option<String>,
+    /// Version of the shadow set, when one is loaded.
+    pub shadow_version: Option<String>,
+    /// Diagnostics of the last rejected shadow file (the previous shadow keeps running).
+    pub shadow_last_error: Option<String>,
 }
 
 /// Listens for SIGUSR1 (reload) and SIGTERM/SIGINT (stop) on a dedicated thread.
@@ -89,23 +93,59 @@ pub fn load_rules_blocking(paths: &[PathBuf]) -> Result<Arc<RuleSet>, String> {
     }
 }
 
-/// Serves reload requests one at a time until `requests` closes.
+/// The rule files a reload reads: the live set and, when configured, the shadow set.
+#[derive(Debug, Clone, Default)]
+pub struct RulePaths {
+    pub live: Vec<PathBuf>,
+    /// Empty: no shadow set.
+    pub shadow: Vec<PathBuf>,
+}
+
+/// Which set a swap replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetKind {
+    Live,
+    Shadow,
+}
+
+/// Loads the shadow set at start. A rejected shadow file is logged and counted, and the
+/// service runs without a shadow: a bad candidate never stops the live set.
+pub async fn load_shadow(engine: &Engine, paths: &[PathBuf]) -> Result<(), String> {
+    if paths.is_empty() {
+        return Ok(());
+    }
+    match load_rules(paths.to_vec()).await {
+        Ok(rules) => {
+            let version = rules.version().clone();
+            engine.swap_shadow(Some(rules));
+            shadow_swapped(None, &version);
+            Ok(())
+        }
+        Err(diagnostics) => {
+            shadow_rejected(&diagnostics);
+            Err(diagnostics)
+        }
+    }
+}
+
+/// Serves reload requests one at a time until `requests` closes: the live set, then the
+/// shadow set; each is swapped on its own success, a rejected one keeps its previous set.
 pub async fn run_reloader(
     engine: Arc<Engine>,
-    paths: Vec<PathBuf>,
+    paths: RulePaths,
     mut requests: mpsc::Receiver<Instant>,
     status: Arc<parking_lot::Mutex<ReloadStatus>>,
-    on_swap: impl Fn(&RuleSet, &RuleSet) + Send + 'static,
+    on_swap: impl Fn(&RuleSet, &RuleSet, SetKind) + Send + 'static,
 ) {
     while let Some(signalled_at) = requests.recv().await {
-        let outcome = match load_rules(paths.clone()).await {
+        let outcome = match load_rules(paths.live.clone()).await {
             Ok(new_rules) => {
                 let new_version = new_rules.version().clone();
                 let old = engine.rules();
                 let diff = RuleDiff::between(&old, &new_rules);
                 let old_rules = engine.swap_rules(new_rules);
                 let live = engine.rules();
-                on_swap(&old_rules, &live);
+                on_swap(&old_rules, &live, SetKind::Live);
                 rules_swapped(&old_rules, &live, &diff, signalled_at.elapsed());
                 ReloadOutcome::Swapped {
                     old: old_rules.version().clone(),
@@ -116,6 +156,11 @@ pub async fn run_reloader(
                 rules_rejected(&diagnostics);
                 ReloadOutcome::Rejected { diagnostics }
             }
+        };
+        let shadow = if paths.shadow.is_empty() {
+            None
+        } else {
+            Some(reload_shadow(&engine, &paths.shadow, &on_swap).await)
         };
         let mut s = status.lock();
         s.reloads += 1;
@@ -128,6 +173,37 @@ pub async fn run_reloader(
                 s.failures += 1;
                 s.last_error = Some(diagnostics);
             }
+        }
+        match shadow {
+            Some(Ok(version)) => {
+                s.shadow_version = Some(version.to_string());
+                s.shadow_last_error = None;
+            }
+            Some(Err(diagnostics)) => s.shadow_last_error = Some(diagnostics),
+            None => {}
+        }
+    }
+}
+
+/// Reloads the shadow set; on success returns its version.
+async fn reload_shadow(
+    engine: &Engine,
+    paths: &[PathBuf],
+    on_swap: &(impl Fn(&RuleSet, &RuleSet, SetKind) + Send),
+) -> Result<Arc<str>, String> {
+    match load_rules(paths.to_vec()).await {
+        Ok(rules) => {
+            let version = rules.version().clone();
+            let old = engine.swap_shadow(Some(rules.clone()));
+            if let Some(old) = &old {
+                on_swap(old, &rules, SetKind::Shadow);
+            }
+            shadow_swapped(old.as_ref().map(|o| o.version().as_ref()), &version);
+            Ok(version)
+        }
+        Err(diagnostics) => {
+            shadow_rejected(&diagnostics);
+            Err(diagnostics)
         }
     }
 }
@@ -185,6 +261,23 @@ fn rules_swapped(old: &RuleSet, new: &RuleSet, diff: &RuleDiff, signal_to_live: 
         changed = ?diff.changed,
         signal_to_live_ms = signal_to_live.as_secs_f64() * 1e3,
         "rule set swapped"
+    );
+}
+
+fn shadow_swapped(old: Option<&str>, new: &str) {
+    metrics::counter!("veto_shadow_reloads_total", "result" => "swapped").increment(1);
+    tracing::info!(
+        old_version = old,
+        new_version = new,
+        "shadow rule set loaded"
+    );
+}
+
+fn shadow_rejected(diagnostics: &str) {
+    metrics::counter!("veto_shadow_reloads_total", "result" => "rejected").increment(1);
+    tracing::error!(
+        diagnostics = %diagnostics,
+        "shadow rule files rejected; the live set is unaffected and the previous shadow (if any) keeps running"
     );
 }
 
