@@ -215,7 +215,7 @@ pub fn backtest(opts: &BacktestOptions) -> Result<Report, BacktestError> {
     let mut result_rxs = Vec::new();
     let mut writer = decisions_out;
     for (rules, name) in &sets {
-        let (batch_tx, batch_rx) = bounded::<Arc<Vec<PaymentEvent>>>(4);
+        let (batch_tx, batch_rx) = bounded::<Batch>(4);
         let (result_tx, result_rx) = bounded::<BatchResult>(4);
         batch_txs.push(batch_tx);
         result_rxs.push(result_rx);
@@ -313,6 +313,9 @@ fn progress_bar(wanted: bool, total_bytes: u64) -> ProgressBar {
     bar
 }
 
+/// Events decoded from the file, shared by every set.
+type Batch = Arc<Vec<PaymentEvent>>;
+
 /// What one rule set decided for one batch: a decision per event (in order) and the timeout
 /// decisions that fired in event time while deciding it.
 struct BatchResult {
@@ -361,11 +364,7 @@ impl<R: Read> Read for Counting<R> {
 }
 
 impl EventReader {
-    fn run(
-        self,
-        file: File,
-        sets: Vec<Sender<Arc<Vec<PaymentEvent>>>>,
-    ) -> Result<ReadStats, BacktestError> {
+    fn run(self, file: File, sets: Vec<Sender<Batch>>) -> Result<ReadStats, BacktestError> {
         let mut input = BufReader::with_capacity(
             1 << 20,
             Counting {
@@ -445,7 +444,7 @@ impl EventReader {
 }
 
 /// Sends a batch to every set; false when a set stopped (its error is reported by its thread).
-fn send_all(sets: &[Sender<Arc<Vec<PaymentEvent>>>], batch: Vec<PaymentEvent>) -> bool {
+fn send_all(sets: &[Sender<Batch>], batch: Vec<PaymentEvent>) -> bool {
     let batch = Arc::new(batch);
     sets.iter().all(|tx| tx.send(batch.clone()).is_ok())
 }
@@ -507,7 +506,7 @@ struct SetRunner {
     timers: Arc<EventTimeTimers>,
     name: &'static str,
     out: Option<(PathBuf, BufWriter<File>)>,
-    channels: Option<(Receiver<Arc<Vec<PaymentEvent>>>, Sender<BatchResult>)>,
+    channels: Option<(Receiver<Batch>, Sender<BatchResult>)>,
     /// Keeps the scratch store's directory until the run ends.
     _dir: tempfile::TempDir,
 }
@@ -703,7 +702,7 @@ impl PairTally {
                 }
             }
         }
-        transitions.sort_by(|a, b| b.events.cmp(&a.events));
+        transitions.sort_by_key(|t| std::cmp::Reverse(t.events));
         let rules: std::collections::BTreeSet<&Arc<str>> =
             baseline.hits.keys().chain(new.hits.keys()).collect();
         let mut rule_hit_deltas: Vec<RuleDelta> = rules
