@@ -63,6 +63,11 @@ pub enum BacktestError {
     UnknownFormat(PathBuf),
     #[error("cannot open a scratch tag store: {0}")]
     Store(#[from] StoreError),
+    #[error("cannot start thread {name}: {source}")]
+    Spawn {
+        name: String,
+        source: std::io::Error,
+    },
     #[error("the {0} thread failed")]
     Thread(&'static str),
 }
@@ -233,10 +238,24 @@ pub fn backtest(opts: &BacktestOptions) -> Result<Report, BacktestError> {
     let mut tally_base = SetTally::default();
     let mut pairs = PairTally::new(opts.samples);
     let outcome = std::thread::scope(|scope| {
-        let read = scope.spawn(move || reader.run(file, batch_txs));
+        // A thread that cannot be spawned drops its channel ends, so the others stop too.
+        let thread_err = |name: &str| {
+            let name = name.to_string();
+            move |source| BacktestError::Spawn { name, source }
+        };
+        let read = std::thread::Builder::new()
+            .name("backtest-read".into())
+            .spawn_scoped(scope, move || reader.run(file, batch_txs))
+            .map_err(thread_err("backtest-read"));
         let running: Vec<_> = runners
             .into_iter()
-            .map(|runner| scope.spawn(move || runner.run()))
+            .map(|runner| {
+                let name = format!("backtest-{}", runner.name);
+                std::thread::Builder::new()
+                    .name(name.clone())
+                    .spawn_scoped(scope, move || runner.run())
+                    .map_err(thread_err(&name))
+            })
             .collect();
         let mut rxs = result_rxs.into_iter();
         let new_rx = rxs.next();
@@ -254,11 +273,11 @@ pub fn backtest(opts: &BacktestOptions) -> Result<Report, BacktestError> {
         // Unblock any runner still sending before joining it.
         drop(new_rx);
         drop(base_rx);
-        let read = read
+        let read = read?
             .join()
             .map_err(|_| BacktestError::Thread("event reader"))?;
         for handle in running {
-            handle
+            handle?
                 .join()
                 .map_err(|_| BacktestError::Thread("rule set"))??;
         }
