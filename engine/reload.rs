@@ -301,6 +301,70 @@ mod tests {
     }
 
     #[test]
+    fn sigusr1_reloads_the_shadow_too_and_a_bad_shadow_file_keeps_the_previous_shadow() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let live_file = dir.path().join("live.veto");
+        let shadow_file = dir.path().join("shadow.veto");
+        let write = |path: &std::path::Path, text: &str| std::fs::write(path, text).expect("write");
+        write(
+            &live_file,
+            "version \"live-1\"\nrule a when amount > 5 then review\n",
+        );
+        write(
+            &shadow_file,
+            "version \"shadow-1\"\nrule a when amount > 1 then review\n",
+        );
+        let store = crate::store::TagStore::open(crate::store::StoreConfig {
+            data_dir: dir.path().join("store"),
+            ..crate::store::StoreConfig::default()
+        })
+        .expect("store");
+        let timers = Arc::new(crate::decider::EventTimeTimers::default());
+        let live = load_rules_blocking(std::slice::from_ref(&live_file)).expect("live rules");
+        let engine = Arc::new(Engine::new(live, Arc::new(store), timers));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let status = Arc::new(parking_lot::Mutex::new(ReloadStatus::default()));
+        let paths = RulePaths {
+            live: vec![live_file.clone()],
+            shadow: vec![shadow_file.clone()],
+        };
+        runtime.block_on(async {
+            load_shadow(&engine, &paths.shadow).await.expect("shadow");
+            let (tx, rx) = mpsc::channel(1);
+            let reloader = tokio::spawn(run_reloader(
+                engine.clone(),
+                paths,
+                rx,
+                status.clone(),
+                |_: &RuleSet, _: &RuleSet, _: SetKind| {},
+            ));
+            // Both files change; the shadow one is broken.
+            write(
+                &live_file,
+                "version \"live-2\"\nrule a when amount > 6 then review\n",
+            );
+            write(
+                &shadow_file,
+                "version \"shadow-2\"\nrule a when amount > then review\n",
+            );
+            tx.send(Instant::now()).await.expect("request");
+            drop(tx);
+            reloader.await.expect("reloader");
+        });
+        assert_eq!(&**engine.rules().version(), "live-2");
+        let shadow = engine
+            .shadow_rules()
+            .expect("the previous shadow keeps running");
+        assert_eq!(&**shadow.version(), "shadow-1");
+        let s = status.lock();
+        assert_eq!((s.reloads, s.failures), (1, 0));
+        assert!(s.shadow_last_error.is_some());
+    }
+
+    #[test]
     fn diff_names_added_removed_and_changed_rules_only() {
         let lists = "list geo = [\"KP\", \"IR\", \"SY\", \"CU\", \"NG\", \"RU\", \"BY\", \"VE\", \"XX\", \"YY\"]\n";
         let old = compile(&format!(
