@@ -231,7 +231,11 @@ fn backtest_decides_recorded_events_exactly_like_the_service() {
     consumer
         .subscribe(&["decisions", "decisions-shadow"])
         .expect("subscribe");
-    let config = config(&brokers, &data.path().join("store"), &[shadow_file.clone()]);
+    let config = config(
+        &brokers,
+        &data.path().join("store"),
+        std::slice::from_ref(&shadow_file),
+    );
     let (decisions, _) = run_until(config, &consumer, 2 * events.len());
 
     let backtest = |rules: &Path, out: &str| -> Vec<Decision> {
