@@ -32,6 +32,8 @@ pub enum Command {
     Check(CheckArgs),
     /// Run the in-file `test` blocks of rule files.
     Test(TestArgs),
+    /// Replay recorded events through a candidate rule set (and a baseline) and report the changes.
+    Backtest(BacktestArgs),
 }
 
 /// Flags of `veto run`.
@@ -85,6 +87,38 @@ pub struct TestArgs {
     pub paths: Vec<PathBuf>,
 }
 
+/// Flags of `veto backtest`.
+#[derive(Debug, Args)]
+pub struct BacktestArgs {
+    /// The candidate rule files or directories.
+    #[arg(long, required = true, num_args = 1..)]
+    pub rules: Vec<PathBuf>,
+    /// Rule files or directories to compare against (e.g. the live set).
+    #[arg(long, num_args = 1..)]
+    pub baseline: Vec<PathBuf>,
+    /// Recorded events: `.jsonl` (one JSON event a line) or `.pb` (length-delimited protobuf).
+    #[arg(long)]
+    pub events: PathBuf,
+    /// Encoding of the events file (default: by its extension).
+    #[arg(long, value_enum)]
+    pub format: Option<crate::backtest::EventFileFormat>,
+    /// Write every decision of the candidate set here, as JSON lines (the Kafka decision's JSON).
+    #[arg(long)]
+    pub decisions_out: Option<PathBuf>,
+    /// Write the JSON report here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Print the JSON report to stdout instead of the summary.
+    #[arg(long)]
+    pub json: bool,
+    /// Sample event ids kept per outcome change.
+    #[arg(long, default_value_t = 5)]
+    pub samples: usize,
+    /// No progress bar (it is never drawn when stderr is not a terminal).
+    #[arg(long)]
+    pub quiet: bool,
+}
+
 /// Runs a parsed command line and returns the process exit code.
 pub fn main(cli: Cli) -> ExitCode {
     init_logging(
@@ -96,6 +130,18 @@ pub fn main(cli: Cli) -> ExitCode {
             crate::rules::run_check(&args.paths, args.format == DiagFormat::Json)
         }
         Command::Test(args) => crate::ruletest::run_tests(&args.paths),
+        Command::Backtest(args) => {
+            let opts = crate::backtest::BacktestOptions {
+                rules: args.rules,
+                baseline: args.baseline,
+                events: args.events,
+                format: args.format,
+                decisions_out: args.decisions_out,
+                samples: args.samples,
+                progress: !args.quiet,
+            };
+            crate::backtest::run_backtest(&opts, args.out.as_deref(), args.json)
+        }
         Command::Run(args) => report(crate::service::run_service(args.config.as_deref())),
         Command::Demo(args) => report(crate::demo::run_demo(args)),
     };

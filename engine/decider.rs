@@ -1,13 +1,15 @@
 //! The engine core: one event in, one decision out — feature updates, rule evaluation, tags and
-//! timer arm/cancel — with no Kafka in sight. Used by the pipeline, `veto test` and the benches.
+//! timer arm/cancel, plus an optional shadow set — with no Kafka in sight. Used by the pipeline,
+//! `veto test`, `veto backtest` and the benches.
 
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
-use crate::event::{Aggregate, Decision, Field, PaymentEvent, TagUpdate, Trigger};
+use crate::event::{Aggregate, Decision, Field, Outcome, PaymentEvent, TagUpdate, Trigger};
 use crate::rules::{EvalContext, Evaluation, RuleSet};
 use crate::store::{FeatureInput, FeatureSpec, Observation, TagStore};
 
@@ -45,8 +47,103 @@ pub trait TimerSink: Send + Sync {
 /// The result of deciding one event: the decision plus what the evaluation asked for.
 pub struct Decided {
     pub decision: Decision,
+    /// The shadow set's decision of the same event (`shadow = true`), when one is loaded.
+    pub shadow: Option<Decision>,
     /// The rule set that decided it.
     pub rules: Arc<RuleSet>,
+}
+
+/// The name a shadow set's sequence rule arms its timers under, so they never collide with the
+/// live set's timers of the same rule (`:` cannot appear in a rule name).
+pub const SHADOW_TIMER_PREFIX: &str = "shadow:";
+
+/// The shadow set and how its feature slots map onto the values the live update computed.
+struct ShadowPlan {
+    loaded: LoadedRules,
+    /// `slots[i]`: index of shadow feature `i` in the combined value list.
+    slots: Vec<usize>,
+    /// Shadow features the live set does not define, appended after the live features.
+    extra: Vec<usize>,
+    /// Timer names of the shadow set's sequence rules (`SHADOW_TIMER_PREFIX` + rule).
+    timer_names: Vec<Arc<str>>,
+}
+
+/// What the engine evaluates: the live set, an optional shadow set, and the feature specs the
+/// store updates for both (live features first, then features only the shadow defines).
+struct Sets {
+    live: LoadedRules,
+    shadow: Option<ShadowPlan>,
+    specs: Vec<FeatureSpec>,
+}
+
+impl Sets {
+    fn new(live: Arc<RuleSet>, shadow: Option<Arc<RuleSet>>) -> Sets {
+        let live = LoadedRules::new(live);
+        let mut specs = live.specs.clone();
+        let shadow = shadow.map(|rules| {
+            let loaded = LoadedRules::new(rules);
+            let mut slots = Vec::with_capacity(loaded.specs.len());
+            let mut extra = Vec::new();
+            for (i, spec) in loaded.specs.iter().enumerate() {
+                match specs.iter().position(|s| s.id == spec.id) {
+                    Some(slot) => slots.push(slot),
+                    None => {
+                        slots.push(specs.len());
+                        specs.push(*spec);
+                        extra.push(i);
+                    }
+                }
+            }
+            let timer_names = loaded
+                .rules
+                .sequences()
+                .iter()
+                .map(|s| Arc::from(format!("{SHADOW_TIMER_PREFIX}{}", s.rule)))
+                .collect();
+            ShadowPlan {
+                loaded,
+                slots,
+                extra,
+                timer_names,
+            }
+        });
+        Sets {
+            live,
+            shadow,
+            specs,
+        }
+    }
+
+    fn feature_ids(&self) -> ahash::AHashSet<u64> {
+        self.specs.iter().map(|s| s.id).collect()
+    }
+}
+
+/// Agreement between live and shadow outcomes, `[live][shadow]`, since start.
+#[derive(Default)]
+struct AgreementTally([[AtomicU64; 4]; 4]);
+
+/// Counts of (live outcome, shadow outcome) pairs over the events both sets decided.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShadowAgreement {
+    /// `counts[live as usize][shadow as usize]`, outcomes in `Outcome::ALL` order.
+    pub counts: [[u64; 4]; 4],
+}
+
+impl ShadowAgreement {
+    /// Events on which the two sets reached the same outcome.
+    pub fn agreed(&self) -> u64 {
+        (0..4).map(|i| self.counts[i][i]).sum()
+    }
+
+    /// Events on which the outcomes differ.
+    pub fn disagreed(&self) -> u64 {
+        self.counts.iter().flatten().sum::<u64>() - self.agreed()
+    }
+
+    pub fn get(&self, live: Outcome, shadow: Outcome) -> u64 {
+        self.counts[live as usize][shadow as usize]
+    }
 }
 
 /// Per-thread scratch space so the hot path does not allocate beyond the hit list.
@@ -54,6 +151,8 @@ pub struct Decided {
 struct Scratch {
     values: Vec<Option<f64>>,
     eval: Evaluation,
+    shadow_values: Vec<Option<f64>>,
+    shadow_eval: Evaluation,
 }
 
 thread_local! {
@@ -77,25 +176,40 @@ impl EvalContext for StoreContext<'_> {
     }
 }
 
-/// The engine: the live rule set (swappable), the tag store and the timer sink.
+/// The engine: the live rule set and an optional shadow set (both swappable), the tag store
+/// and the timer sink.
 pub struct Engine {
-    live: ArcSwap<LoadedRules>,
+    sets: ArcSwap<Sets>,
+    /// Serializes swaps of the live and the shadow set (each rebuilds `Sets` from the other).
+    swap_lock: parking_lot::Mutex<()>,
     store: Arc<TagStore>,
     timers: Arc<dyn TimerSink>,
+    agreement: AgreementTally,
 }
 
 impl Engine {
     pub fn new(rules: Arc<RuleSet>, store: Arc<TagStore>, timers: Arc<dyn TimerSink>) -> Engine {
         Engine {
-            live: ArcSwap::from_pointee(LoadedRules::new(rules)),
+            sets: ArcSwap::from_pointee(Sets::new(rules, None)),
+            swap_lock: parking_lot::Mutex::new(()),
             store,
             timers,
+            agreement: AgreementTally::default(),
         }
     }
 
     /// The live rule set.
     pub fn rules(&self) -> Arc<RuleSet> {
-        self.live.load().rules.clone()
+        self.sets.load().live.rules.clone()
+    }
+
+    /// The shadow rule set, if one is loaded.
+    pub fn shadow_rules(&self) -> Option<Arc<RuleSet>> {
+        self.sets
+            .load()
+            .shadow
+            .as_ref()
+            .map(|s| s.loaded.rules.clone())
     }
 
     pub fn store(&self) -> &Arc<TagStore> {
@@ -105,30 +219,94 @@ impl Engine {
     /// Atomically replaces the live rule set; events already being decided finish on the old one.
     /// Returns the previous set.
     pub fn swap_rules(&self, rules: Arc<RuleSet>) -> Arc<RuleSet> {
-        let loaded = LoadedRules::new(rules);
-        let keep: ahash::AHashSet<u64> = loaded.specs.iter().map(|s| s.id).collect();
-        let old = self.live.swap(Arc::new(loaded));
+        let _guard = self.swap_lock.lock();
+        let current = self.sets.load_full();
+        let shadow = current.shadow.as_ref().map(|s| s.loaded.rules.clone());
+        self.install(Sets::new(rules, shadow));
+        current.live.rules.clone()
+    }
+
+    /// Atomically replaces (or, with `None`, removes) the shadow set. Features the shadow
+    /// shares with the live set (same definition) read the live set's values; features only
+    /// the shadow defines are kept beside them, starting empty. Returns the previous shadow.
+    pub fn swap_shadow(&self, rules: Option<Arc<RuleSet>>) -> Option<Arc<RuleSet>> {
+        let _guard = self.swap_lock.lock();
+        let current = self.sets.load_full();
+        self.install(Sets::new(current.live.rules.clone(), rules));
+        current.shadow.as_ref().map(|s| s.loaded.rules.clone())
+    }
+
+    fn install(&self, sets: Sets) {
+        let keep = sets.feature_ids();
+        self.sets.store(Arc::new(sets));
         self.store.retain_features(&keep);
-        old.rules.clone()
+    }
+
+    /// Live/shadow outcome pairs counted since the engine started.
+    pub fn shadow_agreement(&self) -> ShadowAgreement {
+        let mut out = ShadowAgreement::default();
+        for (i, row) in self.agreement.0.iter().enumerate() {
+            for (j, cell) in row.iter().enumerate() {
+                out.counts[i][j] = cell.load(Ordering::Relaxed);
+            }
+        }
+        out
     }
 
     /// Decides one event: counts it into every feature, evaluates the rules, then applies the
     /// tags and timers the rules asked for (tags become visible from the next event on).
+    /// With a shadow set, it is evaluated on the same feature values and tags; its tags are
+    /// never applied and its decision comes back in `Decided::shadow`.
     pub fn decide(&self, event: &PaymentEvent, decided_at_ms: i64) -> Decided {
         let started = Instant::now();
-        let live = self.live.load_full();
+        let sets = self.sets.load_full();
         SCRATCH.with(|cell| {
             let mut guard = cell.borrow_mut();
             let scratch = &mut *guard;
-            self.update_features(&live, event, &mut scratch.values);
+            self.update_features(&sets, event, &mut scratch.values);
+            let live = &sets.live;
             let ctx = StoreContext {
                 values: &scratch.values,
                 store: &self.store,
                 now_ms: event.event_time_ms,
             };
             live.rules.evaluate(event, &ctx, &mut scratch.eval);
+            let eval_latency_us = micros(started.elapsed());
+            // The shadow reads the tags as the live set saw them: before the live effects.
+            let shadow = sets.shadow.as_ref().map(|plan| {
+                let started = Instant::now();
+                scratch.shadow_values.clear();
+                scratch
+                    .shadow_values
+                    .extend(plan.slots.iter().map(|&i| scratch.values[i]));
+                let ctx = StoreContext {
+                    values: &scratch.shadow_values,
+                    store: &self.store,
+                    now_ms: event.event_time_ms,
+                };
+                plan.loaded
+                    .rules
+                    .evaluate(event, &ctx, &mut scratch.shadow_eval);
+                self.apply_shadow_timers(plan, event, &scratch.shadow_eval);
+                let eval = &scratch.shadow_eval;
+                Decision {
+                    event_id: event.event_id.clone(),
+                    txn_id: event.txn_id.clone(),
+                    outcome: eval.outcome,
+                    score: eval.score,
+                    hits: eval.hits.clone(),
+                    ruleset_version: plan.loaded.rules.version().clone(),
+                    trigger: Trigger::Event,
+                    shadow: true,
+                    decided_at_ms,
+                    eval_latency_us: micros(started.elapsed()),
+                }
+            });
             self.apply_effects(&live.rules, event, &scratch.eval);
             let eval = &scratch.eval;
+            if let Some(shadow) = &shadow {
+                self.shadow_compared(eval.outcome, shadow.outcome);
+            }
             let decision = Decision {
                 event_id: event.event_id.clone(),
                 txn_id: event.txn_id.clone(),
@@ -139,24 +317,39 @@ impl Engine {
                 trigger: Trigger::Event,
                 shadow: false,
                 decided_at_ms,
-                eval_latency_us: u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX),
+                eval_latency_us,
             };
             Decided {
                 decision,
+                shadow,
                 rules: live.rules.clone(),
             }
         })
     }
 
-    fn update_features(
-        &self,
-        live: &LoadedRules,
-        event: &PaymentEvent,
-        values: &mut Vec<Option<f64>>,
-    ) {
-        let defs = live.rules.features();
-        let inputs: Vec<FeatureInput<'_>> = defs
+    /// Counts one live/shadow outcome pair: `veto_shadow_agreement_total{live, shadow}`.
+    fn shadow_compared(&self, live: Outcome, shadow: Outcome) {
+        self.agreement.0[live as usize][shadow as usize].fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(
+            "veto_shadow_agreement_total",
+            "live" => live.name(),
+            "shadow" => shadow.name()
+        )
+        .increment(1);
+        if live != shadow {
+            tracing::trace!(%live, %shadow, "shadow set disagrees with the live set");
+        }
+    }
+
+    fn update_features(&self, sets: &Sets, event: &PaymentEvent, values: &mut Vec<Option<f64>>) {
+        let live = sets.live.rules.features();
+        let shadow_defs = sets.shadow.as_ref().map(|plan| {
+            let defs = plan.loaded.rules.features();
+            plan.extra.iter().filter_map(move |&i| defs.get(i))
+        });
+        let inputs: Vec<FeatureInput<'_>> = live
             .iter()
+            .chain(shadow_defs.into_iter().flatten())
             .map(|f| FeatureInput {
                 entity: event.str_field(f.by),
                 counted: f.applies(event),
@@ -164,9 +357,9 @@ impl Engine {
             })
             .collect();
         values.clear();
-        values.resize(defs.len(), None);
+        values.resize(sets.specs.len(), None);
         self.store
-            .update(event.event_time_ms, &live.specs, &inputs, values);
+            .update(event.event_time_ms, &sets.specs, &inputs, values);
     }
 
     fn apply_effects(&self, rules: &RuleSet, event: &PaymentEvent, eval: &Evaluation) {
@@ -191,12 +384,29 @@ impl Engine {
         }
     }
 
+    /// The shadow set's timers, under their prefixed names; its tags are never applied.
+    fn apply_shadow_timers(&self, plan: &ShadowPlan, event: &PaymentEvent, eval: &Evaluation) {
+        for cancel in &eval.cancel {
+            if let Some(name) = plan.timer_names.get(cancel.sequence) {
+                self.timers.cancel(name, &cancel.key);
+            }
+        }
+        for arm in &eval.arm {
+            if let Some(name) = plan.timer_names.get(arm.sequence) {
+                self.timers
+                    .arm(name, &arm.key, event, Duration::from_millis(arm.within_ms));
+            }
+        }
+    }
+
     /// Applies a tag update from the `entity-tags` topic.
     pub fn apply_tag_update(&self, update: &TagUpdate) {
         self.store.apply_tag(update);
     }
 
-    /// The decision published when the timer of sequence rule `rule` fires for an event.
+    /// The decision published when the timer of sequence rule `rule` fires for an event; a
+    /// timer named `SHADOW_TIMER_PREFIX` + rule belongs to the shadow set (`shadow = true`).
+    /// `None` when the rule is no longer in its set.
     pub fn timeout_decision(
         &self,
         rule: &str,
@@ -204,7 +414,10 @@ impl Engine {
         txn_id: Option<String>,
         decided_at_ms: i64,
     ) -> Option<Decision> {
-        let rules = self.rules();
+        let (rules, rule, shadow) = match rule.strip_prefix(SHADOW_TIMER_PREFIX) {
+            Some(rule) => (self.shadow_rules()?, rule, true),
+            None => (self.rules(), rule, false),
+        };
         let index = rules.sequences().iter().position(|s| &*s.rule == rule)?;
         let (outcome, score, hits) = rules.timeout_decision(index);
         Some(Decision {
@@ -215,11 +428,15 @@ impl Engine {
             hits,
             ruleset_version: rules.version().clone(),
             trigger: Trigger::Timeout,
-            shadow: false,
+            shadow,
             decided_at_ms,
             eval_latency_us: 0,
         })
     }
+}
+
+fn micros(d: Duration) -> u32 {
+    u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
 }
 
 /// What the current event contributes to a feature of aggregate `agg` over `value`.
@@ -316,5 +533,131 @@ impl TimerSink for EventTimeTimers {
         if let Some(slot) = inner.armed.remove(&(rule.clone(), key.to_owned())) {
             inner.by_deadline.remove(&slot);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreConfig;
+
+    fn compile(src: &str) -> Arc<RuleSet> {
+        let report = crate::rules::compile_source("t.veto", src, std::path::Path::new("."));
+        assert!(!report.has_errors(), "{}", report.render_human(false));
+        Arc::new(report.ruleset.expect("rule set"))
+    }
+
+    fn auth(id: &str, at_ms: i64, amount_minor: i64) -> PaymentEvent {
+        PaymentEvent {
+            event_id: id.into(),
+            kind: "authorization".into(),
+            event_time_ms: at_ms,
+            user_id: Some("u1".into()),
+            card_id: Some("c1".into()),
+            amount_minor: Some(amount_minor),
+            currency: Some("EUR".into()),
+            ..PaymentEvent::default()
+        }
+    }
+
+    const LIVE: &str = r#"
+version "live-1"
+feature card_auths = count() by card_id over 10m
+rule velocity when card_auths > 1 then review
+rule tagged when user_id has tag "bad" then block
+"#;
+
+    const SHADOW: &str = r#"
+version "shadow-1"
+feature card_auths = count() by card_id over 10m
+feature user_auths = count() by user_id over 10m
+rule velocity when card_auths > 0 then review
+rule tagger when amount > 100 then review, tag user_id "bad" for 1h
+rule user_many when user_auths > 1 then challenge
+"#;
+
+    #[test]
+    fn shadow_decisions_are_marked_share_features_set_no_tags_and_count_agreement() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = TagStore::open(StoreConfig {
+            data_dir: dir.path().to_path_buf(),
+            ..StoreConfig::default()
+        })
+        .expect("store");
+        let timers = Arc::new(EventTimeTimers::default());
+        let engine = Engine::new(compile(LIVE), Arc::new(store), timers);
+        assert!(engine.decide(&auth("e0", 0, 100), 0).shadow.is_none());
+        assert!(engine.swap_shadow(Some(compile(SHADOW))).is_none());
+
+        let first = engine.decide(&auth("e1", 1_000, 50_000), 1);
+        let second = engine.decide(&auth("e2", 2_000, 1_000), 2);
+
+        // Live: the card's third authorization is velocity; the shadow's tag never lands.
+        assert_eq!(first.decision.outcome, Outcome::Review);
+        assert!(!first.decision.shadow);
+        assert_eq!(second.decision.outcome, Outcome::Review);
+        let live_hits: Vec<&str> = second.decision.hits.iter().map(|h| &*h.rule).collect();
+        assert_eq!(live_hits, ["velocity"], "the shadow's tag was applied");
+        assert!(!engine.store().has_tag(Field::UserId, "u1", "bad", 2_000));
+
+        // Shadow: marked, its own version; the shared feature was counted once (3 events, not
+        // 5); the shadow-only feature started empty when the shadow was loaded (2 events).
+        let s1 = first.shadow.expect("shadow decision");
+        let s2 = second.shadow.expect("shadow decision");
+        assert!(s1.shadow && s2.shadow);
+        assert_eq!(&*s2.ruleset_version, "shadow-1");
+        assert_eq!(s1.outcome, Outcome::Review);
+        assert_eq!(s2.outcome, Outcome::Challenge);
+        let shadow_hits: Vec<&str> = s2.hits.iter().map(|h| &*h.rule).collect();
+        assert_eq!(shadow_hits, ["velocity", "user_many"]);
+        let live_rules = engine.rules();
+        let card = &live_rules.features()[0];
+        let spec = FeatureSpec {
+            id: card.fingerprint,
+            agg: card.agg,
+            by: card.by,
+            window_ms: card.window_ms,
+            resolution_ms: card.resolution_ms,
+        };
+        assert_eq!(engine.store().feature_value(&spec, "c1", 2_000), Some(3.0));
+
+        let agreement = engine.shadow_agreement();
+        assert_eq!(agreement.get(Outcome::Review, Outcome::Review), 1);
+        assert_eq!(agreement.get(Outcome::Review, Outcome::Challenge), 1);
+        assert_eq!((agreement.agreed(), agreement.disagreed()), (1, 1));
+
+        // Removing the shadow stops shadow decisions.
+        assert!(engine.swap_shadow(None).is_some());
+        assert!(engine.decide(&auth("e3", 3_000, 100), 3).shadow.is_none());
+    }
+
+    #[test]
+    fn shadow_sequence_timers_are_separate_and_time_out_as_shadow() {
+        let seq = r#"
+rule no_capture after type == "authorization" expect type == "capture" with same txn_id within 2s then review
+"#;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = TagStore::open(StoreConfig {
+            data_dir: dir.path().to_path_buf(),
+            ..StoreConfig::default()
+        })
+        .expect("store");
+        let timers = Arc::new(EventTimeTimers::default());
+        let engine = Engine::new(compile(seq), Arc::new(store), timers.clone());
+        engine.swap_shadow(Some(compile(seq)));
+        let mut event = auth("e1", 0, 100);
+        event.txn_id = Some("t1".into());
+        engine.decide(&event, 0);
+        let mut due = timers.due(i64::MAX);
+        due.sort_by(|a, b| a.rule.cmp(&b.rule));
+        let names: Vec<&str> = due.iter().map(|t| &*t.rule).collect();
+        assert_eq!(names, ["no_capture", "shadow:no_capture"]);
+        let live = engine
+            .timeout_decision(&due[0].rule, "e1".into(), None, 0)
+            .expect("live timeout");
+        let shadow = engine
+            .timeout_decision(&due[1].rule, "e1".into(), None, 0)
+            .expect("shadow timeout");
+        assert!(!live.shadow && shadow.shadow);
     }
 }

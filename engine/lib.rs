@@ -15,6 +15,7 @@
 //! | [`pipeline`]  | Kafka source, partition workers, decision sink, dead letters, offsets |
 //! | [`decider`]   | the engine core: one event in, one decision out (features, rules, tags, timers) |
 //! | [`ruletest`]  | `veto test`: in-file rule tests through the real engine core |
+//! | [`backtest`]  | `veto backtest`: recorded events through a candidate and a baseline set, compared |
 //! | [`reload`]    | signals and the atomic hot swap of the rule set |
 //! | [`service`]   | `veto run`: wires config, store, timers, rules, pipeline and telemetry |
 //! | [`demo`]      | `veto demo`: the service on an embedded broker with synthetic payments |
@@ -23,6 +24,7 @@
 //! | [`synth`]     | synthetic payment workload (demo, load generator, benches) |
 //! | [`cli`]       | the `veto` subcommands |
 
+pub mod backtest;
 pub mod cli;
 pub mod config;
 pub mod decider;

@@ -1,5 +1,5 @@
-//! Hot swap of the rule set: signals (SIGUSR1 reload, SIGTERM/SIGINT stop), the one-at-a-time
-//! reloader, and the log line + metrics of every swap or rejected file.
+//! Hot swap of the rule sets (live and shadow): signals (SIGUSR1 reload, SIGTERM/SIGINT stop), the
+//! one-at-a-time reloader, and the log line + metrics of every swap or rejected file.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -27,6 +27,10 @@ pub struct ReloadStatus {
     pub reloads: u64,
     pub failures: u64,
     pub last_error: Option<String>,
+    /// Version of the shadow set, when one is loaded.
+    pub shadow_version: Option<String>,
+    /// Diagnostics of the last rejected shadow file (the previous shadow keeps running).
+    pub shadow_last_error: Option<String>,
 }
 
 /// Listens for SIGUSR1 (reload) and SIGTERM/SIGINT (stop) on a dedicated thread.
@@ -89,23 +93,59 @@ pub fn load_rules_blocking(paths: &[PathBuf]) -> Result<Arc<RuleSet>, String> {
     }
 }
 
-/// Serves reload requests one at a time until `requests` closes.
+/// The rule files a reload reads: the live set and, when configured, the shadow set.
+#[derive(Debug, Clone, Default)]
+pub struct RulePaths {
+    pub live: Vec<PathBuf>,
+    /// Empty: no shadow set.
+    pub shadow: Vec<PathBuf>,
+}
+
+/// Which set a swap replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetKind {
+    Live,
+    Shadow,
+}
+
+/// Loads the shadow set at start. A rejected shadow file is logged and counted, and the
+/// service runs without a shadow: a bad candidate never stops the live set.
+pub async fn load_shadow(engine: &Engine, paths: &[PathBuf]) -> Result<(), String> {
+    if paths.is_empty() {
+        return Ok(());
+    }
+    match load_rules(paths.to_vec()).await {
+        Ok(rules) => {
+            let version = rules.version().clone();
+            engine.swap_shadow(Some(rules));
+            shadow_swapped(None, &version);
+            Ok(())
+        }
+        Err(diagnostics) => {
+            shadow_rejected(&diagnostics);
+            Err(diagnostics)
+        }
+    }
+}
+
+/// Serves reload requests one at a time until `requests` closes: the live set, then the
+/// shadow set; each is swapped on its own success, a rejected one keeps its previous set.
 pub async fn run_reloader(
     engine: Arc<Engine>,
-    paths: Vec<PathBuf>,
+    paths: RulePaths,
     mut requests: mpsc::Receiver<Instant>,
     status: Arc<parking_lot::Mutex<ReloadStatus>>,
-    on_swap: impl Fn(&RuleSet, &RuleSet) + Send + 'static,
+    on_swap: impl Fn(&RuleSet, &RuleSet, SetKind) + Send + 'static,
 ) {
     while let Some(signalled_at) = requests.recv().await {
-        let outcome = match load_rules(paths.clone()).await {
+        let outcome = match load_rules(paths.live.clone()).await {
             Ok(new_rules) => {
                 let new_version = new_rules.version().clone();
                 let old = engine.rules();
                 let diff = RuleDiff::between(&old, &new_rules);
                 let old_rules = engine.swap_rules(new_rules);
                 let live = engine.rules();
-                on_swap(&old_rules, &live);
+                on_swap(&old_rules, &live, SetKind::Live);
                 rules_swapped(&old_rules, &live, &diff, signalled_at.elapsed());
                 ReloadOutcome::Swapped {
                     old: old_rules.version().clone(),
@@ -116,6 +156,11 @@ pub async fn run_reloader(
                 rules_rejected(&diagnostics);
                 ReloadOutcome::Rejected { diagnostics }
             }
+        };
+        let shadow = if paths.shadow.is_empty() {
+            None
+        } else {
+            Some(reload_shadow(&engine, &paths.shadow, &on_swap).await)
         };
         let mut s = status.lock();
         s.reloads += 1;
@@ -128,6 +173,37 @@ pub async fn run_reloader(
                 s.failures += 1;
                 s.last_error = Some(diagnostics);
             }
+        }
+        match shadow {
+            Some(Ok(version)) => {
+                s.shadow_version = Some(version.to_string());
+                s.shadow_last_error = None;
+            }
+            Some(Err(diagnostics)) => s.shadow_last_error = Some(diagnostics),
+            None => {}
+        }
+    }
+}
+
+/// Reloads the shadow set; on success returns its version.
+async fn reload_shadow(
+    engine: &Engine,
+    paths: &[PathBuf],
+    on_swap: &(impl Fn(&RuleSet, &RuleSet, SetKind) + Send),
+) -> Result<Arc<str>, String> {
+    match load_rules(paths.to_vec()).await {
+        Ok(rules) => {
+            let version = rules.version().clone();
+            let old = engine.swap_shadow(Some(rules.clone()));
+            if let Some(old) = &old {
+                on_swap(old, &rules, SetKind::Shadow);
+            }
+            shadow_swapped(old.as_ref().map(|o| o.version().as_ref()), &version);
+            Ok(version)
+        }
+        Err(diagnostics) => {
+            shadow_rejected(&diagnostics);
+            Err(diagnostics)
         }
     }
 }
@@ -188,6 +264,23 @@ fn rules_swapped(old: &RuleSet, new: &RuleSet, diff: &RuleDiff, signal_to_live: 
     );
 }
 
+fn shadow_swapped(old: Option<&str>, new: &str) {
+    metrics::counter!("veto_shadow_reloads_total", "result" => "swapped").increment(1);
+    tracing::info!(
+        old_version = old,
+        new_version = new,
+        "shadow rule set loaded"
+    );
+}
+
+fn shadow_rejected(diagnostics: &str) {
+    metrics::counter!("veto_shadow_reloads_total", "result" => "rejected").increment(1);
+    tracing::error!(
+        diagnostics = %diagnostics,
+        "shadow rule files rejected; the live set is unaffected and the previous shadow (if any) keeps running"
+    );
+}
+
 fn rules_rejected(diagnostics: &str) {
     metrics::counter!("veto_rules_reloads_total", "result" => "rejected").increment(1);
     metrics::counter!("veto_rules_reload_failures_total").increment(1);
@@ -205,6 +298,70 @@ mod tests {
         let report = crate::rules::compile_source("t.veto", src, std::path::Path::new("."));
         assert!(!report.has_errors(), "{}", report.render_human(false));
         report.ruleset.expect("rule set")
+    }
+
+    #[test]
+    fn sigusr1_reloads_the_shadow_too_and_a_bad_shadow_file_keeps_the_previous_shadow() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let live_file = dir.path().join("live.veto");
+        let shadow_file = dir.path().join("shadow.veto");
+        let write = |path: &std::path::Path, text: &str| std::fs::write(path, text).expect("write");
+        write(
+            &live_file,
+            "version \"live-1\"\nrule a when amount > 5 then review\n",
+        );
+        write(
+            &shadow_file,
+            "version \"shadow-1\"\nrule a when amount > 1 then review\n",
+        );
+        let store = crate::store::TagStore::open(crate::store::StoreConfig {
+            data_dir: dir.path().join("store"),
+            ..crate::store::StoreConfig::default()
+        })
+        .expect("store");
+        let timers = Arc::new(crate::decider::EventTimeTimers::default());
+        let live = load_rules_blocking(std::slice::from_ref(&live_file)).expect("live rules");
+        let engine = Arc::new(Engine::new(live, Arc::new(store), timers));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let status = Arc::new(parking_lot::Mutex::new(ReloadStatus::default()));
+        let paths = RulePaths {
+            live: vec![live_file.clone()],
+            shadow: vec![shadow_file.clone()],
+        };
+        runtime.block_on(async {
+            load_shadow(&engine, &paths.shadow).await.expect("shadow");
+            let (tx, rx) = mpsc::channel(1);
+            let reloader = tokio::spawn(run_reloader(
+                engine.clone(),
+                paths,
+                rx,
+                status.clone(),
+                |_: &RuleSet, _: &RuleSet, _: SetKind| {},
+            ));
+            // Both files change; the shadow one is broken.
+            write(
+                &live_file,
+                "version \"live-2\"\nrule a when amount > 6 then review\n",
+            );
+            write(
+                &shadow_file,
+                "version \"shadow-2\"\nrule a when amount > then review\n",
+            );
+            tx.send(Instant::now()).await.expect("request");
+            drop(tx);
+            reloader.await.expect("reloader");
+        });
+        assert_eq!(&**engine.rules().version(), "live-2");
+        let shadow = engine
+            .shadow_rules()
+            .expect("the previous shadow keeps running");
+        assert_eq!(&**shadow.version(), "shadow-1");
+        let s = status.lock();
+        assert_eq!((s.reloads, s.failures), (1, 0));
+        assert!(s.shadow_last_error.is_some());
     }
 
     #[test]

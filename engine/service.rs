@@ -11,7 +11,7 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::{Config, Delivery};
-use crate::decider::{Engine, TimerSink};
+use crate::decider::{Engine, TimerSink, SHADOW_TIMER_PREFIX};
 use crate::event::{Decision, PaymentEvent, TagUpdate};
 use crate::pipeline::{self, Decider, PipelineSettings, PipelineStatus, RunSummary};
 use crate::reload::{self, ReloadStatus};
@@ -63,11 +63,6 @@ pub async fn serve(
             "kafka.delivery: \"exactly_once\" is not implemented yet; use \"at_least_once\""
         );
     }
-    if !config.rules.shadow_paths.is_empty() {
-        anyhow::bail!(
-            "rules.shadow_paths: shadow rule sets are not implemented yet; leave it empty"
-        );
-    }
     let metrics = metrics_handle()?;
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
@@ -115,8 +110,14 @@ pub async fn serve(
         .map_err(|diagnostics| anyhow::anyhow!("rule files rejected:\n{diagnostics}"))?;
     let engine = Arc::new(Engine::new(rules, store.clone(), timers.clone()));
     reload::rules_version_live(None, engine.rules().version());
+    // A bad shadow file is logged and counted; the service runs on without a shadow.
+    let shadow_error = reload::load_shadow(&engine, &config.rules.shadow_paths)
+        .await
+        .err();
     let reload_status = Arc::new(Mutex::new(ReloadStatus {
         live_version: engine.rules().version().to_string(),
+        shadow_version: engine.shadow_rules().map(|r| r.version().to_string()),
+        shadow_last_error: shadow_error,
         ..ReloadStatus::default()
     }));
 
@@ -133,10 +134,15 @@ pub async fn serve(
     let swap_timers = timers.clone();
     tokio::spawn(reload::run_reloader(
         engine.clone(),
-        config.rules.paths.clone(),
+        reload::RulePaths {
+            live: config.rules.paths.clone(),
+            shadow: config.rules.shadow_paths.clone(),
+        },
         reloads,
         reload_status.clone(),
-        move |old: &RuleSet, new: &RuleSet| cancel_removed_sequences(&swap_timers.0, old, new),
+        move |old: &RuleSet, new: &RuleSet, kind: reload::SetKind| {
+            cancel_removed_sequences(&swap_timers.0, old, new, kind)
+        },
     ));
     tokio::spawn(sweep_store(store.clone(), stop_rx.clone()));
 
@@ -221,10 +227,20 @@ impl TimerSink for LiveTimers {
 }
 
 /// Cancels the armed timers of sequence rules the new set no longer has.
-fn cancel_removed_sequences(timers: &TimerService, old: &RuleSet, new: &RuleSet) {
+fn cancel_removed_sequences(
+    timers: &TimerService,
+    old: &RuleSet,
+    new: &RuleSet,
+    kind: reload::SetKind,
+) {
     for seq in old.sequences() {
         if !new.sequences().iter().any(|s| s.rule == seq.rule) {
-            let cancelled = timers.cancel_sequence(&seq.rule);
+            let cancelled = match kind {
+                reload::SetKind::Live => timers.cancel_sequence(&seq.rule),
+                reload::SetKind::Shadow => {
+                    timers.cancel_sequence(&format!("{SHADOW_TIMER_PREFIX}{}", seq.rule))
+                }
+            };
             metrics::counter!("veto_timers_dropped_on_swap_total").increment(cancelled as u64);
             tracing::info!(rule = %seq.rule, cancelled, "sequence rule removed, its timers are cancelled");
         }
@@ -308,9 +324,11 @@ impl LiveDecider {
 
 impl Decider for LiveDecider {
     fn decide(&self, event: &PaymentEvent) -> Vec<Decision> {
-        let decision = self.engine.decide(event, now_ms()).decision;
-        rules_hit(&decision);
-        vec![decision]
+        let decided = self.engine.decide(event, now_ms());
+        rules_hit(&decided.decision);
+        let mut decisions = vec![decided.decision];
+        decisions.extend(decided.shadow);
+        decisions
     }
 
     fn apply_tag_update(&self, update: &TagUpdate) {
