@@ -12,7 +12,7 @@ use super::{
 use crate::event::{Aggregate, Field, TagUpdate};
 use ahash::{AHashMap, AHashSet, RandomState};
 use parking_lot::{Mutex, MutexGuard, RwLock};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -81,6 +81,25 @@ fn split_key(key: &[u8]) -> Result<(Field, &str), StoreError> {
     let kind = Field::from_u8(kind).ok_or_else(|| bad("unknown entity kind"))?;
     let value = std::str::from_utf8(value).map_err(|_| bad("value not utf-8"))?;
     Ok((kind, value))
+}
+
+/// Drops the features not in `keep`; marks the entity dirty if any was dropped.
+fn retain_features(entity: &mut Entity, keep: &AHashSet<u64>) {
+    let before = entity.features.len();
+    entity.features.retain(|f| keep.contains(&f.id));
+    if entity.features.len() != before {
+        entity.features.shrink_to_fit();
+        entity.dirty = true;
+    }
+}
+
+/// Outcome of scanning the checkpoint in [`TagStore::restore`].
+struct CheckpointScan {
+    /// Entities seen (verified or not, when the scan stopped early).
+    found: u64,
+    /// Some entities were left on disk.
+    cold: bool,
+    result: Result<(), StoreError>,
 }
 
 /// What an input adds to a feature of aggregate `agg`.
@@ -320,12 +339,7 @@ impl TagStore {
 
     fn drop_retired_features(&self, entity: &mut Entity) {
         if let Some(keep) = self.retained.read().as_ref() {
-            let before = entity.features.len();
-            entity.features.retain(|f| keep.contains(&f.id));
-            if entity.features.len() != before {
-                entity.features.shrink_to_fit();
-                entity.dirty = true;
-            }
+            retain_features(entity, keep);
         }
     }
 
@@ -637,30 +651,9 @@ impl TagStore {
             }
         };
         self.clear_memory()?;
-        let load_limit = self.cfg.memory_budget_bytes - self.cfg.memory_budget_bytes / 10;
-        let mut loaded_bytes = 0u64;
-        let mut found = 0u64;
-        let mut cold = false;
-        let scanned = self.disk.for_each_checkpointed(|key, payload| {
-            found += 1;
-            let (kind, value) = split_key(key)?;
-            let mut entity = Entity::decode(payload).map_err(|e| {
-                StoreError::CorruptCheckpoint(format!("entity {}: {e}", printable_key(key)))
-            })?;
-            if loaded_bytes >= load_limit {
-                cold = true;
-                return Ok(());
-            }
-            entity.persisted = true;
-            entity.dirty = false;
-            self.drop_retired_features(&mut entity);
-            let bytes = entity.accounted_bytes(value.len()) as u64;
-            loaded_bytes += bytes;
-            let mut shard = self.lock(self.shard_of(kind, value));
-            shard.bytes += bytes;
-            shard.maps[kind as usize].insert(value.into(), entity);
-            Ok(())
-        });
+        let scan = self.scan_checkpoint();
+        let (found, cold) = (scan.found, scan.cold);
+        let scanned = scan.result;
         let checked = scanned.and_then(|()| {
             if found == manifest.entities {
                 Ok(())
@@ -694,6 +687,81 @@ impl TagStore {
             entities,
             sequence: manifest.sequence,
         }))
+    }
+
+    /// Scans the whole checkpoint on every core: each thread takes key ranges (split at SST
+    /// file boundaries) from a shared queue, verifies and decodes every entity and loads it into
+    /// its shard until 90% of the budget is used; the rest stays cold (read back on access).
+    /// The first error stops every thread.
+    fn scan_checkpoint(&self) -> CheckpointScan {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+        let ranges = match self.disk.checkpoint_ranges(threads * 4) {
+            Ok(ranges) => ranges,
+            Err(error) => {
+                return CheckpointScan {
+                    found: 0,
+                    cold: false,
+                    result: Err(error),
+                }
+            }
+        };
+        let load_limit = self.cfg.memory_budget_bytes - self.cfg.memory_budget_bytes / 10;
+        let next = AtomicUsize::new(0);
+        let found = AtomicU64::new(0);
+        let loaded_bytes = AtomicU64::new(0);
+        let cold = AtomicBool::new(false);
+        let stop = AtomicBool::new(false);
+        let first_error: Mutex<Option<StoreError>> = Mutex::new(None);
+        let retained = self.retained.read().clone();
+        let worker = || {
+            while !stop.load(Ordering::Relaxed) {
+                let Some(range) = ranges.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                    break;
+                };
+                let mut seen = 0u64;
+                let result = self.disk.for_each_checkpointed_in(range, |key, payload| {
+                    seen += 1;
+                    let (kind, value) = split_key(key)?;
+                    let mut entity = Entity::decode(payload).map_err(|e| {
+                        StoreError::CorruptCheckpoint(format!("entity {}: {e}", printable_key(key)))
+                    })?;
+                    if cold.load(Ordering::Relaxed) || stop.load(Ordering::Relaxed) {
+                        cold.store(true, Ordering::Relaxed);
+                        return Ok(());
+                    }
+                    entity.persisted = true;
+                    entity.dirty = false;
+                    if let Some(keep) = &retained {
+                        retain_features(&mut entity, keep);
+                    }
+                    let bytes = entity.accounted_bytes(value.len()) as u64;
+                    if loaded_bytes.fetch_add(bytes, Ordering::Relaxed) >= load_limit {
+                        cold.store(true, Ordering::Relaxed);
+                        return Ok(());
+                    }
+                    let mut shard = self.lock(self.shard_of(kind, value));
+                    shard.bytes += bytes;
+                    shard.maps[kind as usize].insert(value.into(), entity);
+                    Ok(())
+                });
+                found.fetch_add(seen, Ordering::Relaxed);
+                if let Err(error) = result {
+                    stop.store(true, Ordering::Relaxed);
+                    first_error.lock().get_or_insert(error);
+                }
+            }
+        };
+        std::thread::scope(|scope| {
+            for _ in 1..threads {
+                scope.spawn(worker);
+            }
+            worker();
+        });
+        CheckpointScan {
+            found: found.into_inner(),
+            cold: cold.into_inner(),
+            result: first_error.into_inner().map_or(Ok(()), Err),
+        }
     }
 
     /// Empties memory and the spill (restore starts from a clean slate).
