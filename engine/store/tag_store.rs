@@ -3,8 +3,9 @@
 use super::disk::{printable_key, Disk, Manifest};
 use super::entity::{alloc_size, Entity};
 use super::hll::item_hash;
+use super::packed::Scratch;
 use super::telemetry;
-use super::window::{empty_value, to_fixed, Contribution, FeatureState, Geometry};
+use super::window::{empty_value, to_fixed, Contribution, Geometry};
 use super::{
     CheckpointStats, FeatureInput, FeatureSpec, Observation, PartitionOffset, Restored,
     StoreConfig, StoreError, StoreStats,
@@ -34,6 +35,8 @@ struct Shard {
     spilled: u64,
     /// Keys of checkpointed entities deleted since the last checkpoint.
     deleted: AHashSet<Box<[u8]>>,
+    /// Vectors for unpacking one feature at a time.
+    scratch: Scratch,
 }
 
 impl Shard {
@@ -85,10 +88,7 @@ fn split_key(key: &[u8]) -> Result<(Field, &str), StoreError> {
 
 /// Drops the features not in `keep`; marks the entity dirty if any was dropped.
 fn retain_features(entity: &mut Entity, keep: &AHashSet<u64>) {
-    let before = entity.features.len();
-    entity.features.retain(|f| keep.contains(&f.id));
-    if entity.features.len() != before {
-        entity.features.shrink_to_fit();
+    if entity.retain_features(|id| keep.contains(&id)) {
         entity.dirty = true;
     }
 }
@@ -222,27 +222,27 @@ impl TagStore {
         let contribution = contribution(spec.agg, input);
         let geometry = Geometry::new(spec.window_ms, spec.resolution_ms);
         let limit = self.cfg.distinct_exact_limit;
-        let entity = self.entity_mut(shard, spec.by, value, true)?;
-        let before = entity.accounted_bytes(value.len());
-        let position = entity.features.iter().position(|f| f.id == spec.id);
-        let feature = match position {
-            Some(i) => &mut entity.features[i],
-            None => {
-                entity.features.reserve_exact(1);
-                entity
-                    .features
-                    .push(FeatureState::new(spec.id, spec.agg, i64::MIN));
-                let last = entity.features.len() - 1;
-                &mut entity.features[last]
-            }
+        let mut scratch = std::mem::take(&mut shard.scratch);
+        let Some(entity) = self.entity_mut(shard, spec.by, value, true) else {
+            shard.scratch = scratch;
+            return None;
         };
-        let out = feature.update(spec.agg, geometry, event_time_ms, contribution, limit);
+        let before = entity.accounted_bytes(value.len());
+        let (out, latest_ms) = entity.update_feature(
+            spec.id,
+            spec.agg,
+            geometry,
+            event_time_ms,
+            contribution,
+            limit,
+            &mut scratch,
+        );
         let window_ms = i64::try_from(spec.window_ms).unwrap_or(i64::MAX);
-        let horizon = feature.latest_ms.saturating_add(window_ms);
-        entity.extend_horizon(horizon);
+        entity.extend_horizon(latest_ms.saturating_add(window_ms));
         entity.dirty = true;
         let after = entity.accounted_bytes(value.len());
         shard.bytes = (shard.bytes + after as u64).saturating_sub(before as u64);
+        shard.scratch = scratch;
         out
     }
 
@@ -260,11 +260,7 @@ impl TagStore {
             let entity = match self.read_back(shard, kind, value) {
                 Some(entity) => entity,
                 None if create => {
-                    let mut entity = Entity {
-                        dirty: true,
-                        holds_until_ms: i64::MIN,
-                        ..Entity::default()
-                    };
+                    let mut entity = Entity::fresh();
                     if !shard.deleted.is_empty() {
                         let key = entity_key(kind as u8, value);
                         entity.persisted = shard.deleted.remove(key.as_slice());
@@ -327,12 +323,9 @@ impl TagStore {
             Err(error) => {
                 telemetry::read_back_failed(&printable_key(&key), &error);
                 // the damaged copy may still be in the checkpoint: keep the entity count right
-                Some(Entity {
-                    dirty: true,
-                    persisted: maybe_checkpointed,
-                    holds_until_ms: i64::MIN,
-                    ..Entity::default()
-                })
+                let mut entity = Entity::fresh();
+                entity.persisted = maybe_checkpointed;
+                Some(entity)
             }
         }
     }
@@ -477,14 +470,11 @@ impl TagStore {
             let mut delta: i64 = 0;
             for map in shard.maps.iter_mut() {
                 for (value, entity) in map.iter_mut() {
-                    if entity.features.iter().all(|f| keep.contains(&f.id)) {
-                        continue;
-                    }
                     let before = entity.accounted_bytes(value.len()) as i64;
-                    entity.features.retain(|f| keep.contains(&f.id));
-                    entity.features.shrink_to_fit();
-                    entity.dirty = true;
-                    delta += entity.accounted_bytes(value.len()) as i64 - before;
+                    if entity.retain_features(|id| keep.contains(&id)) {
+                        entity.dirty = true;
+                        delta += entity.accounted_bytes(value.len()) as i64 - before;
+                    }
                 }
             }
             shard.bytes = shard.bytes.saturating_add_signed(delta);
@@ -496,13 +486,12 @@ impl TagStore {
         let _gate = self.gate.read();
         let mut shard = self.lock(self.shard_of(spec.by, entity));
         let geometry = Geometry::new(spec.window_ms, spec.resolution_ms);
-        let value = match self.entity_mut(&mut shard, spec.by, entity, false) {
-            Some(e) => match e.feature(spec.id) {
-                Some(f) => f.value(spec.agg, geometry, at_ms),
-                None => empty_value(spec.agg),
-            },
-            None => empty_value(spec.agg),
-        };
+        let mut scratch = std::mem::take(&mut shard.scratch);
+        let value = self
+            .entity_mut(&mut shard, spec.by, entity, false)
+            .and_then(|e| e.feature_value(spec.id, spec.agg, geometry, at_ms, &mut scratch))
+            .unwrap_or_else(|| empty_value(spec.agg));
+        shard.scratch = scratch;
         self.keep_within_budget(&mut shard);
         value
     }
