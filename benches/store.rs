@@ -238,6 +238,20 @@ fn report_bytes_per_entity() {
     );
 }
 
+/// User + system CPU seconds of this process so far (Linux; 0 elsewhere).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // fields after the parenthesised command name: utime and stime are the 12th and 13th
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let ticks: Vec<f64> = after
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    ticks.iter().sum::<f64>() / 100.0
+}
+
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
@@ -306,6 +320,7 @@ fn report_restore_time() {
         written.elapsed().as_secs_f64(),
         disk_bytes as f64 / 1e6
     );
+    let cpu_before = cpu_seconds();
     let started = Instant::now();
     let store = TagStore::open(StoreConfig {
         memory_budget_bytes: budget_mb << 20,
@@ -314,11 +329,16 @@ fn report_restore_time() {
     .expect("reopen");
     let restored = store.restore().expect("restore").expect("a checkpoint");
     let seconds = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu_before;
     let stats = store.stats();
     println!(
-        "restore (open + restore) of {} entities: {seconds:.2} s, {:.0} entities/s; {} in memory ({:.0} MB accounted, budget {budget_mb} MiB)",
+        "restore (open + restore) of {} entities: {seconds:.2} s, {:.0} entities/s, {cpu:.1} s cpu (load {}); {} in memory ({:.0} MB accounted, budget {budget_mb} MiB)",
         restored.entities,
         restored.entities as f64 / seconds,
+        std::fs::read_to_string("/proc/loadavg")
+            .ok()
+            .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+            .unwrap_or_default(),
         stats.entities_in_memory,
         stats.accounted_bytes as f64 / 1e6
     );

@@ -9,7 +9,7 @@ use super::codec::{DecodeError, Reader, Writer};
 use super::{PartitionOffset, StoreError};
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType,
-    IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions, DB,
+    IteratorMode, Options, Range, ReadOptions, WriteBatch, WriteOptions, DB,
 };
 use std::path::Path;
 
@@ -292,6 +292,20 @@ impl Disk {
             iter.next();
         }
         iter.status().map_err(rocks("scan checkpoint"))
+    }
+
+    /// Approximate share of the checkpoint's on-disk bytes under each leading key byte (entity
+    /// kind) `0..kinds`; all zero when nothing is on disk yet. A sizing hint only.
+    pub fn checkpoint_kind_shares(&self, kinds: u8) -> Result<Vec<f64>, StoreError> {
+        let cf = self.cf(CF_CHECKPOINT_ENTITIES)?;
+        let bounds: Vec<[u8; 1]> = (0..=kinds).map(|k| [k]).collect();
+        let ranges: Vec<Range<'_>> = bounds
+            .windows(2)
+            .map(|w| Range::new(&w[0], &w[1]))
+            .collect();
+        let sizes = self.db.get_approximate_sizes_cf(cf, &ranges);
+        let total = sizes.iter().sum::<u64>().max(1) as f64;
+        Ok(sizes.iter().map(|&s| s as f64 / total).collect())
     }
 
     /// Splits the checkpoint key space into at most `parts` ranges of similar on-disk size,

@@ -248,13 +248,18 @@ impl Entity {
 
     /// Decodes an entity; it comes back clean (not dirty).
     pub fn decode(bytes: &[u8]) -> Result<Entity, DecodeError> {
+        Entity::decode_with(bytes, &mut Vec::new())
+    }
+
+    /// [`Entity::decode`] with a reusable buffer (restore decodes millions).
+    pub fn decode_with(bytes: &[u8], buf: &mut Vec<u8>) -> Result<Entity, DecodeError> {
         let mut r = Reader { rest: bytes };
         if r.u8()? != ENTITY_FORMAT {
             return Err(DecodeError("unknown entity format"));
         }
         let persisted = r.u8()? != 0;
         let holds_until_ms = r.zigzag()?;
-        let (features, sketches) = PackedFeatures::decode(&mut r)?;
+        let (features, sketches) = PackedFeatures::decode(&mut r, buf)?;
         let n = r.len()?;
         let mut tags = Vec::with_capacity(n);
         for _ in 0..n {

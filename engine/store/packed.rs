@@ -281,12 +281,13 @@ impl PackedFeatures {
         }
     }
 
-    /// Decodes the features of checkpoint format 1 straight into a block (one allocation);
-    /// sketches are returned with their feature ids.
+    /// Decodes the features of checkpoint format 1 straight into a block (one allocation; `out`
+    /// is a reusable buffer); sketches are returned with their feature ids.
     pub fn decode(
         r: &mut Reader<'_>,
+        out: &mut Vec<u8>,
     ) -> Result<(PackedFeatures, Vec<(u64, Box<SlidingHll>)>), DecodeError> {
-        let mut out = Vec::with_capacity(r.rest.len() * 2);
+        out.clear();
         let mut sketches = Vec::new();
         let count = |r: &mut Reader<'_>| -> Result<u32, DecodeError> {
             u32::try_from(r.varint()?).map_err(|_| DecodeError("bucket count too large"))

@@ -640,6 +640,7 @@ impl TagStore {
             }
         };
         self.clear_memory()?;
+        self.reserve_for(manifest.entities);
         let scan = self.scan_checkpoint();
         let (found, cold) = (scan.found, scan.cold);
         let scanned = scan.result;
@@ -678,6 +679,27 @@ impl TagStore {
         }))
     }
 
+    /// Sizes the shard maps for the entities a restore will load (estimated per kind from the
+    /// on-disk key ranges, at most what fits in the budget), so loading does not rehash: a
+    /// rehash reads every key box again, one cache miss each.
+    fn reserve_for(&self, entities: u64) {
+        let Ok(shares) = self.disk.checkpoint_kind_shares(KINDS as u8) else {
+            return;
+        };
+        let load_limit = self.cfg.memory_budget_bytes - self.cfg.memory_budget_bytes / 10;
+        let smallest = Entity::fresh().accounted_bytes(1) as u64;
+        let loadable = entities.min(load_limit / smallest) as f64;
+        let shards = self.shards.len() as f64;
+        for (kind, share) in shares.into_iter().enumerate() {
+            let per_shard = (loadable * share / shards).ceil() as usize;
+            if per_shard > 0 {
+                for index in 0..self.shards.len() {
+                    self.lock(index).maps[kind].reserve(per_shard);
+                }
+            }
+        }
+    }
+
     /// Scans the whole checkpoint on every core: each thread takes key ranges (split at SST
     /// file boundaries) from a shared queue, verifies and decodes every entity and loads it into
     /// its shard until 90% of the budget is used; the rest stays cold (read back on access).
@@ -708,10 +730,11 @@ impl TagStore {
                     break;
                 };
                 let mut seen = 0u64;
+                let mut buf = Vec::with_capacity(256);
                 let result = self.disk.for_each_checkpointed_in(range, |key, payload| {
                     seen += 1;
                     let (kind, value) = split_key(key)?;
-                    let mut entity = Entity::decode(payload).map_err(|e| {
+                    let mut entity = Entity::decode_with(payload, &mut buf).map_err(|e| {
                         StoreError::CorruptCheckpoint(format!("entity {}: {e}", printable_key(key)))
                     })?;
                     if cold.load(Ordering::Relaxed) || stop.load(Ordering::Relaxed) {

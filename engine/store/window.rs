@@ -408,7 +408,7 @@ mod tests {
             let sketch = packed.store(None, state.clone(), &mut scratch);
             let mut buf = Vec::new();
             packed.encode(&mut Writer { buf: &mut buf }, |_| sketch.as_deref());
-            let (back, sketches) = PackedFeatures::decode(&mut Reader { rest: &buf }).unwrap();
+            let (back, sketches) = PackedFeatures::decode(&mut Reader { rest: &buf }, &mut Vec::new()).unwrap();
             prop_assert_eq!(&back, &packed);
             let slot = back.find(1).unwrap();
             let sketch = sketches.into_iter().next().map(|(_, s)| s);
