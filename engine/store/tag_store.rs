@@ -158,8 +158,13 @@ impl TagStore {
         })
     }
 
+    /// Fixed-seed hash of an entity; its low bits pick the shard.
+    fn entity_hash(&self, kind: Field, value: &str) -> u64 {
+        self.shard_hasher.hash_one((kind as u8, value))
+    }
+
     fn shard_of(&self, kind: Field, value: &str) -> usize {
-        self.shard_hasher.hash_one((kind as u8, value)) as usize & self.shard_mask
+        self.entity_hash(kind, value) as usize & self.shard_mask
     }
 
     fn lock(&self, index: usize) -> MutexGuard<'_, Shard> {
@@ -176,20 +181,23 @@ impl TagStore {
         out: &mut [Option<f64>],
     ) {
         out.iter_mut().for_each(|o| *o = None);
-        let mut inline = [(0usize, 0usize); INLINE_INPUTS];
+        // (shard, entity hash, input index): sorted, inputs of one shard and then of one
+        // entity are adjacent, so each shard is locked once and each entity looked up once
+        let mut inline = [(0usize, 0u64, 0usize); INLINE_INPUTS];
         let mut spilled_order = Vec::new();
         let mut len = 0;
         {
             let n = specs.len().min(inputs.len()).min(out.len());
-            let order: &mut [(usize, usize)] = if n <= INLINE_INPUTS {
+            let order: &mut [(usize, u64, usize)] = if n <= INLINE_INPUTS {
                 &mut inline
             } else {
-                spilled_order.resize(n, (0, 0));
+                spilled_order.resize(n, (0, 0, 0));
                 &mut spilled_order
             };
             for (i, (spec, input)) in specs.iter().zip(inputs).take(n).enumerate() {
                 if let Some(value) = input.entity {
-                    order[len] = (self.shard_of(spec.by, value), i);
+                    let hash = self.entity_hash(spec.by, value);
+                    order[len] = (hash as usize & self.shard_mask, hash, i);
                     len += 1;
                 }
             }
@@ -200,50 +208,46 @@ impl TagStore {
         } else {
             &spilled_order[..len]
         };
+        let same_entity = |a: &(usize, u64, usize), b: &(usize, u64, usize)| {
+            a.1 == b.1 && specs[a.2].by == specs[b.2].by && inputs[a.2].entity == inputs[b.2].entity
+        };
+        let limit = self.cfg.distinct_exact_limit;
         let _gate = self.gate.read();
-        for group in order.chunk_by(|a, b| a.0 == b.0) {
-            let mut shard = self.lock(group[0].0);
+        for shard_group in order.chunk_by(|a, b| a.0 == b.0) {
+            let mut shard = self.lock(shard_group[0].0);
             shard.watermark_ms = shard.watermark_ms.max(event_time_ms);
-            for &(_, i) in group {
-                out[i] = self.update_feature(&mut shard, event_time_ms, &specs[i], &inputs[i]);
+            let mut scratch = std::mem::take(&mut shard.scratch);
+            for group in shard_group.chunk_by(same_entity) {
+                let first = group[0].2;
+                let (kind, Some(value)) = (specs[first].by, inputs[first].entity) else {
+                    continue;
+                };
+                let Some(entity) = self.entity_mut(&mut shard, kind, value, true) else {
+                    continue;
+                };
+                let before = entity.accounted_bytes(value.len());
+                for &(_, _, i) in group {
+                    let spec = &specs[i];
+                    let (value, latest_ms) = entity.update_feature(
+                        spec.id,
+                        spec.agg,
+                        Geometry::new(spec.window_ms, spec.resolution_ms),
+                        event_time_ms,
+                        contribution(spec.agg, &inputs[i]),
+                        limit,
+                        &mut scratch,
+                    );
+                    out[i] = value;
+                    let window_ms = i64::try_from(spec.window_ms).unwrap_or(i64::MAX);
+                    entity.extend_horizon(latest_ms.saturating_add(window_ms));
+                }
+                entity.dirty = true;
+                let after = entity.accounted_bytes(value.len());
+                shard.bytes = (shard.bytes + after as u64).saturating_sub(before as u64);
             }
+            shard.scratch = scratch;
             self.keep_within_budget(&mut shard);
         }
-    }
-
-    fn update_feature(
-        &self,
-        shard: &mut Shard,
-        event_time_ms: i64,
-        spec: &FeatureSpec,
-        input: &FeatureInput<'_>,
-    ) -> Option<f64> {
-        let value = input.entity?;
-        let contribution = contribution(spec.agg, input);
-        let geometry = Geometry::new(spec.window_ms, spec.resolution_ms);
-        let limit = self.cfg.distinct_exact_limit;
-        let mut scratch = std::mem::take(&mut shard.scratch);
-        let Some(entity) = self.entity_mut(shard, spec.by, value, true) else {
-            shard.scratch = scratch;
-            return None;
-        };
-        let before = entity.accounted_bytes(value.len());
-        let (out, latest_ms) = entity.update_feature(
-            spec.id,
-            spec.agg,
-            geometry,
-            event_time_ms,
-            contribution,
-            limit,
-            &mut scratch,
-        );
-        let window_ms = i64::try_from(spec.window_ms).unwrap_or(i64::MAX);
-        entity.extend_horizon(latest_ms.saturating_add(window_ms));
-        entity.dirty = true;
-        let after = entity.accounted_bytes(value.len());
-        shard.bytes = (shard.bytes + after as u64).saturating_sub(before as u64);
-        shard.scratch = scratch;
-        out
     }
 
     /// The entity in memory, read back from disk if it was spilled or checkpointed, or (with
