@@ -47,7 +47,15 @@ struct Extra {
     tags: Box<[Tag]>,
     /// The sketch of every `distinct` feature past its exact limit, by feature id.
     sketches: Vec<(u64, Box<SlidingHll>)>,
+    /// Hot entities (a feature reached [`HOT_RECORDS`] buckets) keep their features here in
+    /// typed form, updated in place, and `Entity::features` is empty; sketches then live in
+    /// their `FeatureState`. Read back from disk, an entity starts packed again.
+    hot: Vec<FeatureState>,
 }
+
+/// Bucket count of one feature from which its entity keeps features unpacked: unpacking and
+/// packing a long bucket list on every event costs more than the typed form's extra bytes.
+const HOT_RECORDS: usize = 8;
 
 /// Fixed per-entity overhead of the shard map besides the entity itself: the key box, one
 /// control byte and the slack of a hash table kept at most 7/8 full (about 1/4 on average).
@@ -102,7 +110,7 @@ impl Entity {
         if self
             .extra
             .as_ref()
-            .is_some_and(|e| e.tags.is_empty() && e.sketches.is_empty())
+            .is_some_and(|e| e.tags.is_empty() && e.sketches.is_empty() && e.hot.is_empty())
         {
             self.extra = None;
         }
@@ -121,6 +129,23 @@ impl Entity {
         distinct_limit: usize,
         scratch: &mut Scratch,
     ) -> (Option<f64>, i64) {
+        if let Some(hot) = self
+            .extra
+            .as_mut()
+            .map(|e| &mut e.hot)
+            .filter(|h| !h.is_empty())
+        {
+            let at = match hot.iter().position(|f| f.id == id) {
+                Some(at) => at,
+                None => {
+                    hot.push(FeatureState::new(id, agg, i64::MIN));
+                    hot.len() - 1
+                }
+            };
+            let f = &mut hot[at];
+            let out = f.update(agg, geometry, t_ms, contribution, distinct_limit);
+            return (out, f.latest_ms);
+        }
         let slot = self.features.find(id);
         let mut state = match &slot {
             Some(slot) => {
@@ -135,12 +160,41 @@ impl Entity {
         };
         let out = state.update(agg, geometry, t_ms, contribution, distinct_limit);
         let latest_ms = state.latest_ms;
+        let promote = state.records() >= HOT_RECORDS;
         if let Some(sketch) = self.features.store(slot.as_ref(), state, scratch) {
             self.extra_mut().sketches.push((id, sketch));
         } else if slot.is_some_and(|s| s.kind == KIND_SKETCH) {
             self.tidy_extra();
         }
+        if promote {
+            self.promote(scratch);
+        }
         (out, latest_ms)
+    }
+
+    /// Moves every feature to the typed (hot) form.
+    fn promote(&mut self, scratch: &mut Scratch) {
+        let slots: Vec<_> = self.features.slots().collect();
+        let mut hot = Vec::with_capacity(slots.len());
+        for slot in &slots {
+            let sketch = if slot.kind == KIND_SKETCH {
+                self.take_sketch(slot.id)
+            } else {
+                None
+            };
+            let mut state = self.features.unpack(slot, sketch, scratch);
+            state.shrink_to_fit();
+            hot.push(state);
+        }
+        self.features = PackedFeatures::default();
+        self.extra_mut().hot = hot;
+    }
+
+    fn hot(&self) -> Option<&[FeatureState]> {
+        self.extra
+            .as_ref()
+            .map(|e| e.hot.as_slice())
+            .filter(|h| !h.is_empty())
     }
 
     /// The value of feature `id` at evaluation time max(`at_ms`, T); `None` when the entity
@@ -153,6 +207,10 @@ impl Entity {
         at_ms: i64,
         scratch: &mut Scratch,
     ) -> Option<Option<f64>> {
+        if let Some(hot) = self.hot() {
+            let f = hot.iter().find(|f| f.id == id)?;
+            return Some(f.value(agg, geometry, at_ms));
+        }
         let slot = self.features.find(id)?;
         if slot.kind == KIND_SKETCH {
             let latest_ms = self.features.latest_ms(&slot);
@@ -171,11 +229,18 @@ impl Entity {
     /// Keeps the features `keep` accepts; returns whether any was dropped.
     pub fn retain_features(&mut self, keep: impl Fn(u64) -> bool) -> bool {
         let dropped = self.features.retain(&keep);
+        let mut dropped_hot = false;
         if let Some(extra) = self.extra.as_mut() {
             extra.sketches.retain(|(id, _)| keep(*id));
+            let before = extra.hot.len();
+            extra.hot.retain(|f| keep(f.id));
+            dropped_hot = extra.hot.len() != before;
+            if dropped_hot {
+                extra.hot.shrink_to_fit();
+            }
         }
         self.tidy_extra();
-        dropped
+        dropped || dropped_hot
     }
 
     pub fn extend_horizon(&mut self, until_ms: i64) {
@@ -231,7 +296,21 @@ impl Entity {
         w.u8(ENTITY_FORMAT);
         w.u8(u8::from(self.persisted));
         w.zigzag(self.holds_until_ms);
-        self.features.encode(&mut w, |id| self.sketch(id));
+        match self.hot() {
+            None => self.features.encode(&mut w, |id| self.sketch(id)),
+            Some(hot) => {
+                // rare (checkpoint or spill of a hot entity): pack a copy
+                let mut packed = PackedFeatures::default();
+                let mut scratch = Scratch::default();
+                let sketches: Vec<_> = hot
+                    .iter()
+                    .filter_map(|f| Some((f.id, packed.store(None, f.clone(), &mut scratch)?)))
+                    .collect();
+                packed.encode(&mut w, |id| {
+                    sketches.iter().find(|(f, _)| *f == id).map(|(_, s)| &**s)
+                });
+            }
+        }
         let tags = self.tags();
         w.varint(tags.len() as u64);
         for t in tags {
@@ -281,6 +360,7 @@ impl Entity {
             Box::new(Extra {
                 tags: tags.into_boxed_slice(),
                 sketches,
+                hot: Vec::new(),
             })
         });
         Ok(Entity {
@@ -308,6 +388,12 @@ impl Extra {
                 .sketches
                 .iter()
                 .map(|(_, s)| alloc_size(s.heap_bytes()))
+                .sum::<usize>()
+            + alloc_size(self.hot.capacity() * size_of::<FeatureState>())
+            + self
+                .hot
+                .iter()
+                .map(|f| alloc_size(f.heap_bytes()))
                 .sum::<usize>()
     }
 }
@@ -348,6 +434,45 @@ mod tests {
         for cut in 0..buf.len() {
             assert!(Entity::decode(&buf[..cut]).is_err(), "prefix {cut} decoded");
         }
+    }
+
+    #[test]
+    fn hot_entities_switch_to_the_typed_form_and_encode_the_same() {
+        let g = Geometry::new(600_000, 10_000);
+        let mut e = Entity::default();
+        let mut reference = [
+            FeatureState::new(1, Aggregate::Count, i64::MIN),
+            FeatureState::new(2, Aggregate::Distinct, i64::MIN),
+        ];
+        let mut scratch = Scratch::default();
+        for i in 0..40i64 {
+            let t = i * 7_000;
+            let updates = [
+                (Aggregate::Count, Contribution::Count),
+                (Aggregate::Distinct, Contribution::Item(i as u64 % 37)),
+            ];
+            for ((agg, c), r) in updates.into_iter().zip(&mut reference) {
+                let got = e.update_feature(r.id, agg, g, t, c, 4, &mut scratch);
+                let want = r.update(agg, g, t, c, 4);
+                assert_eq!(got, (want, r.latest_ms), "event {i}");
+            }
+        }
+        assert!(e.hot().is_some() && e.features.heap_bytes() == 0);
+        let mut buf = Vec::new();
+        e.encode(&mut buf);
+        let back = Entity::decode(&buf).unwrap();
+        assert!(back.hot().is_none());
+        for (agg, r) in [Aggregate::Count, Aggregate::Distinct]
+            .into_iter()
+            .zip(&reference)
+        {
+            for at in [0, 280_000, 500_000, 900_000] {
+                let want = Some(r.value(agg, g, at));
+                assert_eq!(e.feature_value(r.id, agg, g, at, &mut scratch), want);
+                assert_eq!(back.feature_value(r.id, agg, g, at, &mut scratch), want);
+            }
+        }
+        assert!(e.accounted_bytes(5) > back.accounted_bytes(5));
     }
 
     #[test]

@@ -301,6 +301,46 @@ impl FeatureState {
     }
 }
 
+impl FeatureState {
+    /// Stored buckets (distinct: items; 0 for a sketch).
+    pub fn records(&self) -> usize {
+        match &self.buckets {
+            Buckets::Count(l) => l.len(),
+            Buckets::Sum(l) => l.len(),
+            Buckets::Extreme(l) => l.len(),
+            Buckets::Last(l) => l.len(),
+            Buckets::Distinct(DistinctState::Exact(l)) => l.len(),
+            Buckets::Distinct(DistinctState::Sketch(_)) => 0,
+        }
+    }
+
+    pub fn shrink_to_fit(&mut self) {
+        match &mut self.buckets {
+            Buckets::Count(l) => l.shrink_to_fit(),
+            Buckets::Sum(l) => l.shrink_to_fit(),
+            Buckets::Extreme(l) => l.shrink_to_fit(),
+            Buckets::Last(l) => l.shrink_to_fit(),
+            Buckets::Distinct(DistinctState::Exact(l)) => l.shrink_to_fit(),
+            Buckets::Distinct(DistinctState::Sketch(_)) => {}
+        }
+    }
+
+    /// Heap bytes requested for the bucket list (or sketch).
+    pub fn heap_bytes(&self) -> usize {
+        use std::mem::size_of;
+        match &self.buckets {
+            Buckets::Count(l) => l.capacity() * size_of::<CountBucket>(),
+            Buckets::Sum(l) => l.capacity() * size_of::<SumBucket>(),
+            Buckets::Extreme(l) => l.capacity() * size_of::<ExtremeBucket>(),
+            Buckets::Last(l) => l.capacity() * size_of::<LastBucket>(),
+            Buckets::Distinct(DistinctState::Exact(l)) => {
+                l.capacity() * size_of::<super::hll::SeenItem>()
+            }
+            Buckets::Distinct(DistinctState::Sketch(s)) => s.heap_bytes(),
+        }
+    }
+}
+
 /// The value of a window with nothing in it.
 pub fn empty_value(agg: Aggregate) -> Option<f64> {
     match agg {
