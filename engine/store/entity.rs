@@ -2,7 +2,7 @@
 
 use super::codec::{DecodeError, Reader, Writer};
 use super::hll::SlidingHll;
-use super::packed::{PackedFeatures, Scratch, KIND_SKETCH};
+use super::packed::{PackedFeatures, Scratch, Sketches, KIND_SKETCH};
 use super::window::{empty_value, Contribution, FeatureState, Geometry};
 use crate::event::Aggregate;
 use std::mem::size_of;
@@ -46,7 +46,7 @@ struct Extra {
     /// Rarely changed, so a boxed slice.
     tags: Box<[Tag]>,
     /// The sketch of every `distinct` feature past its exact limit, by feature id.
-    sketches: Vec<(u64, Box<SlidingHll>)>,
+    sketches: Sketches,
     /// Hot entities (a feature reached [`HOT_RECORDS`] buckets) keep their features here in
     /// typed form, updated in place, and `Entity::features` is empty; sketches then live in
     /// their `FeatureState`. Read back from disk, an entity starts packed again.

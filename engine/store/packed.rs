@@ -42,6 +42,9 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(w)
 }
 
+/// Distinct sketches of an entity, by feature id.
+pub type Sketches = Vec<(u64, Box<SlidingHll>)>;
+
 /// Where one feature sits in the block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Slot {
@@ -286,7 +289,7 @@ impl PackedFeatures {
     pub fn decode(
         r: &mut Reader<'_>,
         out: &mut Vec<u8>,
-    ) -> Result<(PackedFeatures, Vec<(u64, Box<SlidingHll>)>), DecodeError> {
+    ) -> Result<(PackedFeatures, Sketches), DecodeError> {
         out.clear();
         let mut sketches = Vec::new();
         let count = |r: &mut Reader<'_>| -> Result<u32, DecodeError> {
