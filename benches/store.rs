@@ -238,67 +238,140 @@ fn report_bytes_per_entity() {
     );
 }
 
-/// Restore time of a checkpoint of `VETO_BENCH_RESTORE_ENTITIES` entities (default 1M).
-fn report_restore_time() {
-    let n: usize = std::env::var("VETO_BENCH_RESTORE_ENTITIES")
+/// User + system CPU seconds of this process so far (Linux; 0 elsewhere).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // fields after the parenthesised command name: utime and stime are the 12th and 13th
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let ticks: Vec<f64> = after
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    ticks.iter().sum::<f64>() / 100.0
+}
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
         .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
+        .and_then(|v| v.replace('_', "").parse().ok())
+        .unwrap_or(default)
+}
+
+/// Restore time of a checkpoint of `VETO_BENCH_RESTORE_ENTITIES` card entities (default 10M),
+/// each with the three windowed features of the bytes-per-entity report, on real RocksDB under
+/// the temp dir (removed afterwards). The checkpoint is written in steps of 1M entities under a
+/// 1 GiB budget (clean entities leave memory), then the store is reopened with
+/// `VETO_BENCH_RESTORE_BUDGET_MB` (default 8192, enough to load all 10M) and `restore` is timed.
+fn report_restore_time() {
+    let n = env_usize("VETO_BENCH_RESTORE_ENTITIES", 10_000_000);
+    let budget_mb = env_usize("VETO_BENCH_RESTORE_BUDGET_MB", 8192) as u64;
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = StoreConfig {
         data_dir: dir.path().to_path_buf(),
-        memory_budget_bytes: 8 << 30,
+        memory_budget_bytes: 1 << 30,
         ..StoreConfig::default()
     };
-    let specs = features();
+    let specs = [
+        feature(1, Aggregate::Count, Field::CardId, 600_000),
+        feature(2, Aggregate::Sum, Field::CardId, 3_600_000),
+        feature(3, Aggregate::Distinct, Field::CardId, 86_400_000),
+    ];
+    let written = Instant::now();
     {
         let store = TagStore::open(cfg.clone()).expect("open store");
-        let mut rng = StdRng::seed_from_u64(3);
-        let mut out = [None; 8];
+        let mut out = [None; 3];
         for i in 0..n {
-            let entities = [
-                format!("card-{i}"),
-                format!("user-{}", i / 2),
-                format!("dev-{}", i / 3),
-                format!("ip-{}", i / 4),
-                format!("mer-{}", i % 1000),
-            ];
-            let e = Event {
-                time_ms: 1_700_000_000_000 + i as i64,
-                entities,
-                amount: f64::from(rng.random_range(100u32..100_000)) / 100.0,
+            let card = format!("card-{i:010}");
+            let device = format!("dev-{}", i % 7);
+            let input = |observation| FeatureInput {
+                entity: Some(card.as_str()),
+                counted: true,
+                observation,
             };
-            store.update(e.time_ms, &specs, &inputs(&e), &mut out);
+            let inputs = [
+                input(Observation::Count),
+                input(Observation::Num(12.34)),
+                input(Observation::Item(&device)),
+            ];
+            store.update(
+                1_700_000_000_000 + (i % 1000) as i64,
+                &specs,
+                &inputs,
+                &mut out,
+            );
+            if (i + 1) % 1_000_000 == 0 || i + 1 == n {
+                store.checkpoint(&[], b"timers").expect("checkpoint");
+            }
         }
-        let stats = store.checkpoint(&[], &[]).expect("checkpoint");
-        println!(
-            "checkpoint of {} entities: {:.2} s, {} bytes",
-            stats.entities_total,
-            stats.duration.as_secs_f64(),
-            stats.bytes_written
-        );
         store.flush().expect("flush");
     }
-    let store = TagStore::open(cfg).expect("reopen");
+    let disk_bytes: u64 = std::fs::read_dir(dir.path())
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0);
+    println!(
+        "restore setup: {n} entities checkpointed in {:.1} s, {:.0} MB on disk",
+        written.elapsed().as_secs_f64(),
+        disk_bytes as f64 / 1e6
+    );
+    let cpu_before = cpu_seconds();
     let started = Instant::now();
+    let store = TagStore::open(StoreConfig {
+        memory_budget_bytes: budget_mb << 20,
+        ..cfg
+    })
+    .expect("reopen");
     let restored = store.restore().expect("restore").expect("a checkpoint");
     let seconds = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu_before;
+    let stats = store.stats();
     println!(
-        "restore of {} entities: {seconds:.2} s ({:.2} s per 10M entities, extrapolated linearly)",
+        "restore (open + restore) of {} entities: {seconds:.2} s, {:.0} entities/s, {cpu:.1} s cpu (load {}); {} in memory ({:.0} MB accounted, budget {budget_mb} MiB)",
         restored.entities,
-        seconds * 10_000_000.0 / restored.entities.max(1) as f64
+        restored.entities as f64 / seconds,
+        std::fs::read_to_string("/proc/loadavg")
+            .ok()
+            .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+            .unwrap_or_default(),
+        stats.entities_in_memory,
+        stats.accounted_bytes as f64 / 1e6
+    );
+    drop(store);
+    let check = Instant::now();
+    drop(dir);
+    println!(
+        "removed the restore bench dir in {:.1} s",
+        check.elapsed().as_secs_f64()
     );
 }
 
 criterion_group!(benches, bench_updates);
 
 fn main() {
-    // VETO_BENCH_ONLY_UPDATES=1 skips the bytes-per-entity and restore reports
-    if std::env::var_os("VETO_BENCH_ONLY_UPDATES").is_none() {
+    // VETO_BENCH_ONLY=bytes|restore|updates runs one part; VETO_BENCH_ONLY_UPDATES=1 = updates
+    let only = std::env::var("VETO_BENCH_ONLY").unwrap_or_else(|_| {
+        if std::env::var_os("VETO_BENCH_ONLY_UPDATES").is_some() {
+            "updates".into()
+        } else {
+            String::new()
+        }
+    });
+    let runs = |part: &str| only.is_empty() || only == part;
+    if runs("bytes") {
         report_bytes_per_entity();
+    }
+    if runs("restore") {
         report_restore_time();
     }
-    benches();
+    if runs("updates") {
+        benches();
+    }
     criterion::Criterion::default()
         .configure_from_args()
         .final_summary();

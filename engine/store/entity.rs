@@ -1,7 +1,10 @@
 //! One entity's state (features, tags, expiry horizon), its byte accounting and its encoding.
 
 use super::codec::{DecodeError, Reader, Writer};
-use super::window::FeatureState;
+use super::hll::SlidingHll;
+use super::packed::{PackedFeatures, Scratch, Sketches, KIND_SKETCH};
+use super::window::{empty_value, Contribution, FeatureState, Geometry};
+use crate::event::Aggregate;
 use std::mem::size_of;
 
 /// Version byte at the start of every encoded entity.
@@ -20,12 +23,13 @@ impl Tag {
     }
 }
 
-/// Everything the store keeps about one (kind, value) entity.
+/// Everything the store keeps about one (kind, value) entity: 40 bytes inline, one heap block
+/// for all window features, and a box for the rarely used parts (tags, distinct sketches).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Entity {
-    pub features: Vec<FeatureState>,
-    /// Tags, rarely changed, so a boxed slice (16 bytes, no allocation when empty).
-    pub tags: Box<[Tag]>,
+    pub features: PackedFeatures,
+    /// Tags and sketches; `None` (no allocation) for most entities.
+    extra: Option<Box<Extra>>,
     /// Event time after which every window is empty and every tag expired.
     pub holds_until_ms: i64,
     /// Shard-local access stamp, for picking the coldest entities to spill.
@@ -36,32 +40,207 @@ pub struct Entity {
     pub persisted: bool,
 }
 
+/// The rarely used parts of an entity.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+struct Extra {
+    /// Rarely changed, so a boxed slice.
+    tags: Box<[Tag]>,
+    /// The sketch of every `distinct` feature past its exact limit, by feature id.
+    sketches: Sketches,
+    /// Hot entities (a feature reached [`HOT_RECORDS`] buckets) keep their features here in
+    /// typed form, updated in place, and `Entity::features` is empty; sketches then live in
+    /// their `FeatureState`. Read back from disk, an entity starts packed again.
+    hot: Vec<FeatureState>,
+}
+
+/// Bucket count of one feature from which its entity keeps features unpacked: unpacking and
+/// packing a long bucket list on every event costs more than the typed form's extra bytes.
+const HOT_RECORDS: usize = 8;
+
 /// Fixed per-entity overhead of the shard map besides the entity itself: the key box, one
 /// control byte and the slack of a hash table kept at most 7/8 full (about 1/4 on average).
 pub const MAP_ENTRY_OVERHEAD: usize = size_of::<Box<str>>() + 1;
 
 impl Entity {
+    /// A new, empty entity: dirty, holding nothing.
+    pub fn fresh() -> Entity {
+        Entity {
+            dirty: true,
+            holds_until_ms: i64::MIN,
+            ..Entity::default()
+        }
+    }
+
     /// Approximate bytes this entity and its key occupy in memory, allocator rounding included.
     pub fn accounted_bytes(&self, key_len: usize) -> usize {
         let entry = size_of::<Entity>() + MAP_ENTRY_OVERHEAD;
         let entry = entry + entry / 4;
-        let features = alloc_size(self.features.capacity() * size_of::<FeatureState>())
-            + self
-                .features
-                .iter()
-                .map(|f| alloc_size(f.heap_bytes()))
-                .sum::<usize>();
-        let tags = alloc_size(self.tags.len() * size_of::<Tag>())
-            + self
-                .tags
-                .iter()
-                .map(|t| alloc_size(t.name.len()))
-                .sum::<usize>();
-        entry + alloc_size(key_len) + features + tags
+        let fixed = entry + alloc_size(key_len) + alloc_size(self.features.heap_bytes());
+        match &self.extra {
+            None => fixed,
+            Some(extra) => fixed + extra.accounted_bytes(),
+        }
     }
 
-    pub fn feature(&self, id: u64) -> Option<&FeatureState> {
-        self.features.iter().find(|f| f.id == id)
+    pub fn tags(&self) -> &[Tag] {
+        self.extra.as_ref().map_or(&[], |e| &e.tags)
+    }
+
+    fn sketch(&self, id: u64) -> Option<&SlidingHll> {
+        let extra = self.extra.as_ref()?;
+        extra
+            .sketches
+            .iter()
+            .find(|(f, _)| *f == id)
+            .map(|(_, s)| &**s)
+    }
+
+    fn take_sketch(&mut self, id: u64) -> Option<Box<SlidingHll>> {
+        let extra = self.extra.as_mut()?;
+        let at = extra.sketches.iter().position(|(f, _)| *f == id)?;
+        Some(extra.sketches.swap_remove(at).1)
+    }
+
+    fn extra_mut(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(Box::default)
+    }
+
+    /// Drops the extras box when it holds nothing.
+    fn tidy_extra(&mut self) {
+        if self
+            .extra
+            .as_ref()
+            .is_some_and(|e| e.tags.is_empty() && e.sketches.is_empty() && e.hot.is_empty())
+        {
+            self.extra = None;
+        }
+    }
+
+    /// Applies one event to feature `id` (created on first use) and returns its value after
+    /// counting and its T.
+    #[allow(clippy::too_many_arguments)]
+    pub fn update_feature(
+        &mut self,
+        id: u64,
+        agg: Aggregate,
+        geometry: Geometry,
+        t_ms: i64,
+        contribution: Contribution,
+        distinct_limit: usize,
+        scratch: &mut Scratch,
+    ) -> (Option<f64>, i64) {
+        if let Some(hot) = self
+            .extra
+            .as_mut()
+            .map(|e| &mut e.hot)
+            .filter(|h| !h.is_empty())
+        {
+            let at = match hot.iter().position(|f| f.id == id) {
+                Some(at) => at,
+                None => {
+                    hot.push(FeatureState::new(id, agg, i64::MIN));
+                    hot.len() - 1
+                }
+            };
+            let f = &mut hot[at];
+            let out = f.update(agg, geometry, t_ms, contribution, distinct_limit);
+            return (out, f.latest_ms);
+        }
+        let slot = self.features.find(id);
+        let mut state = match &slot {
+            Some(slot) => {
+                let sketch = if slot.kind == KIND_SKETCH {
+                    self.take_sketch(id)
+                } else {
+                    None
+                };
+                self.features.unpack(slot, sketch, scratch)
+            }
+            None => FeatureState::new(id, agg, i64::MIN),
+        };
+        let out = state.update(agg, geometry, t_ms, contribution, distinct_limit);
+        let latest_ms = state.latest_ms;
+        let promote = state.records() >= HOT_RECORDS;
+        if let Some(sketch) = self.features.store(slot.as_ref(), state, scratch) {
+            self.extra_mut().sketches.push((id, sketch));
+        } else if slot.is_some_and(|s| s.kind == KIND_SKETCH) {
+            self.tidy_extra();
+        }
+        if promote {
+            self.promote(scratch);
+        }
+        (out, latest_ms)
+    }
+
+    /// Moves every feature to the typed (hot) form.
+    fn promote(&mut self, scratch: &mut Scratch) {
+        let slots: Vec<_> = self.features.slots().collect();
+        let mut hot = Vec::with_capacity(slots.len());
+        for slot in &slots {
+            let sketch = if slot.kind == KIND_SKETCH {
+                self.take_sketch(slot.id)
+            } else {
+                None
+            };
+            let mut state = self.features.unpack(slot, sketch, scratch);
+            state.shrink_to_fit();
+            hot.push(state);
+        }
+        self.features = PackedFeatures::default();
+        self.extra_mut().hot = hot;
+    }
+
+    fn hot(&self) -> Option<&[FeatureState]> {
+        self.extra
+            .as_ref()
+            .map(|e| e.hot.as_slice())
+            .filter(|h| !h.is_empty())
+    }
+
+    /// The value of feature `id` at evaluation time max(`at_ms`, T); `None` when the entity
+    /// does not have the feature.
+    pub fn feature_value(
+        &self,
+        id: u64,
+        agg: Aggregate,
+        geometry: Geometry,
+        at_ms: i64,
+        scratch: &mut Scratch,
+    ) -> Option<Option<f64>> {
+        if let Some(hot) = self.hot() {
+            let f = hot.iter().find(|f| f.id == id)?;
+            return Some(f.value(agg, geometry, at_ms));
+        }
+        let slot = self.features.find(id)?;
+        if slot.kind == KIND_SKETCH {
+            let latest_ms = self.features.latest_ms(&slot);
+            let cutoff = geometry.cutoff(at_ms.max(latest_ms));
+            return Some(match (agg, self.sketch(id)) {
+                (Aggregate::Distinct, Some(sketch)) => Some(sketch.estimate(cutoff)),
+                _ => empty_value(agg),
+            });
+        }
+        let state = self.features.unpack(&slot, None, scratch);
+        let value = state.value(agg, geometry, at_ms);
+        scratch.recycle(state);
+        Some(value)
+    }
+
+    /// Keeps the features `keep` accepts; returns whether any was dropped.
+    pub fn retain_features(&mut self, keep: impl Fn(u64) -> bool) -> bool {
+        let dropped = self.features.retain(&keep);
+        let mut dropped_hot = false;
+        if let Some(extra) = self.extra.as_mut() {
+            extra.sketches.retain(|(id, _)| keep(*id));
+            let before = extra.hot.len();
+            extra.hot.retain(|f| keep(f.id));
+            dropped_hot = extra.hot.len() != before;
+            if dropped_hot {
+                extra.hot.shrink_to_fit();
+            }
+        }
+        self.tidy_extra();
+        dropped || dropped_hot
     }
 
     pub fn extend_horizon(&mut self, until_ms: i64) {
@@ -69,42 +248,46 @@ impl Entity {
     }
 
     pub fn has_tag(&self, tag: &str, now_ms: i64) -> bool {
-        self.tags
+        self.tags()
             .iter()
             .any(|t| &*t.name == tag && t.is_live(now_ms))
     }
 
     /// Sets (or replaces) a tag.
     pub fn set_tag(&mut self, tag: &str, expires_at_ms: Option<i64>) {
-        let mut tags: Vec<Tag> = std::mem::take(&mut self.tags).into_vec();
+        let extra = self.extra_mut();
+        let mut tags: Vec<Tag> = std::mem::take(&mut extra.tags).into_vec();
         tags.retain(|t| &*t.name != tag);
         tags.push(Tag {
             name: tag.into(),
             expires_at_ms,
         });
-        self.tags = tags.into_boxed_slice();
+        extra.tags = tags.into_boxed_slice();
         self.extend_horizon(expires_at_ms.unwrap_or(i64::MAX));
     }
 
     /// Removes a tag; returns whether it was present.
     pub fn remove_tag(&mut self, tag: &str) -> bool {
-        if !self.tags.iter().any(|t| &*t.name == tag) {
-            return false;
-        }
-        let mut tags = std::mem::take(&mut self.tags).into_vec();
-        tags.retain(|t| &*t.name != tag);
-        self.tags = tags.into_boxed_slice();
-        true
+        self.change_tags(|t| &*t.name != tag)
     }
 
     /// Drops tags expired at or before `now_ms`; returns whether any was dropped.
     pub fn purge_tags(&mut self, now_ms: i64) -> bool {
-        if self.tags.iter().all(|t| t.is_live(now_ms)) {
+        self.change_tags(|t| t.is_live(now_ms))
+    }
+
+    /// Keeps the tags `keep` accepts; returns whether any was dropped.
+    fn change_tags(&mut self, keep: impl Fn(&Tag) -> bool) -> bool {
+        let Some(extra) = self.extra.as_mut() else {
+            return false;
+        };
+        if extra.tags.iter().all(&keep) {
             return false;
         }
-        let mut tags = std::mem::take(&mut self.tags).into_vec();
-        tags.retain(|t| t.is_live(now_ms));
-        self.tags = tags.into_boxed_slice();
+        let mut tags = std::mem::take(&mut extra.tags).into_vec();
+        tags.retain(keep);
+        extra.tags = tags.into_boxed_slice();
+        self.tidy_extra();
         true
     }
 
@@ -113,12 +296,24 @@ impl Entity {
         w.u8(ENTITY_FORMAT);
         w.u8(u8::from(self.persisted));
         w.zigzag(self.holds_until_ms);
-        w.varint(self.features.len() as u64);
-        for f in &self.features {
-            f.encode(&mut w);
+        match self.hot() {
+            None => self.features.encode(&mut w, |id| self.sketch(id)),
+            Some(hot) => {
+                // rare (checkpoint or spill of a hot entity): pack a copy
+                let mut packed = PackedFeatures::default();
+                let mut scratch = Scratch::default();
+                let sketches: Vec<_> = hot
+                    .iter()
+                    .filter_map(|f| Some((f.id, packed.store(None, f.clone(), &mut scratch)?)))
+                    .collect();
+                packed.encode(&mut w, |id| {
+                    sketches.iter().find(|(f, _)| *f == id).map(|(_, s)| &**s)
+                });
+            }
         }
-        w.varint(self.tags.len() as u64);
-        for t in self.tags.iter() {
+        let tags = self.tags();
+        w.varint(tags.len() as u64);
+        for t in tags {
             w.bytes(t.name.as_bytes());
             match t.expires_at_ms {
                 None => w.u8(0),
@@ -132,17 +327,18 @@ impl Entity {
 
     /// Decodes an entity; it comes back clean (not dirty).
     pub fn decode(bytes: &[u8]) -> Result<Entity, DecodeError> {
+        Entity::decode_with(bytes, &mut Vec::new())
+    }
+
+    /// [`Entity::decode`] with a reusable buffer (restore decodes millions).
+    pub fn decode_with(bytes: &[u8], buf: &mut Vec<u8>) -> Result<Entity, DecodeError> {
         let mut r = Reader { rest: bytes };
         if r.u8()? != ENTITY_FORMAT {
             return Err(DecodeError("unknown entity format"));
         }
         let persisted = r.u8()? != 0;
         let holds_until_ms = r.zigzag()?;
-        let n = r.len()?;
-        let mut features = Vec::with_capacity(n);
-        for _ in 0..n {
-            features.push(FeatureState::decode(&mut r)?);
-        }
+        let (features, sketches) = PackedFeatures::decode(&mut r, buf)?;
         let n = r.len()?;
         let mut tags = Vec::with_capacity(n);
         for _ in 0..n {
@@ -160,14 +356,45 @@ impl Entity {
         if !r.rest.is_empty() {
             return Err(DecodeError("trailing bytes"));
         }
+        let extra = (!tags.is_empty() || !sketches.is_empty()).then(|| {
+            Box::new(Extra {
+                tags: tags.into_boxed_slice(),
+                sketches,
+                hot: Vec::new(),
+            })
+        });
         Ok(Entity {
             features,
-            tags: tags.into_boxed_slice(),
+            extra,
             holds_until_ms,
             last_access: 0,
             dirty: false,
             persisted,
         })
+    }
+}
+
+impl Extra {
+    fn accounted_bytes(&self) -> usize {
+        alloc_size(size_of::<Extra>())
+            + alloc_size(self.tags.len() * size_of::<Tag>())
+            + self
+                .tags
+                .iter()
+                .map(|t| alloc_size(t.name.len()))
+                .sum::<usize>()
+            + alloc_size(self.sketches.capacity() * size_of::<(u64, Box<SlidingHll>)>())
+            + self
+                .sketches
+                .iter()
+                .map(|(_, s)| alloc_size(s.heap_bytes()))
+                .sum::<usize>()
+            + alloc_size(self.hot.capacity() * size_of::<FeatureState>())
+            + self
+                .hot
+                .iter()
+                .map(|f| alloc_size(f.heap_bytes()))
+                .sum::<usize>()
     }
 }
 
@@ -184,16 +411,19 @@ pub fn alloc_size(requested: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::Aggregate;
-    use crate::store::window::{Contribution, Geometry};
 
     #[test]
     fn entity_round_trips_and_rejects_damage() {
         let mut e = Entity::default();
         let g = Geometry::new(600_000, 10_000);
-        let mut f = FeatureState::new(7, Aggregate::Sum, i64::MIN);
-        f.update(Aggregate::Sum, g, 1_000, Contribution::Number(12_345), 10);
-        e.features.push(f);
+        let mut scratch = Scratch::default();
+        let sum = Contribution::Number(12_345);
+        e.update_feature(7, Aggregate::Sum, g, 1_000, sum, 10, &mut scratch);
+        for item in 0..5 {
+            let item = Contribution::Item(item);
+            e.update_feature(8, Aggregate::Distinct, g, 1_000, item, 3, &mut scratch);
+        }
+        e.update_feature(9, Aggregate::Last, g, 2_000, sum, 3, &mut scratch);
         e.set_tag("trusted", Some(5_000));
         e.set_tag("vip", None);
         e.persisted = true;
@@ -207,6 +437,45 @@ mod tests {
     }
 
     #[test]
+    fn hot_entities_switch_to_the_typed_form_and_encode_the_same() {
+        let g = Geometry::new(600_000, 10_000);
+        let mut e = Entity::default();
+        let mut reference = [
+            FeatureState::new(1, Aggregate::Count, i64::MIN),
+            FeatureState::new(2, Aggregate::Distinct, i64::MIN),
+        ];
+        let mut scratch = Scratch::default();
+        for i in 0..40i64 {
+            let t = i * 7_000;
+            let updates = [
+                (Aggregate::Count, Contribution::Count),
+                (Aggregate::Distinct, Contribution::Item(i as u64 % 37)),
+            ];
+            for ((agg, c), r) in updates.into_iter().zip(&mut reference) {
+                let got = e.update_feature(r.id, agg, g, t, c, 4, &mut scratch);
+                let want = r.update(agg, g, t, c, 4);
+                assert_eq!(got, (want, r.latest_ms), "event {i}");
+            }
+        }
+        assert!(e.hot().is_some() && e.features.heap_bytes() == 0);
+        let mut buf = Vec::new();
+        e.encode(&mut buf);
+        let back = Entity::decode(&buf).unwrap();
+        assert!(back.hot().is_none());
+        for (agg, r) in [Aggregate::Count, Aggregate::Distinct]
+            .into_iter()
+            .zip(&reference)
+        {
+            for at in [0, 280_000, 500_000, 900_000] {
+                let want = Some(r.value(agg, g, at));
+                assert_eq!(e.feature_value(r.id, agg, g, at, &mut scratch), want);
+                assert_eq!(back.feature_value(r.id, agg, g, at, &mut scratch), want);
+            }
+        }
+        assert!(e.accounted_bytes(5) > back.accounted_bytes(5));
+    }
+
+    #[test]
     fn tags_expire_in_event_time() {
         let mut e = Entity::default();
         e.set_tag("trusted", Some(1_000));
@@ -214,7 +483,8 @@ mod tests {
         assert!(!e.has_tag("trusted", 1_000));
         assert!(!e.purge_tags(999));
         assert!(e.purge_tags(1_000));
-        assert!(e.tags.is_empty());
+        assert!(e.tags().is_empty());
+        assert!(e.extra.is_none());
         e.set_tag("a", None);
         assert!(e.remove_tag("a"));
         assert!(!e.has_tag("a", 0));

@@ -90,13 +90,6 @@ impl DistinctState {
             DistinctState::Sketch(sketch) => sketch.estimate(cutoff),
         }
     }
-
-    pub fn heap_bytes(&self) -> usize {
-        match self {
-            DistinctState::Exact(items) => items.capacity() * std::mem::size_of::<SeenItem>(),
-            DistinctState::Sketch(sketch) => sketch.heap_bytes(),
-        }
-    }
 }
 
 /// A sliding-window HyperLogLog.

@@ -8,6 +8,7 @@ mod codec;
 mod disk;
 mod entity;
 mod hll;
+mod packed;
 mod tag_store;
 mod telemetry;
 mod window;

@@ -3,8 +3,9 @@
 use super::disk::{printable_key, Disk, Manifest};
 use super::entity::{alloc_size, Entity};
 use super::hll::item_hash;
+use super::packed::Scratch;
 use super::telemetry;
-use super::window::{empty_value, to_fixed, Contribution, FeatureState, Geometry};
+use super::window::{empty_value, to_fixed, Contribution, Geometry};
 use super::{
     CheckpointStats, FeatureInput, FeatureSpec, Observation, PartitionOffset, Restored,
     StoreConfig, StoreError, StoreStats,
@@ -12,7 +13,7 @@ use super::{
 use crate::event::{Aggregate, Field, TagUpdate};
 use ahash::{AHashMap, AHashSet, RandomState};
 use parking_lot::{Mutex, MutexGuard, RwLock};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -34,6 +35,8 @@ struct Shard {
     spilled: u64,
     /// Keys of checkpointed entities deleted since the last checkpoint.
     deleted: AHashSet<Box<[u8]>>,
+    /// Vectors for unpacking one feature at a time.
+    scratch: Scratch,
 }
 
 impl Shard {
@@ -81,6 +84,22 @@ fn split_key(key: &[u8]) -> Result<(Field, &str), StoreError> {
     let kind = Field::from_u8(kind).ok_or_else(|| bad("unknown entity kind"))?;
     let value = std::str::from_utf8(value).map_err(|_| bad("value not utf-8"))?;
     Ok((kind, value))
+}
+
+/// Drops the features not in `keep`; marks the entity dirty if any was dropped.
+fn retain_features(entity: &mut Entity, keep: &AHashSet<u64>) {
+    if entity.retain_features(|id| keep.contains(&id)) {
+        entity.dirty = true;
+    }
+}
+
+/// Outcome of scanning the checkpoint in [`TagStore::restore`].
+struct CheckpointScan {
+    /// Entities seen (verified or not, when the scan stopped early).
+    found: u64,
+    /// Some entities were left on disk.
+    cold: bool,
+    result: Result<(), StoreError>,
 }
 
 /// What an input adds to a feature of aggregate `agg`.
@@ -139,8 +158,13 @@ impl TagStore {
         })
     }
 
+    /// Fixed-seed hash of an entity; its low bits pick the shard.
+    fn entity_hash(&self, kind: Field, value: &str) -> u64 {
+        self.shard_hasher.hash_one((kind as u8, value))
+    }
+
     fn shard_of(&self, kind: Field, value: &str) -> usize {
-        self.shard_hasher.hash_one((kind as u8, value)) as usize & self.shard_mask
+        self.entity_hash(kind, value) as usize & self.shard_mask
     }
 
     fn lock(&self, index: usize) -> MutexGuard<'_, Shard> {
@@ -157,20 +181,23 @@ impl TagStore {
         out: &mut [Option<f64>],
     ) {
         out.iter_mut().for_each(|o| *o = None);
-        let mut inline = [(0usize, 0usize); INLINE_INPUTS];
+        // (shard, entity hash, input index): sorted, inputs of one shard and then of one
+        // entity are adjacent, so each shard is locked once and each entity looked up once
+        let mut inline = [(0usize, 0u64, 0usize); INLINE_INPUTS];
         let mut spilled_order = Vec::new();
         let mut len = 0;
         {
             let n = specs.len().min(inputs.len()).min(out.len());
-            let order: &mut [(usize, usize)] = if n <= INLINE_INPUTS {
+            let order: &mut [(usize, u64, usize)] = if n <= INLINE_INPUTS {
                 &mut inline
             } else {
-                spilled_order.resize(n, (0, 0));
+                spilled_order.resize(n, (0, 0, 0));
                 &mut spilled_order
             };
             for (i, (spec, input)) in specs.iter().zip(inputs).take(n).enumerate() {
                 if let Some(value) = input.entity {
-                    order[len] = (self.shard_of(spec.by, value), i);
+                    let hash = self.entity_hash(spec.by, value);
+                    order[len] = (hash as usize & self.shard_mask, hash, i);
                     len += 1;
                 }
             }
@@ -181,50 +208,46 @@ impl TagStore {
         } else {
             &spilled_order[..len]
         };
+        let same_entity = |a: &(usize, u64, usize), b: &(usize, u64, usize)| {
+            a.1 == b.1 && specs[a.2].by == specs[b.2].by && inputs[a.2].entity == inputs[b.2].entity
+        };
+        let limit = self.cfg.distinct_exact_limit;
         let _gate = self.gate.read();
-        for group in order.chunk_by(|a, b| a.0 == b.0) {
-            let mut shard = self.lock(group[0].0);
+        for shard_group in order.chunk_by(|a, b| a.0 == b.0) {
+            let mut shard = self.lock(shard_group[0].0);
             shard.watermark_ms = shard.watermark_ms.max(event_time_ms);
-            for &(_, i) in group {
-                out[i] = self.update_feature(&mut shard, event_time_ms, &specs[i], &inputs[i]);
+            let mut scratch = std::mem::take(&mut shard.scratch);
+            for group in shard_group.chunk_by(same_entity) {
+                let first = group[0].2;
+                let (kind, Some(value)) = (specs[first].by, inputs[first].entity) else {
+                    continue;
+                };
+                let Some(entity) = self.entity_mut(&mut shard, kind, value, true) else {
+                    continue;
+                };
+                let before = entity.accounted_bytes(value.len());
+                for &(_, _, i) in group {
+                    let spec = &specs[i];
+                    let (value, latest_ms) = entity.update_feature(
+                        spec.id,
+                        spec.agg,
+                        Geometry::new(spec.window_ms, spec.resolution_ms),
+                        event_time_ms,
+                        contribution(spec.agg, &inputs[i]),
+                        limit,
+                        &mut scratch,
+                    );
+                    out[i] = value;
+                    let window_ms = i64::try_from(spec.window_ms).unwrap_or(i64::MAX);
+                    entity.extend_horizon(latest_ms.saturating_add(window_ms));
+                }
+                entity.dirty = true;
+                let after = entity.accounted_bytes(value.len());
+                shard.bytes = (shard.bytes + after as u64).saturating_sub(before as u64);
             }
+            shard.scratch = scratch;
             self.keep_within_budget(&mut shard);
         }
-    }
-
-    fn update_feature(
-        &self,
-        shard: &mut Shard,
-        event_time_ms: i64,
-        spec: &FeatureSpec,
-        input: &FeatureInput<'_>,
-    ) -> Option<f64> {
-        let value = input.entity?;
-        let contribution = contribution(spec.agg, input);
-        let geometry = Geometry::new(spec.window_ms, spec.resolution_ms);
-        let limit = self.cfg.distinct_exact_limit;
-        let entity = self.entity_mut(shard, spec.by, value, true)?;
-        let before = entity.accounted_bytes(value.len());
-        let position = entity.features.iter().position(|f| f.id == spec.id);
-        let feature = match position {
-            Some(i) => &mut entity.features[i],
-            None => {
-                entity.features.reserve_exact(1);
-                entity
-                    .features
-                    .push(FeatureState::new(spec.id, spec.agg, i64::MIN));
-                let last = entity.features.len() - 1;
-                &mut entity.features[last]
-            }
-        };
-        let out = feature.update(spec.agg, geometry, event_time_ms, contribution, limit);
-        let window_ms = i64::try_from(spec.window_ms).unwrap_or(i64::MAX);
-        let horizon = feature.latest_ms.saturating_add(window_ms);
-        entity.extend_horizon(horizon);
-        entity.dirty = true;
-        let after = entity.accounted_bytes(value.len());
-        shard.bytes = (shard.bytes + after as u64).saturating_sub(before as u64);
-        out
     }
 
     /// The entity in memory, read back from disk if it was spilled or checkpointed, or (with
@@ -241,11 +264,7 @@ impl TagStore {
             let entity = match self.read_back(shard, kind, value) {
                 Some(entity) => entity,
                 None if create => {
-                    let mut entity = Entity {
-                        dirty: true,
-                        holds_until_ms: i64::MIN,
-                        ..Entity::default()
-                    };
+                    let mut entity = Entity::fresh();
                     if !shard.deleted.is_empty() {
                         let key = entity_key(kind as u8, value);
                         entity.persisted = shard.deleted.remove(key.as_slice());
@@ -308,24 +327,16 @@ impl TagStore {
             Err(error) => {
                 telemetry::read_back_failed(&printable_key(&key), &error);
                 // the damaged copy may still be in the checkpoint: keep the entity count right
-                Some(Entity {
-                    dirty: true,
-                    persisted: maybe_checkpointed,
-                    holds_until_ms: i64::MIN,
-                    ..Entity::default()
-                })
+                let mut entity = Entity::fresh();
+                entity.persisted = maybe_checkpointed;
+                Some(entity)
             }
         }
     }
 
     fn drop_retired_features(&self, entity: &mut Entity) {
         if let Some(keep) = self.retained.read().as_ref() {
-            let before = entity.features.len();
-            entity.features.retain(|f| keep.contains(&f.id));
-            if entity.features.len() != before {
-                entity.features.shrink_to_fit();
-                entity.dirty = true;
-            }
+            retain_features(entity, keep);
         }
     }
 
@@ -463,14 +474,11 @@ impl TagStore {
             let mut delta: i64 = 0;
             for map in shard.maps.iter_mut() {
                 for (value, entity) in map.iter_mut() {
-                    if entity.features.iter().all(|f| keep.contains(&f.id)) {
-                        continue;
-                    }
                     let before = entity.accounted_bytes(value.len()) as i64;
-                    entity.features.retain(|f| keep.contains(&f.id));
-                    entity.features.shrink_to_fit();
-                    entity.dirty = true;
-                    delta += entity.accounted_bytes(value.len()) as i64 - before;
+                    if entity.retain_features(|id| keep.contains(&id)) {
+                        entity.dirty = true;
+                        delta += entity.accounted_bytes(value.len()) as i64 - before;
+                    }
                 }
             }
             shard.bytes = shard.bytes.saturating_add_signed(delta);
@@ -482,13 +490,12 @@ impl TagStore {
         let _gate = self.gate.read();
         let mut shard = self.lock(self.shard_of(spec.by, entity));
         let geometry = Geometry::new(spec.window_ms, spec.resolution_ms);
-        let value = match self.entity_mut(&mut shard, spec.by, entity, false) {
-            Some(e) => match e.feature(spec.id) {
-                Some(f) => f.value(spec.agg, geometry, at_ms),
-                None => empty_value(spec.agg),
-            },
-            None => empty_value(spec.agg),
-        };
+        let mut scratch = std::mem::take(&mut shard.scratch);
+        let value = self
+            .entity_mut(&mut shard, spec.by, entity, false)
+            .and_then(|e| e.feature_value(spec.id, spec.agg, geometry, at_ms, &mut scratch))
+            .unwrap_or_else(|| empty_value(spec.agg));
+        shard.scratch = scratch;
         self.keep_within_budget(&mut shard);
         value
     }
@@ -637,30 +644,10 @@ impl TagStore {
             }
         };
         self.clear_memory()?;
-        let load_limit = self.cfg.memory_budget_bytes - self.cfg.memory_budget_bytes / 10;
-        let mut loaded_bytes = 0u64;
-        let mut found = 0u64;
-        let mut cold = false;
-        let scanned = self.disk.for_each_checkpointed(|key, payload| {
-            found += 1;
-            let (kind, value) = split_key(key)?;
-            let mut entity = Entity::decode(payload).map_err(|e| {
-                StoreError::CorruptCheckpoint(format!("entity {}: {e}", printable_key(key)))
-            })?;
-            if loaded_bytes >= load_limit {
-                cold = true;
-                return Ok(());
-            }
-            entity.persisted = true;
-            entity.dirty = false;
-            self.drop_retired_features(&mut entity);
-            let bytes = entity.accounted_bytes(value.len()) as u64;
-            loaded_bytes += bytes;
-            let mut shard = self.lock(self.shard_of(kind, value));
-            shard.bytes += bytes;
-            shard.maps[kind as usize].insert(value.into(), entity);
-            Ok(())
-        });
+        self.reserve_for(manifest.entities);
+        let scan = self.scan_checkpoint();
+        let (found, cold) = (scan.found, scan.cold);
+        let scanned = scan.result;
         let checked = scanned.and_then(|()| {
             if found == manifest.entities {
                 Ok(())
@@ -694,6 +681,103 @@ impl TagStore {
             entities,
             sequence: manifest.sequence,
         }))
+    }
+
+    /// Sizes the shard maps for the entities a restore will load (estimated per kind from the
+    /// on-disk key ranges, at most what fits in the budget), so loading does not rehash: a
+    /// rehash reads every key box again, one cache miss each.
+    fn reserve_for(&self, entities: u64) {
+        let Ok(shares) = self.disk.checkpoint_kind_shares(KINDS as u8) else {
+            return;
+        };
+        let load_limit = self.cfg.memory_budget_bytes - self.cfg.memory_budget_bytes / 10;
+        let smallest = Entity::fresh().accounted_bytes(1) as u64;
+        let loadable = entities.min(load_limit / smallest) as f64;
+        let shards = self.shards.len() as f64;
+        for (kind, share) in shares.into_iter().enumerate() {
+            let per_shard = (loadable * share / shards).ceil() as usize;
+            if per_shard > 0 {
+                for index in 0..self.shards.len() {
+                    self.lock(index).maps[kind].reserve(per_shard);
+                }
+            }
+        }
+    }
+
+    /// Scans the whole checkpoint on every core: each thread takes key ranges (split at SST
+    /// file boundaries) from a shared queue, verifies and decodes every entity and loads it into
+    /// its shard until 90% of the budget is used; the rest stays cold (read back on access).
+    /// The first error stops every thread.
+    fn scan_checkpoint(&self) -> CheckpointScan {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+        let ranges = match self.disk.checkpoint_ranges(threads * 4) {
+            Ok(ranges) => ranges,
+            Err(error) => {
+                return CheckpointScan {
+                    found: 0,
+                    cold: false,
+                    result: Err(error),
+                }
+            }
+        };
+        let load_limit = self.cfg.memory_budget_bytes - self.cfg.memory_budget_bytes / 10;
+        let next = AtomicUsize::new(0);
+        let found = AtomicU64::new(0);
+        let loaded_bytes = AtomicU64::new(0);
+        let cold = AtomicBool::new(false);
+        let stop = AtomicBool::new(false);
+        let first_error: Mutex<Option<StoreError>> = Mutex::new(None);
+        let retained = self.retained.read().clone();
+        let worker = || {
+            while !stop.load(Ordering::Relaxed) {
+                let Some(range) = ranges.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                    break;
+                };
+                let mut seen = 0u64;
+                let mut buf = Vec::with_capacity(256);
+                let result = self.disk.for_each_checkpointed_in(range, |key, payload| {
+                    seen += 1;
+                    let (kind, value) = split_key(key)?;
+                    let mut entity = Entity::decode_with(payload, &mut buf).map_err(|e| {
+                        StoreError::CorruptCheckpoint(format!("entity {}: {e}", printable_key(key)))
+                    })?;
+                    if cold.load(Ordering::Relaxed) || stop.load(Ordering::Relaxed) {
+                        cold.store(true, Ordering::Relaxed);
+                        return Ok(());
+                    }
+                    entity.persisted = true;
+                    entity.dirty = false;
+                    if let Some(keep) = &retained {
+                        retain_features(&mut entity, keep);
+                    }
+                    let bytes = entity.accounted_bytes(value.len()) as u64;
+                    if loaded_bytes.fetch_add(bytes, Ordering::Relaxed) >= load_limit {
+                        cold.store(true, Ordering::Relaxed);
+                        return Ok(());
+                    }
+                    let mut shard = self.lock(self.shard_of(kind, value));
+                    shard.bytes += bytes;
+                    shard.maps[kind as usize].insert(value.into(), entity);
+                    Ok(())
+                });
+                found.fetch_add(seen, Ordering::Relaxed);
+                if let Err(error) = result {
+                    stop.store(true, Ordering::Relaxed);
+                    first_error.lock().get_or_insert(error);
+                }
+            }
+        };
+        std::thread::scope(|scope| {
+            for _ in 1..threads {
+                scope.spawn(worker);
+            }
+            worker();
+        });
+        CheckpointScan {
+            found: found.into_inner(),
+            cold: cold.into_inner(),
+            result: first_error.into_inner().map_or(Ok(()), Err),
+        }
     }
 
     /// Empties memory and the spill (restore starts from a clean slate).

@@ -6,8 +6,7 @@
 //! Numbers are kept as fixed-point i64 in units of 1e-4 so money sums are exact to the cent
 //! (every ISO 4217 exponent is <= 4).
 
-use super::codec::{DecodeError, Reader, Writer};
-use super::hll::{item_hash, DistinctState, SeenItem, SlidingHll};
+use super::hll::{item_hash, DistinctState};
 use crate::event::Aggregate;
 
 /// Fixed-point scale of stored numbers (1e-4 units).
@@ -300,7 +299,33 @@ impl FeatureState {
             _ => empty_value(agg),
         }
     }
+}
 
+impl FeatureState {
+    /// Stored buckets (distinct: items; 0 for a sketch).
+    pub fn records(&self) -> usize {
+        match &self.buckets {
+            Buckets::Count(l) => l.len(),
+            Buckets::Sum(l) => l.len(),
+            Buckets::Extreme(l) => l.len(),
+            Buckets::Last(l) => l.len(),
+            Buckets::Distinct(DistinctState::Exact(l)) => l.len(),
+            Buckets::Distinct(DistinctState::Sketch(_)) => 0,
+        }
+    }
+
+    pub fn shrink_to_fit(&mut self) {
+        match &mut self.buckets {
+            Buckets::Count(l) => l.shrink_to_fit(),
+            Buckets::Sum(l) => l.shrink_to_fit(),
+            Buckets::Extreme(l) => l.shrink_to_fit(),
+            Buckets::Last(l) => l.shrink_to_fit(),
+            Buckets::Distinct(DistinctState::Exact(l)) => l.shrink_to_fit(),
+            Buckets::Distinct(DistinctState::Sketch(_)) => {}
+        }
+    }
+
+    /// Heap bytes requested for the bucket list (or sketch).
     pub fn heap_bytes(&self) -> usize {
         use std::mem::size_of;
         match &self.buckets {
@@ -308,142 +333,11 @@ impl FeatureState {
             Buckets::Sum(l) => l.capacity() * size_of::<SumBucket>(),
             Buckets::Extreme(l) => l.capacity() * size_of::<ExtremeBucket>(),
             Buckets::Last(l) => l.capacity() * size_of::<LastBucket>(),
-            Buckets::Distinct(d) => d.heap_bytes(),
+            Buckets::Distinct(DistinctState::Exact(l)) => {
+                l.capacity() * size_of::<super::hll::SeenItem>()
+            }
+            Buckets::Distinct(DistinctState::Sketch(s)) => s.heap_bytes(),
         }
-    }
-
-    pub fn encode(&self, w: &mut Writer<'_>) {
-        w.u64_fixed(self.id);
-        w.zigzag(self.latest_ms);
-        match &self.buckets {
-            Buckets::Count(l) => {
-                w.u8(0);
-                w.varint(l.len() as u64);
-                for b in l {
-                    w.zigzag(b.index);
-                    w.varint(u64::from(b.count));
-                }
-            }
-            Buckets::Sum(l) => {
-                w.u8(1);
-                w.varint(l.len() as u64);
-                for b in l {
-                    w.zigzag(b.index);
-                    w.varint(u64::from(b.count));
-                    w.zigzag(b.sum);
-                }
-            }
-            Buckets::Extreme(l) => {
-                w.u8(2);
-                w.varint(l.len() as u64);
-                for b in l {
-                    w.zigzag(b.index);
-                    w.zigzag(b.value);
-                }
-            }
-            Buckets::Last(l) => {
-                w.u8(3);
-                w.varint(l.len() as u64);
-                for b in l {
-                    w.zigzag(b.index);
-                    w.zigzag(b.time_ms);
-                    w.zigzag(b.value);
-                }
-            }
-            Buckets::Distinct(DistinctState::Exact(items)) => {
-                w.u8(4);
-                w.varint(items.len() as u64);
-                for i in items {
-                    w.u64_fixed(i.hash);
-                    w.zigzag(i.bucket);
-                }
-            }
-            Buckets::Distinct(DistinctState::Sketch(sketch)) => {
-                w.u8(5);
-                sketch.encode(w);
-            }
-        }
-    }
-
-    pub fn decode(r: &mut Reader<'_>) -> Result<FeatureState, DecodeError> {
-        let id = r.u64_fixed()?;
-        let latest_ms = r.zigzag()?;
-        let count = |r: &mut Reader<'_>| -> Result<u32, DecodeError> {
-            u32::try_from(r.varint()?).map_err(|_| DecodeError("bucket count too large"))
-        };
-        let buckets = match r.u8()? {
-            0 => {
-                let n = r.len()?;
-                let mut l = Vec::with_capacity(n);
-                for _ in 0..n {
-                    let index = r.zigzag()?;
-                    l.push(CountBucket {
-                        index,
-                        count: count(r)?,
-                    });
-                }
-                Buckets::Count(l)
-            }
-            1 => {
-                let n = r.len()?;
-                let mut l = Vec::with_capacity(n);
-                for _ in 0..n {
-                    let index = r.zigzag()?;
-                    let c = count(r)?;
-                    l.push(SumBucket {
-                        index,
-                        count: c,
-                        sum: r.zigzag()?,
-                    });
-                }
-                Buckets::Sum(l)
-            }
-            2 => {
-                let n = r.len()?;
-                let mut l = Vec::with_capacity(n);
-                for _ in 0..n {
-                    let index = r.zigzag()?;
-                    l.push(ExtremeBucket {
-                        index,
-                        value: r.zigzag()?,
-                    });
-                }
-                Buckets::Extreme(l)
-            }
-            3 => {
-                let n = r.len()?;
-                let mut l = Vec::with_capacity(n);
-                for _ in 0..n {
-                    let index = r.zigzag()?;
-                    let time_ms = r.zigzag()?;
-                    l.push(LastBucket {
-                        index,
-                        time_ms,
-                        value: r.zigzag()?,
-                    });
-                }
-                Buckets::Last(l)
-            }
-            4 => {
-                let n = r.len()?;
-                let mut items = Vec::with_capacity(n);
-                for _ in 0..n {
-                    let hash = r.u64_fixed()?;
-                    items.push(SeenItem {
-                        hash,
-                        bucket: r.zigzag()?,
-                    });
-                }
-                Buckets::Distinct(DistinctState::Exact(items))
-            }
-            5 => Buckets::Distinct(DistinctState::Sketch(Box::new(SlidingHll::decode(r)?))),
-            _ => return Err(DecodeError("unknown bucket kind")),
-        };
-        Ok(FeatureState {
-            id,
-            latest_ms,
-            buckets,
-        })
     }
 }
 
@@ -458,6 +352,8 @@ pub fn empty_value(agg: Aggregate) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::codec::{Reader, Writer};
+    use crate::store::packed::{PackedFeatures, Scratch};
     use proptest::prelude::*;
 
     /// One event of a generated sequence: time, passed `where`, value in cents (None = missing).
@@ -546,10 +442,17 @@ mod tests {
             for at in evals {
                 prop_assert_eq!(state.value(agg, g, at), reference(agg, g, &events, at), "at {}", at);
             }
+            // through the in-memory packed form and the checkpoint encoding and back
+            let mut packed = PackedFeatures::default();
+            let mut scratch = Scratch::default();
+            let sketch = packed.store(None, state.clone(), &mut scratch);
             let mut buf = Vec::new();
-            state.encode(&mut Writer { buf: &mut buf });
-            let back = FeatureState::decode(&mut Reader { rest: &buf }).unwrap();
-            prop_assert_eq!(back, state);
+            packed.encode(&mut Writer { buf: &mut buf }, |_| sketch.as_deref());
+            let (back, sketches) = PackedFeatures::decode(&mut Reader { rest: &buf }, &mut Vec::new()).unwrap();
+            prop_assert_eq!(&back, &packed);
+            let slot = back.find(1).unwrap();
+            let sketch = sketches.into_iter().next().map(|(_, s)| s);
+            prop_assert_eq!(back.unpack(&slot, sketch, &mut scratch), state);
         }
     }
 
