@@ -71,6 +71,30 @@ pub fn start_broker() -> (Killed, String) {
     (Killed(child), brokers)
 }
 
+/// A broker for tests that kill Veto: librdkafka's mock cluster, served over TCP by the test
+/// process, with the default config's topics (`payments` gets `payments_partitions`).
+pub fn start_mock_broker(
+    payments_partitions: i32,
+) -> (
+    rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    String,
+) {
+    let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
+    cluster
+        .create_topic("payments", payments_partitions, 1)
+        .expect("payments topic");
+    for topic in [
+        "entity-tags",
+        "decisions",
+        "dead-letters",
+        "decisions-shadow",
+    ] {
+        cluster.create_topic(topic, 1, 1).expect("topic");
+    }
+    let brokers = cluster.bootstrap_servers();
+    (cluster, brokers)
+}
+
 /// Creates the topics of the default config; `payments` gets `payments_partitions` partitions.
 pub fn create_topics(brokers: &str, payments_partitions: i32) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
