@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use veto::timer::{
-    ManualClock, SystemClock, Ticker, TimerConfig, TimerCore, TimerKey, TimerPayload, TimerService,
-    TimingWheel,
+    raise_to_realtime, ManualClock, SystemClock, Ticker, TimerConfig, TimerCore, TimerKey,
+    TimerPayload, TimerService, TimingWheel,
 };
 
 const PERIOD: Duration = Duration::from_millis(1);
@@ -214,18 +214,22 @@ fn start_busy_threads(count: usize, stop: &Arc<AtomicBool>) -> Vec<std::thread::
 fn lateness_comparison(ticks: usize, busy_threads: usize) -> Vec<serde_json::Value> {
     let stop = Arc::new(AtomicBool::new(false));
     let busy = start_busy_threads(busy_threads, &stop);
-    let runs: Vec<std::thread::JoinHandle<Series>> = vec![
+    // Every method runs with the same scheduling as Veto's timer thread (real-time FIFO when
+    // permitted), so the comparison is between methods, not priorities.
+    let realtime = |run: fn(usize) -> Series| {
         std::thread::spawn(move || {
-            wheel_series(
-                "wheel ticker (spin 100 us)",
-                ticks,
-                Duration::from_micros(100),
-            )
-        }),
-        std::thread::spawn(move || wheel_series("wheel ticker (no spin)", ticks, Duration::ZERO)),
-        std::thread::spawn(move || tokio_series(ticks)),
-        std::thread::spawn(move || sleep_series(ticks)),
-        std::thread::spawn(move || service_series(ticks)),
+            if let Err(reason) = raise_to_realtime() {
+                eprintln!("normal scheduling: {reason}");
+            }
+            run(ticks)
+        })
+    };
+    let runs: Vec<std::thread::JoinHandle<Series>> = vec![
+        realtime(|t| wheel_series("wheel ticker (spin 100 us)", t, Duration::from_micros(100))),
+        realtime(|t| wheel_series("wheel ticker (no spin)", t, Duration::ZERO)),
+        realtime(tokio_series),
+        realtime(sleep_series),
+        realtime(service_series),
     ];
     let series: Vec<Series> = runs.into_iter().filter_map(|run| run.join().ok()).collect();
     stop.store(true, Ordering::Relaxed);

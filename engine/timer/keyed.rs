@@ -38,7 +38,14 @@ struct State {
     /// rule name → correlation value → timer.
     by_rule: AHashMap<Arc<str>, AHashMap<String, TimerHandle>>,
     next_sequence_number: u64,
+    /// Timers fired in the last [`RECENTLY_FIRED`], oldest first: (fired at, deadline, timer).
+    recently_fired: std::collections::VecDeque<(i64, i64, Arc<ArmedTimer>)>,
 }
+
+/// How long a fired timer stays in snapshots. Its timeout decision may still be on its way to
+/// Kafka when a checkpoint is taken; a restart from that checkpoint fires it again (a duplicate
+/// timeout decision) instead of losing it.
+const RECENTLY_FIRED: Duration = Duration::from_secs(2);
 
 impl State {
     fn handle(&self, key: &TimerKey) -> Option<TimerHandle> {
@@ -91,6 +98,7 @@ impl<C: Clock> TimerCore<C> {
                 wheel: TimingWheel::with_capacity(current_tick, initial_capacity),
                 by_rule: AHashMap::new(),
                 next_sequence_number: 0,
+                recently_fired: std::collections::VecDeque::new(),
             }),
             telemetry: Telemetry::register(),
         }
@@ -171,7 +179,19 @@ impl<C: Clock> TimerCore<C> {
         let now_ns = self.monotonic_ns();
         let fired_at_ms = self.clock.wall_ms();
         let due_tick = u64::try_from(now_ns).unwrap_or(0) / self.period_ns;
-        let State { wheel, by_rule, .. } = &mut *state;
+        let State {
+            wheel,
+            by_rule,
+            recently_fired,
+            ..
+        } = &mut *state;
+        let retain_from = now_ns.saturating_sub(to_i64(nanos(RECENTLY_FIRED)));
+        while recently_fired
+            .front()
+            .is_some_and(|(at, ..)| *at < retain_from)
+        {
+            recently_fired.pop_front();
+        }
         wheel.advance_to(due_tick, |expired| {
             let entry = expired.value;
             // Shared only while a snapshot is being encoded.
@@ -184,6 +204,14 @@ impl<C: Clock> TimerCore<C> {
                 }
             }
             let lateness_ns = now_ns.saturating_sub(entry.deadline_ns).max(0);
+            recently_fired.push_back((
+                now_ns,
+                entry.deadline_ms,
+                Arc::new(ArmedTimer {
+                    key: key.clone(),
+                    payload: payload.clone(),
+                }),
+            ));
             fired.push(Fired {
                 payload,
                 deadline_ms: entry.deadline_ms,
@@ -202,24 +230,29 @@ impl<C: Clock> TimerCore<C> {
         count
     }
 
-    /// Serialises every armed timer (wall-clock deadlines and payloads) in firing order. The
+    /// Serialises every armed timer (wall-clock deadlines and payloads) in firing order, and
+    /// the timers fired in the last [`RECENTLY_FIRED`] (they fire again after a restore). The
     /// lock is held only to copy out (deadline, shared pointer) pairs; encoding happens outside.
     pub fn snapshot(&self) -> Vec<u8> {
         let (taken_at_ms, mut timers) = {
             let state = self.state.lock();
-            let timers: Vec<(i64, u64, i64, Arc<ArmedTimer>)> = state
-                .wheel
-                .iter()
-                .map(|(_, entry)| {
-                    let order = (entry.deadline_ns, entry.sequence_number);
-                    (
-                        order.0,
-                        order.1,
-                        entry.deadline_ms,
-                        Arc::clone(&entry.timer),
-                    )
-                })
-                .collect();
+            let timers: Vec<(i64, u64, i64, Arc<ArmedTimer>)> =
+                state
+                    .wheel
+                    .iter()
+                    .map(|(_, entry)| {
+                        let order = (entry.deadline_ns, entry.sequence_number);
+                        (
+                            order.0,
+                            order.1,
+                            entry.deadline_ms,
+                            Arc::clone(&entry.timer),
+                        )
+                    })
+                    .chain(state.recently_fired.iter().map(|(_, deadline_ms, timer)| {
+                        (i64::MIN, 0, *deadline_ms, Arc::clone(timer))
+                    }))
+                    .collect();
             (self.clock.wall_ms(), timers)
         };
         timers.sort_unstable_by_key(|(deadline_ns, sequence_number, ..)| {

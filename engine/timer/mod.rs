@@ -21,5 +21,5 @@ pub use keyed::TimerCore;
 pub use model::{Fired, TimerConfig, TimerKey, TimerPayload};
 pub use service::{FiredReceiver, TimerService};
 pub use telemetry::LATENESS_BUCKETS;
-pub use ticker::{TickBatch, Ticker};
+pub use ticker::{raise_to_realtime, TickBatch, Ticker};
 pub use wheel::{Expired, TimerHandle, TimingWheel};

@@ -151,6 +151,7 @@ fn run_timer_thread<C: Clock>(
     stop: &AtomicBool,
 ) {
     let telemetry = Telemetry::register();
+    telemetry.realtime_scheduling(&super::ticker::raise_to_realtime());
     let mut fired = Vec::new();
     let mut receiver_gone = false;
     while let Some(batch) = ticker.wait(stop) {

@@ -35,6 +35,18 @@ impl Telemetry {
         }
     }
 
+    /// Whether the timer thread runs with real-time scheduling (see `raise_to_realtime`).
+    pub(crate) fn realtime_scheduling(&self, result: &Result<(), String>) {
+        metrics::gauge!("veto_timer_thread_realtime").set(if result.is_ok() { 1.0 } else { 0.0 });
+        match result {
+            Ok(()) => tracing::info!("timer thread runs with real-time (FIFO) scheduling"),
+            Err(reason) => tracing::info!(
+                reason,
+                "timer thread keeps normal scheduling (no real-time privilege); ticks may be late under CPU load"
+            ),
+        }
+    }
+
     pub(crate) fn armed_changed(&self, armed: usize) {
         self.armed.set(armed as f64);
     }

@@ -100,6 +100,23 @@ pub(crate) fn nanos(duration: Duration) -> u64 {
     u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
+/// Moves the calling thread to real-time FIFO scheduling at the lowest real-time priority, so
+/// a tick is never queued behind busy normal threads. Without the privilege (CAP_SYS_NICE or
+/// an `RLIMIT_RTPRIO` allowance) nothing changes and the reason comes back; the timer thread
+/// reports either (`veto_timer_thread_realtime`).
+pub fn raise_to_realtime() -> Result<(), String> {
+    use thread_priority::{
+        set_thread_priority_and_policy, thread_native_id, RealtimeThreadSchedulePolicy,
+        ThreadPriority, ThreadSchedulePolicy,
+    };
+    set_thread_priority_and_policy(
+        thread_native_id(),
+        ThreadPriority::Min,
+        ThreadSchedulePolicy::Realtime(RealtimeThreadSchedulePolicy::Fifo),
+    )
+    .map_err(|e| format!("{e:?}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,5 +173,25 @@ mod tests {
         let handle = std::thread::spawn(move || ticker.wait(&stopper));
         stop.store(true, Ordering::Relaxed);
         assert_eq!(handle.join().ok(), Some(None));
+    }
+
+    #[test]
+    fn realtime_scheduling_takes_effect_or_says_why_not() {
+        let outcome = std::thread::spawn(|| {
+            let result = raise_to_realtime();
+            (result, thread_priority::thread_schedule_policy())
+        })
+        .join()
+        .expect("thread");
+        match outcome {
+            (Ok(()), Ok(policy)) => assert_eq!(
+                policy,
+                thread_priority::ThreadSchedulePolicy::Realtime(
+                    thread_priority::RealtimeThreadSchedulePolicy::Fifo
+                )
+            ),
+            (Err(reason), _) => assert!(!reason.is_empty()),
+            (Ok(()), Err(e)) => panic!("policy unreadable: {e:?}"),
+        }
     }
 }
