@@ -124,8 +124,10 @@ pub async fn serve(
     let live = Arc::new(LiveDecider {
         engine: engine.clone(),
         timers: timers.clone(),
+        // A checkpoint written before the partitions come back must keep the restored offsets:
+        // the restored state has counted everything before them.
+        safe_offsets: Mutex::new(checkpointed.clone()),
         checkpointed,
-        safe_offsets: Mutex::new(Vec::new()),
         checkpoint_interval: config.store.checkpoint_interval,
     });
 
