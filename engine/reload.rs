@@ -77,7 +77,41 @@ pub async fn load_rules(paths: Vec<PathBuf>) -> Result<Arc<RuleSet>, String> {
 }
 
 /// Loads rule files and runs the set's own tests; on failure returns the rendered diagnostics.
+///
+/// The work runs on the reload pool: one thread fewer than the cores, at background priority
+/// (nice 19), so a reload does not take CPU from the workers deciding events (under full load
+/// it takes longer instead).
 pub fn load_rules_blocking(paths: &[PathBuf]) -> Result<Arc<RuleSet>, String> {
+    match reload_pool() {
+        Some(pool) => pool.install(|| load_and_test(paths)),
+        None => load_and_test(paths),
+    }
+}
+
+/// Threads for reload work at the lowest normal priority; `None` if the pool cannot start
+/// (then reloads run on the caller's thread).
+fn reload_pool() -> Option<&'static rayon::ThreadPool> {
+    static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        // One core fewer than the machine has: a reload leaves a core to the workers.
+        let threads =
+            std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1));
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("veto-reload-{i}"))
+            .start_handler(|_| {
+                // Best effort: without it reloads just compete with the workers.
+                let _ = thread_priority::set_current_thread_priority(
+                    thread_priority::ThreadPriority::Min,
+                );
+            })
+            .build()
+            .ok()
+    })
+    .as_ref()
+}
+
+fn load_and_test(paths: &[PathBuf]) -> Result<Arc<RuleSet>, String> {
     let report = crate::rules::load(paths);
     let failed = report.has_errors();
     let rendered = report.render_human(false);

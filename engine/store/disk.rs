@@ -172,11 +172,13 @@ pub struct Disk {
 }
 
 impl Disk {
-    pub fn open(dir: &Path, cache_bytes: usize) -> Result<Disk, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+    pub fn open(dir: &Path, cache_bytes: usize, in_memory: bool) -> Result<Disk, StoreError> {
+        if !in_memory {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
         let cache = Cache::new_lru_cache(cache_bytes);
         let mut table = BlockBasedOptions::default();
         table.set_block_cache(&cache);
@@ -194,6 +196,9 @@ impl Disk {
         db_options.create_missing_column_families(true);
         db_options.set_paranoid_checks(true);
         db_options.set_max_background_jobs(2);
+        if in_memory {
+            db_options.set_env(&rocksdb::Env::mem_env().map_err(rocks("in-memory env"))?);
+        }
         let families = [CF_SPILL, CF_CHECKPOINT_ENTITIES, CF_CHECKPOINT_META]
             .map(|name| ColumnFamilyDescriptor::new(name, cf_options()));
         let db = DB::open_cf_descriptors(&db_options, dir, families).map_err(rocks("open"))?;

@@ -37,6 +37,10 @@ pub struct StoreConfig {
     pub expiry_grace_ms: i64,
     /// RocksDB block cache size.
     pub block_cache_bytes: usize,
+    /// RocksDB on an in-memory environment: nothing touches the disk and opening is cheap.
+    /// For scratch stores (rule tests run on every reload, `veto test`); `data_dir` only names it
+    /// (it must be absolute).
+    pub in_memory: bool,
 }
 
 impl Default for StoreConfig {
@@ -48,6 +52,7 @@ impl Default for StoreConfig {
             distinct_exact_limit: 32,
             expiry_grace_ms: 5 * 60 * 1000,
             block_cache_bytes: 8 << 20,
+            in_memory: false,
         }
     }
 }

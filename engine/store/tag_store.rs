@@ -133,7 +133,7 @@ impl TagStore {
                 "distinct_exact_limit must be at least 1".into(),
             ));
         }
-        let disk = Disk::open(&cfg.data_dir, cfg.block_cache_bytes)?;
+        let disk = Disk::open(&cfg.data_dir, cfg.block_cache_bytes, cfg.in_memory)?;
         let shards = (0..cfg.shards)
             .map(|_| PaddedShard(Mutex::new(Shard::default())))
             .collect();
@@ -467,7 +467,13 @@ impl TagStore {
     /// Drops the state of features no longer defined (by `FeatureSpec::id`), in memory now and
     /// on disk when entities are read back.
     pub fn retain_features(&self, keep: &AHashSet<u64>) {
-        *self.retained.write() = Some(Arc::new(keep.clone()));
+        {
+            let mut retained = self.retained.write();
+            if retained.as_deref() == Some(keep) {
+                return; // same features as the last swap: nothing to drop
+            }
+            *retained = Some(Arc::new(keep.clone()));
+        }
         let _gate = self.gate.read();
         for index in 0..self.shards.len() {
             let mut shard = self.lock(index);
