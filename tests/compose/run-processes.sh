@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # The compose flow as plain processes (no Docker): a tansu broker, `veto run`, `veto-loadgen`;
-# then every produced event must have exactly one decision (read with kcat), some of them not
-# `allow`, and Veto must stop cleanly on SIGTERM. Installs kcat from Debian when missing.
-# Needs tansu (built once by `bash tests/run.sh`, or $VETO_TANSU).
+# then every produced event must have exactly one decision (read with tests/compose/read_topic.py),
+# some of them not `allow`, and Veto must stop cleanly on SIGTERM. Installs the confluent-kafka
+# Python client into ~/.cache/veto-tools/py when missing (Debian's kcat is too old for tansu).
+# Needs tansu (built once by `bash tests/run.sh`, or $VETO_TANSU). Builds release binaries into
+# $VETO_RELEASE_TARGET (default ~/.cache/target-timer-release, the benchmarks' cache).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT="$PWD"
 
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/veto-target}"
+export CARGO_TARGET_DIR="${VETO_RELEASE_TARGET:-$HOME/.cache/target-timer-release}"
+PY="$HOME/.cache/veto-tools/py/bin/python"
 EVENTS="${EVENTS:-3000}"
 RATE="${RATE:-1000}"
 TIMEOUT="${TIMEOUT_SECONDS:-120}"
@@ -17,15 +20,14 @@ if [ ! -x "$TANSU" ]; then
   echo "tansu not found at $TANSU: run 'bash tests/run.sh' once (it builds tansu) or set VETO_TANSU" >&2
   exit 1
 fi
-if ! command -v kcat >/dev/null 2>&1; then
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq kcat
+if ! "$PY" -c "import confluent_kafka" 2>/dev/null; then
+  python3 -m venv "$HOME/.cache/veto-tools/py"
+  "$PY" -m pip install -q confluent-kafka
 fi
 
-echo "==> cargo build --bins (veto, veto-loadgen)"
-cargo build -q -p veto -p veto-tools --bins
-BIN="$CARGO_TARGET_DIR/debug"
+echo "==> cargo build --release (veto, veto-loadgen)"
+cargo build -q --release -p veto -p veto-tools --bins
+BIN="$CARGO_TARGET_DIR/release"
 
 work="$(mktemp -d)"
 pids=()
@@ -40,7 +42,7 @@ port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); 
 BROKERS="127.0.0.1:$port"
 echo "==> tansu on $BROKERS"
 RUST_LOG=warn "$TANSU" broker \
-  --kafka-listener-url "tcp://$BROKERS" --advertised-listener-url "tcp://$BROKERS" \
+  --listener-url "tcp://$BROKERS" --advertised-listener-url "tcp://$BROKERS" \
   --storage-engine memory://tansu/ >"$work/tansu.log" 2>&1 &
 pids+=("$!")
 for _ in $(seq 1 100); do
@@ -84,7 +86,7 @@ echo "==> veto-loadgen: $EVENTS events at $RATE/s"
 echo "==> waiting for $EVENTS decisions (timeout ${TIMEOUT}s)"
 deadline=$((SECONDS + TIMEOUT))
 while :; do
-  kcat -C -b "$BROKERS" -t decisions -o beginning -e -q -f '%s\n' >"$work/decisions.jsonl" 2>/dev/null || true
+  "$PY" tests/compose/read_topic.py --brokers "$BROKERS" --topic decisions >"$work/decisions.jsonl" 2>/dev/null || true
   have="$(grep -c '"trigger":"event"' "$work/decisions.jsonl" || true)"
   [ "$have" -ge "$EVENTS" ] && break
   if ! kill -0 "$veto_pid" 2>/dev/null; then
