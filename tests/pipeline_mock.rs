@@ -587,3 +587,70 @@ async fn an_unreachable_broker_is_not_ready_and_not_fatal() {
     let summary = running.stop().await.expect("a clean stop without a broker");
     assert_eq!(summary, RunSummary::default());
 }
+
+/// How long the broker stays down in the fault test (`VETO_BROKER_DOWN_SECS`, default 30).
+fn broker_down_for() -> Duration {
+    let secs = std::env::var("VETO_BROKER_DOWN_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
+    Duration::from_secs(secs)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_down_mid_stream_makes_it_not_ready_then_it_resumes_without_loss() {
+    let cluster = cluster(1);
+    let brokers = cluster.bootstrap_servers();
+    let decider = Arc::new(AmountDecider::default());
+    let running = start(settings(&brokers, "g-broker-down"), decider.clone());
+    let producer = producer(&brokers);
+    let mut expected = BTreeMap::new();
+    let mut send = |range: std::ops::Range<i64>| {
+        for i in range {
+            let id = format!("down-{i}");
+            let amount = (i * 7919) % 150_000;
+            produce(
+                &producer,
+                PAYMENTS,
+                0,
+                &encode_event(&event(&id, amount, "u-2"), OutputFormat::Protobuf),
+            );
+            expected.insert(id, expected_outcome(amount));
+        }
+        producer.flush(Duration::from_secs(10)).expect("flush");
+    };
+    send(0..50);
+    wait_for("ready", || running.status.is_ready()).await;
+    let before = read_decisions(&brokers, DECISIONS, 50);
+    assert_eq!(before.len(), 50);
+
+    cluster.broker_down(1).expect("broker down");
+    wait_for("the broker reported unreachable", || {
+        !running.status.is_broker_reachable() && !running.status.is_ready()
+    })
+    .await;
+    tokio::time::sleep(broker_down_for()).await;
+    assert!(
+        !running.task.is_finished(),
+        "the pipeline survives the outage"
+    );
+    assert!(
+        !running.status.is_ready(),
+        "still not ready while the broker is down"
+    );
+    cluster.broker_up(1).expect("broker up");
+
+    send(50..100);
+    let decisions = read_decisions(&brokers, DECISIONS, 100);
+    wait_for("ready again", || running.status.is_ready()).await;
+    let summary = running.stop().await.expect("a clean stop after the outage");
+
+    let mut decided = BTreeMap::new();
+    for d in &decisions {
+        if let Some(previous) = decided.insert(d.event_id.clone(), d.outcome) {
+            assert_eq!(previous, d.outcome, "a replayed event got another outcome");
+        }
+    }
+    assert_eq!(decided, expected, "every event decided, none lost");
+    assert!(summary.events_decided >= 100);
+}
