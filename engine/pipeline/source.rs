@@ -217,9 +217,9 @@ impl SourceContext {
                 if partition.partition >= 0
                     && self
                         .status
-                        .set_lag(topic, partition.partition, partition.consumer_lag)
+                        .set_lag(topic, partition.partition, partition.lag())
                 {
-                    events::consumer_lag(topic, partition.partition, partition.consumer_lag);
+                    events::consumer_lag(topic, partition.partition, partition.lag());
                 }
             }
         }
@@ -250,6 +250,29 @@ struct TopicStats {
 struct PartitionStats {
     partition: i32,
     consumer_lag: i64,
+    /// Next offset handed to the application (-1001 before the first message).
+    #[serde(default = "invalid_offset")]
+    app_offset: i64,
+    /// End of the partition (high watermark).
+    #[serde(default = "invalid_offset")]
+    hi_offset: i64,
+}
+
+fn invalid_offset() -> i64 {
+    -1
+}
+
+impl PartitionStats {
+    /// Messages between the end of the partition and the next one Veto will consume. Offsets are
+    /// committed only with checkpoints, so librdkafka's own (commit-based) `consumer_lag` would
+    /// grow in steps of the checkpoint interval even when Veto keeps up.
+    fn lag(&self) -> i64 {
+        if self.app_offset >= 0 && self.hi_offset >= 0 {
+            (self.hi_offset - self.app_offset).max(0)
+        } else {
+            self.consumer_lag
+        }
+    }
 }
 
 impl ClientContext for SourceContext {
