@@ -44,3 +44,12 @@ pub mod proto {
     //! Prost types generated from `schemas/veto/v1` (the wire contract).
     include!(concat!(env!("OUT_DIR"), "/veto.v1.rs"));
 }
+
+/// Cases per fuzz-style property test: `VETO_FUZZ_CASES` when set (long runs), else `default`.
+#[cfg(test)]
+pub(crate) fn fuzz_cases(default: u32) -> u32 {
+    std::env::var("VETO_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}

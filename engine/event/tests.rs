@@ -745,7 +745,7 @@ fn assert_typed<T>(
 const FORMATS: [InputFormat; 3] = [InputFormat::Protobuf, InputFormat::Json, InputFormat::Auto];
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(ProptestConfig::with_cases(crate::fuzz_cases(512)))]
 
     #[test]
     fn events_round_trip_through_both_formats(ev in arb_event()) {

@@ -710,3 +710,103 @@ fn run_check_exit_codes() {
         1
     );
 }
+
+/// Pieces of the rule language (and some that are not), for the fuzz test below.
+const FRAGMENTS: &[&str] = &[
+    "rule ",
+    "feature ",
+    "list ",
+    "decide ",
+    "test ",
+    "version ",
+    "when ",
+    "then ",
+    "and ",
+    "or ",
+    "not ",
+    "(",
+    ")",
+    "[",
+    "]",
+    ",",
+    "==",
+    "!=",
+    ">",
+    ">=",
+    "<",
+    "in ",
+    "has tag ",
+    "matches ",
+    "\"x\"",
+    "\"authorization\"",
+    "/a+(/",
+    "/^[a-z]+$/",
+    "1.5",
+    "-3",
+    "99999999999999999999",
+    "amount",
+    "type",
+    "card_id",
+    "user_id",
+    "count()",
+    "sum(amount)",
+    "distinct(device_id)",
+    " by ",
+    " over ",
+    "10m",
+    "1h",
+    "0s",
+    " where ",
+    "block",
+    "review",
+    "allow",
+    "challenge",
+    ", score ",
+    ", tag ",
+    " for ",
+    "7d",
+    "after ",
+    "expect ",
+    " with same ",
+    "within ",
+    "2s",
+    "event ",
+    "expect allow",
+    "\n",
+    "\n  ",
+    " ",
+    "#",
+    "\"",
+    "é",
+    "\u{0}",
+    "card_auths_10m",
+];
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(crate::fuzz_cases(256)))]
+
+    /// Any text, however broken, gives a report (and renders), never a panic.
+    #[test]
+    fn fragment_soup_never_panics(picks in proptest::collection::vec(0..FRAGMENTS.len(), 0..80)) {
+        let text: String = picks.iter().map(|&i| FRAGMENTS[i]).collect();
+        let report = compile_source("fuzz.veto", &text, Path::new("."));
+        let _ = report.render_human(false);
+    }
+
+    /// The shipped rule file with a random slice replaced by a random fragment.
+    #[test]
+    fn mutated_shipped_rules_never_panic(
+        at in 0.0f64..1.0,
+        len in 0usize..40,
+        pick in 0..FRAGMENTS.len(),
+    ) {
+        let shipped = std::fs::read_to_string(rules_dir().join("payments.veto")).unwrap_or_default();
+        let mut start = ((shipped.len() as f64) * at) as usize;
+        while !shipped.is_char_boundary(start) { start -= 1; }
+        let mut end = (start + len).min(shipped.len());
+        while !shipped.is_char_boundary(end) { end -= 1; }
+        let text = format!("{}{}{}", &shipped[..start], FRAGMENTS[pick], &shipped[end..]);
+        let report = compile_source("mutated.veto", &text, &rules_dir());
+        let _ = report.render_human(false);
+    }
+}
