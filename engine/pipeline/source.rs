@@ -2,8 +2,9 @@
 //!
 //! The consumer is polled on a dedicated thread, so rebalance callbacks (which run inside
 //! `poll`) may block while revoked partitions drain. Auto commit and auto offset store are
-//! off: the source commits, every `commit_interval`, the offsets up to which every message's
-//! outputs are acknowledged (see [`super::ack`]).
+//! off: the source commits the offsets up to which every message's outputs are acknowledged
+//! (see [`super::ack`]): every `commit_interval`, or, with a stateful decider, right after each
+//! quiesced checkpoint with exactly the checkpoint's offsets.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
