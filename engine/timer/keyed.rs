@@ -231,7 +231,7 @@ impl<C: Clock> TimerCore<C> {
     }
 
     /// Serialises every armed timer (wall-clock deadlines and payloads) in firing order, and
-    /// the timers fired in the last [`RECENTLY_FIRED`] (they fire again after a restore). The
+    /// the timers fired in the last 2 s (they fire again after a restore). The
     /// lock is held only to copy out (deadline, shared pointer) pairs; encoding happens outside.
     pub fn snapshot(&self) -> Vec<u8> {
         let (taken_at_ms, mut timers) = {
