@@ -2,14 +2,14 @@
 //! MockCluster: one decision per event, scripted outcomes, dead letters, and state that survives a
 //! graceful restart without counting anything twice.
 
+mod support;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::Message;
 use veto::config::Config;
 use veto::event::{
@@ -18,29 +18,7 @@ use veto::event::{
 };
 use veto::store::{FeatureSpec, StoreConfig, TagStore};
 
-const T0: i64 = 1_767_225_600_000;
-
-fn auth(id: &str, card: &str, at_s: i64) -> PaymentEvent {
-    PaymentEvent {
-        event_id: id.into(),
-        kind: "authorization".into(),
-        event_time_ms: T0 + at_s * 1000,
-        txn_id: Some(format!("txn-{id}")),
-        user_id: Some(format!("user-{card}")),
-        card_id: Some(card.into()),
-        device_id: Some("dev-1".into()),
-        ip: Some("10.0.0.1".into()),
-        merchant_id: Some("m-1".into()),
-        amount_minor: Some(2_500),
-        currency: Some("EUR".into()),
-        country: Some("DE".into()),
-        ip_country: Some("DE".into()),
-        card_country: Some("DE".into()),
-        mcc: Some("5411".into()),
-        channel: Some("web".into()),
-        ..Default::default()
-    }
-}
+use support::*;
 
 fn capture_of(e: &PaymentEvent) -> PaymentEvent {
     PaymentEvent {
@@ -49,19 +27,6 @@ fn capture_of(e: &PaymentEvent) -> PaymentEvent {
         event_time_ms: e.event_time_ms + 100,
         ..e.clone()
     }
-}
-
-fn produce(brokers: &str, messages: &[(String, Vec<u8>)]) {
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .expect("producer");
-    for (key, payload) in messages {
-        producer
-            .send(BaseRecord::to("payments").key(key).payload(payload))
-            .expect("enqueue");
-    }
-    producer.flush(Duration::from_secs(10)).expect("flush");
 }
 
 fn config(brokers: &str, data_dir: &Path) -> Config {
@@ -116,17 +81,7 @@ fn run_until(
 
 #[test]
 fn decides_every_event_once_and_restarts_without_double_counting() {
-    let cluster = MockCluster::new(1).expect("mock cluster");
-    cluster.create_topic("payments", 2, 1).expect("topic");
-    for topic in [
-        "entity-tags",
-        "decisions",
-        "dead-letters",
-        "decisions-shadow",
-    ] {
-        cluster.create_topic(topic, 1, 1).expect("topic");
-    }
-    let brokers = cluster.bootstrap_servers();
+    let (_cluster, brokers) = start_mock_broker(2);
     let data = tempfile::tempdir().expect("tempdir");
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
@@ -155,7 +110,7 @@ fn decides_every_event_once_and_restarts_without_double_counting() {
         })
         .collect();
     messages.push(("c-velo".into(), b"\xff\xfe not an event".to_vec()));
-    produce(&brokers, &messages);
+    produce_raw(&brokers, &messages);
 
     let decisions = run_until(&brokers, data.path(), &consumer, events.len());
     let by_id: HashMap<&str, Vec<&Decision>> = decisions
@@ -209,7 +164,7 @@ fn decides_every_event_once_and_restarts_without_double_counting() {
 
     // Restart on the same data directory: one more authorization on the card.
     let eighth = auth("velo-7", "c-velo", 70);
-    produce(
+    produce_raw(
         &brokers,
         &[(
             "c-velo".into(),

@@ -1,13 +1,13 @@
 //! Shadow rule sets on the whole service (`veto::service::serve` on rdkafka's MockCluster): shadow
 //! decisions land on the shadow topic, and `veto backtest` decides the same events the same way.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::Message;
 use veto::config::Config;
 use veto::event::{
@@ -15,42 +15,7 @@ use veto::event::{
     Trigger,
 };
 
-const T0: i64 = 1_767_225_600_000;
-
-fn auth(id: &str, card: &str, at_s: i64) -> PaymentEvent {
-    PaymentEvent {
-        event_id: id.into(),
-        kind: "authorization".into(),
-        event_time_ms: T0 + at_s * 1000,
-        txn_id: Some(format!("txn-{id}")),
-        user_id: Some(format!("user-{card}")),
-        card_id: Some(card.into()),
-        device_id: Some("dev-1".into()),
-        ip: Some("10.0.0.1".into()),
-        merchant_id: Some("m-1".into()),
-        amount_minor: Some(2_500),
-        currency: Some("EUR".into()),
-        country: Some("DE".into()),
-        ip_country: Some("DE".into()),
-        card_country: Some("DE".into()),
-        mcc: Some("5411".into()),
-        channel: Some("web".into()),
-        ..Default::default()
-    }
-}
-
-fn produce(brokers: &str, messages: &[(String, Vec<u8>)]) {
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .expect("producer");
-    for (key, payload) in messages {
-        producer
-            .send(BaseRecord::to("payments").key(key).payload(payload))
-            .expect("enqueue");
-    }
-    producer.flush(Duration::from_secs(10)).expect("flush");
-}
+use support::*;
 
 fn config(brokers: &str, data_dir: &Path, shadow: &[PathBuf]) -> Config {
     let mut config = Config::default();
@@ -101,17 +66,7 @@ fn run_until(config: Config, consumer: &BaseConsumer, expected: usize) -> (Vec<D
 /// true`, its own version and outcomes) on `decisions-shadow`; the live outcomes are unchanged.
 #[test]
 fn shadow_decisions_land_on_the_shadow_topic() {
-    let cluster = MockCluster::new(1).expect("mock cluster");
-    for topic in [
-        "payments",
-        "entity-tags",
-        "decisions",
-        "dead-letters",
-        "decisions-shadow",
-    ] {
-        cluster.create_topic(topic, 1, 1).expect("topic");
-    }
-    let brokers = cluster.bootstrap_servers();
+    let (_cluster, brokers) = start_mock_broker(1);
     let data = tempfile::tempdir().expect("tempdir");
     let shadow_file = data.path().join("candidate.veto");
     std::fs::write(
@@ -137,7 +92,7 @@ fn shadow_decisions_land_on_the_shadow_topic() {
         .iter()
         .map(|e| ("c-1".to_string(), encode_event(e, OutputFormat::Protobuf)))
         .collect();
-    produce(&brokers, &messages);
+    produce_raw(&brokers, &messages);
 
     // Each event yields a live and a shadow decision: wait for both.
     let config = config(&brokers, data.path(), &[shadow_file]);
@@ -162,17 +117,7 @@ fn shadow_decisions_land_on_the_shadow_topic() {
 /// time, backtest timers on event time (docs/decisions.md).
 #[test]
 fn backtest_decides_recorded_events_exactly_like_the_service() {
-    let cluster = MockCluster::new(1).expect("mock cluster");
-    for topic in [
-        "payments",
-        "entity-tags",
-        "decisions",
-        "dead-letters",
-        "decisions-shadow",
-    ] {
-        cluster.create_topic(topic, 1, 1).expect("topic");
-    }
-    let brokers = cluster.bootstrap_servers();
+    let (_cluster, brokers) = start_mock_broker(1);
     let data = tempfile::tempdir().expect("tempdir");
     let shadow_file = data.path().join("candidate.veto");
     let live_file = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/payments.veto");
@@ -220,7 +165,7 @@ fn backtest_decides_recorded_events_exactly_like_the_service() {
             (key, encode_event(e, OutputFormat::Protobuf))
         })
         .collect();
-    produce(&brokers, &messages);
+    produce_raw(&brokers, &messages);
 
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &brokers)

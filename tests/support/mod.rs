@@ -13,7 +13,9 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::Message;
-use veto::event::{decode_decision, encode_event, InputFormat, OutputFormat, Trigger};
+use veto::event::{
+    decode_decision, encode_event, InputFormat, OutputFormat, PaymentEvent, Trigger,
+};
 
 pub struct Killed(pub Child);
 
@@ -303,4 +305,44 @@ pub fn version_of(consumer: &BaseConsumer, event_id: &str) -> String {
             }
         }
     }
+}
+
+/// Event time origin of the scripted service tests.
+pub const T0: i64 = 1_767_225_600_000;
+
+/// A plain authorization on `card` at `T0 + at_s` seconds.
+pub fn auth(id: &str, card: &str, at_s: i64) -> PaymentEvent {
+    PaymentEvent {
+        event_id: id.into(),
+        kind: "authorization".into(),
+        event_time_ms: T0 + at_s * 1000,
+        txn_id: Some(format!("txn-{id}")),
+        user_id: Some(format!("user-{card}")),
+        card_id: Some(card.into()),
+        device_id: Some("dev-1".into()),
+        ip: Some("10.0.0.1".into()),
+        merchant_id: Some("m-1".into()),
+        amount_minor: Some(2_500),
+        currency: Some("EUR".into()),
+        country: Some("DE".into()),
+        ip_country: Some("DE".into()),
+        card_country: Some("DE".into()),
+        mcc: Some("5411".into()),
+        channel: Some("web".into()),
+        ..Default::default()
+    }
+}
+
+/// Produces `(key, payload)` messages to `payments`.
+pub fn produce_raw(brokers: &str, messages: &[(String, Vec<u8>)]) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("producer");
+    for (key, payload) in messages {
+        producer
+            .send(BaseRecord::to("payments").key(key).payload(payload))
+            .expect("enqueue");
+    }
+    producer.flush(Duration::from_secs(10)).expect("flush");
 }
