@@ -73,6 +73,9 @@ pub struct KafkaConfig {
     pub output_format: OutputFormat,
     /// `at_least_once` (default) or `exactly_once` (Kafka transactions).
     pub delivery: Delivery,
+    /// Exactly-once only: the producer's `transactional.id`, stable across restarts and
+    /// unique per instance; empty (default) means `veto-<group_id>` (one instance per group).
+    pub transactional_id: String,
     /// Extra librdkafka properties passed to every client unchanged, e.g.
     /// `"security.protocol" = "SASL_SSL"`. Keys Veto sets itself are rejected.
     pub librdkafka: BTreeMap<String, String>,
@@ -101,8 +104,8 @@ pub enum Delivery {
     /// A partition's offset is stored only after its decisions are acknowledged.
     #[default]
     AtLeastOnce,
-    /// Decisions and consumer offsets in one Kafka transaction. Not implemented yet:
-    /// `veto run` refuses to start with it.
+    /// Decisions and consumer offsets in one Kafka transaction per checkpoint, aligned with
+    /// the state checkpoint (see `docs/pipeline.md`).
     ExactlyOnce,
 }
 
@@ -185,6 +188,7 @@ impl Default for KafkaConfig {
             input_format: InputFormat::Auto,
             output_format: OutputFormat::Protobuf,
             delivery: Delivery::AtLeastOnce,
+            transactional_id: String::new(),
             librdkafka: BTreeMap::new(),
         }
     }
@@ -261,13 +265,26 @@ const RESERVED_LIBRDKAFKA_KEYS: [(&str, &str); 6] = [
     ("enable.auto.offset.store", "Veto stores offsets itself"),
     (
         "transactional.id",
-        "set kafka.delivery = \"exactly_once\" instead",
+        "set kafka.delivery = \"exactly_once\" (and kafka.transactional_id) instead",
     ),
     ("enable.idempotence", "Veto always enables it"),
 ];
 
 /// Largest accepted `pipeline.max_event_bytes`.
 const MAX_EVENT_BYTES_LIMIT: u64 = 16 * 1024 * 1024;
+
+impl KafkaConfig {
+    /// The producer's `transactional.id` in exactly-once mode, `None` in at-least-once mode.
+    pub fn transactional_id(&self) -> Option<String> {
+        (self.delivery == Delivery::ExactlyOnce).then(|| {
+            if self.transactional_id.is_empty() {
+                format!("veto-{}", self.group_id)
+            } else {
+                self.transactional_id.clone()
+            }
+        })
+    }
+}
 
 impl Config {
     /// Loads `path` (when given) over the defaults, then applies `VETO_SECTION__KEY`

@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -10,7 +11,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 
-use crate::config::{Config, Delivery};
+use crate::config::Config;
 use crate::decider::{Engine, TimerSink, SHADOW_TIMER_PREFIX};
 use crate::event::{Decision, PaymentEvent, TagUpdate};
 use crate::pipeline::{self, Decider, PipelineSettings, PipelineStatus, RunSummary};
@@ -58,11 +59,6 @@ pub async fn serve(
     reloads: mpsc::Receiver<Instant>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<RunSummary> {
-    if config.kafka.delivery == Delivery::ExactlyOnce {
-        anyhow::bail!(
-            "kafka.delivery: \"exactly_once\" is not implemented yet; use \"at_least_once\""
-        );
-    }
     let metrics = metrics_handle()?;
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
@@ -77,8 +73,11 @@ pub async fn serve(
         distinct_exact_limit: config.store.distinct_exact_limit,
         ..StoreConfig::default()
     };
+    let settings = pipeline_settings(&config);
+    let pending_settings = settings.clone();
     let (store, restored) = tokio::task::spawn_blocking(move || {
         let store = TagStore::open(store_config)?;
+        settle_pending_checkpoint(&store, &pending_settings)?;
         let restored = store.restore()?;
         anyhow::Ok((store, restored))
     })
@@ -121,9 +120,12 @@ pub async fn serve(
         ..ReloadStatus::default()
     }));
 
+    let timeouts_handled = Arc::new(AtomicU64::new(0));
     let live = Arc::new(LiveDecider {
         engine: engine.clone(),
         timers: timers.clone(),
+        exactly_once: settings.transactional_id.is_some(),
+        timeouts_handled: timeouts_handled.clone(),
         // A checkpoint written before the partitions come back must keep the restored offsets:
         // the restored state has counted everything before them.
         safe_offsets: Mutex::new(checkpointed.clone()),
@@ -132,7 +134,12 @@ pub async fn serve(
     });
 
     let (timeouts_tx, timeouts_rx) = mpsc::channel(config.timers.channel_capacity.max(1));
-    tokio::spawn(forward_timeouts(fired, engine.clone(), timeouts_tx));
+    tokio::spawn(forward_timeouts(
+        fired,
+        engine.clone(),
+        timeouts_tx,
+        timeouts_handled,
+    ));
     let swap_timers = timers.clone();
     tokio::spawn(reload::run_reloader(
         engine.clone(),
@@ -164,7 +171,7 @@ pub async fn serve(
     let http = tokio::spawn(http);
 
     let result = pipeline::run(
-        pipeline_settings(&config),
+        settings,
         live.clone(),
         timeouts_rx,
         status,
@@ -172,11 +179,14 @@ pub async fn serve(
     )
     .await;
     let summary = result.context("pipeline")?;
-    live.merge_offsets(&summary.final_offsets);
-    let checkpoint = live.clone();
-    tokio::task::spawn_blocking(move || checkpoint.write_checkpoint())
-        .await?
-        .context("final checkpoint")?;
+    // Exactly-once: the pipeline's last transaction carried the final checkpoint already.
+    if !live.exactly_once {
+        live.merge_offsets(&summary.final_offsets);
+        let checkpoint = live.clone();
+        tokio::task::spawn_blocking(move || checkpoint.write_checkpoint())
+            .await?
+            .context("final checkpoint")?;
+    }
     let _ = http.await;
     Ok(summary)
 }
@@ -191,6 +201,7 @@ fn pipeline_settings(config: &Config) -> PipelineSettings {
         decisions_topic: kafka.topics.decisions.clone(),
         dead_letters_topic: kafka.topics.dead_letters.clone(),
         shadow_topic: (!config.rules.shadow_paths.is_empty()).then(|| kafka.topics.shadow.clone()),
+        transactional_id: kafka.transactional_id(),
         input_format: kafka.input_format,
         output_format: kafka.output_format,
         librdkafka: kafka.librdkafka.clone(),
@@ -254,6 +265,7 @@ async fn forward_timeouts(
     mut fired: FiredReceiver,
     engine: Arc<Engine>,
     out: mpsc::Sender<Decision>,
+    handled: Arc<AtomicU64>,
 ) {
     while let Some(fired) = fired.recv().await {
         let payload = fired.payload;
@@ -263,7 +275,9 @@ async fn forward_timeouts(
             payload.txn_id,
             fired.fired_at_ms,
         ) else {
-            continue; // the sequence rule was removed by a swap
+            // The sequence rule was removed by a swap: nothing to publish.
+            handled.fetch_add(1, Ordering::AcqRel);
+            continue;
         };
         if out.send(decision).await.is_err() {
             return;
@@ -288,6 +302,11 @@ async fn sweep_store(store: Arc<TagStore>, mut stop: watch::Receiver<bool>) {
 struct LiveDecider {
     engine: Arc<Engine>,
     timers: Arc<LiveTimers>,
+    /// Checkpoints go through Kafka transactions (two-phase, see `TagStore::checkpoint_published`).
+    exactly_once: bool,
+    /// Fired timers whose timeout decision was published or dropped (compared with the timer
+    /// service's delivered count before an exactly-once checkpoint).
+    timeouts_handled: Arc<AtomicU64>,
     /// Offsets of the checkpoint restored at start.
     checkpointed: Vec<PartitionOffset>,
     /// The latest safe offset of every partition seen.
@@ -311,6 +330,49 @@ impl LiveDecider {
                     offset: *offset,
                 }),
             }
+        }
+    }
+
+    /// The exactly-once checkpoint: timers paused and every fired one published, so the
+    /// transaction holds exactly the timeouts missing from the snapshot; the state is stored
+    /// as pending, the transaction commits (decisions, timeouts and `offsets`), then the
+    /// state is applied. Skipped (nothing committed) while timeouts are still on their way.
+    fn checkpoint_exactly_once(
+        &self,
+        offsets: &[(String, i32, i64)],
+        publish: &mut dyn FnMut() -> Result<(), String>,
+    ) {
+        if offsets.is_empty() {
+            return; // nothing consumed yet: no offsets to tie the transaction to
+        }
+        let paused = self.timers.0.pause();
+        let published = wait_for(TIMEOUTS_PUBLISHED_WAIT, || {
+            self.timeouts_handled.load(Ordering::Acquire) >= self.timers.0.delivered()
+        });
+        if !published {
+            drop(paused);
+            tracing::warn!("exactly-once checkpoint skipped: timeout decisions still unpublished");
+            return;
+        }
+        let timers = self.timers.0.snapshot_armed();
+        let state_offsets = self.safe_offsets.lock().clone();
+        let txn_offsets: Vec<PartitionOffset> = offsets
+            .iter()
+            .map(|(topic, partition, offset)| PartitionOffset {
+                topic: topic.clone(),
+                partition: *partition,
+                offset: *offset,
+            })
+            .collect();
+        let result = self.engine.store().checkpoint_published(
+            &state_offsets,
+            &timers,
+            &txn_offsets,
+            publish,
+        );
+        drop(paused);
+        if let Err(e) = result {
+            tracing::error!(error = %e, "exactly-once checkpoint failed; the previous one stands");
         }
     }
 
@@ -345,11 +407,24 @@ impl Decider for LiveDecider {
         Some(self.checkpoint_interval)
     }
 
-    fn checkpoint(&self, offsets: &[(String, i32, i64)]) {
+    fn checkpoint(
+        &self,
+        offsets: &[(String, i32, i64)],
+        publish: &mut dyn FnMut() -> Result<(), String>,
+    ) {
         self.merge_offsets(offsets);
+        if self.exactly_once {
+            return self.checkpoint_exactly_once(offsets, publish);
+        }
         if let Err(e) = self.write_checkpoint() {
             tracing::error!(error = %e, "periodic checkpoint failed; the previous one stands");
         }
+        // Failures are logged by the pipeline; a restart seeks to the checkpoint anyway.
+        let _ = publish();
+    }
+
+    fn timeout_handled(&self) {
+        self.timeouts_handled.fetch_add(1, Ordering::AcqRel);
     }
 
     fn checkpointed_offset(&self, topic: &str, partition: i32) -> Option<i64> {
@@ -382,6 +457,38 @@ impl Readiness for ServiceReadiness {
         });
         (ready, details)
     }
+}
+
+/// How long an exactly-once checkpoint waits for fired timers to be published.
+const TIMEOUTS_PUBLISHED_WAIT: Duration = Duration::from_secs(5);
+
+/// Polls `done` every millisecond until it holds or `limit` passes; returns whether it held.
+fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    true
+}
+
+/// Settles a pending exactly-once checkpoint left by a crash between its two phases: fences
+/// the previous producer (its transaction then completes or aborts), reads the group's
+/// committed offsets and applies the checkpoint iff its transaction's offsets were committed.
+fn settle_pending_checkpoint(store: &TagStore, settings: &PipelineSettings) -> anyhow::Result<()> {
+    let Some(txn_offsets) = store.pending_checkpoint()? else {
+        return Ok(());
+    };
+    let offsets: Vec<(String, i32, i64)> = txn_offsets
+        .iter()
+        .map(|o| (o.topic.clone(), o.partition, o.offset))
+        .collect();
+    let committed = pipeline::transaction_committed(settings, &offsets)
+        .context("settle the pending exactly-once checkpoint")?;
+    store.resolve_pending(committed)?;
+    Ok(())
 }
 
 /// Wall-clock time in epoch milliseconds.

@@ -1,6 +1,7 @@
 //! The whole service (`veto::service::serve`: real rules, tag store, timers, pipeline) on rdkafka's
 //! MockCluster: one decision per event, scripted outcomes, dead letters, and state that survives a
-//! graceful restart without counting anything twice.
+//! graceful restart without counting anything twice; in both delivery modes (exactly-once runs
+//! the transactional protocol against the mock's transaction coordinator).
 
 mod support;
 
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::Message;
-use veto::config::Config;
+use veto::config::{Config, Delivery};
 use veto::event::{
     decode_dead_letter, decode_decision, encode_event, Decision, InputFormat, Outcome,
     OutputFormat, PaymentEvent, Trigger,
@@ -29,8 +30,9 @@ fn capture_of(e: &PaymentEvent) -> PaymentEvent {
     }
 }
 
-fn config(brokers: &str, data_dir: &Path) -> Config {
+fn config(brokers: &str, data_dir: &Path, delivery: Delivery) -> Config {
     let mut config = Config::default();
+    config.kafka.delivery = delivery;
     config.kafka.brokers = brokers.into();
     config.kafka.group_id = "veto-test".into();
     config.rules.paths = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/payments.veto")];
@@ -43,6 +45,7 @@ fn config(brokers: &str, data_dir: &Path) -> Config {
 fn run_until(
     brokers: &str,
     data_dir: &Path,
+    delivery: Delivery,
     consumer: &BaseConsumer,
     expected: usize,
 ) -> Vec<Decision> {
@@ -50,7 +53,7 @@ fn run_until(
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (_reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
     let service = runtime.spawn(veto::service::serve(
-        config(brokers, data_dir),
+        config(brokers, data_dir, delivery),
         reload_rx,
         async move {
             let _ = stop_rx.await;
@@ -81,6 +84,33 @@ fn run_until(
 
 #[test]
 fn decides_every_event_once_and_restarts_without_double_counting() {
+    decide_restart_and_count_once(Delivery::AtLeastOnce);
+}
+
+#[test]
+fn exactly_once_mode_decides_every_event_once_across_a_restart() {
+    let decisions = decide_restart_and_count_once(Delivery::ExactlyOnce);
+    let mut per_event: HashMap<&str, usize> = HashMap::new();
+    for d in decisions.iter().filter(|d| d.trigger == Trigger::Event) {
+        *per_event.entry(d.event_id.as_str()).or_default() += 1;
+    }
+    assert!(
+        per_event.values().all(|&n| n == 1),
+        "an event decided twice across the restart: {per_event:?}"
+    );
+    // The decisions went through Kafka transactions (only this mode commits any).
+    let metrics = veto::service::metrics_handle().expect("metrics").render();
+    let committed = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("veto_transactions_committed_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(committed >= 2.0, "transactions committed: {committed}");
+}
+
+/// Decides a scripted stream, restarts on the same data directory, decides one more event;
+/// returns every decision read (both runs).
+fn decide_restart_and_count_once(delivery: Delivery) -> Vec<Decision> {
     let (_cluster, brokers) = start_mock_broker(2);
     let data = tempfile::tempdir().expect("tempdir");
     let consumer: BaseConsumer = ClientConfig::new()
@@ -112,7 +142,7 @@ fn decides_every_event_once_and_restarts_without_double_counting() {
     messages.push(("c-velo".into(), b"\xff\xfe not an event".to_vec()));
     produce_raw(&brokers, &messages);
 
-    let decisions = run_until(&brokers, data.path(), &consumer, events.len());
+    let mut decisions = run_until(&brokers, data.path(), delivery, &consumer, events.len());
     let by_id: HashMap<&str, Vec<&Decision>> = decisions
         .iter()
         .filter(|d| d.trigger == Trigger::Event)
@@ -171,7 +201,7 @@ fn decides_every_event_once_and_restarts_without_double_counting() {
             encode_event(&eighth, OutputFormat::Protobuf),
         )],
     );
-    let later = run_until(&brokers, data.path(), &consumer, 1);
+    let later = run_until(&brokers, data.path(), delivery, &consumer, 1);
     assert!(later.iter().any(|d| d.event_id == "velo-7"));
 
     // The checkpointed window counts each authorization once: 8, not 15.
@@ -203,4 +233,17 @@ fn decides_every_event_once_and_restarts_without_double_counting() {
         store.feature_value(&spec, "c-velo", eighth.event_time_ms),
         Some(8.0)
     );
+    // A short read for anything the restart decided again.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut all = later;
+    while Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            all.push(
+                decode_decision(m.payload().expect("payload"), InputFormat::Auto)
+                    .expect("decision"),
+            );
+        }
+    }
+    decisions.extend(all);
+    decisions
 }

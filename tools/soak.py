@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Soak: runs tansu, `veto run` and `veto-loadgen` at a fixed rate, samples Veto every 10 s.
+"""Soak: runs a broker, `veto run` and `veto-loadgen` at a fixed rate, samples Veto every 10 s.
 
 Records Veto's RSS, consumer lag, decisions/s and eval-latency p99 (from /metrics) into
 <out>/soak.csv and prints a verdict: RSS after warm-up must stay within ±10 % of its mean and the
@@ -7,6 +7,10 @@ lag must stay bounded (below 10 s worth of events). Usage (release binaries, tan
 tests/run.sh):
 
     python3 tools/soak.py --duration 600 --rate 20000 --out bench-out/soak
+
+`--broker mock` (default) uses `veto-mock-broker` (librdkafka's mock cluster, in-memory, keeps
+the newest few MB per partition, so its footprint stays flat); `--broker tansu` uses tansu 0.6,
+whose memory storage grows and slows without bound over a long run.
 
 `--rate` defaults to 70 % of `--max-rate` (the e2e saturation you measured). Stdlib only.
 """
@@ -98,6 +102,7 @@ def main() -> int:
                         help="key cardinality; small enough that the entity set is complete after warm-up")
     parser.add_argument("--out", default="bench-out/soak")
     parser.add_argument("--bin", default=os.path.expanduser("~/.cache/target-timer-release/release"))
+    parser.add_argument("--broker", choices=["mock", "tansu"], default="mock")
     parser.add_argument("--tansu", default=os.environ.get("VETO_TANSU", os.path.expanduser("~/.cache/veto-tools/bin/tansu")))
     args = parser.parse_args()
     rate = args.rate or 0.7 * args.max_rate
@@ -116,16 +121,25 @@ def main() -> int:
                     p.kill()
 
     try:
-        kport, mport = free_port(), free_port()
-        brokers = f"127.0.0.1:{kport}"
-        procs.append(subprocess.Popen(
-            [args.tansu, "broker", "--listener-url", f"tcp://{brokers}", "--advertised-listener-url",
-             f"tcp://{brokers}", "--storage-engine", "memory://tansu/"],
-            stdout=subprocess.DEVNULL, stderr=open(work / "tansu.log", "w")))
-        wait_port(kport)
-        subprocess.run([f"{args.bin}/veto-loadgen", "--brokers", brokers, "--quiet", "--create-only",
-                        "--create-topics", "payments,decisions,dead-letters,entity-tags,decisions-shadow",
-                        "--partitions", "4"], check=True)
+        mport = free_port()
+        if args.broker == "mock":
+            mock = subprocess.Popen([f"{args.bin}/veto-mock-broker", "--partitions", "4"],
+                                    stdout=subprocess.PIPE, stderr=open(work / "broker.log", "w"), text=True)
+            procs.append(mock)
+            brokers = mock.stdout.readline().strip()
+            if not brokers:
+                raise SystemExit(f"veto-mock-broker printed no address; see {work / 'broker.log'}")
+        else:
+            kport = free_port()
+            brokers = f"127.0.0.1:{kport}"
+            procs.append(subprocess.Popen(
+                [args.tansu, "broker", "--listener-url", f"tcp://{brokers}", "--advertised-listener-url",
+                 f"tcp://{brokers}", "--storage-engine", "memory://tansu/"],
+                stdout=subprocess.DEVNULL, stderr=open(work / "broker.log", "w")))
+            wait_port(kport)
+            subprocess.run([f"{args.bin}/veto-loadgen", "--brokers", brokers, "--quiet", "--create-only",
+                            "--create-topics", "payments,decisions,dead-letters,entity-tags,decisions-shadow",
+                            "--partitions", "4"], check=True)
         (work / "veto.toml").write_text(
             f'[kafka]\nbrokers = "{brokers}"\ngroup_id = "veto-soak"\n\n'
             f'[rules]\npaths = ["{ROOT / "rules/payments.veto"}"]\n\n'
@@ -139,7 +153,7 @@ def main() -> int:
             [f"{args.bin}/veto-loadgen", "--brokers", brokers, "--topic", "payments", "--rate", str(rate),
              "--duration", f"{args.duration}s", "--count", str(int(rate * args.duration) + 1), "--seed", "11", "--users", str(args.users), "--quiet"],
             stdout=subprocess.DEVNULL, stderr=open(work / "loadgen.log", "w")))
-        print(f"soak: {rate:.0f} events/s for {args.duration} s; sampling every 10 s into {out / 'soak.csv'}")
+        print(f"soak: {rate:.0f} events/s for {args.duration} s on {args.broker} ({brokers}); sampling every 10 s into {out / 'soak.csv'}")
         rows = []
         started = time.monotonic()
         prev = metrics(mport)

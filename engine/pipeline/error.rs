@@ -44,6 +44,12 @@ pub enum PipelineError {
         unacknowledged: i64,
         busy_workers: usize,
     },
+    #[error("kafka transaction failed ({context}): {source}; the next start settles it")]
+    Transaction {
+        context: &'static str,
+        #[source]
+        source: KafkaError,
+    },
     #[error("committing final offsets: {source}")]
     FinalCommit {
         #[source]

@@ -153,6 +153,13 @@ pub fn offsets_committed(count: usize, result: Result<(), &rdkafka::error::Kafka
     }
 }
 
+/// Exactly-once mode: a transaction with the decisions since the last one and the consumer
+/// offsets of `partitions` partitions committed.
+pub fn transaction_committed(partitions: usize) {
+    info!(partitions, "kafka transaction committed");
+    counter!("veto_transactions_committed_total").increment(1);
+}
+
 /// The pipeline quiesced for a state checkpoint (`quiet` false: the drain timeout passed first).
 pub fn checkpoint_quiesced(waited: Duration, quiet: bool) {
     if quiet {

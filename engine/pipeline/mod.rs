@@ -23,6 +23,7 @@ mod settings;
 mod sink;
 mod source;
 mod status;
+mod transaction;
 mod worker;
 
 use std::sync::atomic::AtomicBool;
@@ -37,6 +38,7 @@ pub use ack::{AckSeq, AckTracker};
 pub use error::PipelineError;
 pub use settings::PipelineSettings;
 pub use status::{PipelineStatus, RunSummary};
+pub use transaction::transaction_committed;
 
 use sink::{AckToken, Sink};
 use source::Source;
@@ -71,11 +73,23 @@ pub trait Decider: Send + Sync + 'static {
 
     /// Writes a checkpoint at a quiesced point: nothing is being decided and every decided
     /// message's outputs are acknowledged, so `offsets` (next offset to consume of every owned
-    /// partition) describe exactly the state. Runs on the source thread; dispatch resumes when
-    /// it returns.
-    fn checkpoint(&self, offsets: &[(String, i32, i64)]) {
+    /// partition) describe exactly the state. Then calls `publish` once to hand those offsets
+    /// to Kafka: a consumer commit, or in exactly-once mode the transaction commit (decisions
+    /// and offsets together); its error says the offsets are not committed. A decider that
+    /// cannot checkpoint now may skip both (the next interval tries again). Runs on the source
+    /// thread; dispatch resumes when it returns.
+    fn checkpoint(
+        &self,
+        offsets: &[(String, i32, i64)],
+        publish: &mut dyn FnMut() -> Result<(), String>,
+    ) {
         let _ = offsets;
+        let _ = publish();
     }
+
+    /// A timeout decision taken from the channel was published (or dropped, e.g. no shadow
+    /// topic); exactly-once checkpoints wait until every fired timer got this far.
+    fn timeout_handled(&self) {}
 
     /// The next offset to consume for a newly assigned partition according to the state
     /// checkpoint; the partition starts there (the state describes exactly the messages
@@ -103,7 +117,13 @@ pub async fn run(
     settings.validate()?;
     let counters = Arc::new(RunCounters::default());
     let abort = Arc::new(AtomicBool::new(false));
-    let (sink, retry_thread) = Sink::start(&settings, Arc::clone(&status), Arc::clone(&abort))?;
+    // Exactly-once start-up waits for the transaction coordinator: off the async runtime.
+    let (sink, retry_thread) = {
+        let (settings, status, abort) = (settings.clone(), Arc::clone(&status), Arc::clone(&abort));
+        tokio::task::spawn_blocking(move || Sink::start(&settings, status, abort))
+            .await
+            .map_err(|_| PipelineError::ThreadPanicked("the sink start-up".to_owned()))??
+    };
     let workers = WorkerPool::start(
         &settings,
         Arc::clone(&decider),
@@ -114,7 +134,7 @@ pub async fn run(
     let stop_at = Arc::new(OnceLock::new());
     let source = Source::new(
         &settings,
-        decider,
+        Arc::clone(&decider),
         Arc::clone(&status),
         workers,
         Arc::clone(&sink),
@@ -131,10 +151,12 @@ pub async fn run(
         })
         .map_err(|source| PipelineError::ThreadSpawn { name, source })?;
 
+    let exactly_once = settings.transactional_id.is_some();
     let stop_timeouts = Arc::new(Notify::new());
     let mut timeouts = tokio::spawn(publish_timeouts(
         extra,
         Arc::clone(&sink),
+        Arc::clone(&decider),
         TimeoutTopics {
             decisions: settings.decisions_topic.clone(),
             shadow: settings.shadow_topic.clone(),
@@ -150,18 +172,25 @@ pub async fn run(
         result = &mut done_rx => Some(result),
     };
     let deadline = Instant::now() + settings.drain_timeout;
-    stop_timeouts.notify_one();
-    if tokio::time::timeout_at(deadline.into(), &mut timeouts)
-        .await
-        .is_err()
-    {
-        timeouts.abort();
+    // Exactly-once: timeouts keep flowing until the source's final transaction committed
+    // (its checkpoint pauses the timers and waits for every fired one to be published).
+    if !exactly_once {
+        stop_timeouts.notify_one();
+        if tokio::time::timeout_at(deadline.into(), &mut timeouts)
+            .await
+            .is_err()
+        {
+            timeouts.abort();
+        }
     }
     let _ = stop_at.set(deadline);
     let result = match ended_early {
         Some(result) => result,
         None => done_rx.await,
     };
+    if exactly_once {
+        timeouts.abort();
+    }
     retry_thread.stop();
     result.unwrap_or_else(|_| {
         Err(PipelineError::ThreadPanicked(
@@ -181,6 +210,7 @@ struct TimeoutTopics {
 async fn publish_timeouts(
     mut extra: mpsc::Receiver<Decision>,
     sink: Arc<Sink>,
+    decider: Arc<dyn Decider>,
     topics: TimeoutTopics,
     counters: Arc<RunCounters>,
     stop: Arc<Notify>,
@@ -190,7 +220,10 @@ async fn publish_timeouts(
             biased;
             () = stop.notified() => break,
             decision = extra.recv() => match decision {
-                Some(decision) => publish_timeout(&decision, &sink, &topics, &counters).await,
+                Some(decision) => {
+                    publish_timeout(&decision, &sink, &topics, &counters).await;
+                    decider.timeout_handled();
+                }
                 None => {
                     stop.notified().await;
                     return;
@@ -200,6 +233,7 @@ async fn publish_timeouts(
     }
     while let Ok(decision) = extra.try_recv() {
         publish_timeout(&decision, &sink, &topics, &counters).await;
+        decider.timeout_handled();
     }
 }
 

@@ -41,6 +41,9 @@ pub struct PipelineSettings {
     pub drain_timeout: Duration,
     /// How often safe offsets are reported and committed.
     pub commit_interval: Duration,
+    /// Exactly-once delivery: the producer's `transactional.id`. Decisions and consumer
+    /// offsets are then committed in one Kafka transaction with each checkpoint.
+    pub transactional_id: Option<String>,
 }
 
 impl Default for PipelineSettings {
@@ -61,6 +64,7 @@ impl Default for PipelineSettings {
             max_event_bytes: 64 * 1024,
             drain_timeout: Duration::from_secs(30),
             commit_interval: Duration::from_secs(1),
+            transactional_id: None,
         }
     }
 }

@@ -11,9 +11,11 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{DeliveryResult, Message};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientContext;
 
 use super::ack::AckSeq;
@@ -22,6 +24,13 @@ use super::events;
 use super::partition::PartitionSlot;
 use super::settings::PipelineSettings;
 use super::status::PipelineStatus;
+
+/// The broker aborts a transaction left open longer than this (a crashed instance's).
+const TRANSACTION_TIMEOUT_MS: &str = "60000";
+/// Deadline of one transactional call (init, send offsets, commit).
+const TRANSACTION_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often `init_transactions` is tried at start (broker unreachable) before giving up.
+const INIT_TRANSACTIONS_ATTEMPTS: u32 = 10;
 
 /// What a delivery acknowledges.
 #[derive(Debug)]
@@ -156,6 +165,11 @@ impl Sink {
                     .max(1_000_000)
                     .to_string(),
             );
+        if let Some(id) = &settings.transactional_id {
+            config
+                .set("transactional.id", id)
+                .set("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS);
+        }
         for (key, value) in &settings.librdkafka {
             config.set(key, value);
         }
@@ -177,6 +191,9 @@ impl Sink {
             in_flight,
             abort,
         });
+        if settings.transactional_id.is_some() {
+            sink.start_transactions()?;
+        }
         let retry = RetryThread::spawn(Arc::clone(&sink), retry_rx)?;
         Ok((sink, retry))
     }
@@ -300,6 +317,53 @@ impl Sink {
                 Attempt::Sent
             }
         }
+    }
+
+    /// Exactly-once mode: fences any earlier instance with the same `transactional.id`
+    /// (its open transaction is aborted, a committing one completes) and opens a transaction.
+    fn start_transactions(&self) -> Result<(), PipelineError> {
+        let transaction = |context, source| PipelineError::Transaction { context, source };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.producer.init_transactions(TRANSACTION_CALL_TIMEOUT) {
+                Ok(()) => break,
+                Err(error) if attempt < INIT_TRANSACTIONS_ATTEMPTS => {
+                    events::kafka_client_error("producer", &error, "init transactions, retrying");
+                    std::thread::sleep(retry_backoff(attempt));
+                }
+                Err(error) => return Err(transaction("init", error)),
+            }
+        }
+        self.producer
+            .begin_transaction()
+            .map_err(|source| transaction("begin", source))
+    }
+
+    /// Exactly-once mode: commits the open transaction (every message produced since the last
+    /// commit) together with the consumer `offsets`, then opens the next transaction.
+    pub fn commit_transaction(
+        &self,
+        offsets: &[(String, i32, i64)],
+        group: &ConsumerGroupMetadata,
+    ) -> Result<(), PipelineError> {
+        let transaction = |context, source| PipelineError::Transaction { context, source };
+        if !offsets.is_empty() {
+            let mut tpl = TopicPartitionList::with_capacity(offsets.len());
+            for (topic, partition, next) in offsets {
+                tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))
+                    .map_err(|source| transaction("offsets", source))?;
+            }
+            self.producer
+                .send_offsets_to_transaction(&tpl, group, TRANSACTION_CALL_TIMEOUT)
+                .map_err(|source| transaction("send offsets", source))?;
+        }
+        self.producer
+            .commit_transaction(TRANSACTION_CALL_TIMEOUT)
+            .map_err(|source| transaction("commit", source))?;
+        self.producer
+            .begin_transaction()
+            .map_err(|source| transaction("begin", source))
     }
 
     /// Messages sent and not yet acknowledged.

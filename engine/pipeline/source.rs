@@ -79,6 +79,8 @@ pub struct SourceContext {
     assignment: Mutex<Assignment>,
     /// Set by `run` when shutdown starts: the drain deadline.
     stop_at: Arc<OnceLock<Instant>>,
+    /// Exactly-once mode: the transactional sink that commits offsets with the decisions.
+    transactional: Option<Arc<Sink>>,
 }
 
 impl SourceContext {
@@ -188,7 +190,16 @@ impl SourceContext {
         }
         let drained = wait_until(deadline, || revoked.iter().all(|s| s.is_drained()));
         let lost = consumer.assignment_lost();
-        if !lost {
+        if self.transactional.is_some() {
+            // The state covers every partition: checkpoint and commit them all in one transaction.
+            let mut slots = self.assignment.lock().all_slots();
+            slots.extend(revoked.iter().cloned());
+            let quiet = wait_until(deadline, || slots.iter().all(|s| s.is_drained()));
+            if !lost && quiet {
+                // A failed transaction is fatal; the run loop sees it at its next commit.
+                let _ = checkpoint_and_commit(consumer, &slots, CommitMode::Sync);
+            }
+        } else if !lost {
             // Failures are logged inside; the new owner then starts from an older offset.
             let _ = commit_slots(
                 consumer,
@@ -421,6 +432,57 @@ fn commit_offsets(
     }
     events::offsets_committed(offsets.len(), result.as_ref().map(|_| ()));
     result?;
+    mark_committed(slots, &offsets);
+    Ok(offsets)
+}
+
+/// Lets the decider checkpoint at the slots' safe offsets and publish them: an offset commit
+/// in `mode`, or in exactly-once mode the transaction commit (decisions and offsets together).
+/// Returns the offsets; a failed transaction is an error (fatal: its outcome is settled at
+/// the next start), a failed plain commit is only logged (the next one retries).
+fn checkpoint_and_commit(
+    consumer: &BaseConsumer<SourceContext>,
+    slots: &[Arc<PartitionSlot>],
+    mode: CommitMode,
+) -> Result<Vec<(String, i32, i64)>, PipelineError> {
+    let context = consumer.context();
+    let decider = context.decider.as_ref();
+    let offsets: Vec<(String, i32, i64)> = slots
+        .iter()
+        .filter_map(|s| s.safe_next().map(|n| (s.topic.clone(), s.partition, n)))
+        .collect();
+    let mut failed = None;
+    decider.checkpoint(&offsets, &mut || {
+        let Some(sink) = &context.transactional else {
+            return commit_offsets(consumer, decider, slots, offsets.clone(), mode)
+                .map(|_| ())
+                .map_err(|e| e.to_string());
+        };
+        decider.on_safe_offsets(&offsets);
+        let group = consumer
+            .group_metadata()
+            .ok_or_else(|| "no consumer group metadata".to_owned())?;
+        match sink.commit_transaction(&offsets, &group) {
+            Ok(()) => {
+                events::transaction_committed(offsets.len());
+                mark_committed(slots, &offsets);
+                Ok(())
+            }
+            Err(error) => {
+                let message = error.to_string();
+                failed = Some(error);
+                Err(message)
+            }
+        }
+    });
+    match failed {
+        Some(error) => Err(error),
+        None => Ok(offsets),
+    }
+}
+
+/// Marks the slots whose offsets were committed.
+fn mark_committed(slots: &[Arc<PartitionSlot>], offsets: &[(String, i32, i64)]) {
     for slot in slots {
         if let Some((_, _, next)) = offsets
             .iter()
@@ -429,7 +491,6 @@ fn commit_offsets(
             slot.mark_committed(*next);
         }
     }
-    Ok(offsets)
 }
 
 /// The consumer side of the pipeline; `run` loops on its own thread until shutdown.
@@ -468,6 +529,10 @@ impl Source {
             // Latency first: a fetch returns within 5 ms even when little data is waiting.
             .set("fetch.wait.max.ms", "5")
             .set("statistics.interval.ms", "1000");
+        if settings.transactional_id.is_some() {
+            // Exactly-once end to end: upstream transactional writes count once committed.
+            config.set("isolation.level", "read_committed");
+        }
         for (key, value) in &settings.librdkafka {
             config.set(key, value);
         }
@@ -479,6 +544,10 @@ impl Source {
             status,
             assignment: Mutex::new(Assignment::default()),
             stop_at,
+            transactional: settings
+                .transactional_id
+                .as_ref()
+                .map(|_| Arc::clone(&sink)),
         };
         let consumer: BaseConsumer<SourceContext> =
             config.create_with_context(context).map_err(|source| {
@@ -539,9 +608,11 @@ impl Source {
                 }
             }
             if last_commit.elapsed() >= commit_every {
-                // Failures are logged inside; the next commit retries.
+                // Plain commit failures are logged inside; the next commit retries.
                 if checkpoints.is_some() {
-                    let _ = self.quiesced_checkpoint();
+                    if let Err(error) = self.quiesced_checkpoint() {
+                        break error;
+                    }
                 } else {
                     let _ = self.commit(CommitMode::Async, false);
                 }
@@ -609,20 +680,18 @@ impl Source {
     /// Past the drain timeout it checkpoints anyway at the safe offsets, and says so.
     /// (Timeout decisions in flight are not awaited: they flow continuously; the engine keeps
     /// recently fired timers in its checkpoint instead.)
-    fn quiesced_checkpoint(&self) -> Result<Vec<(String, i32, i64)>, KafkaError> {
+    fn quiesced_checkpoint(&self) -> Result<(), PipelineError> {
         let started = Instant::now();
         let slots = self.context().assignment.lock().all_slots();
         let quiet = wait_until(started + self.drain_timeout, || {
             slots.iter().all(|s| s.is_drained())
         });
-        let offsets: Vec<(String, i32, i64)> = slots
-            .iter()
-            .filter_map(|s| s.safe_next().map(|n| (s.topic.clone(), s.partition, n)))
-            .collect();
         events::checkpoint_quiesced(started.elapsed(), quiet);
-        let decider = self.context().decider.as_ref();
-        decider.checkpoint(&offsets);
-        commit_offsets(&self.consumer, decider, &slots, offsets, CommitMode::Async)
+        if !quiet && self.context().transactional.is_some() {
+            // Undecided messages would leave the transaction's offsets ahead of its decisions.
+            return Ok(());
+        }
+        checkpoint_and_commit(&self.consumer, &slots, CommitMode::Async).map(|_| ())
     }
 
     /// Reports and commits safe offsets of every owned partition.
@@ -672,13 +741,23 @@ impl Source {
         }
 
         let slots = consumer.context().assignment.lock().all_slots();
-        let commit = commit_slots(
-            &consumer,
-            consumer.context().decider.as_ref(),
-            &slots,
-            CommitMode::Sync,
-            true,
-        );
+        let commit = if consumer.context().transactional.is_some() {
+            if drained {
+                checkpoint_and_commit(&consumer, &slots, CommitMode::Sync)
+            } else {
+                // Undrained: leave the transaction open; it is aborted, the next start replays.
+                Ok(Vec::new())
+            }
+        } else {
+            commit_slots(
+                &consumer,
+                consumer.context().decider.as_ref(),
+                &slots,
+                CommitMode::Sync,
+                true,
+            )
+            .map_err(|source| PipelineError::FinalCommit { source })
+        };
         let mut panicked = false;
         let mut busy_workers = 0;
         for handle in handles {
@@ -706,7 +785,7 @@ impl Source {
                 busy_workers,
             });
         }
-        let committed = commit.map_err(|source| PipelineError::FinalCommit { source })?;
+        let committed = commit?;
         events::drain_finished(started.elapsed(), committed.len());
         let final_offsets = slots
             .iter()

@@ -3,7 +3,8 @@
 //! Column families: `spill` (dirty entities pushed out of memory since the last checkpoint;
 //! cleared on open), `checkpoint_entities` (entity key -> encoded entity + crc32 of key and
 //! payload) and `checkpoint_meta` (the manifest: format version, sequence, entity count,
-//! Kafka offsets, timers blob, crc32).
+//! Kafka offsets, timers blob, crc32; in exactly-once mode also a pending checkpoint, written
+//! before its Kafka transaction commits and applied once the transaction's fate is known).
 
 use super::codec::{DecodeError, Reader, Writer};
 use super::{PartitionOffset, StoreError};
@@ -17,6 +18,9 @@ pub const CF_SPILL: &str = "spill";
 pub const CF_CHECKPOINT_ENTITIES: &str = "checkpoint_entities";
 pub const CF_CHECKPOINT_META: &str = "checkpoint_meta";
 const MANIFEST_KEY: &[u8] = b"manifest";
+/// A checkpoint batch waiting for its Kafka transaction (encoded as a [`Manifest`] whose
+/// offsets are the transaction's and whose blob is the raw RocksDB write batch).
+const PENDING_KEY: &[u8] = b"pending";
 const MANIFEST_MAGIC: &[u8; 8] = b"VETOCKPT";
 /// Version of the checkpoint format; bump on any incompatible change.
 pub const CHECKPOINT_FORMAT_VERSION: u32 = 1;
@@ -28,6 +32,14 @@ const KEY_RANGE: (&[u8], &[u8]) = (&[0x00], &[0xff]);
 pub struct KeyRange {
     pub lower: Option<Vec<u8>>,
     pub upper: Option<Vec<u8>>,
+}
+
+/// A checkpoint written before its Kafka transaction committed.
+pub struct Pending {
+    /// The consumer offsets the transaction commits.
+    pub txn_offsets: Vec<PartitionOffset>,
+    /// The raw RocksDB write batch of the checkpoint.
+    pub batch: Vec<u8>,
 }
 
 /// The checkpoint header stored beside the entities.
@@ -386,6 +398,73 @@ impl Disk {
         self.db
             .write_opt(batch.batch, &options)
             .map_err(rocks("write checkpoint"))
+    }
+
+    /// Stores `batch` as the pending checkpoint of a Kafka transaction committing
+    /// `txn_offsets`, durably, without applying it.
+    pub fn write_pending(
+        &self,
+        txn_offsets: &[PartitionOffset],
+        batch: &CheckpointBatch<'_>,
+    ) -> Result<(), StoreError> {
+        let record = Manifest {
+            sequence: 0,
+            entities: 0,
+            offsets: txn_offsets.to_vec(),
+            timers: batch.batch.data().to_vec(),
+        };
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        self.db
+            .put_cf_opt(
+                self.cf(CF_CHECKPOINT_META)?,
+                PENDING_KEY,
+                record.encode(),
+                &options,
+            )
+            .map_err(rocks("write pending checkpoint"))
+    }
+
+    /// The pending checkpoint's transaction offsets and write batch, if one is waiting.
+    pub fn pending(&self) -> Result<Option<Pending>, StoreError> {
+        let cf = self.cf(CF_CHECKPOINT_META)?;
+        let Some(bytes) = self
+            .db
+            .get_pinned_cf(cf, PENDING_KEY)
+            .map_err(rocks("read pending checkpoint"))?
+        else {
+            return Ok(None);
+        };
+        let record = Manifest::decode(&bytes)?;
+        Ok(Some(Pending {
+            txn_offsets: record.offsets,
+            batch: record.timers,
+        }))
+    }
+
+    /// Settles the pending checkpoint: applies it when its transaction committed, else
+    /// discards it. Atomic and durable; a no-op without one.
+    pub fn resolve_pending(&self, committed: bool) -> Result<(), StoreError> {
+        let Some(pending) = self.pending()? else {
+            return Ok(());
+        };
+        let mut batch = if committed {
+            WriteBatch::from_data(&pending.batch)
+        } else {
+            WriteBatch::default()
+        };
+        batch.delete_cf(self.cf(CF_CHECKPOINT_META)?, PENDING_KEY);
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        self.db
+            .write_opt(batch, &options)
+            .map_err(rocks("resolve pending checkpoint"))
+    }
+
+    /// Applies a checkpoint batch whose pending copy was written, and drops that copy.
+    pub fn commit_pending(&self, mut batch: CheckpointBatch<'_>) -> Result<(), StoreError> {
+        batch.batch.delete_cf(batch.meta, PENDING_KEY);
+        self.commit(batch)
     }
 
     /// Flushes memtables to SST files (tests and shutdown).

@@ -80,6 +80,8 @@ pub enum StoreError {
         "checkpoint format version {found} is not supported (this build reads version {expected})"
     )]
     UnsupportedCheckpointVersion { found: u32, expected: u32 },
+    #[error("the checkpoint's Kafka transaction did not commit: {0}")]
+    NotPublished(String),
     #[error("corrupt spilled entity {key}: {reason}")]
     CorruptSpill { key: String, reason: String },
 }

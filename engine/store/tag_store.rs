@@ -553,6 +553,49 @@ impl TagStore {
         offsets: &[PartitionOffset],
         timers: &[u8],
     ) -> Result<CheckpointStats, StoreError> {
+        self.write_checkpoint(offsets, timers, None)
+    }
+
+    /// The exactly-once checkpoint: the batch is first stored as *pending*, then `publish`
+    /// commits the Kafka transaction that carries `txn_offsets`, then the batch is applied.
+    /// When `publish` fails the state stays dirty and the pending copy stays on disk, settled
+    /// by [`TagStore::resolve_pending`] at the next start once Kafka tells the outcome.
+    pub fn checkpoint_published(
+        &self,
+        offsets: &[PartitionOffset],
+        timers: &[u8],
+        txn_offsets: &[PartitionOffset],
+        publish: &mut dyn FnMut() -> Result<(), String>,
+    ) -> Result<CheckpointStats, StoreError> {
+        self.write_checkpoint(
+            offsets,
+            timers,
+            Some(Publish {
+                txn_offsets,
+                publish,
+            }),
+        )
+    }
+
+    /// The Kafka offsets of the pending exactly-once checkpoint, if one is waiting.
+    pub fn pending_checkpoint(&self) -> Result<Option<Vec<PartitionOffset>>, StoreError> {
+        Ok(self.disk.pending()?.map(|pending| pending.txn_offsets))
+    }
+
+    /// Applies the pending checkpoint if its transaction `committed`, else discards it; call
+    /// before [`TagStore::restore`].
+    pub fn resolve_pending(&self, committed: bool) -> Result<(), StoreError> {
+        self.disk.resolve_pending(committed)?;
+        telemetry::pending_checkpoint_resolved(committed);
+        Ok(())
+    }
+
+    fn write_checkpoint(
+        &self,
+        offsets: &[PartitionOffset],
+        timers: &[u8],
+        publish: Option<Publish<'_>>,
+    ) -> Result<CheckpointStats, StoreError> {
         let started = Instant::now();
         let _gate = self.gate.write();
         let live = self.checkpoint_live.load(Ordering::Relaxed);
@@ -599,7 +642,17 @@ impl TagStore {
             timers: timers.to_vec(),
         });
         let bytes_written = batch.bytes;
-        self.disk.commit(batch)?;
+        match publish {
+            None => self.disk.commit(batch)?,
+            Some(Publish {
+                txn_offsets,
+                publish,
+            }) => {
+                self.disk.write_pending(txn_offsets, &batch)?;
+                publish().map_err(StoreError::NotPublished)?;
+                self.disk.commit_pending(batch)?;
+            }
+        }
 
         let mut moved_to_disk = false;
         for index in 0..self.shards.len() {
@@ -820,6 +873,12 @@ impl TagStore {
     }
 }
 
+/// The Kafka side of an exactly-once checkpoint: the transaction's offsets and its commit.
+struct Publish<'a> {
+    txn_offsets: &'a [PartitionOffset],
+    publish: &'a mut dyn FnMut() -> Result<(), String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -955,6 +1014,70 @@ mod tests {
         assert_eq!(restored.timers, b"timers");
         assert_eq!(restored.entities, 1);
         assert!(store.has_tag(Field::UserId, "u1", "trusted", 10));
+    }
+
+    /// The exactly-once two-phase checkpoint: a failed publish leaves the previous checkpoint
+    /// in force plus a pending copy, which the next start applies or discards.
+    #[test]
+    fn pending_checkpoints_apply_only_when_their_transaction_committed() {
+        let specs = [spec(1, Aggregate::Count, Field::CardId)];
+        let offsets = |next| {
+            vec![PartitionOffset {
+                topic: "payments".into(),
+                partition: 0,
+                offset: next,
+            }]
+        };
+        let count_one = |store: &TagStore| {
+            let mut out = [None];
+            store.update(
+                1_000,
+                &specs,
+                &[input(Some("c1"), Observation::Count)],
+                &mut out,
+            );
+        };
+        for committed in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = TagStore::open(config(dir.path())).unwrap();
+            count_one(&store);
+            let mut published = 0;
+            store
+                .checkpoint_published(&offsets(1), b"t1", &offsets(1), &mut || {
+                    published += 1;
+                    Ok(())
+                })
+                .unwrap();
+            assert_eq!(published, 1);
+            assert_eq!(store.pending_checkpoint().unwrap(), None);
+
+            // The second transaction "crashes": publish fails after the pending copy is written.
+            count_one(&store);
+            let error = store
+                .checkpoint_published(&offsets(2), b"t2", &offsets(2), &mut || {
+                    Err("broker gone".into())
+                })
+                .unwrap_err();
+            assert!(matches!(error, StoreError::NotPublished(_)), "{error}");
+            drop(store);
+
+            let store = TagStore::open(config(dir.path())).unwrap();
+            assert_eq!(store.pending_checkpoint().unwrap(), Some(offsets(2)));
+            store.resolve_pending(committed).unwrap();
+            assert_eq!(store.pending_checkpoint().unwrap(), None);
+            let restored = store.restore().unwrap().unwrap();
+            let (want_offset, want_timers, want_count) = if committed {
+                (2, b"t2", 2.0)
+            } else {
+                (1, b"t1", 1.0)
+            };
+            assert_eq!(restored.offsets, offsets(want_offset));
+            assert_eq!(restored.timers, want_timers);
+            assert_eq!(
+                store.feature_value(&specs[0], "c1", 1_000),
+                Some(want_count)
+            );
+        }
     }
 
     #[test]

@@ -48,6 +48,14 @@ pub fn checkpoint_restored(entities: usize, sequence: u64, seconds: f64) {
     tracing::info!(entities, sequence, seconds, "checkpoint restored");
 }
 
+/// A pending exactly-once checkpoint found at start was applied (its transaction committed) or
+/// discarded (it did not).
+pub fn pending_checkpoint_resolved(committed: bool) {
+    let outcome = if committed { "applied" } else { "discarded" };
+    metrics::counter!("veto_store_pending_checkpoints_total", "outcome" => outcome).increment(1);
+    tracing::info!(outcome, "pending exactly-once checkpoint settled");
+}
+
 pub fn checkpoint_rejected(error: &StoreError) {
     metrics::counter!("veto_store_checkpoint_rejected_total").increment(1);
     tracing::error!(%error, "checkpoint rejected");

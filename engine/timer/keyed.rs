@@ -234,6 +234,15 @@ impl<C: Clock> TimerCore<C> {
     /// the timers fired in the last 2 s (they fire again after a restore). The
     /// lock is held only to copy out (deadline, shared pointer) pairs; encoding happens outside.
     pub fn snapshot(&self) -> Vec<u8> {
+        self.snapshot_with(true)
+    }
+
+    /// Serialises only the armed timers (see [`TimerCore::snapshot`]).
+    pub fn snapshot_armed(&self) -> Vec<u8> {
+        self.snapshot_with(false)
+    }
+
+    fn snapshot_with(&self, recently_fired: bool) -> Vec<u8> {
         let (taken_at_ms, mut timers) = {
             let state = self.state.lock();
             let timers: Vec<(i64, u64, i64, Arc<ArmedTimer>)> =
@@ -249,9 +258,9 @@ impl<C: Clock> TimerCore<C> {
                             Arc::clone(&entry.timer),
                         )
                     })
-                    .chain(state.recently_fired.iter().map(|(_, deadline_ms, timer)| {
-                        (i64::MIN, 0, *deadline_ms, Arc::clone(timer))
-                    }))
+                    .chain(state.recently_fired.iter().filter(|_| recently_fired).map(
+                        |(_, deadline_ms, timer)| (i64::MIN, 0, *deadline_ms, Arc::clone(timer)),
+                    ))
                     .collect();
             (self.clock.wall_ms(), timers)
         };

@@ -9,7 +9,8 @@ use super::keyed::TimerCore;
 use super::model::{Fired, TimerConfig, TimerKey, TimerPayload};
 use super::telemetry::Telemetry;
 use super::ticker::Ticker;
-use std::sync::atomic::{AtomicBool, Ordering};
+use parking_lot::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -50,6 +51,10 @@ impl FiredReceiver {
 #[derive(Debug)]
 pub struct TimerService<C: Clock = SystemClock> {
     core: Arc<TimerCore<C>>,
+    /// Held by the timer thread while it fires and delivers; [`TimerService::pause`] takes it.
+    firing: Arc<Mutex<()>>,
+    /// Timers handed to the channel since start.
+    delivered: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -74,17 +79,30 @@ impl<C: Clock + Clone> TimerService<C> {
         ));
         let (sender, receiver) = mpsc::channel(config.channel_capacity.max(1));
         let stop = Arc::new(AtomicBool::new(false));
+        let firing = Arc::new(Mutex::new(()));
+        let delivered = Arc::new(AtomicU64::new(0));
         let ticker = Ticker::new(clock, config.resolution, config.spin);
         let thread = std::thread::Builder::new()
             .name("veto-timers".to_owned())
             .spawn({
                 let core = Arc::clone(&core);
                 let stop = Arc::clone(&stop);
-                move || run_timer_thread(&core, ticker, &sender, &stop)
+                let firing = Arc::clone(&firing);
+                let delivered = Arc::clone(&delivered);
+                move || {
+                    let output = Output {
+                        sender: &sender,
+                        firing: &firing,
+                        delivered: &delivered,
+                    };
+                    run_timer_thread(&core, ticker, &output, &stop)
+                }
             })
             .map_err(TimerError::Spawn)?;
         let service = TimerService {
             core,
+            firing,
+            delivered,
             stop,
             thread: Some(thread),
         };
@@ -120,6 +138,23 @@ impl<C: Clock> TimerService<C> {
         self.core.snapshot()
     }
 
+    /// Like [`snapshot`](Self::snapshot) but only the armed timers, without those fired in
+    /// the last seconds (for exactly-once checkpoints, whose fired timers are all published).
+    pub fn snapshot_armed(&self) -> Vec<u8> {
+        self.core.snapshot_armed()
+    }
+
+    /// Stops firing until the guard is dropped (due timers then fire at once, late); waits
+    /// for a firing in progress to hand its timers to the channel.
+    pub fn pause(&self) -> MutexGuard<'_, ()> {
+        self.firing.lock()
+    }
+
+    /// Fired timers handed to the channel since start.
+    pub fn delivered(&self) -> u64 {
+        self.delivered.load(Ordering::Acquire)
+    }
+
     /// Re-arms the timers of a snapshot; overdue ones fire at once. Returns how many were armed.
     pub fn restore(&self, bytes: &[u8]) -> Result<usize, TimerError> {
         self.core.restore(bytes)
@@ -143,11 +178,18 @@ impl<C: Clock> Drop for TimerService<C> {
     }
 }
 
+/// Where the timer thread hands fired timers.
+struct Output<'a> {
+    sender: &'a mpsc::Sender<Fired>,
+    firing: &'a Mutex<()>,
+    delivered: &'a AtomicU64,
+}
+
 /// The timer thread: wait for the next tick, fire everything due, hand it to the channel.
 fn run_timer_thread<C: Clock>(
     core: &TimerCore<C>,
     mut ticker: Ticker<C>,
-    sender: &mpsc::Sender<Fired>,
+    output: &Output<'_>,
     stop: &AtomicBool,
 ) {
     let telemetry = Telemetry::register();
@@ -155,6 +197,7 @@ fn run_timer_thread<C: Clock>(
     let mut fired = Vec::new();
     let mut receiver_gone = false;
     while let Some(batch) = ticker.wait(stop) {
+        let _firing = output.firing.lock();
         telemetry.tick_observed(ticker.lateness(batch.first, batch.now), batch.len());
         core.fire_due(&mut fired);
         let mut pending = fired.drain(..);
@@ -162,7 +205,9 @@ fn run_timer_thread<C: Clock>(
             let Some(timer) = pending.next() else {
                 break;
             };
-            if !deliver(sender, timer, stop) && !stop.load(Ordering::Relaxed) {
+            if deliver(output.sender, timer, stop) {
+                output.delivered.fetch_add(1, Ordering::AcqRel);
+            } else if !stop.load(Ordering::Relaxed) {
                 receiver_gone = true;
                 telemetry.receiver_closed(pending.len() + 1);
             }
