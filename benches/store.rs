@@ -6,6 +6,7 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 use rand_distr::{Distribution, Zipf};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
+use veto::benchkit::process::{cpu_seconds, rss_bytes};
 use veto::event::{Aggregate, Field};
 use veto::store::{FeatureInput, FeatureSpec, Observation, StoreConfig, TagStore};
 
@@ -184,15 +185,6 @@ fn bench_updates(c: &mut Criterion) {
     group.finish();
 }
 
-fn rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
-
 /// Bytes per card entity holding three windowed features (count 10m, sum 1h, distinct 24h),
 /// two events each, from the store's accounting and from RSS growth.
 fn report_bytes_per_entity() {
@@ -236,20 +228,6 @@ fn report_bytes_per_entity() {
         rss_growth as f64 / n as f64,
         stats.entities_in_memory
     );
-}
-
-/// User + system CPU seconds of this process so far (Linux; 0 elsewhere).
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // fields after the parenthesised command name: utime and stime are the 12th and 13th
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let ticks: Vec<f64> = after
-        .split_whitespace()
-        .skip(11)
-        .take(2)
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    ticks.iter().sum::<f64>() / 100.0
 }
 
 fn env_usize(name: &str, default: usize) -> usize {
