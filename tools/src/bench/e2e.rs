@@ -708,6 +708,7 @@ fn plots(out: &Path, results: &[SystemResult], step: Duration) -> Result<Vec<Str
             y_label: "latency (µs, log)",
             series,
             log_y: true,
+            markers: Default::default(),
         },
     )?;
     written.push(file.to_string());
@@ -742,6 +743,7 @@ fn plots(out: &Path, results: &[SystemResult], step: Duration) -> Result<Vec<Str
             y_label: "decisions/s",
             series,
             log_y: false,
+            markers: Default::default(),
         },
     )?;
     written.push(file.to_string());
@@ -768,6 +770,7 @@ fn plots(out: &Path, results: &[SystemResult], step: Duration) -> Result<Vec<Str
             y_label: "latency (µs, log)",
             series,
             log_y: true,
+            markers: Default::default(),
         },
     )?;
     written.push(file.to_string());
