@@ -8,9 +8,11 @@
 //! | `swap`   | event latency around hot swaps of a 1,000-rule set vs without, signal-to-live time |
 //! | `spill`  | throughput and RSS as entities grow past the memory budget (RocksDB on disk) |
 
+pub mod badinput;
 pub mod broker;
 pub mod core;
 pub mod e2e;
+pub mod garbage;
 pub mod kafka;
 pub mod machine;
 pub mod passthrough;
