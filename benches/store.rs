@@ -6,7 +6,7 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 use rand_distr::{Distribution, Zipf};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
-use veto::benchkit::process::{cpu_seconds, rss_bytes};
+use veto::benchkit::process::{cpu_seconds, dir_bytes, rss_bytes};
 use veto::event::{Aggregate, Field};
 use veto::store::{FeatureInput, FeatureSpec, Observation, StoreConfig, TagStore};
 
@@ -285,14 +285,7 @@ fn report_restore_time() {
         }
         store.flush().expect("flush");
     }
-    let disk_bytes: u64 = std::fs::read_dir(dir.path())
-        .map(|d| {
-            d.filter_map(Result::ok)
-                .filter_map(|e| e.metadata().ok())
-                .map(|m| m.len())
-                .sum()
-        })
-        .unwrap_or(0);
+    let disk_bytes = dir_bytes(dir.path());
     println!(
         "restore setup: {n} entities checkpointed in {:.1} s, {:.0} MB on disk",
         written.elapsed().as_secs_f64(),

@@ -15,6 +15,18 @@ pub fn parse_vm_rss(status: &str) -> Option<u64> {
         .map(|kb| kb * 1024)
 }
 
+/// Total size of the files directly in `dir` (a RocksDB directory), 0 when unreadable.
+pub fn dir_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
 /// User + system CPU seconds of this process so far.
 pub fn cpu_seconds() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
@@ -53,6 +65,11 @@ mod tests {
             assert!(rss_bytes() > 1 << 20);
             let _busy: u64 = (0..2_000_000u64).map(std::hint::black_box).sum();
             assert!(cpu_seconds() >= 0.0);
+            let dir = tempfile::tempdir().expect("tempdir");
+            std::fs::write(dir.path().join("a"), [0u8; 300]).expect("write");
+            std::fs::write(dir.path().join("b"), [0u8; 200]).expect("write");
+            assert_eq!(dir_bytes(dir.path()), 500);
+            assert_eq!(dir_bytes(&dir.path().join("missing")), 0);
         }
     }
 }

@@ -9,7 +9,6 @@
 //! (decision or dead letter) to its last.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,12 +16,8 @@ use std::time::{Duration, Instant};
 use veto::proto;
 use veto::synth::{Synth, SynthConfig};
 
-use super::e2e::{
-    event_id, veto_binary, veto_config, E2eArgs, Receiver, Sender, SystemTopics, Tracker,
-    VetoProcess,
-};
+use super::e2e::{event_id, start_veto, E2eArgs, Receiver, Sender, SystemTopics, Tracker};
 use super::garbage::{is_garbage, DeadLetterLedger, GarbageKind, GarbageMaker};
-use super::kafka::create_topics;
 use super::BenchError;
 use crate::loadgen::producer_config;
 use crate::wire;
@@ -34,6 +29,8 @@ pub struct StreamResult {
     pub events: u64,
     pub good_events: u64,
     pub garbage_events: u64,
+    /// Bytes of all payloads produced (oversized garbage makes the garbage stream larger).
+    pub payload_bytes: u64,
     /// Good events with a decision.
     pub decided: u64,
     pub duplicate_decisions: u64,
@@ -101,16 +98,7 @@ fn run_stream(
     fraction: f64,
 ) -> Result<StreamResult, BenchError> {
     let topics = SystemTopics::named(&format!("veto-{name}"));
-    runtime.block_on(create_topics(
-        brokers,
-        &[
-            &topics.input,
-            &topics.output,
-            &topics.dead_letters,
-            &topics.tags,
-        ],
-        args.partitions,
-    ))?;
+    topics.create(brokers, args.partitions, runtime)?;
     let n = args.garbage_events as usize;
     let tracker = Arc::new(Tracker::new(n));
     let span = Arc::new(Span::new());
@@ -180,6 +168,7 @@ fn run_stream(
     };
     let mut maker = GarbageMaker::new(args.seed ^ 0x6a72_6261_6765, args.format);
     let mut good = 0u64;
+    let mut payload_bytes = 0u64;
     eprintln!(
         "[veto {name}] queueing {n} events ({:.1} % garbage)",
         fraction * 100.0
@@ -195,40 +184,21 @@ fn run_stream(
             if let Ok(mut ledger) = ledger.lock() {
                 ledger.inject(kind, &payload);
             }
+            payload_bytes += payload.len() as u64;
             sender.send_payload(&id, &payload)?;
         } else {
             event.event_id = event_id(i);
-            sender.send_payload(
-                wire::event_key(&event),
-                &wire::encode_event(&event, args.format),
-            )?;
+            let payload = wire::encode_event(&event, args.format);
+            payload_bytes += payload.len() as u64;
+            sender.send_payload(wire::event_key(&event), &payload)?;
             good += 1;
         }
     }
     sender.producer_flush()?;
     let garbage = n as u64 - good;
 
-    let binary = veto_binary(args.veto.as_deref())?;
-    let absolute = |p: &Path| {
-        std::fs::canonicalize(p).map_err(|source| BenchError::Io {
-            path: p.to_path_buf(),
-            source,
-        })
-    };
-    let rules = absolute(&args.rules)?;
-    let state_dir = absolute(&args.out)?.join(format!("veto-state-{name}"));
-    let config_path = args.out.join(format!("veto-{name}.toml"));
-    let config = veto_config(brokers, &topics, &rules, args.format, &state_dir);
-    std::fs::write(&config_path, config).map_err(|source| BenchError::Io {
-        path: config_path.clone(),
-        source,
-    })?;
     eprintln!("[veto {name}] starting");
-    let mut veto = VetoProcess::start(
-        &binary,
-        &config_path,
-        args.out.join(format!("veto-{name}.log")),
-    )?;
+    let mut veto = start_veto(args, brokers, &topics, &format!("-{name}"))?;
     let deadline = Instant::now() + args.drain_timeout + Duration::from_secs(30);
     loop {
         let decided = tracker.received_in(0..n) as u64;
@@ -267,6 +237,7 @@ fn run_stream(
         events: n as u64,
         good_events: good,
         garbage_events: garbage,
+        payload_bytes,
         decided,
         duplicate_decisions,
         garbage_decided,
@@ -291,11 +262,12 @@ fn run_stream(
 
 fn print_stream(r: &StreamResult) {
     eprintln!(
-        "[veto {}] {} events ({} good, {} garbage) in {:.2} s: {:.0} events/s; decisions {}/{} (duplicates {}, for garbage {}); dead letters {}/{} matched (wrong reason {}, unexpected {})",
+        "[veto {}] {} events ({} good, {} garbage, {:.1} MB) in {:.2} s: {:.0} events/s; decisions {}/{} (duplicates {}, for garbage {}); dead letters {}/{} matched (wrong reason {}, unexpected {})",
         r.stream,
         r.events,
         r.good_events,
         r.garbage_events,
+        r.payload_bytes as f64 / 1e6,
         r.seconds,
         r.events_per_sec,
         r.decided,

@@ -344,6 +344,20 @@ impl SystemTopics {
         SystemTopics::named(kind.name())
     }
 
+    /// Creates the input, output, dead-letter and tag topics.
+    pub(super) fn create(
+        &self,
+        brokers: &str,
+        partitions: i32,
+        runtime: &tokio::runtime::Runtime,
+    ) -> Result<(), BenchError> {
+        runtime.block_on(create_topics(
+            brokers,
+            &[&self.input, &self.output, &self.dead_letters, &self.tags],
+            partitions,
+        ))
+    }
+
     /// The topics `bench-<name>-payments`, `bench-<name>-decisions` and so on.
     pub fn named(name: &str) -> SystemTopics {
         SystemTopics {
@@ -464,6 +478,37 @@ impl Drop for VetoProcess {
             let _ = self.child.wait();
         }
     }
+}
+
+/// Writes `veto<suffix>.toml` for `topics` into `--out` and starts Veto with it, logging to
+/// `veto<suffix>.log` and keeping its state in `veto-state<suffix>`.
+pub(super) fn start_veto(
+    args: &E2eArgs,
+    brokers: &str,
+    topics: &SystemTopics,
+    suffix: &str,
+) -> Result<VetoProcess, BenchError> {
+    let binary = veto_binary(args.veto.as_deref())?;
+    // the config lives in --out and Veto resolves relative paths against it: use absolute ones.
+    let absolute = |p: &Path| {
+        std::fs::canonicalize(p).map_err(|source| BenchError::Io {
+            path: p.to_path_buf(),
+            source,
+        })
+    };
+    let rules = absolute(&args.rules)?;
+    let state_dir = absolute(&args.out)?.join(format!("veto-state{suffix}"));
+    let config_path = args.out.join(format!("veto{suffix}.toml"));
+    let config = veto_config(brokers, topics, &rules, args.format, &state_dir);
+    std::fs::write(&config_path, config).map_err(|source| BenchError::Io {
+        path: config_path.clone(),
+        source,
+    })?;
+    VetoProcess::start(
+        &binary,
+        &config_path,
+        args.out.join(format!("veto{suffix}.log")),
+    )
 }
 
 /// The `veto` binary: `--veto`, `$VETO_BIN`, else next to this executable.
@@ -598,16 +643,7 @@ fn run_system(
     runtime: &tokio::runtime::Runtime,
 ) -> Result<SystemResult, BenchError> {
     let topics = SystemTopics::for_system(kind);
-    runtime.block_on(create_topics(
-        brokers,
-        &[
-            &topics.input,
-            &topics.output,
-            &topics.dead_letters,
-            &topics.tags,
-        ],
-        args.partitions,
-    ))?;
+    topics.create(brokers, args.partitions, runtime)?;
     let step_events: Vec<usize> = args
         .rates
         .iter()
@@ -643,29 +679,7 @@ fn run_system(
             &topics.output,
             args.format,
         )?),
-        SystemKind::Veto => {
-            let binary = veto_binary(args.veto.as_deref())?;
-            // the config lives in --out and Veto resolves relative paths against it: use absolute ones.
-            let absolute = |p: &Path| {
-                std::fs::canonicalize(p).map_err(|source| BenchError::Io {
-                    path: p.to_path_buf(),
-                    source,
-                })
-            };
-            let rules = absolute(&args.rules)?;
-            let state_dir = absolute(&args.out)?.join("veto-state");
-            let config_path = args.out.join("veto.toml");
-            let config = veto_config(brokers, &topics, &rules, args.format, &state_dir);
-            std::fs::write(&config_path, config).map_err(|source| BenchError::Io {
-                path: config_path.clone(),
-                source,
-            })?;
-            Running::Veto(VetoProcess::start(
-                &binary,
-                &config_path,
-                args.out.join("veto.log"),
-            )?)
-        }
+        SystemKind::Veto => Running::Veto(start_veto(args, brokers, &topics, "")?),
     };
     // startup (group join) is not part of the measured interval, but it bounds the wait.
     let got = wait_for(

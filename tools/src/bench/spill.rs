@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use veto::benchkit::process::{cpu_seconds, rss_bytes};
+use veto::benchkit::process::{cpu_seconds, dir_bytes, rss_bytes};
 use veto::decider::{Engine, EventTimeTimers};
 use veto::event::PaymentEvent;
 use veto::reload::load_rules_blocking;
@@ -313,14 +313,7 @@ pub fn run(args: &SpillArgs) -> Result<PathBuf, BenchError> {
         if check.points_spilling == 0 { "not reached: no spill" } else { met(check.within_10_percent) },
         fmt(check.accounted_over_budget_max, 2)
     );
-    let disk_bytes: u64 = std::fs::read_dir(data_dir.path())
-        .map(|d| {
-            d.filter_map(Result::ok)
-                .filter_map(|e| e.metadata().ok())
-                .map(|m| m.len())
-                .sum()
-        })
-        .unwrap_or(0);
+    let disk_bytes = dir_bytes(data_dir.path());
     let plots = plots(&args.out, &points, budget_bytes)?;
     let report = Report {
         scenario: "spill".into(),
