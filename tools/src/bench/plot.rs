@@ -136,18 +136,18 @@ pub fn draw(path: &Path, chart: &Chart<'_>) -> Result<(), BenchError> {
                 .map_err(|e| plot_err(path, e))?;
             }
             if !chart.markers.x.is_empty() {
-                let gray = RGBColor(120, 120, 120);
+                let gray = RGBColor(200, 30, 30);
                 let lines: Vec<PathElement<(f64, f64)>> = chart
                     .markers
                     .x
                     .iter()
-                    .map(|&x| PathElement::new(vec![(x, y0), (x, y1)], gray.stroke_width(1)))
+                    .map(|&x| PathElement::new(vec![(x, y0), (x, y1)], gray.stroke_width(2)))
                     .collect();
                 ctx.draw_series(lines)
                     .map_err(|e| plot_err(path, e))?
                     .label(chart.markers.label.as_str())
                     .legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 20, y)], gray.stroke_width(1))
+                        PathElement::new(vec![(x, y), (x + 20, y)], gray.stroke_width(2))
                     });
             }
             ctx.configure_series_labels()
