@@ -6,6 +6,7 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 use rand_distr::{Distribution, Zipf};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
+use veto::benchkit::process::{cpu_seconds, dir_bytes, rss_bytes};
 use veto::event::{Aggregate, Field};
 use veto::store::{FeatureInput, FeatureSpec, Observation, StoreConfig, TagStore};
 
@@ -184,15 +185,6 @@ fn bench_updates(c: &mut Criterion) {
     group.finish();
 }
 
-fn rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
-
 /// Bytes per card entity holding three windowed features (count 10m, sum 1h, distinct 24h),
 /// two events each, from the store's accounting and from RSS growth.
 fn report_bytes_per_entity() {
@@ -236,20 +228,6 @@ fn report_bytes_per_entity() {
         rss_growth as f64 / n as f64,
         stats.entities_in_memory
     );
-}
-
-/// User + system CPU seconds of this process so far (Linux; 0 elsewhere).
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // fields after the parenthesised command name: utime and stime are the 12th and 13th
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let ticks: Vec<f64> = after
-        .split_whitespace()
-        .skip(11)
-        .take(2)
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    ticks.iter().sum::<f64>() / 100.0
 }
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -307,14 +285,7 @@ fn report_restore_time() {
         }
         store.flush().expect("flush");
     }
-    let disk_bytes: u64 = std::fs::read_dir(dir.path())
-        .map(|d| {
-            d.filter_map(Result::ok)
-                .filter_map(|e| e.metadata().ok())
-                .map(|m| m.len())
-                .sum()
-        })
-        .unwrap_or(0);
+    let disk_bytes = dir_bytes(dir.path());
     println!(
         "restore setup: {n} entities checkpointed in {:.1} s, {:.0} MB on disk",
         written.elapsed().as_secs_f64(),

@@ -12,10 +12,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use veto::benchkit::swap::{decide_for, write_rule_files};
 use veto::decider::{Engine, EventTimeTimers};
 use veto::reload::load_rules_blocking;
 use veto::store::{StoreConfig, TagStore};
-use veto::synth::{Synth, SynthConfig};
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -27,30 +27,7 @@ fn env_usize(name: &str, default: usize) -> usize {
 /// Writes the generated rules next to the shipped set; returns the paths of the whole set.
 fn rule_files(dir: &Path, total_rules: usize) -> Vec<PathBuf> {
     let shipped = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("rules/payments.veto");
-    let shipped_rules = std::fs::read_to_string(&shipped)
-        .expect("read the shipped rules")
-        .lines()
-        .filter(|l| l.starts_with("rule "))
-        .count();
-    let mut generated = String::new();
-    for i in 0..total_rules.saturating_sub(shipped_rules) {
-        // Realistic shapes on the shipped features; thresholds no test event reaches, so the
-        // set's own tests still pass.
-        let (kind, feature) = match i % 4 {
-            0 => ("authorization", "card_auths_10m"),
-            1 => ("authorization", "card_amount_1h"),
-            2 => ("login", "user_devices_24h"),
-            _ => ("authorization", "user_devices_24h"),
-        };
-        generated.push_str(&format!(
-            "rule generated_{i} \"generated rule {i}\"\n  when type == \"{kind}\" and amount > {} and {feature} >= {}\n  then review, score 1\n\n",
-            1_000_000 + i,
-            100 + i % 50
-        ));
-    }
-    let file = dir.join("generated.veto");
-    std::fs::write(&file, generated).expect("write generated rules");
-    vec![shipped, file]
+    write_rule_files(dir, &shipped, total_rules, 0).expect("write the rule files")
 }
 
 fn percentile(sorted: &[u64], q: f64) -> f64 {
@@ -59,25 +36,6 @@ fn percentile(sorted: &[u64], q: f64) -> f64 {
     }
     let index = ((sorted.len() - 1) as f64 * q).round() as usize;
     sorted[index] as f64 / 1_000.0
-}
-
-/// Decides events for `span`; returns every event's latency (ns) and whether a swap was running.
-fn decide_for(engine: &Engine, span: Duration, swapping: &AtomicBool) -> Vec<(u64, bool)> {
-    let mut synth = Synth::new(SynthConfig {
-        seed: 3,
-        ..SynthConfig::default()
-    });
-    let mut samples = Vec::with_capacity(1 << 20);
-    let end = Instant::now() + span;
-    while Instant::now() < end {
-        let Some(event) = synth.next() else { break };
-        let during = swapping.load(Ordering::Relaxed);
-        let started = Instant::now();
-        let decided = engine.decide(&event, event.event_time_ms);
-        std::hint::black_box(decided.decision.outcome);
-        samples.push((started.elapsed().as_nanos() as u64, during));
-    }
-    samples
 }
 
 fn summary(mut latencies: Vec<u64>) -> serde_json::Value {
@@ -134,7 +92,7 @@ fn main() {
     let quiet = AtomicBool::new(false);
     let baseline: Vec<u64> = decide_for(&engine, Duration::from_secs(seconds), &quiet)
         .into_iter()
-        .map(|(l, _)| l)
+        .map(|s| s.latency_ns)
         .collect();
     let swapping = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
@@ -164,10 +122,10 @@ fn main() {
     let swaps = swapper.join().unwrap_or(0);
     let during: Vec<u64> = with_swaps
         .iter()
-        .filter(|(_, d)| *d)
-        .map(|(l, _)| *l)
+        .filter(|s| s.swapping)
+        .map(|s| s.latency_ns)
         .collect();
-    let all: Vec<u64> = with_swaps.iter().map(|(l, _)| *l).collect();
+    let all: Vec<u64> = with_swaps.iter().map(|s| s.latency_ns).collect();
 
     let base = summary(baseline);
     let overall = summary(all);

@@ -22,9 +22,11 @@
 //! | [`config`]    | `veto.toml` + environment overrides |
 //! | [`telemetry`] | logging, Prometheus recorder, `/metrics` `/healthz` `/readyz` |
 //! | [`synth`]     | synthetic payment workload (demo, load generator, benches) |
+//! | [`benchkit`]  | workloads and probes shared by the criterion benches and `veto-bench` |
 //! | [`cli`]       | the `veto` subcommands |
 
 pub mod backtest;
+pub mod benchkit;
 pub mod cli;
 pub mod config;
 pub mod decider;

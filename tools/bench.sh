@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# One command per benchmark scenario: `bash tools/bench.sh core|e2e [veto-bench args]`.
+# One command per benchmark scenario: `bash tools/bench.sh core|e2e|timers|swap|spill [veto-bench args]`.
 # Builds veto + veto-bench (release; VETO_BENCH_PROFILE=dev for a quick unoptimised run), builds
 # the tansu broker once for e2e if missing (as tests/run.sh does), then runs the scenario with
 # --out bench-out/<scenario> unless --out is given. Prints where report.json and the plots are.
+#   core    engine events/s per core            e2e     Kafka end to end vs passthrough;
+#   timers  timer lateness vs tokio interval            --garbage 0.10 [--garbage-only]: clean vs
+#           (--ticks 1000000 for 10^6-tick drift)       10 % garbage stream, dead letters checked
+#   swap    latency around SIGUSR1 hot swaps    spill   throughput and RSS past store.memory_budget
+# `veto-bench <scenario> --help` lists each scenario's options.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

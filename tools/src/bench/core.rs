@@ -238,6 +238,7 @@ fn plots(out: &Path, results: &[CoreResult]) -> Result<Vec<String>, BenchError> 
                 },
             ],
             log_y: false,
+            markers: Default::default(),
         },
     )?;
     let latency = "latency_vs_threads.png";
@@ -259,6 +260,7 @@ fn plots(out: &Path, results: &[CoreResult]) -> Result<Vec<String>, BenchError> 
                 })
                 .collect(),
             log_y: true,
+            markers: Default::default(),
         },
     )?;
     Ok(vec![throughput.into(), latency.into()])

@@ -101,19 +101,30 @@ pub struct E2eArgs {
         default_value = "passthrough,veto"
     )]
     pub systems: Vec<SystemKind>,
+    /// Also run the bad-input comparison: Veto on a clean stream and on one with this fraction
+    /// of garbage (random bytes, truncated encodings, bad JSON, oversized, invalid values),
+    /// verifying the dead-letter topic and the decisions.
+    #[arg(long)]
+    pub garbage: Option<f64>,
+    /// Events in each stream of the bad-input comparison.
+    #[arg(long, default_value_t = 50_000)]
+    pub garbage_events: u64,
+    /// Run only the bad-input comparison (needs --garbage), not the systems and steps.
+    #[arg(long, requires = "garbage")]
+    pub garbage_only: bool,
 }
 
 /// Send and receive times of every event of one system's run, indexed by event number.
-struct Tracker {
-    base: Instant,
-    sent_ns: Vec<AtomicU64>,
-    recv_ns: Vec<AtomicU64>,
-    duplicates: AtomicU64,
-    foreign: AtomicU64,
+pub(super) struct Tracker {
+    pub(super) base: Instant,
+    pub(super) sent_ns: Vec<AtomicU64>,
+    pub(super) recv_ns: Vec<AtomicU64>,
+    pub(super) duplicates: AtomicU64,
+    pub(super) foreign: AtomicU64,
 }
 
 impl Tracker {
-    fn new(events: usize) -> Tracker {
+    pub(super) fn new(events: usize) -> Tracker {
         Tracker {
             base: Instant::now(),
             sent_ns: (0..events).map(|_| AtomicU64::new(0)).collect(),
@@ -124,11 +135,11 @@ impl Tracker {
     }
 
     /// Nanoseconds since `base`, never 0 (0 marks "not yet").
-    fn now_ns(&self) -> u64 {
+    pub(super) fn now_ns(&self) -> u64 {
         (self.base.elapsed().as_nanos() as u64).max(1)
     }
 
-    fn record_decision(&self, event_id: &str) {
+    pub(super) fn record_decision(&self, event_id: &str) {
         let index = parse_event_index(event_id).filter(|&i| i < self.recv_ns.len());
         let Some(index) = index else {
             self.foreign.fetch_add(1, Ordering::Relaxed);
@@ -143,7 +154,7 @@ impl Tracker {
         }
     }
 
-    fn received_in(&self, range: std::ops::Range<usize>) -> usize {
+    pub(super) fn received_in(&self, range: std::ops::Range<usize>) -> usize {
         self.recv_ns[range]
             .iter()
             .filter(|r| r.load(Ordering::Relaxed) != 0)
@@ -162,7 +173,7 @@ pub fn parse_event_index(id: &str) -> Option<usize> {
 }
 
 /// Consumes a system's output topic and records every event decision.
-struct Receiver {
+pub(super) struct Receiver {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<Result<(), BenchError>>>,
 }
@@ -173,6 +184,28 @@ impl Receiver {
         topic: &str,
         partitions: i32,
         tracker: Arc<Tracker>,
+    ) -> Result<Receiver, BenchError> {
+        Receiver::start_with(brokers, topic, partitions, move |value| {
+            let Some(value) = value else {
+                tracker.foreign.fetch_add(1, Ordering::Relaxed);
+                return;
+            };
+            match wire::decode_decision(value) {
+                Ok(d) if d.trigger == proto::Trigger::Timeout as i32 || d.shadow => {}
+                Ok(d) => tracker.record_decision(&d.event_id),
+                Err(_) => {
+                    tracker.foreign.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+    }
+
+    /// Reads every partition of `topic` from the beginning, handing each record's value to `on_record`.
+    pub(super) fn start_with(
+        brokers: &str,
+        topic: &str,
+        partitions: i32,
+        mut on_record: impl FnMut(Option<&[u8]>) + Send + 'static,
     ) -> Result<Receiver, BenchError> {
         let consumer: BaseConsumer = consumer_config(brokers, "veto-bench-receiver").create()?;
         let mut assignment = TopicPartitionList::new();
@@ -189,18 +222,7 @@ impl Receiver {
                     let Some(message) = consumer.poll(Duration::from_millis(50)) else {
                         continue;
                     };
-                    let message = message?;
-                    let Some(value) = message.payload() else {
-                        tracker.foreign.fetch_add(1, Ordering::Relaxed);
-                        continue;
-                    };
-                    match wire::decode_decision(value) {
-                        Ok(d) if d.trigger == proto::Trigger::Timeout as i32 || d.shadow => {}
-                        Ok(d) => tracker.record_decision(&d.event_id),
-                        Err(_) => {
-                            tracker.foreign.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
+                    on_record(message?.payload());
                 }
                 Ok(())
             })
@@ -211,7 +233,7 @@ impl Receiver {
         })
     }
 
-    fn stop(mut self) -> Result<(), BenchError> {
+    pub(super) fn stop(mut self) -> Result<(), BenchError> {
         self.stop.store(true, Ordering::Relaxed);
         match self.thread.take().map(JoinHandle::join) {
             Some(Ok(result)) => result,
@@ -228,11 +250,11 @@ impl Drop for Receiver {
 }
 
 /// Produces numbered synthetic events to the input topic.
-struct Sender {
-    producer: ThreadedProducer<rdkafka::producer::DefaultProducerContext>,
-    synth: Synth,
-    topic: String,
-    format: EventFormat,
+pub(super) struct Sender {
+    pub(super) producer: ThreadedProducer<rdkafka::producer::DefaultProducerContext>,
+    pub(super) synth: Synth,
+    pub(super) topic: String,
+    pub(super) format: EventFormat,
 }
 
 impl Sender {
@@ -252,23 +274,30 @@ impl Sender {
                 .ok_or_else(|| BenchError::Invalid("synthetic stream ended".into()))?;
             event.event_id = event_id(index);
             let payload = wire::encode_event(&event, self.format);
-            let mut record = BaseRecord::to(&self.topic)
-                .key(wire::event_key(&event))
-                .payload(&payload);
             tracker.sent_ns[index].store(tracker.now_ns(), Ordering::Relaxed);
-            loop {
-                match self.producer.send(record) {
-                    Ok(()) => break,
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                        record = r;
-                        self.producer.poll(Duration::from_millis(1));
-                    }
-                    Err((e, _)) => return Err(e.into()),
+            self.send_payload(wire::event_key(&event), &payload)?;
+        }
+        self.producer_flush()
+    }
+
+    /// Waits until every queued record is delivered.
+    pub(super) fn producer_flush(&self) -> Result<(), BenchError> {
+        Ok(self.producer.flush(Duration::from_secs(60))?)
+    }
+
+    /// Queues one record, waiting while the producer's queue is full.
+    pub(super) fn send_payload(&self, key: &str, payload: &[u8]) -> Result<(), BenchError> {
+        let mut record = BaseRecord::to(&self.topic).key(key).payload(payload);
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    self.producer.poll(Duration::from_millis(1));
                 }
+                Err((e, _)) => return Err(e.into()),
             }
         }
-        self.producer.flush(Duration::from_secs(60))?;
-        Ok(())
     }
 }
 
@@ -312,7 +341,25 @@ pub struct SystemTopics {
 
 impl SystemTopics {
     fn for_system(kind: SystemKind) -> SystemTopics {
-        let name = kind.name();
+        SystemTopics::named(kind.name())
+    }
+
+    /// Creates the input, output, dead-letter and tag topics.
+    pub(super) fn create(
+        &self,
+        brokers: &str,
+        partitions: i32,
+        runtime: &tokio::runtime::Runtime,
+    ) -> Result<(), BenchError> {
+        runtime.block_on(create_topics(
+            brokers,
+            &[&self.input, &self.output, &self.dead_letters, &self.tags],
+            partitions,
+        ))
+    }
+
+    /// The topics `bench-<name>-payments`, `bench-<name>-decisions` and so on.
+    pub fn named(name: &str) -> SystemTopics {
         SystemTopics {
             input: format!("bench-{name}-payments"),
             output: format!("bench-{name}-decisions"),
@@ -355,7 +402,11 @@ pub fn veto_config(
 }
 
 impl VetoProcess {
-    fn start(binary: &Path, config: &Path, log: PathBuf) -> Result<VetoProcess, BenchError> {
+    pub(super) fn start(
+        binary: &Path,
+        config: &Path,
+        log: PathBuf,
+    ) -> Result<VetoProcess, BenchError> {
         let file = std::fs::File::create(&log).map_err(|source| BenchError::Io {
             path: log.clone(),
             source,
@@ -377,7 +428,7 @@ impl VetoProcess {
     }
 
     /// Fails when the process has already exited (bad config, missing subcommand, crash).
-    fn check_alive(&mut self) -> Result<(), BenchError> {
+    pub(super) fn check_alive(&mut self) -> Result<(), BenchError> {
         match self.child.try_wait() {
             Ok(Some(status)) => {
                 let tail = std::fs::read_to_string(&self.log).unwrap_or_default();
@@ -395,7 +446,7 @@ impl VetoProcess {
     }
 
     /// SIGTERM, then up to 30 s for the graceful drain, then kill.
-    fn stop(mut self) -> Result<(), BenchError> {
+    pub(super) fn stop(mut self) -> Result<(), BenchError> {
         let pid = self.child.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -427,6 +478,37 @@ impl Drop for VetoProcess {
             let _ = self.child.wait();
         }
     }
+}
+
+/// Writes `veto<suffix>.toml` for `topics` into `--out` and starts Veto with it, logging to
+/// `veto<suffix>.log` and keeping its state in `veto-state<suffix>`.
+pub(super) fn start_veto(
+    args: &E2eArgs,
+    brokers: &str,
+    topics: &SystemTopics,
+    suffix: &str,
+) -> Result<VetoProcess, BenchError> {
+    let binary = veto_binary(args.veto.as_deref())?;
+    // the config lives in --out and Veto resolves relative paths against it: use absolute ones.
+    let absolute = |p: &Path| {
+        std::fs::canonicalize(p).map_err(|source| BenchError::Io {
+            path: p.to_path_buf(),
+            source,
+        })
+    };
+    let rules = absolute(&args.rules)?;
+    let state_dir = absolute(&args.out)?.join(format!("veto-state{suffix}"));
+    let config_path = args.out.join(format!("veto{suffix}.toml"));
+    let config = veto_config(brokers, topics, &rules, args.format, &state_dir);
+    std::fs::write(&config_path, config).map_err(|source| BenchError::Io {
+        path: config_path.clone(),
+        source,
+    })?;
+    VetoProcess::start(
+        &binary,
+        &config_path,
+        args.out.join(format!("veto{suffix}.log")),
+    )
 }
 
 /// The `veto` binary: `--veto`, `$VETO_BIN`, else next to this executable.
@@ -561,16 +643,7 @@ fn run_system(
     runtime: &tokio::runtime::Runtime,
 ) -> Result<SystemResult, BenchError> {
     let topics = SystemTopics::for_system(kind);
-    runtime.block_on(create_topics(
-        brokers,
-        &[
-            &topics.input,
-            &topics.output,
-            &topics.dead_letters,
-            &topics.tags,
-        ],
-        args.partitions,
-    ))?;
+    topics.create(brokers, args.partitions, runtime)?;
     let step_events: Vec<usize> = args
         .rates
         .iter()
@@ -606,29 +679,7 @@ fn run_system(
             &topics.output,
             args.format,
         )?),
-        SystemKind::Veto => {
-            let binary = veto_binary(args.veto.as_deref())?;
-            // the config lives in --out and Veto resolves relative paths against it: use absolute ones.
-            let absolute = |p: &Path| {
-                std::fs::canonicalize(p).map_err(|source| BenchError::Io {
-                    path: p.to_path_buf(),
-                    source,
-                })
-            };
-            let rules = absolute(&args.rules)?;
-            let state_dir = absolute(&args.out)?.join("veto-state");
-            let config_path = args.out.join("veto.toml");
-            let config = veto_config(brokers, &topics, &rules, args.format, &state_dir);
-            std::fs::write(&config_path, config).map_err(|source| BenchError::Io {
-                path: config_path.clone(),
-                source,
-            })?;
-            Running::Veto(VetoProcess::start(
-                &binary,
-                &config_path,
-                args.out.join("veto.log"),
-            )?)
-        }
+        SystemKind::Veto => Running::Veto(start_veto(args, brokers, &topics, "")?),
     };
     // startup (group join) is not part of the measured interval, but it bounds the wait.
     let got = wait_for(
@@ -708,6 +759,7 @@ fn plots(out: &Path, results: &[SystemResult], step: Duration) -> Result<Vec<Str
             y_label: "latency (µs, log)",
             series,
             log_y: true,
+            markers: Default::default(),
         },
     )?;
     written.push(file.to_string());
@@ -742,6 +794,7 @@ fn plots(out: &Path, results: &[SystemResult], step: Duration) -> Result<Vec<Str
             y_label: "decisions/s",
             series,
             log_y: false,
+            markers: Default::default(),
         },
     )?;
     written.push(file.to_string());
@@ -768,6 +821,7 @@ fn plots(out: &Path, results: &[SystemResult], step: Duration) -> Result<Vec<Str
             y_label: "latency (µs, log)",
             series,
             log_y: true,
+            markers: Default::default(),
         },
     )?;
     written.push(file.to_string());
@@ -794,9 +848,20 @@ pub fn run(args: &E2eArgs) -> Result<PathBuf, BenchError> {
         .map_err(|e| BenchError::Invalid(e.to_string()))?;
     let broker = Broker::start(args.brokers.as_deref(), &args.out)?;
     let mut results = Vec::new();
-    for kind in &args.systems {
-        results.push(run_system(*kind, args, &broker.info.bootstrap, &runtime)?);
+    if !args.garbage_only {
+        for kind in &args.systems {
+            results.push(run_system(*kind, args, &broker.info.bootstrap, &runtime)?);
+        }
     }
+    let bad_input = match args.garbage {
+        Some(fraction) => Some(super::badinput::run(
+            args,
+            fraction,
+            &broker.info.bootstrap,
+            &runtime,
+        )?),
+        None => None,
+    };
     let broker_info = broker.info.clone();
     drop(broker);
     let throughput = |k: SystemKind| {
@@ -828,12 +893,15 @@ pub fn run(args: &E2eArgs) -> Result<PathBuf, BenchError> {
             "format": args.format,
             "seed": args.seed,
             "users": args.users,
-            "systems": args.systems,
+            "systems": if args.garbage_only { Vec::new() } else { args.systems.clone() },
+            "garbage": args.garbage,
+            "garbage_events": args.garbage_events,
         }),
         results: serde_json::json!({
             "broker": broker_info,
             "systems": results,
             "veto_vs_passthrough_throughput_ratio": ratio,
+            "bad_input": bad_input,
         }),
         plots,
     };

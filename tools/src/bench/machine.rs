@@ -17,6 +17,8 @@ pub struct MachineInfo {
     pub build_profile: String,
     /// The exact command line, shell-quoted.
     pub command: String,
+    /// `/proc/loadavg` when the run started: other work sharing the cores.
+    pub load_average: String,
 }
 
 impl MachineInfo {
@@ -42,6 +44,7 @@ impl MachineInfo {
                 "release".into()
             },
             command: command_line(std::env::args()),
+            load_average: read_trimmed("/proc/loadavg"),
         }
     }
 }

@@ -4,17 +4,24 @@
 //! |----------|------------------|
 //! | `core`   | engine evaluation + state updates in-process on 1..N threads (events/s, events/s/core) |
 //! | `e2e`    | Kafka end-to-end throughput and latency of `veto run` beside a no-rules passthrough |
-//! | `timers`, `swap`, `spill` | need engine parts that have not landed yet; they say so |
+//! | `timers` | timer lateness and drift of the timer service beside a tokio interval, cores busy |
+//! | `swap`   | event latency around hot swaps of a 1,000-rule set vs without, signal-to-live time |
+//! | `spill`  | throughput and RSS as entities grow past the memory budget (RocksDB on disk) |
 
+pub mod badinput;
 pub mod broker;
 pub mod core;
 pub mod e2e;
+pub mod garbage;
 pub mod kafka;
 pub mod machine;
 pub mod passthrough;
 pub mod plot;
 pub mod report;
+pub mod spill;
 pub mod stats;
+pub mod swap;
+pub mod timers;
 
 use std::path::PathBuf;
 
@@ -38,29 +45,16 @@ pub enum Scenario {
     /// End-to-end through a real Kafka-protocol broker, beside a no-rules passthrough.
     E2e(e2e::E2eArgs),
     /// Timer lateness distribution and drift vs a tokio interval.
-    Timers(PendingArgs),
-    /// Latency around hot swaps of the rule set.
-    Swap(PendingArgs),
+    Timers(timers::TimersArgs),
+    /// Latency around hot swaps of the rule set, and signal-to-live time.
+    Swap(swap::SwapArgs),
     /// Throughput and RSS as the entity count grows past the memory budget.
-    Spill(PendingArgs),
-}
-
-/// Arguments of scenarios whose engine parts have not landed.
-#[derive(Debug, clap::Args)]
-pub struct PendingArgs {
-    /// Output folder for report.json and the plots.
-    #[arg(long, default_value = "bench-out")]
-    pub out: PathBuf,
+    Spill(spill::SpillArgs),
 }
 
 /// Errors of the benchmark harness.
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
-    #[error("scenario `{scenario}` is not available yet: {reason}")]
-    NotAvailable {
-        scenario: &'static str,
-        reason: &'static str,
-    },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -85,17 +79,8 @@ pub fn run(args: BenchArgs) -> Result<PathBuf, BenchError> {
     match args.scenario {
         Scenario::Core(a) => core::run(&a),
         Scenario::E2e(a) => e2e::run(&a),
-        Scenario::Timers(_) => Err(BenchError::NotAvailable {
-            scenario: "timers",
-            reason: "the drift-corrected timer wheel (issue 5) has not landed on main",
-        }),
-        Scenario::Swap(_) => Err(BenchError::NotAvailable {
-            scenario: "swap",
-            reason: "hot swap (issue 9) has not landed on main",
-        }),
-        Scenario::Spill(_) => Err(BenchError::NotAvailable {
-            scenario: "spill",
-            reason: "the tag store with RocksDB spill (issue 4) has not landed on main",
-        }),
+        Scenario::Timers(a) => timers::run(&a),
+        Scenario::Swap(a) => swap::run(&a),
+        Scenario::Spill(a) => spill::run(&a),
     }
 }

@@ -24,6 +24,15 @@ pub struct Chart<'a> {
     pub series: Vec<Series>,
     /// Logarithmic y axis (latencies spanning orders of magnitude).
     pub log_y: bool,
+    /// Moments to mark with thin vertical lines (e.g. hot swaps), all under one legend entry.
+    pub markers: Markers,
+}
+
+/// Vertical marker lines of a chart.
+#[derive(Debug, Clone, Default)]
+pub struct Markers {
+    pub label: String,
+    pub x: Vec<f64>,
 }
 
 const FONT: &str = "sans-serif";
@@ -126,6 +135,21 @@ pub fn draw(path: &Path, chart: &Chart<'_>) -> Result<(), BenchError> {
                 )
                 .map_err(|e| plot_err(path, e))?;
             }
+            if !chart.markers.x.is_empty() {
+                let gray = RGBColor(200, 30, 30);
+                let lines: Vec<PathElement<(f64, f64)>> = chart
+                    .markers
+                    .x
+                    .iter()
+                    .map(|&x| PathElement::new(vec![(x, y0), (x, y1)], gray.stroke_width(2)))
+                    .collect();
+                ctx.draw_series(lines)
+                    .map_err(|e| plot_err(path, e))?
+                    .label(chart.markers.label.as_str())
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 20, y)], gray.stroke_width(2))
+                    });
+            }
             ctx.configure_series_labels()
                 .background_style(WHITE.mix(0.8))
                 .border_style(BLACK)
@@ -180,6 +204,10 @@ mod tests {
                     },
                 ],
                 log_y,
+                markers: Markers {
+                    label: "swap".into(),
+                    x: vec![0.5, 1.5],
+                },
             };
             draw(&path, &chart).expect("draw");
             assert_eq!(png_size(&path), (1000, 600));
@@ -199,6 +227,7 @@ mod tests {
                 points: vec![(3.0, 0.0)],
             }],
             log_y: false,
+            markers: Markers::default(),
         };
         draw(&path, &chart).expect("draw");
         assert_eq!(png_size(&path), (1000, 600));

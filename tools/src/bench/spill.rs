@@ -1,0 +1,417 @@
+//! Scenario `spill`: engine throughput and process RSS as the entity count grows past
+//! `store.memory_budget`, with the store on real RocksDB on disk.
+//!
+//! One engine (the rule set, a tag store with the given budget in a temp dir) decides a synthetic
+//! stream in which every event names a new user, card, device and IP, so the entity count grows
+//! linearly. After each `--step` events the harness records the step's throughput, the store's
+//! counters and this process's RSS. RSS is the whole process (harness, rule set, RocksDB
+//! memtables and block cache included) and is compared with the budget as DESIGN §9 states it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use veto::benchkit::process::{cpu_seconds, dir_bytes, rss_bytes};
+use veto::decider::{Engine, EventTimeTimers};
+use veto::event::PaymentEvent;
+use veto::reload::load_rules_blocking;
+use veto::store::{StoreConfig, TagStore};
+use veto::synth::{Synth, SynthConfig};
+
+use super::machine::MachineInfo;
+use super::plot::{self, Chart, Markers, Series};
+use super::report::{now_rfc3339, Report};
+use super::timers::met;
+use super::BenchError;
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// Arguments of `veto-bench spill`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SpillArgs {
+    /// Output folder for report.json and the plots.
+    #[arg(long, default_value = "bench-out/spill")]
+    pub out: PathBuf,
+    /// Rule file(s) the engine runs.
+    #[arg(long, default_value = "rules/payments.veto")]
+    pub rules: PathBuf,
+    /// `store.memory_budget` in MiB.
+    #[arg(long, default_value_t = 128)]
+    pub budget_mib: u64,
+    /// Events to decide in all (each brings about four new entities).
+    #[arg(long, default_value_t = 1_500_000)]
+    pub events: usize,
+    /// Events per measured point.
+    #[arg(long, default_value_t = 50_000)]
+    pub step: usize,
+    /// Parent of the temporary RocksDB directory (default: the system temp dir).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Seed of the synthetic stream.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}
+
+/// One measured point.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SpillPoint {
+    pub events: u64,
+    /// Entities the stream has named so far (users, cards, devices, IPs, merchants).
+    pub entities: u64,
+    pub entities_in_memory: u64,
+    pub entities_spilled: u64,
+    pub accounted_bytes: u64,
+    pub rss_bytes: u64,
+    /// Throughput of this step.
+    pub events_per_sec: f64,
+    /// Whether the store had spilled entities at this point.
+    pub spilling: bool,
+}
+
+/// RSS against the budget over the points where the store was spilling.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BudgetCheck {
+    pub budget_bytes: u64,
+    pub points_spilling: usize,
+    pub rss_over_budget_max: Option<f64>,
+    pub rss_over_budget_last: Option<f64>,
+    /// DESIGN §9: "RSS within 10 % of budget when spilling" (every spilling point ≤ 1.10 × budget).
+    pub within_10_percent: bool,
+    pub accounted_over_budget_max: Option<f64>,
+}
+
+/// Checks the spilling points against the budget.
+pub fn budget_check(points: &[SpillPoint], budget_bytes: u64) -> BudgetCheck {
+    let spilling: Vec<&SpillPoint> = points.iter().filter(|p| p.spilling).collect();
+    let ratio = |v: u64| v as f64 / budget_bytes.max(1) as f64;
+    let max_of =
+        |f: &dyn Fn(&SpillPoint) -> u64| spilling.iter().map(|p| ratio(f(p))).reduce(f64::max);
+    let rss_max = max_of(&|p| p.rss_bytes);
+    BudgetCheck {
+        budget_bytes,
+        points_spilling: spilling.len(),
+        rss_over_budget_max: rss_max,
+        rss_over_budget_last: spilling.last().map(|p| ratio(p.rss_bytes)),
+        within_10_percent: rss_max.is_some_and(|r| r <= 1.10),
+        accounted_over_budget_max: max_of(&|p| p.accounted_bytes),
+    }
+}
+
+/// Rewrites an event's entity ids so that event `n` names entities no earlier event named;
+/// returns how many entity values the event carries.
+pub fn make_entities_new(event: &mut PaymentEvent, n: u64) -> u64 {
+    let mut named = 0;
+    for field in [
+        &mut event.user_id,
+        &mut event.card_id,
+        &mut event.device_id,
+        &mut event.ip,
+    ] {
+        if let Some(value) = field {
+            *value = format!("{value}-n{n}");
+            named += 1;
+        }
+    }
+    named
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> BenchError + '_ {
+    move |source| BenchError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn plots(out: &Path, points: &[SpillPoint], budget_bytes: u64) -> Result<Vec<String>, BenchError> {
+    let first_spill: Vec<f64> = points
+        .iter()
+        .find(|p| p.spilling)
+        .map(|p| p.entities as f64)
+        .into_iter()
+        .collect();
+    let markers = || Markers {
+        label: "first spill".into(),
+        x: first_spill.clone(),
+    };
+    let throughput = "throughput_vs_entities.png";
+    plot::draw(
+        &out.join(throughput),
+        &Chart {
+            title: "Engine throughput as entities grow past the memory budget",
+            x_label: "entities named so far",
+            y_label: "events/s",
+            series: vec![Series {
+                name: "events/s (per step)".into(),
+                points: points
+                    .iter()
+                    .map(|p| (p.entities as f64, p.events_per_sec))
+                    .collect(),
+            }],
+            log_y: false,
+            markers: markers(),
+        },
+    )?;
+    let rss = "rss_vs_entities.png";
+    let x_end = points.last().map_or(1.0, |p| p.entities as f64);
+    plot::draw(
+        &out.join(rss),
+        &Chart {
+            title: "Process RSS and store accounting vs entities",
+            x_label: "entities named so far",
+            y_label: "MiB",
+            series: vec![
+                Series {
+                    name: "process RSS".into(),
+                    points: points
+                        .iter()
+                        .map(|p| (p.entities as f64, p.rss_bytes as f64 / MIB))
+                        .collect(),
+                },
+                Series {
+                    name: "store accounted bytes".into(),
+                    points: points
+                        .iter()
+                        .map(|p| (p.entities as f64, p.accounted_bytes as f64 / MIB))
+                        .collect(),
+                },
+                Series {
+                    name: "memory budget".into(),
+                    points: vec![
+                        (0.0, budget_bytes as f64 / MIB),
+                        (x_end, budget_bytes as f64 / MIB),
+                    ],
+                },
+                Series {
+                    name: "budget + 10 %".into(),
+                    points: vec![
+                        (0.0, budget_bytes as f64 * 1.1 / MIB),
+                        (x_end, budget_bytes as f64 * 1.1 / MIB),
+                    ],
+                },
+            ],
+            log_y: false,
+            markers: markers(),
+        },
+    )?;
+    Ok(vec![throughput.into(), rss.into()])
+}
+
+/// Runs the scenario and writes the report; returns the report's path.
+pub fn run(args: &SpillArgs) -> Result<PathBuf, BenchError> {
+    if args.step == 0 || args.events == 0 || args.budget_mib == 0 {
+        return Err(BenchError::Invalid(
+            "--events, --step and --budget-mib must be positive".into(),
+        ));
+    }
+    let started = Instant::now();
+    let started_at = now_rfc3339();
+    let machine = MachineInfo::collect();
+    std::fs::create_dir_all(&args.out).map_err(io_err(&args.out))?;
+    let rules = load_rules_blocking(std::slice::from_ref(&args.rules))
+        .map_err(|d| BenchError::Invalid(format!("{}: rejected:\n{d}", args.rules.display())))?;
+    let parent = args.data_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let data_dir = tempfile::Builder::new()
+        .prefix("veto-bench-spill-")
+        .tempdir_in(&parent)
+        .map_err(io_err(&parent))?;
+    let budget_bytes = args.budget_mib << 20;
+    let rss_before_store = rss_bytes();
+    let store = TagStore::open(StoreConfig {
+        memory_budget_bytes: budget_bytes,
+        data_dir: data_dir.path().to_path_buf(),
+        ..StoreConfig::default()
+    })
+    .map_err(|e| BenchError::Invalid(format!("tag store in {}: {e}", data_dir.path().display())))?;
+    let engine = Engine::new(rules, Arc::new(store), Arc::new(EventTimeTimers::default()));
+    let mut synth = Synth::new(SynthConfig {
+        seed: args.seed,
+        ..SynthConfig::default()
+    });
+    let merchants = SynthConfig::default().merchants;
+    eprintln!(
+        "spill: {} events in steps of {}, budget {} MiB, RocksDB in {} (RSS before the store {:.0} MiB)",
+        args.events,
+        args.step,
+        args.budget_mib,
+        data_dir.path().display(),
+        rss_before_store as f64 / MIB
+    );
+    let cpu_before = cpu_seconds();
+    let mut points = Vec::new();
+    let mut named = 0u64;
+    let mut done = 0usize;
+    while done < args.events {
+        let count = args.step.min(args.events - done);
+        let mut batch: Vec<PaymentEvent> = synth.by_ref().take(count).collect();
+        for (i, event) in batch.iter_mut().enumerate() {
+            named += make_entities_new(event, (done + i) as u64);
+        }
+        let step_started = Instant::now();
+        for event in &batch {
+            std::hint::black_box(engine.decide(event, event.event_time_ms).decision.outcome);
+        }
+        let seconds = step_started.elapsed().as_secs_f64();
+        done += batch.len();
+        let stats = engine.store().stats();
+        let point = SpillPoint {
+            events: done as u64,
+            entities: named + merchants.min(done as u64),
+            entities_in_memory: stats.entities_in_memory,
+            entities_spilled: stats.entities_spilled,
+            accounted_bytes: stats.accounted_bytes,
+            rss_bytes: rss_bytes(),
+            events_per_sec: if seconds > 0.0 {
+                count as f64 / seconds
+            } else {
+                0.0
+            },
+            spilling: stats.entities_spilled > 0,
+        };
+        eprintln!(
+            "spill: {:>9} events, {:>9} entities ({:>8} in memory, {:>8} spilled), {:>7.0} events/s, RSS {:>6.0} MiB, accounted {:>6.0} MiB",
+            point.events,
+            point.entities,
+            point.entities_in_memory,
+            point.entities_spilled,
+            point.events_per_sec,
+            point.rss_bytes as f64 / MIB,
+            point.accounted_bytes as f64 / MIB
+        );
+        points.push(point);
+        if batch.len() < count {
+            break;
+        }
+    }
+    let cpu = cpu_seconds() - cpu_before;
+    let check = budget_check(&points, budget_bytes);
+    let before_spill: Vec<f64> = points
+        .iter()
+        .filter(|p| !p.spilling)
+        .map(|p| p.events_per_sec)
+        .collect();
+    let while_spilling: Vec<f64> = points
+        .iter()
+        .filter(|p| p.spilling)
+        .map(|p| p.events_per_sec)
+        .collect();
+    let mean = |v: &[f64]| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
+    let throughput_ratio = match (mean(&while_spilling), mean(&before_spill)) {
+        (Some(s), Some(b)) if b > 0.0 => Some(s / b),
+        _ => None,
+    };
+    let fmt = |v: Option<f64>, d: usize| v.map_or("n/a".into(), |v| format!("{v:.d$}"));
+    eprintln!(
+        "spill: throughput before spilling {} events/s, while spilling {} events/s (ratio {})",
+        fmt(mean(&before_spill), 0),
+        fmt(mean(&while_spilling), 0),
+        fmt(throughput_ratio, 2)
+    );
+    eprintln!(
+        "spill: RSS / budget while spilling: max {}, last {} (DESIGN ≤ 1.10: {}); store accounted / budget max {}",
+        fmt(check.rss_over_budget_max, 2),
+        fmt(check.rss_over_budget_last, 2),
+        if check.points_spilling == 0 { "not reached: no spill" } else { met(check.within_10_percent) },
+        fmt(check.accounted_over_budget_max, 2)
+    );
+    let disk_bytes = dir_bytes(data_dir.path());
+    let plots = plots(&args.out, &points, budget_bytes)?;
+    let report = Report {
+        scenario: "spill".into(),
+        started_at,
+        duration_seconds: started.elapsed().as_secs_f64(),
+        machine,
+        params: serde_json::json!({
+            "rules": args.rules,
+            "budget_mib": args.budget_mib,
+            "events": args.events,
+            "step": args.step,
+            "data_dir": data_dir.path(),
+            "seed": args.seed,
+        }),
+        results: serde_json::json!({
+            "points": points,
+            "budget": check,
+            "rss_before_store_bytes": rss_before_store,
+            "rocksdb_disk_bytes": disk_bytes,
+            "cpu_seconds": cpu,
+            "events_per_sec_before_spill": mean(&before_spill),
+            "events_per_sec_while_spilling": mean(&while_spilling),
+            "throughput_ratio_spilling_vs_not": throughput_ratio,
+        }),
+        plots,
+    };
+    report.write(&args.out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(rss_mib: u64, spilling: bool) -> SpillPoint {
+        SpillPoint {
+            events: 1,
+            entities: 1,
+            entities_in_memory: 1,
+            entities_spilled: u64::from(spilling),
+            accounted_bytes: 90 << 20,
+            rss_bytes: rss_mib << 20,
+            events_per_sec: 1.0,
+            spilling,
+        }
+    }
+
+    #[test]
+    fn budget_check_looks_only_at_spilling_points() {
+        let points = [point(50, false), point(105, true), point(108, true)];
+        let check = budget_check(&points, 100 << 20);
+        assert_eq!(check.points_spilling, 2);
+        assert_eq!(check.rss_over_budget_max, Some(1.08));
+        assert!(check.within_10_percent);
+        let check = budget_check(&[point(120, true)], 100 << 20);
+        assert!(!check.within_10_percent);
+        let check = budget_check(&[point(50, false)], 100 << 20);
+        assert!(!check.within_10_percent && check.rss_over_budget_max.is_none());
+    }
+
+    #[test]
+    fn every_event_names_new_entities() {
+        let events: Vec<PaymentEvent> = Synth::new(SynthConfig::default()).take(200).collect();
+        let mut users = std::collections::HashSet::new();
+        let mut total = 0;
+        for (n, mut e) in events.into_iter().enumerate() {
+            total += make_entities_new(&mut e, n as u64);
+            if let Some(u) = e.user_id {
+                assert!(users.insert(u), "user ids repeat");
+            }
+        }
+        assert!(total >= 200);
+    }
+
+    #[test]
+    fn small_run_spills_and_writes_report() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let args = SpillArgs {
+            out: dir.path().join("spill"),
+            rules: PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../rules/payments.veto"
+            )),
+            budget_mib: 1,
+            events: 6_000,
+            step: 2_000,
+            data_dir: Some(dir.path().to_path_buf()),
+            seed: 1,
+        };
+        let report = run(&args).expect("run");
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(report).expect("read")).expect("json");
+        let points = json["results"]["points"].as_array().expect("points");
+        assert_eq!(points.len(), 3);
+        assert_eq!(points[2]["events"], 6_000);
+        assert!(json["results"]["budget"]["points_spilling"].as_u64() > Some(0));
+        for plot in json["plots"].as_array().expect("plots") {
+            let name = plot.as_str().expect("name");
+            assert!(args.out.join(name).metadata().expect("png").len() > 1_000);
+        }
+    }
+}
