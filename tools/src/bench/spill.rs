@@ -101,16 +101,15 @@ pub fn budget_check(points: &[SpillPoint], budget_bytes: u64) -> BudgetCheck {
 /// returns how many entity values the event carries.
 pub fn make_entities_new(event: &mut PaymentEvent, n: u64) -> u64 {
     let mut named = 0;
-    for field in [
+    let fields = [
         &mut event.user_id,
         &mut event.card_id,
         &mut event.device_id,
         &mut event.ip,
-    ] {
-        if let Some(value) = field {
-            *value = format!("{value}-n{n}");
-            named += 1;
-        }
+    ];
+    for value in fields.into_iter().flatten() {
+        *value = format!("{value}-n{n}");
+        named += 1;
     }
     named
 }

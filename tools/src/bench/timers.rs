@@ -105,7 +105,9 @@ fn plots(out: &Path, series: &[LatenessSeries]) -> Result<Vec<String>, BenchErro
         .iter()
         .filter(|s| !s.lateness_ns.is_empty())
         .collect();
-    let cdfs: Vec<(String, Vec<(f64, f64)>, usize)> = measured
+    // (method, CDF points, samples)
+    type Cdf = (String, Vec<(f64, f64)>, usize);
+    let cdfs: Vec<Cdf> = measured
         .iter()
         .map(|s| {
             (
