@@ -181,6 +181,7 @@ fn rocks(context: &'static str) -> impl Fn(rocksdb::Error) -> StoreError {
 /// The store's RocksDB database.
 pub struct Disk {
     db: DB,
+    cache: Cache,
 }
 
 impl Disk {
@@ -214,12 +215,33 @@ impl Disk {
         let families = [CF_SPILL, CF_CHECKPOINT_ENTITIES, CF_CHECKPOINT_META]
             .map(|name| ColumnFamilyDescriptor::new(name, cf_options()));
         let db = DB::open_cf_descriptors(&db_options, dir, families).map_err(rocks("open"))?;
-        let disk = Disk { db };
+        let disk = Disk { db, cache };
         // spilled state is newer than the checkpoint: it is never valid after a restart
         disk.db
             .delete_range_cf(disk.cf(CF_SPILL)?, KEY_RANGE.0, KEY_RANGE.1)
             .map_err(rocks("clear spill"))?;
         Ok(disk)
+    }
+
+    /// Bytes RocksDB holds in memory: memtables, table readers (index and filter blocks
+    /// outside the cache) and the block cache.
+    pub fn memory_bytes(&self) -> u64 {
+        let mut total = self.cache.get_usage() as u64;
+        for name in [CF_SPILL, CF_CHECKPOINT_ENTITIES, CF_CHECKPOINT_META] {
+            let Ok(cf) = self.cf(name) else { continue };
+            for property in [
+                "rocksdb.cur-size-all-mem-tables",
+                "rocksdb.estimate-table-readers-mem",
+            ] {
+                total += self
+                    .db
+                    .property_int_value_cf(cf, property)
+                    .ok()
+                    .flatten()
+                    .unwrap_or(0);
+            }
+        }
+        total
     }
 
     fn cf(&self, name: &'static str) -> Result<&ColumnFamily, StoreError> {

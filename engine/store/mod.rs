@@ -162,4 +162,6 @@ pub struct StoreStats {
     pub entities_checkpointed: u64,
     /// Approximate bytes of in-memory state.
     pub accounted_bytes: u64,
+    /// Bytes RocksDB holds in memory (memtables, table readers, block cache).
+    pub rocksdb_bytes: u64,
 }

@@ -856,6 +856,7 @@ impl TagStore {
     pub fn stats(&self) -> StoreStats {
         let mut stats = StoreStats {
             entities_checkpointed: self.checkpoint_entities.load(Ordering::Relaxed),
+            rocksdb_bytes: self.disk.memory_bytes(),
             ..StoreStats::default()
         };
         for index in 0..self.shards.len() {

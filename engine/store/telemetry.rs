@@ -65,4 +65,5 @@ pub fn size(stats: &StoreStats) {
     metrics::gauge!("veto_store_entities").set(stats.entities_in_memory as f64);
     metrics::gauge!("veto_store_spilled_entities").set(stats.entities_spilled as f64);
     metrics::gauge!("veto_store_bytes").set(stats.accounted_bytes as f64);
+    metrics::gauge!("veto_store_rocksdb_memory_bytes").set(stats.rocksdb_bytes as f64);
 }

@@ -267,14 +267,15 @@ pub fn run(args: &SpillArgs) -> Result<PathBuf, BenchError> {
             spilling: stats.entities_spilled > 0,
         };
         eprintln!(
-            "spill: {:>9} events, {:>9} entities ({:>8} in memory, {:>8} spilled), {:>7.0} events/s, RSS {:>6.0} MiB, accounted {:>6.0} MiB",
+            "spill: {:>9} events, {:>9} entities ({:>8} in memory, {:>8} spilled), {:>7.0} events/s, RSS {:>6.0} MiB, accounted {:>6.0} MiB, rocksdb {:>5.0} MiB",
             point.events,
             point.entities,
             point.entities_in_memory,
             point.entities_spilled,
             point.events_per_sec,
             point.rss_bytes as f64 / MIB,
-            point.accounted_bytes as f64 / MIB
+            point.accounted_bytes as f64 / MIB,
+            stats.rocksdb_bytes as f64 / MIB
         );
         points.push(point);
         if batch.len() < count {
