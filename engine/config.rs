@@ -270,6 +270,10 @@ const RESERVED_LIBRDKAFKA_KEYS: [(&str, &str); 6] = [
     ("enable.idempotence", "Veto always enables it"),
 ];
 
+/// Longest `store.checkpoint_interval` in exactly-once mode: transactions stay well inside
+/// the producer's 60 s `transaction.timeout.ms`.
+const MAX_EXACTLY_ONCE_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(30);
+
 /// Largest accepted `pipeline.max_event_bytes`.
 const MAX_EVENT_BYTES_LIMIT: u64 = 16 * 1024 * 1024;
 
@@ -391,6 +395,18 @@ impl Config {
                 "store.checkpoint_interval",
                 format!(
                     "{} is shorter than 100ms",
+                    humantime::format_duration(self.store.checkpoint_interval)
+                ),
+            ));
+        }
+        if self.kafka.delivery == Delivery::ExactlyOnce
+            && self.store.checkpoint_interval > MAX_EXACTLY_ONCE_CHECKPOINT_INTERVAL
+        {
+            return Err((
+                "store.checkpoint_interval",
+                format!(
+                    "{} is longer than 30s, the limit with kafka.delivery = \"exactly_once\" \
+                     (each checkpoint commits a transaction, which the broker aborts after 60s)",
                     humantime::format_duration(self.store.checkpoint_interval)
                 ),
             ));
@@ -563,7 +579,7 @@ mod tests {
                 [store]
                 memory_budget = "512MiB"
                 data_dir = "state"
-                checkpoint_interval = "1m 30s"
+                checkpoint_interval = "25s 500ms"
                 [timers]
                 resolution = "500us"
                 [pipeline]
@@ -578,7 +594,10 @@ mod tests {
             assert_eq!(config.kafka.librdkafka["security.protocol"], "SASL_SSL");
             assert_eq!(config.store.memory_budget, ByteSize::mib(512));
             assert_eq!(config.store.data_dir, Path::new("conf/state"));
-            assert_eq!(config.store.checkpoint_interval, Duration::from_secs(90));
+            assert_eq!(
+                config.store.checkpoint_interval,
+                Duration::from_millis(25_500)
+            );
             assert_eq!(config.timers.resolution, Duration::from_micros(500));
             assert_eq!(config.max_event_bytes(), 1024 * 1024);
             assert_eq!(
@@ -623,6 +642,20 @@ mod tests {
             jail.create_file("veto.toml", "[store]\nmemory_budget = \"lots\"\n")?;
             let msg = load_err("veto.toml");
             assert!(msg.starts_with("veto.toml: store.memory_budget: "), "{msg}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn exactly_once_caps_the_checkpoint_interval() {
+        in_jail(|jail| {
+            jail.create_file(
+                "veto.toml",
+                "[kafka]\ndelivery = \"exactly_once\"\n[store]\ncheckpoint_interval = \"1m\"\n",
+            )?;
+            let msg = load_err("veto.toml");
+            assert!(msg.contains("store.checkpoint_interval"), "{msg}");
+            assert!(msg.contains("exactly_once"), "{msg}");
             Ok(())
         });
     }
