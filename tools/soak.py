@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Soak: runs a broker, `veto run` and `veto-loadgen` at a fixed rate, samples Veto every 10 s.
 
-Records Veto's RSS, consumer lag, decisions/s and eval-latency p99 (from /metrics) into
+Records Veto's RSS, consumer lag, decisions/s, entities, store bytes, armed timers and
+eval-latency p99 (from /metrics) into
 <out>/soak.csv and prints a verdict: RSS after warm-up must stay within ±10 % of its mean and the
 lag must stay bounded (below 10 s worth of events). Usage (release binaries, tansu from
 tests/run.sh):
@@ -98,6 +99,9 @@ def main() -> int:
     parser.add_argument("--max-rate", type=float, default=90_000, help="measured saturation, events/s")
     parser.add_argument("--rate", type=float, help="events/s (default 70%% of --max-rate)")
     parser.add_argument("--warmup", type=int, default=180, help="seconds excluded from the RSS check")
+    parser.add_argument("--time-scale", type=float, default=600.0,
+                        help="event-time seconds per wall second (default 600: the rule set's 24 h "
+                             "windows and 1 h features reach steady state within the warm-up)")
     parser.add_argument("--users", type=int, default=20_000,
                         help="key cardinality; small enough that the entity set is complete after warm-up")
     parser.add_argument("--out", default="bench-out/soak")
@@ -151,7 +155,8 @@ def main() -> int:
         wait_port(mport)
         procs.append(subprocess.Popen(
             [f"{args.bin}/veto-loadgen", "--brokers", brokers, "--topic", "payments", "--rate", str(rate),
-             "--duration", f"{args.duration}s", "--count", str(int(rate * args.duration) + 1), "--seed", "11", "--users", str(args.users), "--quiet"],
+             "--duration", f"{args.duration}s", "--count", str(int(rate * args.duration) + 1), "--seed", "11", "--users", str(args.users),
+             "--time-scale", str(args.time_scale), "--quiet"],
             stdout=subprocess.DEVNULL, stderr=open(work / "loadgen.log", "w")))
         print(f"soak: {rate:.0f} events/s for {args.duration} s on {args.broker} ({brokers}); sampling every 10 s into {out / 'soak.csv'}")
         rows = []
@@ -170,6 +175,9 @@ def main() -> int:
                 "rss_mb": round(rss_bytes(veto.pid) / 2**20, 1),
                 "lag": int(lag),
                 "decided_per_s": round((decided - prev.get('veto_events_total{result="decided"}', 0.0)) / 10),
+                "entities": int(now.get("veto_store_entities", 0)),
+                "store_mb": round(now.get("veto_store_bytes", 0) / 2**20, 1),
+                "timers": int(now.get("veto_timers_armed", 0)),
                 "eval_p99_us": round(1e6 * p99_between(buckets(prev, "veto_eval_duration_seconds"),
                                                        buckets(now, "veto_eval_duration_seconds")), 1),
             }

@@ -63,6 +63,10 @@ pub struct LoadgenArgs {
     /// Event time of the first event in epoch ms; default: now.
     #[arg(long)]
     pub start_ms: Option<i64>,
+    /// Seconds of event time per second of wall time at a fixed --rate (default 1: event time
+    /// follows the wall clock). A soak uses e.g. 600 so that 24 h windows fill in minutes.
+    #[arg(long, default_value_t = 1.0)]
+    pub time_scale: f64,
     /// Extra librdkafka producer properties, `key=value`, repeatable.
     #[arg(long = "producer-property", value_parser = parse_property)]
     pub producer_properties: Vec<(String, String)>,
@@ -92,6 +96,8 @@ fn parse_property(s: &str) -> Result<(String, String), String> {
 pub enum LoadgenError {
     #[error("--fraud-rate must be within 0.0..=1.0, got {0}")]
     FraudRate(f64),
+    #[error("--time-scale must be a positive number, got {0}")]
+    TimeScale(f64),
     #[error("--out {0}: unknown extension, expected .jsonl or .pb")]
     OutExtension(PathBuf),
     #[error("--out {path}: {source}")]
@@ -157,9 +163,13 @@ impl LoadgenArgs {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
             .unwrap_or_default();
+        if !(self.time_scale > 0.0 && self.time_scale.is_finite()) {
+            return Err(LoadgenError::TimeScale(self.time_scale));
+        }
         let flows_per_sec = if self.rate > 0.0 {
-            // each flow is about two events (authorization + capture): keeps event time near wall time.
-            (self.rate / 2.0).max(1.0)
+            // Each flow is about two events (authorization + capture): event time advances
+            // `time_scale` seconds per wall second.
+            (self.rate / 2.0 / self.time_scale).max(1e-3)
         } else {
             SynthConfig::default().flows_per_sec
         };
@@ -414,6 +424,15 @@ mod tests {
             args(&["--fraud-rate", "1.5"]).synth_config(),
             Err(LoadgenError::FraudRate(_))
         ));
+        assert!(matches!(
+            args(&["--time-scale", "0"]).synth_config(),
+            Err(LoadgenError::TimeScale(_))
+        ));
+        let scaled = args(&["--rate", "1000", "--time-scale", "600"])
+            .synth_config()
+            .expect("valid");
+        // 500 flows per wall second spread over 600 s of event time.
+        assert!((scaled.flows_per_sec - 500.0 / 600.0).abs() < 1e-9);
         assert!(parse_property("linger.ms=5").is_ok());
         assert!(parse_property("nokey").is_err());
     }
