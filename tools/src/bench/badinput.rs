@@ -166,7 +166,11 @@ fn run_stream(
         topic: topics.input.clone(),
         format: args.format,
     };
-    let mut maker = GarbageMaker::new(args.seed ^ 0x6a72_6261_6765, args.format);
+    let mut maker = GarbageMaker::new(
+        args.seed ^ 0x6a72_6261_6765,
+        args.format,
+        &args.garbage_kinds,
+    );
     let mut good = 0u64;
     let mut payload_bytes = 0u64;
     eprintln!(

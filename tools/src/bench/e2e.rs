@@ -24,6 +24,7 @@ use veto::proto;
 use veto::synth::{Synth, SynthConfig};
 
 use super::broker::Broker;
+use super::garbage::GarbageKind;
 use super::kafka::{consumer_config, create_topics};
 use super::machine::MachineInfo;
 use super::passthrough::Passthrough;
@@ -112,6 +113,10 @@ pub struct E2eArgs {
     /// Run only the bad-input comparison (needs --garbage), not the systems and steps.
     #[arg(long, requires = "garbage")]
     pub garbage_only: bool,
+    /// Garbage kinds to draw from, comma-separated (default: all, uniformly). E.g. leave out
+    /// `oversized` to compare streams of similar size in bytes.
+    #[arg(long, value_enum, value_delimiter = ',', requires = "garbage")]
+    pub garbage_kinds: Vec<GarbageKind>,
 }
 
 /// Send and receive times of every event of one system's run, indexed by event number.

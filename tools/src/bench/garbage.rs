@@ -11,7 +11,7 @@ use veto::event::{PaymentEvent, DEFAULT_MAX_EVENT_BYTES, MAX_STRING_BYTES, MAX_T
 use crate::wire::{self, EventFormat};
 
 /// The kinds of bad input the mix draws from, uniformly.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum GarbageKind {
     /// Random bytes (protobuf streams: led by an invalid wire type; JSON streams: printable noise).
@@ -74,19 +74,26 @@ pub fn is_garbage(index: u64, fraction: f64) -> bool {
 pub struct GarbageMaker {
     rng: StdRng,
     format: EventFormat,
+    kinds: Vec<GarbageKind>,
 }
 
 impl GarbageMaker {
-    pub fn new(seed: u64, format: EventFormat) -> GarbageMaker {
+    /// A maker drawing uniformly from `kinds` (every kind when empty).
+    pub fn new(seed: u64, format: EventFormat, kinds: &[GarbageKind]) -> GarbageMaker {
         GarbageMaker {
             rng: StdRng::seed_from_u64(seed),
             format,
+            kinds: if kinds.is_empty() {
+                GarbageKind::ALL.to_vec()
+            } else {
+                kinds.to_vec()
+            },
         }
     }
 
     /// A kind drawn uniformly and its payload, made from `event` (whose id it replaces with `id`).
     pub fn next(&mut self, event: &PaymentEvent, id: &str) -> (GarbageKind, Vec<u8>) {
-        let kind = GarbageKind::ALL[self.rng.random_range(0..GarbageKind::ALL.len())];
+        let kind = self.kinds[self.rng.random_range(0..self.kinds.len())];
         (kind, self.make(kind, event, id))
     }
 
@@ -265,7 +272,7 @@ mod tests {
             (EventFormat::Protobuf, InputFormat::Auto),
             (EventFormat::Json, InputFormat::Auto),
         ] {
-            let mut maker = GarbageMaker::new(7, format);
+            let mut maker = GarbageMaker::new(7, format, &[]);
             for (i, event) in events.iter().enumerate() {
                 for kind in GarbageKind::ALL {
                     let payload = maker.make(kind, event, &format!("garbage-{i}"));
