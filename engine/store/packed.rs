@@ -64,6 +64,12 @@ pub struct Scratch {
     last: Vec<LastBucket>,
     items: Vec<SeenItem>,
     record: Vec<u8>,
+    /// The block being rebuilt by `Entity::update_features`.
+    pub(super) block: Vec<u8>,
+    /// Which of an entity's updates found their feature in the block.
+    pub(super) matched: Vec<bool>,
+    /// An event's feature updates of one entity (filled by the tag store).
+    pub(super) updates: Vec<super::entity::FeatureUpdate>,
 }
 
 /// The packed features of one entity (16 bytes inline, one exact-size heap block).
@@ -181,12 +187,25 @@ impl PackedFeatures {
         }
     }
 
-    /// Packs `state` back in place of `slot` (or appends it when `slot` is `None`); returns its
-    /// sketch, which the caller keeps beside the block.
-    pub fn store(
-        &mut self,
-        slot: Option<&Slot>,
+    /// The bytes of the feature at `slot` (header and records).
+    pub fn slot_bytes(&self, slot: &Slot) -> &[u8] {
+        &self.bytes[slot.at..slot.end]
+    }
+
+    /// Replaces the block with `block`, in place when the size is unchanged.
+    pub fn replace(&mut self, block: &[u8]) {
+        if self.bytes.len() == block.len() {
+            self.bytes.copy_from_slice(block);
+        } else {
+            self.bytes = Box::from(block);
+        }
+    }
+
+    /// Appends the packed form of `state` to `out` and hands its vectors back to `scratch`;
+    /// returns its sketch, which the caller keeps beside the block.
+    pub fn pack(
         mut state: FeatureState,
+        out: &mut Vec<u8>,
         scratch: &mut Scratch,
     ) -> Option<Box<SlidingHll>> {
         let sketch = match &mut state.buckets {
@@ -198,10 +217,22 @@ impl PackedFeatures {
             }
             _ => None,
         };
+        pack_one(&state, sketch.is_some(), out);
+        scratch.recycle(state);
+        sketch
+    }
+
+    /// Packs `state` back in place of `slot` (or appends it when `slot` is `None`); returns its
+    /// sketch, which the caller keeps beside the block.
+    pub fn store(
+        &mut self,
+        slot: Option<&Slot>,
+        state: FeatureState,
+        scratch: &mut Scratch,
+    ) -> Option<Box<SlidingHll>> {
         let mut record = std::mem::take(&mut scratch.record);
         record.clear();
-        pack_one(&state, sketch.is_some(), &mut record);
-        scratch.recycle(state);
+        let sketch = PackedFeatures::pack(state, &mut record, scratch);
         let (at, end) = slot.map_or((self.bytes.len(), self.bytes.len()), |s| (s.at, s.end));
         if end - at == record.len() {
             self.bytes[at..end].copy_from_slice(&record);

@@ -1,7 +1,7 @@
 //! `TagStore`: lock-striped shards of entity state, spill of cold entities, checkpoint and restore.
 
 use super::disk::{printable_key, Disk, Manifest};
-use super::entity::{alloc_size, Entity};
+use super::entity::{alloc_size, Entity, FeatureUpdate};
 use super::hll::item_hash;
 use super::packed::Scratch;
 use super::telemetry;
@@ -226,21 +226,22 @@ impl TagStore {
                     continue;
                 };
                 let before = entity.accounted_bytes(value.len());
-                for &(_, _, i) in group {
+                let mut updates = std::mem::take(&mut scratch.updates);
+                updates.clear();
+                updates.extend(group.iter().map(|&(_, _, i)| {
                     let spec = &specs[i];
-                    let (value, latest_ms) = entity.update_feature(
-                        spec.id,
-                        spec.agg,
-                        Geometry::new(spec.window_ms, spec.resolution_ms),
-                        event_time_ms,
-                        contribution(spec.agg, &inputs[i]),
-                        limit,
-                        &mut scratch,
-                    );
-                    out[i] = value;
-                    let window_ms = i64::try_from(spec.window_ms).unwrap_or(i64::MAX);
-                    entity.extend_horizon(latest_ms.saturating_add(window_ms));
-                }
+                    FeatureUpdate {
+                        id: spec.id,
+                        agg: spec.agg,
+                        geometry: Geometry::new(spec.window_ms, spec.resolution_ms),
+                        window_ms: i64::try_from(spec.window_ms).unwrap_or(i64::MAX),
+                        contribution: contribution(spec.agg, &inputs[i]),
+                    }
+                }));
+                entity.update_features(event_time_ms, &updates, limit, &mut scratch, |k, v, _| {
+                    out[group[k].2] = v;
+                });
+                scratch.updates = updates;
                 entity.dirty = true;
                 let after = entity.accounted_bytes(value.len());
                 shard.bytes = (shard.bytes + after as u64).saturating_sub(before as u64);
