@@ -11,8 +11,10 @@ use super::{
     StoreConfig, StoreError, StoreStats,
 };
 use crate::event::{Aggregate, Field, TagUpdate};
-use ahash::{AHashMap, AHashSet, RandomState};
+use ahash::{AHashSet, RandomState};
+use hashbrown::hash_map::RawEntryMut;
 use parking_lot::{Mutex, MutexGuard, RwLock};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -21,10 +23,39 @@ const KINDS: usize = Field::ALL.len();
 /// Inputs per event handled without a heap allocation.
 const INLINE_INPUTS: usize = 32;
 
+/// The fixed-seed hash of entity values. Shards and shard maps use the same hash, so an
+/// operation hashes each entity value once: the shard comes from bits 32.. (the maps probe with
+/// the low bits and keep the top 7 as tags, so the shard choice does not skew them).
+#[derive(Debug, Clone, Copy, Default)]
+struct EntityHasher;
+
+const ENTITY_SEEDS: RandomState = RandomState::with_seeds(
+    0x243f_6a88_85a3_08d3,
+    0x1319_8a2e_0370_7344,
+    0xa409_3822_299f_31d0,
+    0x082e_fa98_ec4e_6c89,
+);
+
+impl BuildHasher for EntityHasher {
+    type Hasher = ahash::AHasher;
+
+    fn build_hasher(&self) -> ahash::AHasher {
+        ENTITY_SEEDS.build_hasher()
+    }
+}
+
+/// Entities of one kind in one shard, by value.
+type EntityMap = hashbrown::HashMap<Box<str>, Entity, EntityHasher>;
+
+/// Hash of an entity value, as [`EntityMap`] computes it.
+fn entity_hash(value: &str) -> u64 {
+    EntityHasher.hash_one(value)
+}
+
 /// One lock stripe: a map per entity kind, keyed by the entity value.
 #[derive(Default)]
 struct Shard {
-    maps: [AHashMap<Box<str>, Entity>; KINDS],
+    maps: [EntityMap; KINDS],
     /// Accounted bytes of the entities in `maps`.
     bytes: u64,
     /// Access clock; entities remember the tick of their last access.
@@ -53,7 +84,6 @@ struct PaddedShard(Mutex<Shard>);
 pub struct TagStore {
     shards: Box<[PaddedShard]>,
     shard_mask: usize,
-    shard_hasher: RandomState,
     shard_budget: u64,
     cfg: StoreConfig,
     disk: Disk,
@@ -140,12 +170,6 @@ impl TagStore {
         Ok(TagStore {
             shards,
             shard_mask: cfg.shards - 1,
-            shard_hasher: RandomState::with_seeds(
-                0x243f_6a88_85a3_08d3,
-                0x1319_8a2e_0370_7344,
-                0xa409_3822_299f_31d0,
-                0x082e_fa98_ec4e_6c89,
-            ),
             shard_budget: (cfg.memory_budget_bytes / cfg.shards as u64).max(1),
             cfg,
             disk,
@@ -158,13 +182,9 @@ impl TagStore {
         })
     }
 
-    /// Fixed-seed hash of an entity; its low bits pick the shard.
-    fn entity_hash(&self, kind: Field, value: &str) -> u64 {
-        self.shard_hasher.hash_one((kind as u8, value))
-    }
-
-    fn shard_of(&self, kind: Field, value: &str) -> usize {
-        self.entity_hash(kind, value) as usize & self.shard_mask
+    /// The shard of an entity whose value hashes to `hash` ([`entity_hash`]).
+    fn shard_of(&self, hash: u64) -> usize {
+        (hash >> 32) as usize & self.shard_mask
     }
 
     fn lock(&self, index: usize) -> MutexGuard<'_, Shard> {
@@ -194,10 +214,20 @@ impl TagStore {
                 spilled_order.resize(n, (0, 0, 0));
                 &mut spilled_order
             };
+            // features by the same field usually name the same entity: hash it once
+            let mut hashed: [Option<(&str, u64)>; KINDS] = [None; KINDS];
             for (i, (spec, input)) in specs.iter().zip(inputs).take(n).enumerate() {
                 if let Some(value) = input.entity {
-                    let hash = self.entity_hash(spec.by, value);
-                    order[len] = (hash as usize & self.shard_mask, hash, i);
+                    let cached = &mut hashed[spec.by as usize];
+                    let hash = match *cached {
+                        Some((seen, hash)) if std::ptr::eq(seen, value) || seen == value => hash,
+                        _ => {
+                            let hash = entity_hash(value);
+                            *cached = Some((value, hash));
+                            hash
+                        }
+                    };
+                    order[len] = (self.shard_of(hash), hash, i);
                     len += 1;
                 }
             }
@@ -222,7 +252,8 @@ impl TagStore {
                 let (kind, Some(value)) = (specs[first].by, inputs[first].entity) else {
                     continue;
                 };
-                let Some(entity) = self.entity_mut(&mut shard, kind, value, true) else {
+                let hash = group[0].1;
+                let Some(entity) = self.entity_mut(&mut shard, kind, value, hash, true) else {
                     continue;
                 };
                 let before = entity.accounted_bytes(value.len());
@@ -258,42 +289,60 @@ impl TagStore {
         shard: &'s mut Shard,
         kind: Field,
         value: &str,
+        hash: u64,
         create: bool,
     ) -> Option<&'s mut Entity> {
-        let k = kind as usize;
-        if !shard.maps[k].contains_key(value) {
-            let entity = match self.read_back(shard, kind, value) {
-                Some(entity) => entity,
-                None if create => {
-                    let mut entity = Entity::fresh();
-                    if !shard.deleted.is_empty() {
-                        let key = entity_key(kind as u8, value);
-                        entity.persisted = shard.deleted.remove(key.as_slice());
+        let Shard {
+            maps,
+            bytes,
+            clock,
+            spilled,
+            deleted,
+            ..
+        } = shard;
+        let entity = match maps[kind as usize]
+            .raw_entry_mut()
+            .from_key_hashed_nocheck(hash, value)
+        {
+            RawEntryMut::Occupied(entry) => entry.into_mut(),
+            RawEntryMut::Vacant(entry) => {
+                let entity = match self.read_back(spilled, deleted, kind, value) {
+                    Some(entity) => entity,
+                    None if create => {
+                        let mut entity = Entity::fresh();
+                        if !deleted.is_empty() {
+                            let key = entity_key(kind as u8, value);
+                            entity.persisted = deleted.remove(key.as_slice());
+                        }
+                        entity
                     }
-                    entity
-                }
-                None => return None,
-            };
-            shard.bytes += entity.accounted_bytes(value.len()) as u64;
-            shard.maps[k].insert(value.into(), entity);
-        }
-        shard.clock = shard.clock.wrapping_add(1);
-        let clock = shard.clock;
-        let entity = shard.maps[k].get_mut(value)?;
-        entity.last_access = clock;
+                    None => return None,
+                };
+                *bytes += entity.accounted_bytes(value.len()) as u64;
+                entry.insert_hashed_nocheck(hash, value.into(), entity).1
+            }
+        };
+        *clock = clock.wrapping_add(1);
+        entity.last_access = *clock;
         Some(entity)
     }
 
     /// Looks for an entity that is not in memory in the spill, then in the checkpoint.
-    fn read_back(&self, shard: &mut Shard, kind: Field, value: &str) -> Option<Entity> {
-        let maybe_spilled = shard.spilled > 0;
+    fn read_back(
+        &self,
+        spilled: &mut u64,
+        deleted: &AHashSet<Box<[u8]>>,
+        kind: Field,
+        value: &str,
+    ) -> Option<Entity> {
+        let maybe_spilled = *spilled > 0;
         let maybe_checkpointed = self.checkpoint_has_cold.load(Ordering::Relaxed)
             && self.checkpoint_live.load(Ordering::Relaxed);
         if !maybe_spilled && !maybe_checkpointed {
             return None;
         }
         let key = entity_key(kind as u8, value);
-        if shard.deleted.contains(key.as_slice()) {
+        if deleted.contains(key.as_slice()) {
             return None;
         }
         let found = (|| -> Result<Option<(Entity, usize)>, StoreError> {
@@ -303,7 +352,7 @@ impl TagStore {
             };
             if maybe_spilled {
                 if let Some(bytes) = self.disk.take_spilled(&key)? {
-                    shard.spilled = shard.spilled.saturating_sub(1);
+                    *spilled = spilled.saturating_sub(1);
                     let mut entity = Entity::decode(&bytes).map_err(corrupt)?;
                     entity.dirty = true;
                     return Ok(Some((entity, bytes.len())));
@@ -438,9 +487,10 @@ impl TagStore {
     /// Whether the entity carries the tag at event time `now_ms`.
     pub fn has_tag(&self, entity: Field, value: &str, tag: &str, now_ms: i64) -> bool {
         let _gate = self.gate.read();
-        let mut shard = self.lock(self.shard_of(entity, value));
+        let hash = entity_hash(value);
+        let mut shard = self.lock(self.shard_of(hash));
         let found = self
-            .entity_mut(&mut shard, entity, value, false)
+            .entity_mut(&mut shard, entity, value, hash, false)
             .is_some_and(|e| e.has_tag(tag, now_ms));
         self.keep_within_budget(&mut shard);
         found
@@ -449,9 +499,12 @@ impl TagStore {
     /// Sets or removes a tag.
     pub fn apply_tag(&self, update: &TagUpdate) {
         let _gate = self.gate.read();
-        let mut shard = self.lock(self.shard_of(update.entity, &update.value));
+        let hash = entity_hash(&update.value);
+        let mut shard = self.lock(self.shard_of(hash));
         let create = !update.remove;
-        if let Some(entity) = self.entity_mut(&mut shard, update.entity, &update.value, create) {
+        if let Some(entity) =
+            self.entity_mut(&mut shard, update.entity, &update.value, hash, create)
+        {
             let before = entity.accounted_bytes(update.value.len());
             if update.remove {
                 entity.dirty |= entity.remove_tag(&update.tag);
@@ -495,11 +548,12 @@ impl TagStore {
     /// Reads a feature value at evaluation time max(`at_ms`, T) without counting anything.
     pub fn feature_value(&self, spec: &FeatureSpec, entity: &str, at_ms: i64) -> Option<f64> {
         let _gate = self.gate.read();
-        let mut shard = self.lock(self.shard_of(spec.by, entity));
+        let hash = entity_hash(entity);
+        let mut shard = self.lock(self.shard_of(hash));
         let geometry = Geometry::new(spec.window_ms, spec.resolution_ms);
         let mut scratch = std::mem::take(&mut shard.scratch);
         let value = self
-            .entity_mut(&mut shard, spec.by, entity, false)
+            .entity_mut(&mut shard, spec.by, entity, hash, false)
             .and_then(|e| e.feature_value(spec.id, spec.agg, geometry, at_ms, &mut scratch))
             .unwrap_or_else(|| empty_value(spec.agg));
         shard.scratch = scratch;
@@ -762,7 +816,7 @@ impl TagStore {
                         cold.store(true, Ordering::Relaxed);
                         return Ok(());
                     }
-                    let mut shard = self.lock(self.shard_of(kind, value));
+                    let mut shard = self.lock(self.shard_of(entity_hash(value)));
                     shard.bytes += bytes;
                     shard.maps[kind as usize].insert(value.into(), entity);
                     Ok(())
