@@ -14,6 +14,7 @@ use crate::event::{Aggregate, Field, TagUpdate};
 use ahash::{AHashSet, RandomState};
 use hashbrown::hash_map::RawEntryMut;
 use parking_lot::{Mutex, MutexGuard, RwLock};
+use std::cell::RefCell;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -66,14 +67,17 @@ struct Shard {
     spilled: u64,
     /// Keys of checkpointed entities deleted since the last checkpoint.
     deleted: AHashSet<Box<[u8]>>,
-    /// Vectors for unpacking one feature at a time.
-    scratch: Scratch,
 }
 
 impl Shard {
     fn entity_count(&self) -> u64 {
         self.maps.iter().map(|m| m.len() as u64).sum()
     }
+}
+
+thread_local! {
+    /// Vectors for unpacking features, per thread (used only while a shard lock is held).
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
 /// A shard on its own cache lines, so neighbouring locks do not false-share.
@@ -243,10 +247,10 @@ impl TagStore {
         };
         let limit = self.cfg.distinct_exact_limit;
         let _gate = self.gate.read();
+        let mut scratch = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
         for shard_group in order.chunk_by(|a, b| a.0 == b.0) {
             let mut shard = self.lock(shard_group[0].0);
             shard.watermark_ms = shard.watermark_ms.max(event_time_ms);
-            let mut scratch = std::mem::take(&mut shard.scratch);
             for group in shard_group.chunk_by(same_entity) {
                 let first = group[0].2;
                 let (kind, Some(value)) = (specs[first].by, inputs[first].entity) else {
@@ -277,9 +281,9 @@ impl TagStore {
                 let after = entity.accounted_bytes(value.len());
                 shard.bytes = (shard.bytes + after as u64).saturating_sub(before as u64);
             }
-            shard.scratch = scratch;
             self.keep_within_budget(&mut shard);
         }
+        SCRATCH.with(|s| *s.borrow_mut() = scratch);
     }
 
     /// The entity in memory, read back from disk if it was spilled or checkpointed, or (with
@@ -496,6 +500,26 @@ impl TagStore {
         found
     }
 
+    /// Calls `each` with the name of every tag the entity carries at event time `now_ms`
+    /// (for callers asking about several tags of one entity: one lookup for all).
+    pub fn for_each_tag(
+        &self,
+        entity: Field,
+        value: &str,
+        now_ms: i64,
+        mut each: impl FnMut(&str),
+    ) {
+        let _gate = self.gate.read();
+        let hash = entity_hash(value);
+        let mut shard = self.lock(self.shard_of(hash));
+        if let Some(e) = self.entity_mut(&mut shard, entity, value, hash, false) {
+            for tag in e.tags().iter().filter(|t| t.is_live(now_ms)) {
+                each(&tag.name);
+            }
+        }
+        self.keep_within_budget(&mut shard);
+    }
+
     /// Sets or removes a tag.
     pub fn apply_tag(&self, update: &TagUpdate) {
         let _gate = self.gate.read();
@@ -551,12 +575,11 @@ impl TagStore {
         let hash = entity_hash(entity);
         let mut shard = self.lock(self.shard_of(hash));
         let geometry = Geometry::new(spec.window_ms, spec.resolution_ms);
-        let mut scratch = std::mem::take(&mut shard.scratch);
+        let mut scratch = Scratch::default();
         let value = self
             .entity_mut(&mut shard, spec.by, entity, hash, false)
             .and_then(|e| e.feature_value(spec.id, spec.agg, geometry, at_ms, &mut scratch))
             .unwrap_or_else(|| empty_value(spec.agg));
-        shard.scratch = scratch;
         self.keep_within_budget(&mut shard);
         value
     }
