@@ -2,7 +2,7 @@
 
 use super::codec::{DecodeError, Reader, Writer};
 use super::hll::SlidingHll;
-use super::packed::{PackedFeatures, Scratch, Sketches, KIND_SKETCH};
+use super::packed::{unpack, update_packed, PackedFeatures, Scratch, Sketches, KIND_SKETCH};
 use super::window::{empty_value, Contribution, FeatureState, Geometry};
 use crate::event::Aggregate;
 use std::mem::size_of;
@@ -169,9 +169,11 @@ impl Entity {
     /// in order when an id repeats) and reports `(k, value after counting, T)` for each
     /// `updates[k]` to `report`. Extends the horizon to T + window of each feature.
     ///
-    /// A packed entity is rewritten in one pass: each feature is unpacked, updated and packed
-    /// into a scratch block that replaces the old one in place when its size did not change
-    /// (else by one new exact-size block), so an event costs at most one allocation per entity.
+    /// A packed entity is rewritten in one pass into a scratch block that replaces the old one
+    /// in place when its size did not change (else by one new exact-size block), so an event
+    /// costs at most one allocation per entity. Each updated feature is edited on its packed
+    /// records ([`update_packed`]) or, for what only the typed form does (sketches, a
+    /// `distinct` whose items expire or outgrow the exact limit), unpacked, updated and packed.
     pub fn update_features(
         &mut self,
         t_ms: i64,
@@ -181,11 +183,9 @@ impl Entity {
         mut report: impl FnMut(usize, Option<f64>, i64),
     ) {
         let mut horizon = self.holds_until_ms;
-        let mut apply = |state: &mut FeatureState, k: usize| {
-            let u = &updates[k];
-            let value = state.update(u.agg, u.geometry, t_ms, u.contribution, distinct_limit);
-            report(k, value, state.latest_ms);
-            horizon = horizon.max(state.latest_ms.saturating_add(u.window_ms));
+        let mut done = |k: usize, value: Option<f64>, latest_ms: i64| {
+            report(k, value, latest_ms);
+            horizon = horizon.max(latest_ms.saturating_add(updates[k].window_ms));
         };
         if let Some(hot) = self
             .extra
@@ -201,69 +201,46 @@ impl Entity {
                         hot.len() - 1
                     }
                 };
-                apply(&mut hot[at], k);
+                let f = &mut hot[at];
+                let value = f.update(u.agg, u.geometry, t_ms, u.contribution, distinct_limit);
+                done(k, value, f.latest_ms);
             }
             self.holds_until_ms = horizon;
             return;
         }
-        let Entity {
-            features, extra, ..
-        } = self;
         let mut block = std::mem::take(&mut scratch.block);
         let mut matched = std::mem::take(&mut scratch.matched);
         block.clear();
         matched.clear();
         matched.resize(updates.len(), false);
-        let mut promote = false;
-        let mut sketches_changed = false;
-        let mut pack = |state: FeatureState,
-                        block: &mut Vec<u8>,
-                        extra: &mut Option<Box<Extra>>,
-                        scratch: &mut Scratch| {
-            promote |= state.records() >= HOT_RECORDS;
-            let id = state.id;
-            if let Some(sketch) = PackedFeatures::pack(state, block, scratch) {
-                extra
-                    .get_or_insert_with(Box::default)
-                    .sketches
-                    .push((id, sketch));
-            }
+        let mut edit = FeatureEdit {
+            t_ms,
+            updates,
+            distinct_limit,
+            matched: &mut matched,
+            extra: &mut self.extra,
+            scratch,
+            sketches_changed: false,
+            promote: false,
         };
-        for slot in features.slots() {
-            if !updates.iter().any(|u| u.id == slot.id) {
-                block.extend_from_slice(features.slot_bytes(&slot));
-                continue;
-            }
-            let sketch = if slot.kind == KIND_SKETCH {
-                sketches_changed = true;
-                take_sketch(extra, slot.id)
+        for slot in self.features.slots() {
+            if updates.iter().any(|u| u.id == slot.id) {
+                let start = block.len();
+                block.extend_from_slice(self.features.slot_bytes(&slot));
+                edit.apply(&mut block, start, slot.id, 0, &mut done);
             } else {
-                None
-            };
-            let mut state = features.unpack(&slot, sketch, scratch);
-            for (k, u) in updates.iter().enumerate() {
-                if u.id == slot.id {
-                    matched[k] = true;
-                    apply(&mut state, k);
-                }
+                block.extend_from_slice(self.features.slot_bytes(&slot));
             }
-            pack(state, &mut block, extra, scratch);
         }
         for k in 0..updates.len() {
-            if matched[k] {
-                continue;
+            if !edit.matched[k] {
+                let start = block.len();
+                PackedFeatures::push_empty(&mut block, updates[k].id, updates[k].agg);
+                edit.apply(&mut block, start, updates[k].id, k, &mut done);
             }
-            let (id, agg) = (updates[k].id, updates[k].agg);
-            let mut state = FeatureState::new(id, agg, i64::MIN);
-            for j in k..updates.len() {
-                if updates[j].id == id {
-                    matched[j] = true;
-                    apply(&mut state, j);
-                }
-            }
-            pack(state, &mut block, extra, scratch);
         }
-        features.replace(&block);
+        let (sketches_changed, promote) = (edit.sketches_changed, edit.promote);
+        self.features.replace(&block);
         scratch.block = block;
         scratch.matched = matched;
         self.holds_until_ms = horizon;
@@ -474,6 +451,81 @@ impl Entity {
             dirty: false,
             persisted,
         })
+    }
+}
+
+/// One event's pass over the features of a packed entity ([`Entity::update_features`]).
+struct FeatureEdit<'a> {
+    t_ms: i64,
+    updates: &'a [FeatureUpdate],
+    distinct_limit: usize,
+    /// `matched[k]`: `updates[k]` was applied.
+    matched: &'a mut [bool],
+    extra: &'a mut Option<Box<Extra>>,
+    scratch: &'a mut Scratch,
+    /// A sketch was taken out of the extras (the box may now be empty).
+    sketches_changed: bool,
+    /// A feature reached [`HOT_RECORDS`].
+    promote: bool,
+}
+
+impl FeatureEdit<'_> {
+    /// Applies the updates from index `from` on of feature `id`, packed at `block[start..]` (the
+    /// block's last feature).
+    fn apply(
+        &mut self,
+        block: &mut Vec<u8>,
+        start: usize,
+        id: u64,
+        from: usize,
+        done: &mut impl FnMut(usize, Option<f64>, i64),
+    ) {
+        let mut typed: Option<FeatureState> = None;
+        for (k, u) in self.updates.iter().enumerate().skip(from) {
+            if u.id != id {
+                continue;
+            }
+            self.matched[k] = true;
+            let state = match &mut typed {
+                Some(state) => state,
+                None => {
+                    let (t, limit) = (self.t_ms, self.distinct_limit);
+                    let edited =
+                        update_packed(block, start, u.agg, u.geometry, t, u.contribution, limit);
+                    if let Some(value) = edited {
+                        done(k, value, PackedFeatures::latest_ms_of(&block[start..]));
+                        continue;
+                    }
+                    let feature = &block[start..];
+                    let slot = PackedFeatures::slot_of(feature);
+                    let sketch = if slot.kind == KIND_SKETCH {
+                        self.sketches_changed = true;
+                        take_sketch(self.extra, id)
+                    } else {
+                        None
+                    };
+                    typed.insert(unpack(feature, &slot, sketch, self.scratch))
+                }
+            };
+            let value = state.update(
+                u.agg,
+                u.geometry,
+                self.t_ms,
+                u.contribution,
+                self.distinct_limit,
+            );
+            done(k, value, state.latest_ms);
+        }
+        if let Some(state) = typed {
+            block.truncate(start);
+            if let Some(sketch) = PackedFeatures::pack(state, block, self.scratch) {
+                self.extra
+                    .get_or_insert_with(Box::default)
+                    .sketches
+                    .push((id, sketch));
+            }
+        }
+        self.promote |= PackedFeatures::slot_of(&block[start..]).records >= HOT_RECORDS;
     }
 }
 

@@ -302,18 +302,6 @@ impl FeatureState {
 }
 
 impl FeatureState {
-    /// Stored buckets (distinct: items; 0 for a sketch).
-    pub fn records(&self) -> usize {
-        match &self.buckets {
-            Buckets::Count(l) => l.len(),
-            Buckets::Sum(l) => l.len(),
-            Buckets::Extreme(l) => l.len(),
-            Buckets::Last(l) => l.len(),
-            Buckets::Distinct(DistinctState::Exact(l)) => l.len(),
-            Buckets::Distinct(DistinctState::Sketch(_)) => 0,
-        }
-    }
-
     pub fn shrink_to_fit(&mut self) {
         match &mut self.buckets {
             Buckets::Count(l) => l.shrink_to_fit(),
