@@ -86,8 +86,7 @@ pub fn update_packed(
     let width = WIDTH[usize::from(kind)];
     let rec = |i: usize| start + HEADER + i * width;
     let latest_ms = i64_at(block, start + 8).max(t_ms);
-    let cutoff = geometry.cutoff(latest_ms);
-    let index = geometry.bucket(t_ms);
+    let (cutoff, index) = geometry.cutoff_and_bucket(latest_ms, t_ms);
     let adds = index > cutoff
         && match contribution {
             Contribution::Nothing => false,

@@ -46,6 +46,18 @@ impl Geometry {
     pub fn cutoff(&self, t_ms: i64) -> i64 {
         self.bucket(t_ms).saturating_sub(self.buckets)
     }
+
+    /// `(cutoff(latest_ms), bucket(t_ms))`, with one division when they are the same time (an
+    /// in-order event is the newest its feature has seen).
+    pub fn cutoff_and_bucket(&self, latest_ms: i64, t_ms: i64) -> (i64, i64) {
+        let index = self.bucket(t_ms);
+        let newest = if latest_ms == t_ms {
+            index
+        } else {
+            self.bucket(latest_ms)
+        };
+        (newest.saturating_sub(self.buckets), index)
+    }
 }
 
 /// What one event contributes to a feature.
@@ -167,8 +179,7 @@ impl FeatureState {
             self.buckets = Buckets::empty_for(agg);
         }
         self.latest_ms = self.latest_ms.max(t_ms);
-        let cutoff = geometry.cutoff(self.latest_ms);
-        let index = geometry.bucket(t_ms);
+        let (cutoff, index) = geometry.cutoff_and_bucket(self.latest_ms, t_ms);
         self.prune(cutoff);
         if index > cutoff {
             self.add(agg, index, t_ms, contribution, cutoff, distinct_limit);
