@@ -240,6 +240,10 @@ pub struct Scratch {
     pub(super) matched: Vec<bool>,
     /// An event's feature updates of one entity (filled by the tag store).
     pub(super) updates: Vec<super::entity::FeatureUpdate>,
+    /// The input index of each of `updates`.
+    pub(super) update_inputs: Vec<usize>,
+    /// Per input of an event: the hash of its entity while it is still to be applied.
+    pub(super) pending: Vec<Option<u64>>,
 }
 
 /// The packed features of one entity (16 bytes inline, one exact-size heap block).

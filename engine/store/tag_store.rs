@@ -21,8 +21,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 const KINDS: usize = Field::ALL.len();
-/// Inputs per event handled without a heap allocation.
-const INLINE_INPUTS: usize = 32;
 
 /// The fixed-seed hash of entity values. Shards and shard maps use the same hash, so an
 /// operation hashes each entity value once: the shard comes from bits 32.. (the maps probe with
@@ -196,7 +194,8 @@ impl TagStore {
     }
 
     /// Updates every feature of one event and writes each feature's value after counting into
-    /// `out[i]`. `specs[i]` and `inputs[i]` correspond. Shards are locked one at a time.
+    /// `out[i]`. `specs[i]` and `inputs[i]` correspond. Entities are updated one at a time, each
+    /// under its shard's lock with all of its features.
     pub fn update(
         &self,
         event_time_ms: i64,
@@ -205,84 +204,74 @@ impl TagStore {
         out: &mut [Option<f64>],
     ) {
         out.iter_mut().for_each(|o| *o = None);
-        // (shard, entity hash, input index): sorted, inputs of one shard and then of one
-        // entity are adjacent, so each shard is locked once and each entity looked up once
-        let mut inline = [(0usize, 0u64, 0usize); INLINE_INPUTS];
-        let mut spilled_order = Vec::new();
-        let mut len = 0;
-        {
-            let n = specs.len().min(inputs.len()).min(out.len());
-            let order: &mut [(usize, u64, usize)] = if n <= INLINE_INPUTS {
-                &mut inline
-            } else {
-                spilled_order.resize(n, (0, 0, 0));
-                &mut spilled_order
-            };
-            // features by the same field usually name the same entity: hash it once
-            let mut hashed: [Option<(&str, u64)>; KINDS] = [None; KINDS];
-            for (i, (spec, input)) in specs.iter().zip(inputs).take(n).enumerate() {
-                if let Some(value) = input.entity {
-                    let cached = &mut hashed[spec.by as usize];
-                    let hash = match *cached {
-                        Some((seen, hash)) if std::ptr::eq(seen, value) || seen == value => hash,
-                        _ => {
-                            let hash = entity_hash(value);
-                            *cached = Some((value, hash));
-                            hash
-                        }
-                    };
-                    order[len] = (self.shard_of(hash), hash, i);
-                    len += 1;
+        let n = specs.len().min(inputs.len()).min(out.len());
+        let mut scratch = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
+        // the entity hash of every input still to apply (features by the same field usually
+        // name the same entity: hash it once)
+        let mut pending = std::mem::take(&mut scratch.pending);
+        pending.clear();
+        let mut hashed: [Option<(&str, u64)>; KINDS] = [None; KINDS];
+        pending.extend(specs.iter().zip(inputs).take(n).map(|(spec, input)| {
+            let value = input.entity?;
+            let cached = &mut hashed[spec.by as usize];
+            Some(match *cached {
+                Some((seen, hash)) if std::ptr::eq(seen, value) || seen == value => hash,
+                _ => {
+                    let hash = entity_hash(value);
+                    *cached = Some((value, hash));
+                    hash
                 }
-            }
-            order[..len].sort_unstable();
-        }
-        let order = if spilled_order.is_empty() {
-            &inline[..len]
-        } else {
-            &spilled_order[..len]
-        };
-        let same_entity = |a: &(usize, u64, usize), b: &(usize, u64, usize)| {
-            a.1 == b.1 && specs[a.2].by == specs[b.2].by && inputs[a.2].entity == inputs[b.2].entity
-        };
+            })
+        }));
         let limit = self.cfg.distinct_exact_limit;
         let _gate = self.gate.read();
-        let mut scratch = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
-        for shard_group in order.chunk_by(|a, b| a.0 == b.0) {
-            let mut shard = self.lock(shard_group[0].0);
-            shard.watermark_ms = shard.watermark_ms.max(event_time_ms);
-            for group in shard_group.chunk_by(same_entity) {
-                let first = group[0].2;
-                let (kind, Some(value)) = (specs[first].by, inputs[first].entity) else {
+        // one entity at a time, in order of first use, with all of its features
+        for first in 0..n {
+            let (Some(hash), kind, Some(value)) =
+                (pending[first], specs[first].by, inputs[first].entity)
+            else {
+                continue;
+            };
+            let mut updates = std::mem::take(&mut scratch.updates);
+            let mut of_input = std::mem::take(&mut scratch.update_inputs);
+            updates.clear();
+            of_input.clear();
+            for i in first..n {
+                let same = pending[i] == Some(hash)
+                    && specs[i].by == kind
+                    && inputs[i]
+                        .entity
+                        .is_some_and(|v| std::ptr::eq(v, value) || v == value);
+                if !same {
                     continue;
-                };
-                let hash = group[0].1;
-                let Some(entity) = self.entity_mut(&mut shard, kind, value, hash, true) else {
-                    continue;
-                };
-                let before = entity.accounted_bytes(value.len());
-                let mut updates = std::mem::take(&mut scratch.updates);
-                updates.clear();
-                updates.extend(group.iter().map(|&(_, _, i)| {
-                    let spec = &specs[i];
-                    FeatureUpdate {
-                        id: spec.id,
-                        agg: spec.agg,
-                        geometry: Geometry::new(spec.window_ms, spec.resolution_ms),
-                        window_ms: i64::try_from(spec.window_ms).unwrap_or(i64::MAX),
-                        contribution: contribution(spec.agg, &inputs[i]),
-                    }
-                }));
-                entity.update_features(event_time_ms, &updates, limit, &mut scratch, |k, v, _| {
-                    out[group[k].2] = v;
+                }
+                pending[i] = None;
+                let spec = &specs[i];
+                of_input.push(i);
+                updates.push(FeatureUpdate {
+                    id: spec.id,
+                    agg: spec.agg,
+                    geometry: Geometry::new(spec.window_ms, spec.resolution_ms),
+                    window_ms: i64::try_from(spec.window_ms).unwrap_or(i64::MAX),
+                    contribution: contribution(spec.agg, &inputs[i]),
                 });
-                scratch.updates = updates;
+            }
+            let mut shard = self.lock(self.shard_of(hash));
+            shard.watermark_ms = shard.watermark_ms.max(event_time_ms);
+            if let Some(entity) = self.entity_mut(&mut shard, kind, value, hash, true) {
+                let before = entity.accounted_bytes(value.len());
+                entity.update_features(event_time_ms, &updates, limit, &mut scratch, |k, v, _| {
+                    out[of_input[k]] = v;
+                });
                 entity.dirty = true;
                 let after = entity.accounted_bytes(value.len());
                 shard.bytes = (shard.bytes + after as u64).saturating_sub(before as u64);
             }
             self.keep_within_budget(&mut shard);
+            scratch.updates = updates;
+            scratch.update_inputs = of_input;
         }
+        scratch.pending = pending;
         SCRATCH.with(|s| *s.borrow_mut() = scratch);
     }
 
