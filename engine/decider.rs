@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 
 use crate::event::{Aggregate, Decision, Field, Outcome, PaymentEvent, TagUpdate, Trigger};
+use crate::rules::eval::{Frame, NoContext};
 use crate::rules::{EvalContext, Evaluation, RuleSet};
 use crate::store::{FeatureInput, FeatureSpec, Observation, TagStore};
 
@@ -153,6 +154,14 @@ struct Scratch {
     eval: Evaluation,
     shadow_values: Vec<Option<f64>>,
     shadow_eval: Evaluation,
+    tags: Vec<EntityTags>,
+}
+
+/// The live tags of the event's entity of `kind` at the event's time, read once per evaluation:
+/// rules ask about several tags of the same entity.
+struct EntityTags {
+    kind: Field,
+    names: Vec<Box<str>>,
 }
 
 thread_local! {
@@ -161,9 +170,28 @@ thread_local! {
 
 /// Reads features from the values the store just computed and tags from the store.
 struct StoreContext<'a> {
+    event: &'a PaymentEvent,
     values: &'a [Option<f64>],
     store: &'a TagStore,
-    now_ms: i64,
+    /// Tags read so far in this evaluation (cleared by `new`).
+    tags: RefCell<&'a mut Vec<EntityTags>>,
+}
+
+impl<'a> StoreContext<'a> {
+    fn new(
+        event: &'a PaymentEvent,
+        values: &'a [Option<f64>],
+        store: &'a TagStore,
+        tags: &'a mut Vec<EntityTags>,
+    ) -> StoreContext<'a> {
+        tags.clear();
+        StoreContext {
+            event,
+            values,
+            store,
+            tags: RefCell::new(tags),
+        }
+    }
 }
 
 impl EvalContext for StoreContext<'_> {
@@ -172,7 +200,30 @@ impl EvalContext for StoreContext<'_> {
     }
 
     fn has_tag(&self, entity: Field, value: &str, tag: &str) -> bool {
-        self.store.has_tag(entity, value, tag, self.now_ms)
+        let now_ms = self.event.event_time_ms;
+        // the cache holds the event's own entities (the same memory, so the same value)
+        let is_events = self
+            .event
+            .str_field(entity)
+            .is_some_and(|v| std::ptr::eq(v, value));
+        if !is_events {
+            return self.store.has_tag(entity, value, tag, now_ms);
+        }
+        let mut cache = self.tags.borrow_mut();
+        let at = match cache.iter().position(|e| e.kind == entity) {
+            Some(at) => at,
+            None => {
+                let mut names = Vec::new();
+                self.store
+                    .for_each_tag(entity, value, now_ms, |name| names.push(name.into()));
+                cache.push(EntityTags {
+                    kind: entity,
+                    names,
+                });
+                cache.len() - 1
+            }
+        };
+        cache[at].names.iter().any(|n| &**n == tag)
     }
 }
 
@@ -265,12 +316,10 @@ impl Engine {
             let scratch = &mut *guard;
             self.update_features(&sets, event, &mut scratch.values);
             let live = &sets.live;
-            let ctx = StoreContext {
-                values: &scratch.values,
-                store: &self.store,
-                now_ms: event.event_time_ms,
-            };
-            live.rules.evaluate(event, &ctx, &mut scratch.eval);
+            {
+                let ctx = StoreContext::new(event, &scratch.values, &self.store, &mut scratch.tags);
+                live.rules.evaluate(event, &ctx, &mut scratch.eval);
+            }
             let eval_latency_us = micros(started.elapsed());
             // The shadow reads the tags as the live set saw them: before the live effects.
             let shadow = sets.shadow.as_ref().map(|plan| {
@@ -279,11 +328,12 @@ impl Engine {
                 scratch
                     .shadow_values
                     .extend(plan.slots.iter().map(|&i| scratch.values[i]));
-                let ctx = StoreContext {
-                    values: &scratch.shadow_values,
-                    store: &self.store,
-                    now_ms: event.event_time_ms,
-                };
+                let ctx = StoreContext::new(
+                    event,
+                    &scratch.shadow_values,
+                    &self.store,
+                    &mut scratch.tags,
+                );
                 plan.loaded
                     .rules
                     .evaluate(event, &ctx, &mut scratch.shadow_eval);
@@ -347,13 +397,14 @@ impl Engine {
             let defs = plan.loaded.rules.features();
             plan.extra.iter().filter_map(move |&i| defs.get(i))
         });
+        let frame = Frame::new(event, &NoContext);
         let inputs: Vec<FeatureInput<'_>> = live
             .iter()
             .chain(shadow_defs.into_iter().flatten())
             .map(|f| FeatureInput {
                 entity: event.str_field(f.by),
-                counted: f.applies(event),
-                observation: observe(f.agg, f.value, event),
+                counted: f.applies_in(&frame),
+                observation: observe(f.agg, f.value, &frame),
             })
             .collect();
         values.clear();
@@ -440,10 +491,11 @@ fn micros(d: Duration) -> u32 {
 }
 
 /// What the current event contributes to a feature of aggregate `agg` over `value`.
-fn observe(agg: Aggregate, value: Option<Field>, event: &PaymentEvent) -> Observation<'_> {
+fn observe<'e>(agg: Aggregate, value: Option<Field>, event: &Frame<'e>) -> Observation<'e> {
     match (agg, value) {
         (Aggregate::Count, _) => Observation::Count,
         (Aggregate::Distinct, Some(field)) => event
+            .ev
             .str_field(field)
             .map(Observation::Item)
             .or_else(|| event.num_field(field).map(Observation::Num))

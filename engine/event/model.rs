@@ -158,7 +158,7 @@ impl PaymentEvent {
     pub fn amount(&self) -> Option<f64> {
         let minor = self.amount_minor?;
         let exp = currency_exponent(self.currency.as_deref().unwrap_or(""));
-        Some(minor as f64 / 10f64.powi(exp as i32))
+        Some(minor as f64 / POW10[exp as usize])
     }
 
     /// An extra attribute, `attrs["key"]` in rules.
@@ -167,13 +167,20 @@ impl PaymentEvent {
     }
 }
 
+/// 10^exponent for every value `currency_exponent` returns (exact in f64).
+const POW10: [f64; 5] = [1.0, 10.0, 100.0, 1_000.0, 10_000.0];
+
 /// Number of minor-unit digits of an ISO 4217 currency (2 unless listed as an exception).
+/// Called for every amount read, so it matches the three bytes rather than comparing strings.
 pub fn currency_exponent(code: &str) -> u32 {
-    match code {
-        "BIF" | "CLP" | "DJF" | "GNF" | "ISK" | "JPY" | "KMF" | "KRW" | "PYG" | "RWF" | "UGX"
-        | "UYI" | "VND" | "VUV" | "XAF" | "XOF" | "XPF" => 0,
-        "BHD" | "IQD" | "JOD" | "KWD" | "LYD" | "OMR" | "TND" => 3,
-        "CLF" | "UYW" => 4,
+    let &[a, b, c] = code.as_bytes() else {
+        return 2;
+    };
+    match &[a, b, c] {
+        b"BIF" | b"CLP" | b"DJF" | b"GNF" | b"ISK" | b"JPY" | b"KMF" | b"KRW" | b"PYG" | b"RWF"
+        | b"UGX" | b"UYI" | b"VND" | b"VUV" | b"XAF" | b"XOF" | b"XPF" => 0,
+        b"BHD" | b"IQD" | b"JOD" | b"KWD" | b"LYD" | b"OMR" | b"TND" => 3,
+        b"CLF" | b"UYW" => 4,
         _ => 2,
     }
 }
@@ -340,6 +347,18 @@ mod tests {
         assert_eq!(e.amount(), Some(123_456.0));
         e.currency = Some("KWD".into());
         assert_eq!(e.amount(), Some(123.456));
+        e.currency = Some("CLF".into());
+        assert_eq!(e.amount(), Some(12.3456));
+        for (code, exp) in [
+            ("", 2),
+            ("jpy", 2),
+            ("JPYX", 2),
+            ("JP", 2),
+            ("XPF", 0),
+            ("TND", 3),
+        ] {
+            assert_eq!(currency_exponent(code), exp, "{code}");
+        }
     }
 
     #[test]

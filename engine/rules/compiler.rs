@@ -29,7 +29,12 @@ pub struct FeatureDef {
 impl FeatureDef {
     /// Whether the event passes the feature's `where` filter (true when there is none).
     pub fn applies(&self, ev: &PaymentEvent) -> bool {
-        self.filter.as_ref().is_none_or(|p| p.eval(ev, &NoContext))
+        self.applies_in(&Frame::new(ev, &NoContext))
+    }
+
+    /// [`FeatureDef::applies`] with the event's per-event values already computed in `frame`.
+    pub fn applies_in(&self, frame: &Frame<'_>) -> bool {
+        self.filter.as_ref().is_none_or(|p| p.eval_in(frame))
     }
 }
 

@@ -46,6 +46,14 @@ impl<'a> Frame<'a> {
             amount: ev.amount(),
         }
     }
+
+    /// `ev.num_field(field)`, with the amount computed once.
+    pub fn num_field(&self, field: Field) -> Option<f64> {
+        match field {
+            Field::Amount => self.amount,
+            _ => self.ev.num_field(field),
+        }
+    }
 }
 
 /// Values of a list, built once at compile time.
@@ -184,8 +192,7 @@ impl NumExpr {
     fn eval_in(&self, f: &Frame<'_>) -> Option<f64> {
         match self {
             NumExpr::Const(v) => Some(*v),
-            NumExpr::Field(Field::Amount) => f.amount,
-            NumExpr::Field(field) => f.ev.num_field(*field),
+            NumExpr::Field(field) => f.num_field(*field),
             NumExpr::Feature(slot) => f.ctx.feature(*slot as usize),
             NumExpr::Neg(e) => e.eval_in(f).map(|v| -v),
             NumExpr::Arith(op, a, b) => arith(*op, a.eval_in(f)?, b.eval_in(f)?),

@@ -2,7 +2,7 @@
 
 use super::codec::{DecodeError, Reader, Writer};
 use super::hll::SlidingHll;
-use super::packed::{PackedFeatures, Scratch, Sketches, KIND_SKETCH};
+use super::packed::{unpack, update_packed, PackedFeatures, Scratch, Sketches, KIND_SKETCH};
 use super::window::{empty_value, Contribution, FeatureState, Geometry};
 use crate::event::Aggregate;
 use std::mem::size_of;
@@ -53,6 +53,25 @@ struct Extra {
     hot: Vec<FeatureState>,
 }
 
+/// Removes the sketch of feature `id` from the extras.
+fn take_sketch(extra: &mut Option<Box<Extra>>, id: u64) -> Option<Box<SlidingHll>> {
+    let extra = extra.as_mut()?;
+    let at = extra.sketches.iter().position(|(f, _)| *f == id)?;
+    Some(extra.sketches.swap_remove(at).1)
+}
+
+/// One event's change to one feature of an entity ([`Entity::update_features`]).
+#[derive(Debug, Clone, Copy)]
+pub struct FeatureUpdate {
+    /// `FeatureSpec::id`.
+    pub id: u64,
+    pub agg: Aggregate,
+    pub geometry: Geometry,
+    /// The window length: the entity holds the feature until T + `window_ms`.
+    pub window_ms: i64,
+    pub contribution: Contribution,
+}
+
 /// Bucket count of one feature from which its entity keeps features unpacked: unpacking and
 /// packing a long bucket list on every event costs more than the typed form's extra bytes.
 const HOT_RECORDS: usize = 8;
@@ -96,9 +115,7 @@ impl Entity {
     }
 
     fn take_sketch(&mut self, id: u64) -> Option<Box<SlidingHll>> {
-        let extra = self.extra.as_mut()?;
-        let at = extra.sketches.iter().position(|(f, _)| *f == id)?;
-        Some(extra.sketches.swap_remove(at).1)
+        take_sketch(&mut self.extra, id)
     }
 
     fn extra_mut(&mut self) -> &mut Extra {
@@ -117,7 +134,8 @@ impl Entity {
     }
 
     /// Applies one event to feature `id` (created on first use) and returns its value after
-    /// counting and its T.
+    /// counting and its T (tests; the store updates all features of an entity at once).
+    #[cfg(test)]
     #[allow(clippy::too_many_arguments)]
     pub fn update_feature(
         &mut self,
@@ -129,47 +147,109 @@ impl Entity {
         distinct_limit: usize,
         scratch: &mut Scratch,
     ) -> (Option<f64>, i64) {
+        let update = FeatureUpdate {
+            id,
+            agg,
+            geometry,
+            window_ms: 0,
+            contribution,
+        };
+        let mut out = (None, i64::MIN);
+        self.update_features(
+            t_ms,
+            &[update],
+            distinct_limit,
+            scratch,
+            |_, value, latest| out = (value, latest),
+        );
+        out
+    }
+
+    /// Applies one event at `t_ms` to every feature in `updates` (each created on first use,
+    /// in order when an id repeats) and reports `(k, value after counting, T)` for each
+    /// `updates[k]` to `report`. Extends the horizon to T + window of each feature.
+    ///
+    /// A packed entity is rewritten in one pass into a scratch block that replaces the old one
+    /// in place when its size did not change (else by one new exact-size block), so an event
+    /// costs at most one allocation per entity. Each updated feature is edited on its packed
+    /// records ([`update_packed`]) or, for what only the typed form does (sketches, a
+    /// `distinct` whose items expire or outgrow the exact limit), unpacked, updated and packed.
+    pub fn update_features(
+        &mut self,
+        t_ms: i64,
+        updates: &[FeatureUpdate],
+        distinct_limit: usize,
+        scratch: &mut Scratch,
+        mut report: impl FnMut(usize, Option<f64>, i64),
+    ) {
+        let mut horizon = self.holds_until_ms;
+        let mut done = |k: usize, value: Option<f64>, latest_ms: i64| {
+            report(k, value, latest_ms);
+            horizon = horizon.max(latest_ms.saturating_add(updates[k].window_ms));
+        };
         if let Some(hot) = self
             .extra
             .as_mut()
             .map(|e| &mut e.hot)
             .filter(|h| !h.is_empty())
         {
-            let at = match hot.iter().position(|f| f.id == id) {
-                Some(at) => at,
-                None => {
-                    hot.push(FeatureState::new(id, agg, i64::MIN));
-                    hot.len() - 1
-                }
-            };
-            let f = &mut hot[at];
-            let out = f.update(agg, geometry, t_ms, contribution, distinct_limit);
-            return (out, f.latest_ms);
-        }
-        let slot = self.features.find(id);
-        let mut state = match &slot {
-            Some(slot) => {
-                let sketch = if slot.kind == KIND_SKETCH {
-                    self.take_sketch(id)
-                } else {
-                    None
+            for (k, u) in updates.iter().enumerate() {
+                let at = match hot.iter().position(|f| f.id == u.id) {
+                    Some(at) => at,
+                    None => {
+                        hot.push(FeatureState::new(u.id, u.agg, i64::MIN));
+                        hot.len() - 1
+                    }
                 };
-                self.features.unpack(slot, sketch, scratch)
+                let f = &mut hot[at];
+                let value = f.update(u.agg, u.geometry, t_ms, u.contribution, distinct_limit);
+                done(k, value, f.latest_ms);
             }
-            None => FeatureState::new(id, agg, i64::MIN),
+            self.holds_until_ms = horizon;
+            return;
+        }
+        let mut block = std::mem::take(&mut scratch.block);
+        let mut matched = std::mem::take(&mut scratch.matched);
+        block.clear();
+        matched.clear();
+        matched.resize(updates.len(), false);
+        let mut edit = FeatureEdit {
+            t_ms,
+            updates,
+            distinct_limit,
+            matched: &mut matched,
+            extra: &mut self.extra,
+            scratch,
+            sketches_changed: false,
+            promote: false,
         };
-        let out = state.update(agg, geometry, t_ms, contribution, distinct_limit);
-        let latest_ms = state.latest_ms;
-        let promote = state.records() >= HOT_RECORDS;
-        if let Some(sketch) = self.features.store(slot.as_ref(), state, scratch) {
-            self.extra_mut().sketches.push((id, sketch));
-        } else if slot.is_some_and(|s| s.kind == KIND_SKETCH) {
+        for slot in self.features.slots() {
+            if updates.iter().any(|u| u.id == slot.id) {
+                let start = block.len();
+                block.extend_from_slice(self.features.slot_bytes(&slot));
+                edit.apply(&mut block, start, slot.id, 0, &mut done);
+            } else {
+                block.extend_from_slice(self.features.slot_bytes(&slot));
+            }
+        }
+        for (k, update) in updates.iter().enumerate() {
+            if !edit.matched[k] {
+                let start = block.len();
+                PackedFeatures::push_empty(&mut block, update.id, update.agg);
+                edit.apply(&mut block, start, update.id, k, &mut done);
+            }
+        }
+        let (sketches_changed, promote) = (edit.sketches_changed, edit.promote);
+        self.features.replace(&block);
+        scratch.block = block;
+        scratch.matched = matched;
+        self.holds_until_ms = horizon;
+        if sketches_changed {
             self.tidy_extra();
         }
         if promote {
             self.promote(scratch);
         }
-        (out, latest_ms)
     }
 
     /// Moves every feature to the typed (hot) form.
@@ -374,6 +454,81 @@ impl Entity {
     }
 }
 
+/// One event's pass over the features of a packed entity ([`Entity::update_features`]).
+struct FeatureEdit<'a> {
+    t_ms: i64,
+    updates: &'a [FeatureUpdate],
+    distinct_limit: usize,
+    /// `matched[k]`: `updates[k]` was applied.
+    matched: &'a mut [bool],
+    extra: &'a mut Option<Box<Extra>>,
+    scratch: &'a mut Scratch,
+    /// A sketch was taken out of the extras (the box may now be empty).
+    sketches_changed: bool,
+    /// A feature reached [`HOT_RECORDS`].
+    promote: bool,
+}
+
+impl FeatureEdit<'_> {
+    /// Applies the updates from index `from` on of feature `id`, packed at `block[start..]` (the
+    /// block's last feature).
+    fn apply(
+        &mut self,
+        block: &mut Vec<u8>,
+        start: usize,
+        id: u64,
+        from: usize,
+        done: &mut impl FnMut(usize, Option<f64>, i64),
+    ) {
+        let mut typed: Option<FeatureState> = None;
+        for (k, u) in self.updates.iter().enumerate().skip(from) {
+            if u.id != id {
+                continue;
+            }
+            self.matched[k] = true;
+            let state = match &mut typed {
+                Some(state) => state,
+                None => {
+                    let (t, limit) = (self.t_ms, self.distinct_limit);
+                    let edited =
+                        update_packed(block, start, u.agg, u.geometry, t, u.contribution, limit);
+                    if let Some(value) = edited {
+                        done(k, value, PackedFeatures::latest_ms_of(&block[start..]));
+                        continue;
+                    }
+                    let feature = &block[start..];
+                    let slot = PackedFeatures::slot_of(feature);
+                    let sketch = if slot.kind == KIND_SKETCH {
+                        self.sketches_changed = true;
+                        take_sketch(self.extra, id)
+                    } else {
+                        None
+                    };
+                    typed.insert(unpack(feature, &slot, sketch, self.scratch))
+                }
+            };
+            let value = state.update(
+                u.agg,
+                u.geometry,
+                self.t_ms,
+                u.contribution,
+                self.distinct_limit,
+            );
+            done(k, value, state.latest_ms);
+        }
+        if let Some(state) = typed {
+            block.truncate(start);
+            if let Some(sketch) = PackedFeatures::pack(state, block, self.scratch) {
+                self.extra
+                    .get_or_insert_with(Box::default)
+                    .sketches
+                    .push((id, sketch));
+            }
+        }
+        self.promote |= PackedFeatures::slot_of(&block[start..]).records >= HOT_RECORDS;
+    }
+}
+
 impl Extra {
     fn accounted_bytes(&self) -> usize {
         alloc_size(size_of::<Extra>())
@@ -410,6 +565,8 @@ pub fn alloc_size(requested: usize) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use super::super::hll::DistinctState;
+    use super::super::window::Buckets;
     use super::*;
 
     #[test]
@@ -473,6 +630,75 @@ mod tests {
             }
         }
         assert!(e.accounted_bytes(5) > back.accounted_bytes(5));
+    }
+
+    #[test]
+    fn batched_updates_match_one_feature_at_a_time() {
+        // Several features per event, one of them twice (two rule-set features with the same
+        // definition), distinct past its exact limit and back, features added later, and the
+        // switch to the hot form: every reported value and T must equal the typed reference.
+        for (resolution_ms, hot) in [(10_000, false), (1_000, true)] {
+            check_batched_updates(Geometry::new(60_000, resolution_ms), hot);
+        }
+    }
+
+    fn check_batched_updates(g: Geometry, ends_hot: bool) {
+        let feats = [
+            (1, Aggregate::Count),
+            (2, Aggregate::Sum),
+            (3, Aggregate::Distinct),
+            (1, Aggregate::Count),
+            (4, Aggregate::Last),
+            (5, Aggregate::Max),
+        ];
+        let mut reference: Vec<FeatureState> = Vec::new();
+        let mut e = Entity::fresh();
+        let mut scratch = Scratch::default();
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut t = 0i64;
+        for event in 0..400 {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            t += (seed >> 40) as i64 % 900 - 100; // mostly forward, sometimes late
+            let live = if event < 50 { 3 } else { feats.len() };
+            let updates: Vec<FeatureUpdate> = feats[..live]
+                .iter()
+                .map(|&(id, agg)| FeatureUpdate {
+                    id,
+                    agg,
+                    geometry: g,
+                    window_ms: 60_000,
+                    contribution: match agg {
+                        Aggregate::Count => Contribution::Count,
+                        Aggregate::Distinct => Contribution::Item(seed % 9 + event / 100 * 40),
+                        _ => Contribution::Number((seed >> 20) as i64 % 1_000),
+                    },
+                })
+                .collect();
+            let mut got = vec![(None, 0); updates.len()];
+            e.update_features(t, &updates, 4, &mut scratch, |k, v, latest| {
+                got[k] = (v, latest)
+            });
+            for (k, u) in updates.iter().enumerate() {
+                let r = match reference.iter().position(|f| f.id == u.id) {
+                    Some(at) => &mut reference[at],
+                    None => {
+                        reference.push(FeatureState::new(u.id, u.agg, i64::MIN));
+                        reference.last_mut().unwrap()
+                    }
+                };
+                let want = r.update(u.agg, u.geometry, t, u.contribution, 4);
+                assert_eq!(got[k], (want, r.latest_ms), "event {event}, update {k}");
+            }
+        }
+        assert_eq!(e.hot().is_some(), ends_hot);
+        let mut seen_sketch = false;
+        for (id, agg) in feats {
+            let r = reference.iter().find(|f| f.id == id).unwrap();
+            seen_sketch |= matches!(r.buckets, Buckets::Distinct(DistinctState::Sketch(_)));
+            let want = Some(r.value(agg, g, t + 30_000));
+            assert_eq!(e.feature_value(id, agg, g, t + 30_000, &mut scratch), want);
+        }
+        assert!(seen_sketch || ends_hot, "distinct never became a sketch");
     }
 
     #[test]

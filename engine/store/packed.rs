@@ -17,8 +17,12 @@
 //! place when its size did not change. The encoded (checkpoint) form is format 1, unchanged.
 
 use super::codec::{DecodeError, Reader, Writer};
-use super::hll::{DistinctState, SeenItem, SlidingHll};
-use super::window::{Buckets, CountBucket, ExtremeBucket, FeatureState, LastBucket, SumBucket};
+use super::hll::{item_hash, DistinctState, SeenItem, SlidingHll};
+use super::window::{
+    from_fixed, Buckets, Contribution, CountBucket, ExtremeBucket, FeatureState, Geometry,
+    LastBucket, SumBucket,
+};
+use crate::event::Aggregate;
 
 const HEADER: usize = 21;
 /// Storage kind of a `distinct` feature whose sketch is kept beside the block.
@@ -40,6 +44,172 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
     let mut w = [0u8; 4];
     w.copy_from_slice(&b[at..at + 4]);
     u32::from_le_bytes(w)
+}
+
+fn put_i64(b: &mut [u8], at: usize, v: i64) {
+    b[at..at + 8].copy_from_slice(&v.to_le_bytes());
+}
+
+fn put_u32(b: &mut [u8], at: usize, v: u32) {
+    b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+}
+
+/// The storage kind of aggregate `agg` (`distinct`: exact items).
+fn kind_of(agg: Aggregate) -> u8 {
+    match agg {
+        Aggregate::Count => 0,
+        Aggregate::Sum | Aggregate::Avg => 1,
+        Aggregate::Min | Aggregate::Max => 2,
+        Aggregate::Last => 3,
+        Aggregate::Distinct => 4,
+    }
+}
+
+/// Applies one event to the feature packed at `block[start..]` (its header and records; it is
+/// the block's last feature) without unpacking it, exactly as [`FeatureState::update`] does,
+/// and returns the value after counting. `None`, with nothing changed, for what only the typed
+/// form does: a sketch, a `distinct` whose items expire or that outgrows `distinct_limit`.
+pub fn update_packed(
+    block: &mut Vec<u8>,
+    start: usize,
+    agg: Aggregate,
+    geometry: Geometry,
+    t_ms: i64,
+    contribution: Contribution,
+    distinct_limit: usize,
+) -> Option<Option<f64>> {
+    let kind = block[start + 16];
+    if kind != kind_of(agg) {
+        return None;
+    }
+    let records = u32_at(block, start + 17) as usize;
+    let width = WIDTH[usize::from(kind)];
+    let rec = |i: usize| start + HEADER + i * width;
+    let latest_ms = i64_at(block, start + 8).max(t_ms);
+    let (cutoff, index) = geometry.cutoff_and_bucket(latest_ms, t_ms);
+    let adds = index > cutoff
+        && match contribution {
+            Contribution::Nothing => false,
+            Contribution::Count => kind == 0,
+            Contribution::Number(_) => true,
+            Contribution::Item(_) => kind == 0 || kind == 4,
+        };
+    if kind == 4 {
+        // exact distinct: (item hash, newest bucket) in insertion order
+        if (0..records).any(|i| i64_at(block, rec(i) + 8) <= cutoff) {
+            return None;
+        }
+        let mut live = records;
+        if adds {
+            let hash = match contribution {
+                Contribution::Item(hash) => hash,
+                Contribution::Number(v) => item_hash(&v.to_le_bytes()),
+                _ => return None,
+            };
+            match (0..records).find(|&i| u64_at(block, rec(i)) == hash) {
+                Some(i) => {
+                    let newest = i64_at(block, rec(i) + 8).max(index);
+                    put_i64(block, rec(i) + 8, newest);
+                }
+                None if records < distinct_limit => {
+                    block.extend_from_slice(&hash.to_le_bytes());
+                    block.extend_from_slice(&index.to_le_bytes());
+                    live += 1;
+                }
+                None => return None,
+            }
+        }
+        put_i64(block, start + 8, latest_ms);
+        put_u32(block, start + 17, live as u32);
+        return Some(Some(live as f64));
+    }
+    // count, sum/avg, min/max, last: buckets sorted by index
+    let expired = (0..records)
+        .take_while(|&i| i64_at(block, rec(i)) <= cutoff)
+        .count();
+    let at = (expired..records)
+        .find(|&i| i64_at(block, rec(i)) >= index)
+        .unwrap_or(records);
+    let mut kept = records - expired;
+    if adds && at < records && i64_at(block, rec(at)) == index {
+        let r = rec(at);
+        match (kind, contribution) {
+            (0, _) => {
+                let count = u32_at(block, r + 8).saturating_add(1);
+                put_u32(block, r + 8, count);
+            }
+            (1, Contribution::Number(v)) => {
+                let (count, sum) = (u32_at(block, r + 8), i64_at(block, r + 12));
+                put_u32(block, r + 8, count.saturating_add(1));
+                put_i64(block, r + 12, sum.saturating_add(v));
+            }
+            (2, Contribution::Number(v)) => {
+                let old = i64_at(block, r + 8);
+                let new = if agg == Aggregate::Min {
+                    old.min(v)
+                } else {
+                    old.max(v)
+                };
+                put_i64(block, r + 8, new);
+            }
+            (3, Contribution::Number(v)) if t_ms >= i64_at(block, r + 8) => {
+                put_i64(block, r + 8, t_ms);
+                put_i64(block, r + 16, v);
+            }
+            _ => {}
+        }
+    } else if adds {
+        let mut fresh = [0u8; 24];
+        fresh[..8].copy_from_slice(&index.to_le_bytes());
+        match (kind, contribution) {
+            (0, _) => fresh[8..12].copy_from_slice(&1u32.to_le_bytes()),
+            (1, Contribution::Number(v)) => {
+                fresh[8..12].copy_from_slice(&1u32.to_le_bytes());
+                fresh[12..20].copy_from_slice(&v.to_le_bytes());
+            }
+            (2, Contribution::Number(v)) => fresh[8..16].copy_from_slice(&v.to_le_bytes()),
+            (3, Contribution::Number(v)) => {
+                fresh[8..16].copy_from_slice(&t_ms.to_le_bytes());
+                fresh[16..24].copy_from_slice(&v.to_le_bytes());
+            }
+            _ => {}
+        }
+        let r = rec(at);
+        block.splice(r..r, fresh[..width].iter().copied());
+        kept += 1;
+    }
+    block.drain(rec(0)..rec(expired));
+    put_i64(block, start + 8, latest_ms);
+    put_u32(block, start + 17, kept as u32);
+    // every record left is inside the window
+    let mut records = (0..kept).map(|i| start + HEADER + i * width);
+    let block = &block[..];
+    Some(match agg {
+        Aggregate::Count => Some(
+            records
+                .map(|r| u64::from(u32_at(block, r + 8)))
+                .sum::<u64>() as f64,
+        ),
+        Aggregate::Sum | Aggregate::Avg => {
+            let (count, sum) = records.fold((0u64, 0i64), |(c, s), r| {
+                (
+                    c + u64::from(u32_at(block, r + 8)),
+                    s.saturating_add(i64_at(block, r + 12)),
+                )
+            });
+            match agg {
+                Aggregate::Sum => Some(from_fixed(sum)),
+                _ if count == 0 => None,
+                _ => Some(from_fixed(sum) / count as f64),
+            }
+        }
+        Aggregate::Min => records.map(|r| i64_at(block, r + 8)).min().map(from_fixed),
+        Aggregate::Max => records.map(|r| i64_at(block, r + 8)).max().map(from_fixed),
+        Aggregate::Last => records
+            .next_back()
+            .map(|r| from_fixed(i64_at(block, r + 16))),
+        Aggregate::Distinct => return None,
+    })
 }
 
 /// Distinct sketches of an entity, by feature id.
@@ -64,6 +234,16 @@ pub struct Scratch {
     last: Vec<LastBucket>,
     items: Vec<SeenItem>,
     record: Vec<u8>,
+    /// The block being rebuilt by `Entity::update_features`.
+    pub(super) block: Vec<u8>,
+    /// Which of an entity's updates found their feature in the block.
+    pub(super) matched: Vec<bool>,
+    /// An event's feature updates of one entity (filled by the tag store).
+    pub(super) updates: Vec<super::entity::FeatureUpdate>,
+    /// The input index of each of `updates`.
+    pub(super) update_inputs: Vec<usize>,
+    /// Per input of an event: the hash of its entity while it is still to be applied.
+    pub(super) pending: Vec<Option<u64>>,
 }
 
 /// The packed features of one entity (16 bytes inline, one exact-size heap block).
@@ -105,6 +285,33 @@ impl PackedFeatures {
         self.slots().find(|s| s.id == id)
     }
 
+    /// Appends the header of an empty feature (T = `i64::MIN`, no records), as a new
+    /// [`FeatureState`] packs.
+    pub fn push_empty(block: &mut Vec<u8>, id: u64, agg: Aggregate) {
+        block.extend_from_slice(&id.to_le_bytes());
+        block.extend_from_slice(&i64::MIN.to_le_bytes());
+        block.push(kind_of(agg));
+        block.extend_from_slice(&0u32.to_le_bytes());
+    }
+
+    /// The slot of the feature whose header starts `feature` (`at` = 0).
+    pub fn slot_of(feature: &[u8]) -> Slot {
+        let kind = feature[16];
+        let records = u32_at(feature, 17) as usize;
+        Slot {
+            at: 0,
+            end: HEADER + records * WIDTH[usize::from(kind)],
+            id: u64_at(feature, 0),
+            kind,
+            records,
+        }
+    }
+
+    /// T of the feature whose header starts `feature`.
+    pub fn latest_ms_of(feature: &[u8]) -> i64 {
+        i64_at(feature, 8)
+    }
+
     /// T of the feature at `slot`.
     pub fn latest_ms(&self, slot: &Slot) -> i64 {
         i64_at(&self.bytes, slot.at + 8)
@@ -122,71 +329,28 @@ impl PackedFeatures {
         sketch: Option<Box<SlidingHll>>,
         scratch: &mut Scratch,
     ) -> FeatureState {
-        let b = &self.bytes;
-        let latest_ms = i64_at(b, slot.at + 8);
-        let width = WIDTH[usize::from(slot.kind)];
-        let records = (0..slot.records).map(|i| slot.at + HEADER + i * width);
-        let buckets = match slot.kind {
-            0 => {
-                let mut l = std::mem::take(&mut scratch.count);
-                l.extend(records.map(|r| CountBucket {
-                    index: i64_at(b, r),
-                    count: u32_at(b, r + 8),
-                }));
-                Buckets::Count(l)
-            }
-            1 => {
-                let mut l = std::mem::take(&mut scratch.sum);
-                l.extend(records.map(|r| SumBucket {
-                    index: i64_at(b, r),
-                    count: u32_at(b, r + 8),
-                    sum: i64_at(b, r + 12),
-                }));
-                Buckets::Sum(l)
-            }
-            2 => {
-                let mut l = std::mem::take(&mut scratch.extreme);
-                l.extend(records.map(|r| ExtremeBucket {
-                    index: i64_at(b, r),
-                    value: i64_at(b, r + 8),
-                }));
-                Buckets::Extreme(l)
-            }
-            3 => {
-                let mut l = std::mem::take(&mut scratch.last);
-                l.extend(records.map(|r| LastBucket {
-                    index: i64_at(b, r),
-                    time_ms: i64_at(b, r + 8),
-                    value: i64_at(b, r + 16),
-                }));
-                Buckets::Last(l)
-            }
-            KIND_SKETCH => Buckets::Distinct(match sketch {
-                Some(sketch) => DistinctState::Sketch(sketch),
-                None => DistinctState::Exact(Vec::new()),
-            }),
-            _ => {
-                let mut l = std::mem::take(&mut scratch.items);
-                l.extend(records.map(|r| SeenItem {
-                    hash: u64_at(b, r),
-                    bucket: i64_at(b, r + 8),
-                }));
-                Buckets::Distinct(DistinctState::Exact(l))
-            }
-        };
-        FeatureState {
-            id: slot.id,
-            latest_ms,
-            buckets,
+        unpack(&self.bytes, slot, sketch, scratch)
+    }
+
+    /// The bytes of the feature at `slot` (header and records).
+    pub fn slot_bytes(&self, slot: &Slot) -> &[u8] {
+        &self.bytes[slot.at..slot.end]
+    }
+
+    /// Replaces the block with `block`, in place when the size is unchanged.
+    pub fn replace(&mut self, block: &[u8]) {
+        if self.bytes.len() == block.len() {
+            self.bytes.copy_from_slice(block);
+        } else {
+            self.bytes = Box::from(block);
         }
     }
 
-    /// Packs `state` back in place of `slot` (or appends it when `slot` is `None`); returns its
-    /// sketch, which the caller keeps beside the block.
-    pub fn store(
-        &mut self,
-        slot: Option<&Slot>,
+    /// Appends the packed form of `state` to `out` and hands its vectors back to `scratch`;
+    /// returns its sketch, which the caller keeps beside the block.
+    pub fn pack(
         mut state: FeatureState,
+        out: &mut Vec<u8>,
         scratch: &mut Scratch,
     ) -> Option<Box<SlidingHll>> {
         let sketch = match &mut state.buckets {
@@ -198,10 +362,22 @@ impl PackedFeatures {
             }
             _ => None,
         };
+        pack_one(&state, sketch.is_some(), out);
+        scratch.recycle(state);
+        sketch
+    }
+
+    /// Packs `state` back in place of `slot` (or appends it when `slot` is `None`); returns its
+    /// sketch, which the caller keeps beside the block.
+    pub fn store(
+        &mut self,
+        slot: Option<&Slot>,
+        state: FeatureState,
+        scratch: &mut Scratch,
+    ) -> Option<Box<SlidingHll>> {
         let mut record = std::mem::take(&mut scratch.record);
         record.clear();
-        pack_one(&state, sketch.is_some(), &mut record);
-        scratch.recycle(state);
+        let sketch = PackedFeatures::pack(state, &mut record, scratch);
         let (at, end) = slot.map_or((self.bytes.len(), self.bytes.len()), |s| (s.at, s.end));
         if end - at == record.len() {
             self.bytes[at..end].copy_from_slice(&record);
@@ -350,6 +526,71 @@ impl PackedFeatures {
     }
 }
 
+/// The typed form of the feature at `slot` of block `b` (see [`PackedFeatures::unpack`]).
+pub fn unpack(
+    b: &[u8],
+    slot: &Slot,
+    sketch: Option<Box<SlidingHll>>,
+    scratch: &mut Scratch,
+) -> FeatureState {
+    let latest_ms = i64_at(b, slot.at + 8);
+    let width = WIDTH[usize::from(slot.kind)];
+    let records = (0..slot.records).map(|i| slot.at + HEADER + i * width);
+    let buckets = match slot.kind {
+        0 => {
+            let mut l = std::mem::take(&mut scratch.count);
+            l.extend(records.map(|r| CountBucket {
+                index: i64_at(b, r),
+                count: u32_at(b, r + 8),
+            }));
+            Buckets::Count(l)
+        }
+        1 => {
+            let mut l = std::mem::take(&mut scratch.sum);
+            l.extend(records.map(|r| SumBucket {
+                index: i64_at(b, r),
+                count: u32_at(b, r + 8),
+                sum: i64_at(b, r + 12),
+            }));
+            Buckets::Sum(l)
+        }
+        2 => {
+            let mut l = std::mem::take(&mut scratch.extreme);
+            l.extend(records.map(|r| ExtremeBucket {
+                index: i64_at(b, r),
+                value: i64_at(b, r + 8),
+            }));
+            Buckets::Extreme(l)
+        }
+        3 => {
+            let mut l = std::mem::take(&mut scratch.last);
+            l.extend(records.map(|r| LastBucket {
+                index: i64_at(b, r),
+                time_ms: i64_at(b, r + 8),
+                value: i64_at(b, r + 16),
+            }));
+            Buckets::Last(l)
+        }
+        KIND_SKETCH => Buckets::Distinct(match sketch {
+            Some(sketch) => DistinctState::Sketch(sketch),
+            None => DistinctState::Exact(Vec::new()),
+        }),
+        _ => {
+            let mut l = std::mem::take(&mut scratch.items);
+            l.extend(records.map(|r| SeenItem {
+                hash: u64_at(b, r),
+                bucket: i64_at(b, r + 8),
+            }));
+            Buckets::Distinct(DistinctState::Exact(l))
+        }
+    };
+    FeatureState {
+        id: slot.id,
+        latest_ms,
+        buckets,
+    }
+}
+
 /// Appends the packed form of `state` (as a sketch slot when `sketch`: the sketch itself is kept
 /// beside the block).
 fn pack_one(state: &FeatureState, sketch: bool, out: &mut Vec<u8>) {
@@ -421,6 +662,69 @@ impl Scratch {
             Buckets::Last(l) => keep(l, &mut self.last),
             Buckets::Distinct(DistinctState::Exact(l)) => keep(l, &mut self.items),
             Buckets::Distinct(DistinctState::Sketch(_)) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packed_updates_match_the_typed_update() {
+        let aggs = [
+            Aggregate::Count,
+            Aggregate::Sum,
+            Aggregate::Avg,
+            Aggregate::Min,
+            Aggregate::Max,
+            Aggregate::Last,
+            Aggregate::Distinct,
+        ];
+        let mut scratch = Scratch::default();
+        for (resolution_ms, step_ms) in [(10_000, 3_000), (1_000, 9_000), (60_000, 500)] {
+            let g = Geometry::new(60_000, resolution_ms);
+            for agg in aggs {
+                let mut reference = FeatureState::new(7, agg, i64::MIN);
+                let mut seed = 0x2545_f491_4f6c_dd1du64 ^ u64::from(kind_of(agg));
+                let (mut t, mut edited) = (0i64, 0);
+                for event in 0..3_000 {
+                    seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                    // mostly forward, sometimes late, sometimes far behind
+                    t += (seed >> 33) as i64 % step_ms - step_ms / 5;
+                    if seed >> 58 == 0 {
+                        t -= 200_000;
+                    }
+                    let contribution = match (seed >> 60, agg) {
+                        (0, _) => Contribution::Nothing,
+                        (1, _) => Contribution::Count,
+                        (_, Aggregate::Distinct) if seed >> 62 == 3 => {
+                            Contribution::Number((seed >> 20) as i64 % 3)
+                        }
+                        (_, Aggregate::Distinct) => Contribution::Item((seed >> 24) % 5),
+                        _ => Contribution::Number((seed >> 20) as i64 % 10_000 - 2_000),
+                    };
+                    let mut block = vec![0xAA; 5]; // another feature before it
+                    pack_one(&reference, false, &mut block);
+                    let before = reference.clone();
+                    // (at most 8 items: exact throughout; sketches are the typed form's)
+                    let want = reference.update(agg, g, t, contribution, 8);
+                    let got = update_packed(&mut block, 5, agg, g, t, contribution, 8);
+                    let Some(got) = got else {
+                        let mut unchanged = vec![0xAA; 5];
+                        pack_one(&before, false, &mut unchanged);
+                        assert_eq!(block, unchanged, "{agg:?} event {event}: changed");
+                        continue;
+                    };
+                    edited += 1;
+                    assert_eq!(got, want, "{agg:?} event {event}");
+                    let slot = PackedFeatures::slot_of(&block[5..]);
+                    assert_eq!(slot.end, block.len() - 5);
+                    let state = unpack(&block[5..], &slot, None, &mut scratch);
+                    assert_eq!(state, reference, "{agg:?} event {event}");
+                }
+                assert!(edited > 500, "{agg:?}: only {edited} events edited packed");
+            }
         }
     }
 }

@@ -1,7 +1,7 @@
 //! `TagStore`: lock-striped shards of entity state, spill of cold entities, checkpoint and restore.
 
 use super::disk::{printable_key, Disk, Manifest};
-use super::entity::{alloc_size, Entity};
+use super::entity::{alloc_size, Entity, FeatureUpdate};
 use super::hll::item_hash;
 use super::packed::Scratch;
 use super::telemetry;
@@ -11,20 +11,50 @@ use super::{
     StoreConfig, StoreError, StoreStats,
 };
 use crate::event::{Aggregate, Field, TagUpdate};
-use ahash::{AHashMap, AHashSet, RandomState};
+use ahash::{AHashSet, RandomState};
+use hashbrown::hash_map::RawEntryMut;
 use parking_lot::{Mutex, MutexGuard, RwLock};
+use std::cell::RefCell;
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 const KINDS: usize = Field::ALL.len();
-/// Inputs per event handled without a heap allocation.
-const INLINE_INPUTS: usize = 32;
+
+/// The fixed-seed hash of entity values. Shards and shard maps use the same hash, so an
+/// operation hashes each entity value once: the shard comes from bits 32.. (the maps probe with
+/// the low bits and keep the top 7 as tags, so the shard choice does not skew them).
+#[derive(Debug, Clone, Copy, Default)]
+struct EntityHasher;
+
+const ENTITY_SEEDS: RandomState = RandomState::with_seeds(
+    0x243f_6a88_85a3_08d3,
+    0x1319_8a2e_0370_7344,
+    0xa409_3822_299f_31d0,
+    0x082e_fa98_ec4e_6c89,
+);
+
+impl BuildHasher for EntityHasher {
+    type Hasher = ahash::AHasher;
+
+    fn build_hasher(&self) -> ahash::AHasher {
+        ENTITY_SEEDS.build_hasher()
+    }
+}
+
+/// Entities of one kind in one shard, by value.
+type EntityMap = hashbrown::HashMap<Box<str>, Entity, EntityHasher>;
+
+/// Hash of an entity value, as [`EntityMap`] computes it.
+fn entity_hash(value: &str) -> u64 {
+    EntityHasher.hash_one(value)
+}
 
 /// One lock stripe: a map per entity kind, keyed by the entity value.
 #[derive(Default)]
 struct Shard {
-    maps: [AHashMap<Box<str>, Entity>; KINDS],
+    maps: [EntityMap; KINDS],
     /// Accounted bytes of the entities in `maps`.
     bytes: u64,
     /// Access clock; entities remember the tick of their last access.
@@ -35,14 +65,17 @@ struct Shard {
     spilled: u64,
     /// Keys of checkpointed entities deleted since the last checkpoint.
     deleted: AHashSet<Box<[u8]>>,
-    /// Vectors for unpacking one feature at a time.
-    scratch: Scratch,
 }
 
 impl Shard {
     fn entity_count(&self) -> u64 {
         self.maps.iter().map(|m| m.len() as u64).sum()
     }
+}
+
+thread_local! {
+    /// Vectors for unpacking features, per thread (used only while a shard lock is held).
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
 /// A shard on its own cache lines, so neighbouring locks do not false-share.
@@ -53,7 +86,6 @@ struct PaddedShard(Mutex<Shard>);
 pub struct TagStore {
     shards: Box<[PaddedShard]>,
     shard_mask: usize,
-    shard_hasher: RandomState,
     shard_budget: u64,
     cfg: StoreConfig,
     disk: Disk,
@@ -140,12 +172,6 @@ impl TagStore {
         Ok(TagStore {
             shards,
             shard_mask: cfg.shards - 1,
-            shard_hasher: RandomState::with_seeds(
-                0x243f_6a88_85a3_08d3,
-                0x1319_8a2e_0370_7344,
-                0xa409_3822_299f_31d0,
-                0x082e_fa98_ec4e_6c89,
-            ),
             shard_budget: (cfg.memory_budget_bytes / cfg.shards as u64).max(1),
             cfg,
             disk,
@@ -158,13 +184,9 @@ impl TagStore {
         })
     }
 
-    /// Fixed-seed hash of an entity; its low bits pick the shard.
-    fn entity_hash(&self, kind: Field, value: &str) -> u64 {
-        self.shard_hasher.hash_one((kind as u8, value))
-    }
-
-    fn shard_of(&self, kind: Field, value: &str) -> usize {
-        self.entity_hash(kind, value) as usize & self.shard_mask
+    /// The shard of an entity whose value hashes to `hash` ([`entity_hash`]).
+    fn shard_of(&self, hash: u64) -> usize {
+        (hash >> 32) as usize & self.shard_mask
     }
 
     fn lock(&self, index: usize) -> MutexGuard<'_, Shard> {
@@ -172,7 +194,8 @@ impl TagStore {
     }
 
     /// Updates every feature of one event and writes each feature's value after counting into
-    /// `out[i]`. `specs[i]` and `inputs[i]` correspond. Shards are locked one at a time.
+    /// `out[i]`. `specs[i]` and `inputs[i]` correspond. Entities are updated one at a time, each
+    /// under its shard's lock with all of its features.
     pub fn update(
         &self,
         event_time_ms: i64,
@@ -181,73 +204,75 @@ impl TagStore {
         out: &mut [Option<f64>],
     ) {
         out.iter_mut().for_each(|o| *o = None);
-        // (shard, entity hash, input index): sorted, inputs of one shard and then of one
-        // entity are adjacent, so each shard is locked once and each entity looked up once
-        let mut inline = [(0usize, 0u64, 0usize); INLINE_INPUTS];
-        let mut spilled_order = Vec::new();
-        let mut len = 0;
-        {
-            let n = specs.len().min(inputs.len()).min(out.len());
-            let order: &mut [(usize, u64, usize)] = if n <= INLINE_INPUTS {
-                &mut inline
-            } else {
-                spilled_order.resize(n, (0, 0, 0));
-                &mut spilled_order
-            };
-            for (i, (spec, input)) in specs.iter().zip(inputs).take(n).enumerate() {
-                if let Some(value) = input.entity {
-                    let hash = self.entity_hash(spec.by, value);
-                    order[len] = (hash as usize & self.shard_mask, hash, i);
-                    len += 1;
+        let n = specs.len().min(inputs.len()).min(out.len());
+        let mut scratch = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
+        // the entity hash of every input still to apply (features by the same field usually
+        // name the same entity: hash it once)
+        let mut pending = std::mem::take(&mut scratch.pending);
+        pending.clear();
+        let mut hashed: [Option<(&str, u64)>; KINDS] = [None; KINDS];
+        pending.extend(specs.iter().zip(inputs).take(n).map(|(spec, input)| {
+            let value = input.entity?;
+            let cached = &mut hashed[spec.by as usize];
+            Some(match *cached {
+                Some((seen, hash)) if std::ptr::eq(seen, value) || seen == value => hash,
+                _ => {
+                    let hash = entity_hash(value);
+                    *cached = Some((value, hash));
+                    hash
                 }
-            }
-            order[..len].sort_unstable();
-        }
-        let order = if spilled_order.is_empty() {
-            &inline[..len]
-        } else {
-            &spilled_order[..len]
-        };
-        let same_entity = |a: &(usize, u64, usize), b: &(usize, u64, usize)| {
-            a.1 == b.1 && specs[a.2].by == specs[b.2].by && inputs[a.2].entity == inputs[b.2].entity
-        };
+            })
+        }));
         let limit = self.cfg.distinct_exact_limit;
         let _gate = self.gate.read();
-        for shard_group in order.chunk_by(|a, b| a.0 == b.0) {
-            let mut shard = self.lock(shard_group[0].0);
-            shard.watermark_ms = shard.watermark_ms.max(event_time_ms);
-            let mut scratch = std::mem::take(&mut shard.scratch);
-            for group in shard_group.chunk_by(same_entity) {
-                let first = group[0].2;
-                let (kind, Some(value)) = (specs[first].by, inputs[first].entity) else {
+        // one entity at a time, in order of first use, with all of its features
+        for first in 0..n {
+            let (Some(hash), kind, Some(value)) =
+                (pending[first], specs[first].by, inputs[first].entity)
+            else {
+                continue;
+            };
+            let mut updates = std::mem::take(&mut scratch.updates);
+            let mut of_input = std::mem::take(&mut scratch.update_inputs);
+            updates.clear();
+            of_input.clear();
+            for i in first..n {
+                let same = pending[i] == Some(hash)
+                    && specs[i].by == kind
+                    && inputs[i]
+                        .entity
+                        .is_some_and(|v| std::ptr::eq(v, value) || v == value);
+                if !same {
                     continue;
-                };
-                let Some(entity) = self.entity_mut(&mut shard, kind, value, true) else {
-                    continue;
-                };
-                let before = entity.accounted_bytes(value.len());
-                for &(_, _, i) in group {
-                    let spec = &specs[i];
-                    let (value, latest_ms) = entity.update_feature(
-                        spec.id,
-                        spec.agg,
-                        Geometry::new(spec.window_ms, spec.resolution_ms),
-                        event_time_ms,
-                        contribution(spec.agg, &inputs[i]),
-                        limit,
-                        &mut scratch,
-                    );
-                    out[i] = value;
-                    let window_ms = i64::try_from(spec.window_ms).unwrap_or(i64::MAX);
-                    entity.extend_horizon(latest_ms.saturating_add(window_ms));
                 }
+                pending[i] = None;
+                let spec = &specs[i];
+                of_input.push(i);
+                updates.push(FeatureUpdate {
+                    id: spec.id,
+                    agg: spec.agg,
+                    geometry: Geometry::new(spec.window_ms, spec.resolution_ms),
+                    window_ms: i64::try_from(spec.window_ms).unwrap_or(i64::MAX),
+                    contribution: contribution(spec.agg, &inputs[i]),
+                });
+            }
+            let mut shard = self.lock(self.shard_of(hash));
+            shard.watermark_ms = shard.watermark_ms.max(event_time_ms);
+            if let Some(entity) = self.entity_mut(&mut shard, kind, value, hash, true) {
+                let before = entity.accounted_bytes(value.len());
+                entity.update_features(event_time_ms, &updates, limit, &mut scratch, |k, v, _| {
+                    out[of_input[k]] = v;
+                });
                 entity.dirty = true;
                 let after = entity.accounted_bytes(value.len());
                 shard.bytes = (shard.bytes + after as u64).saturating_sub(before as u64);
             }
-            shard.scratch = scratch;
             self.keep_within_budget(&mut shard);
+            scratch.updates = updates;
+            scratch.update_inputs = of_input;
         }
+        scratch.pending = pending;
+        SCRATCH.with(|s| *s.borrow_mut() = scratch);
     }
 
     /// The entity in memory, read back from disk if it was spilled or checkpointed, or (with
@@ -257,42 +282,60 @@ impl TagStore {
         shard: &'s mut Shard,
         kind: Field,
         value: &str,
+        hash: u64,
         create: bool,
     ) -> Option<&'s mut Entity> {
-        let k = kind as usize;
-        if !shard.maps[k].contains_key(value) {
-            let entity = match self.read_back(shard, kind, value) {
-                Some(entity) => entity,
-                None if create => {
-                    let mut entity = Entity::fresh();
-                    if !shard.deleted.is_empty() {
-                        let key = entity_key(kind as u8, value);
-                        entity.persisted = shard.deleted.remove(key.as_slice());
+        let Shard {
+            maps,
+            bytes,
+            clock,
+            spilled,
+            deleted,
+            ..
+        } = shard;
+        let entity = match maps[kind as usize]
+            .raw_entry_mut()
+            .from_key_hashed_nocheck(hash, value)
+        {
+            RawEntryMut::Occupied(entry) => entry.into_mut(),
+            RawEntryMut::Vacant(entry) => {
+                let entity = match self.read_back(spilled, deleted, kind, value) {
+                    Some(entity) => entity,
+                    None if create => {
+                        let mut entity = Entity::fresh();
+                        if !deleted.is_empty() {
+                            let key = entity_key(kind as u8, value);
+                            entity.persisted = deleted.remove(key.as_slice());
+                        }
+                        entity
                     }
-                    entity
-                }
-                None => return None,
-            };
-            shard.bytes += entity.accounted_bytes(value.len()) as u64;
-            shard.maps[k].insert(value.into(), entity);
-        }
-        shard.clock = shard.clock.wrapping_add(1);
-        let clock = shard.clock;
-        let entity = shard.maps[k].get_mut(value)?;
-        entity.last_access = clock;
+                    None => return None,
+                };
+                *bytes += entity.accounted_bytes(value.len()) as u64;
+                entry.insert_hashed_nocheck(hash, value.into(), entity).1
+            }
+        };
+        *clock = clock.wrapping_add(1);
+        entity.last_access = *clock;
         Some(entity)
     }
 
     /// Looks for an entity that is not in memory in the spill, then in the checkpoint.
-    fn read_back(&self, shard: &mut Shard, kind: Field, value: &str) -> Option<Entity> {
-        let maybe_spilled = shard.spilled > 0;
+    fn read_back(
+        &self,
+        spilled: &mut u64,
+        deleted: &AHashSet<Box<[u8]>>,
+        kind: Field,
+        value: &str,
+    ) -> Option<Entity> {
+        let maybe_spilled = *spilled > 0;
         let maybe_checkpointed = self.checkpoint_has_cold.load(Ordering::Relaxed)
             && self.checkpoint_live.load(Ordering::Relaxed);
         if !maybe_spilled && !maybe_checkpointed {
             return None;
         }
         let key = entity_key(kind as u8, value);
-        if shard.deleted.contains(key.as_slice()) {
+        if deleted.contains(key.as_slice()) {
             return None;
         }
         let found = (|| -> Result<Option<(Entity, usize)>, StoreError> {
@@ -302,7 +345,7 @@ impl TagStore {
             };
             if maybe_spilled {
                 if let Some(bytes) = self.disk.take_spilled(&key)? {
-                    shard.spilled = shard.spilled.saturating_sub(1);
+                    *spilled = spilled.saturating_sub(1);
                     let mut entity = Entity::decode(&bytes).map_err(corrupt)?;
                     entity.dirty = true;
                     return Ok(Some((entity, bytes.len())));
@@ -437,20 +480,44 @@ impl TagStore {
     /// Whether the entity carries the tag at event time `now_ms`.
     pub fn has_tag(&self, entity: Field, value: &str, tag: &str, now_ms: i64) -> bool {
         let _gate = self.gate.read();
-        let mut shard = self.lock(self.shard_of(entity, value));
+        let hash = entity_hash(value);
+        let mut shard = self.lock(self.shard_of(hash));
         let found = self
-            .entity_mut(&mut shard, entity, value, false)
+            .entity_mut(&mut shard, entity, value, hash, false)
             .is_some_and(|e| e.has_tag(tag, now_ms));
         self.keep_within_budget(&mut shard);
         found
     }
 
+    /// Calls `each` with the name of every tag the entity carries at event time `now_ms`
+    /// (for callers asking about several tags of one entity: one lookup for all).
+    pub fn for_each_tag(
+        &self,
+        entity: Field,
+        value: &str,
+        now_ms: i64,
+        mut each: impl FnMut(&str),
+    ) {
+        let _gate = self.gate.read();
+        let hash = entity_hash(value);
+        let mut shard = self.lock(self.shard_of(hash));
+        if let Some(e) = self.entity_mut(&mut shard, entity, value, hash, false) {
+            for tag in e.tags().iter().filter(|t| t.is_live(now_ms)) {
+                each(&tag.name);
+            }
+        }
+        self.keep_within_budget(&mut shard);
+    }
+
     /// Sets or removes a tag.
     pub fn apply_tag(&self, update: &TagUpdate) {
         let _gate = self.gate.read();
-        let mut shard = self.lock(self.shard_of(update.entity, &update.value));
+        let hash = entity_hash(&update.value);
+        let mut shard = self.lock(self.shard_of(hash));
         let create = !update.remove;
-        if let Some(entity) = self.entity_mut(&mut shard, update.entity, &update.value, create) {
+        if let Some(entity) =
+            self.entity_mut(&mut shard, update.entity, &update.value, hash, create)
+        {
             let before = entity.accounted_bytes(update.value.len());
             if update.remove {
                 entity.dirty |= entity.remove_tag(&update.tag);
@@ -494,14 +561,14 @@ impl TagStore {
     /// Reads a feature value at evaluation time max(`at_ms`, T) without counting anything.
     pub fn feature_value(&self, spec: &FeatureSpec, entity: &str, at_ms: i64) -> Option<f64> {
         let _gate = self.gate.read();
-        let mut shard = self.lock(self.shard_of(spec.by, entity));
+        let hash = entity_hash(entity);
+        let mut shard = self.lock(self.shard_of(hash));
         let geometry = Geometry::new(spec.window_ms, spec.resolution_ms);
-        let mut scratch = std::mem::take(&mut shard.scratch);
+        let mut scratch = Scratch::default();
         let value = self
-            .entity_mut(&mut shard, spec.by, entity, false)
+            .entity_mut(&mut shard, spec.by, entity, hash, false)
             .and_then(|e| e.feature_value(spec.id, spec.agg, geometry, at_ms, &mut scratch))
             .unwrap_or_else(|| empty_value(spec.agg));
-        shard.scratch = scratch;
         self.keep_within_budget(&mut shard);
         value
     }
@@ -814,7 +881,7 @@ impl TagStore {
                         cold.store(true, Ordering::Relaxed);
                         return Ok(());
                     }
-                    let mut shard = self.lock(self.shard_of(kind, value));
+                    let mut shard = self.lock(self.shard_of(entity_hash(value)));
                     shard.bytes += bytes;
                     shard.maps[kind as usize].insert(value.into(), entity);
                     Ok(())

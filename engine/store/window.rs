@@ -46,6 +46,18 @@ impl Geometry {
     pub fn cutoff(&self, t_ms: i64) -> i64 {
         self.bucket(t_ms).saturating_sub(self.buckets)
     }
+
+    /// `(cutoff(latest_ms), bucket(t_ms))`, with one division when they are the same time (an
+    /// in-order event is the newest its feature has seen).
+    pub fn cutoff_and_bucket(&self, latest_ms: i64, t_ms: i64) -> (i64, i64) {
+        let index = self.bucket(t_ms);
+        let newest = if latest_ms == t_ms {
+            index
+        } else {
+            self.bucket(latest_ms)
+        };
+        (newest.saturating_sub(self.buckets), index)
+    }
 }
 
 /// What one event contributes to a feature.
@@ -167,8 +179,7 @@ impl FeatureState {
             self.buckets = Buckets::empty_for(agg);
         }
         self.latest_ms = self.latest_ms.max(t_ms);
-        let cutoff = geometry.cutoff(self.latest_ms);
-        let index = geometry.bucket(t_ms);
+        let (cutoff, index) = geometry.cutoff_and_bucket(self.latest_ms, t_ms);
         self.prune(cutoff);
         if index > cutoff {
             self.add(agg, index, t_ms, contribution, cutoff, distinct_limit);
@@ -302,18 +313,6 @@ impl FeatureState {
 }
 
 impl FeatureState {
-    /// Stored buckets (distinct: items; 0 for a sketch).
-    pub fn records(&self) -> usize {
-        match &self.buckets {
-            Buckets::Count(l) => l.len(),
-            Buckets::Sum(l) => l.len(),
-            Buckets::Extreme(l) => l.len(),
-            Buckets::Last(l) => l.len(),
-            Buckets::Distinct(DistinctState::Exact(l)) => l.len(),
-            Buckets::Distinct(DistinctState::Sketch(_)) => 0,
-        }
-    }
-
     pub fn shrink_to_fit(&mut self) {
         match &mut self.buckets {
             Buckets::Count(l) => l.shrink_to_fit(),
