@@ -14,12 +14,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use veto::proto;
-use veto::synth::{Synth, SynthConfig};
 
 use super::e2e::{event_id, start_veto, E2eArgs, Receiver, Sender, SystemTopics, Tracker};
 use super::garbage::{is_garbage, DeadLetterLedger, GarbageKind, GarbageMaker};
 use super::BenchError;
-use crate::loadgen::producer_config;
 use crate::wire;
 
 /// One stream's run.
@@ -156,16 +154,7 @@ fn run_stream(
         )?
     };
 
-    let mut sender = Sender {
-        producer: producer_config(brokers, &[]).create()?,
-        synth: Synth::new(SynthConfig {
-            seed: args.seed,
-            users: args.users,
-            ..SynthConfig::default()
-        }),
-        topic: topics.input.clone(),
-        format: args.format,
-    };
+    let mut sender = Sender::new(brokers, args, &topics.input)?;
     let mut maker = GarbageMaker::new(
         args.seed ^ 0x6a72_6261_6765,
         args.format,

@@ -263,6 +263,20 @@ pub(super) struct Sender {
 }
 
 impl Sender {
+    /// A producer of the run's synthetic stream (seed and key cardinality from `args`) to `topic`.
+    pub(super) fn new(brokers: &str, args: &E2eArgs, topic: &str) -> Result<Sender, BenchError> {
+        Ok(Sender {
+            producer: producer_config(brokers, &[]).create()?,
+            synth: Synth::new(SynthConfig {
+                seed: args.seed,
+                users: args.users,
+                ..SynthConfig::default()
+            }),
+            topic: topic.to_owned(),
+            format: args.format,
+        })
+    }
+
     /// Sends events `range` at `rate` (None = flat out), stamping each send time.
     fn send(
         &mut self,
@@ -663,16 +677,7 @@ fn run_system(
         args.partitions,
         Arc::clone(&tracker),
     )?;
-    let mut sender = Sender {
-        producer: producer_config(brokers, &[]).create()?,
-        synth: Synth::new(SynthConfig {
-            seed: args.seed,
-            users: args.users,
-            ..SynthConfig::default()
-        }),
-        topic: topics.input.clone(),
-        format: args.format,
-    };
+    let mut sender = Sender::new(brokers, args, &topics.input)?;
 
     eprintln!("[{}] queueing {saturation} events", kind.name());
     sender.send(0..saturation, None, &tracker)?;
