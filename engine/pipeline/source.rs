@@ -677,9 +677,10 @@ impl Source {
 
     /// Stops dispatching until every dispatched message is decided and its outputs
     /// acknowledged, lets the decider checkpoint at those offsets, then commits exactly them.
-    /// Past the drain timeout it checkpoints anyway at the safe offsets, and says so.
-    /// (Timeout decisions in flight are not awaited: they flow continuously; the engine keeps
-    /// recently fired timers in its checkpoint instead.)
+    /// Past the drain timeout it checkpoints anyway at the safe offsets, and says so (in
+    /// exactly-once mode it skips the checkpoint instead). Timeout decisions are the decider's
+    /// business: at-least-once keeps recently fired timers in the checkpoint, exactly-once
+    /// pauses the timers until every fired one is in the transaction.
     fn quiesced_checkpoint(&self) -> Result<(), PipelineError> {
         let started = Instant::now();
         let slots = self.context().assignment.lock().all_slots();
