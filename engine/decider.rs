@@ -240,8 +240,12 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(rules: Arc<RuleSet>, store: Arc<TagStore>, timers: Arc<dyn TimerSink>) -> Engine {
+        let sets = Sets::new(rules, None);
+        // Drops restored state of features this set does not have, and records the set's
+        // features, so the first swap that keeps them skips the walk over every entity.
+        store.retain_features(&sets.feature_ids());
         Engine {
-            sets: ArcSwap::from_pointee(Sets::new(rules, None)),
+            sets: ArcSwap::from_pointee(sets),
             swap_lock: parking_lot::Mutex::new(()),
             store,
             timers,
