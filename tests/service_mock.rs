@@ -60,7 +60,8 @@ fn run_until(
         },
     ));
     let mut decisions = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(120);
     while decisions
         .iter()
         .filter(|d: &&Decision| d.trigger == Trigger::Event)
@@ -73,6 +74,11 @@ fn run_until(
             decisions.push(decode_decision(payload, InputFormat::Auto).expect("decision"));
         }
     }
+    eprintln!(
+        "{delivery:?}: {} decisions after {:?}",
+        decisions.len(),
+        started.elapsed()
+    );
     let _ = stop_tx.send(());
     let summary = runtime
         .block_on(service)
