@@ -178,39 +178,10 @@ fn rocks(context: &'static str) -> impl Fn(rocksdb::Error) -> StoreError {
     }
 }
 
-/// One in-memory RocksDB environment for every in-memory store of the process (rule tests
-/// open one per test on each reload): a new environment each time would start and stop its
-/// own background threads, which cost more than the tests themselves. Each in-memory store
-/// gets a directory of its own in it, destroyed when the store is dropped.
-fn shared_mem_env() -> Result<rocksdb::Env, StoreError> {
-    static ENV: std::sync::OnceLock<rocksdb::Env> = std::sync::OnceLock::new();
-    if let Some(env) = ENV.get() {
-        return Ok(env.clone());
-    }
-    let env = rocksdb::Env::mem_env().map_err(rocks("in-memory env"))?;
-    Ok(ENV.get_or_init(|| env).clone())
-}
-
 /// The store's RocksDB database.
 pub struct Disk {
     db: DB,
     cache: Cache,
-    /// In-memory stores: removes the database's files once `db` (declared first, so dropped
-    /// first) is closed.
-    _in_memory: Option<InMemoryDir>,
-}
-
-/// A store's directory in the shared in-memory environment; destroyed on drop.
-struct InMemoryDir(std::path::PathBuf);
-
-impl Drop for InMemoryDir {
-    fn drop(&mut self) {
-        if let Ok(env) = shared_mem_env() {
-            let mut options = Options::default();
-            options.set_env(&env);
-            let _ = DB::destroy(&options, &self.0);
-        }
-    }
 }
 
 impl Disk {
@@ -238,23 +209,13 @@ impl Disk {
         db_options.create_missing_column_families(true);
         db_options.set_paranoid_checks(true);
         db_options.set_max_background_jobs(2);
-        let in_memory = if in_memory {
-            static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-            db_options.set_env(&shared_mem_env()?);
-            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            Some(InMemoryDir(dir.join(format!("store-{n}"))))
-        } else {
-            None
-        };
-        let path = in_memory.as_ref().map_or(dir, |d| d.0.as_path());
+        if in_memory {
+            db_options.set_env(&rocksdb::Env::mem_env().map_err(rocks("in-memory env"))?);
+        }
         let families = [CF_SPILL, CF_CHECKPOINT_ENTITIES, CF_CHECKPOINT_META]
             .map(|name| ColumnFamilyDescriptor::new(name, cf_options()));
-        let db = DB::open_cf_descriptors(&db_options, path, families).map_err(rocks("open"))?;
-        let disk = Disk {
-            db,
-            cache,
-            _in_memory: in_memory,
-        };
+        let db = DB::open_cf_descriptors(&db_options, dir, families).map_err(rocks("open"))?;
+        let disk = Disk { db, cache };
         // spilled state is newer than the checkpoint: it is never valid after a restart
         disk.db
             .delete_range_cf(disk.cf(CF_SPILL)?, KEY_RANGE.0, KEY_RANGE.1)

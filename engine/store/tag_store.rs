@@ -1084,31 +1084,6 @@ mod tests {
         assert!(store.has_tag(Field::UserId, "u1", "trusted", 10));
     }
 
-    /// In-memory stores (rule tests) share one RocksDB environment but never each other's data,
-    /// even with the same `data_dir`.
-    #[test]
-    fn in_memory_stores_with_one_data_dir_are_independent() {
-        let cfg = || StoreConfig {
-            shards: 8,
-            data_dir: std::path::PathBuf::from("/veto-test-scratch"),
-            in_memory: true,
-            ..StoreConfig::default()
-        };
-        let specs = [spec(1, Aggregate::Count, Field::CardId)];
-        let a = TagStore::open(cfg()).unwrap();
-        let b = TagStore::open(cfg()).unwrap();
-        let mut out = [None];
-        a.update(
-            1_000,
-            &specs,
-            &[input(Some("c1"), Observation::Count)],
-            &mut out,
-        );
-        a.checkpoint(&[], b"a").unwrap();
-        assert_eq!(b.feature_value(&specs[0], "c1", 1_000), Some(0.0));
-        assert!(b.restore().unwrap().is_none(), "b sees a's checkpoint");
-    }
-
     /// The exactly-once two-phase checkpoint: a failed publish leaves the previous checkpoint
     /// in force plus a pending copy, which the next start applies or discards.
     #[test]
