@@ -346,7 +346,7 @@ impl LiveDecider {
             return; // nothing consumed yet: no offsets to tie the transaction to
         }
         let paused = self.timers.0.pause();
-        let published = wait_for(TIMEOUTS_PUBLISHED_WAIT, || {
+        let published = pipeline::wait_until(Instant::now() + TIMEOUTS_PUBLISHED_WAIT, || {
             self.timeouts_handled.load(Ordering::Acquire) >= self.timers.0.delivered()
         });
         if !published {
@@ -461,18 +461,6 @@ impl Readiness for ServiceReadiness {
 
 /// How long an exactly-once checkpoint waits for fired timers to be published.
 const TIMEOUTS_PUBLISHED_WAIT: Duration = Duration::from_secs(5);
-
-/// Polls `done` every millisecond until it holds or `limit` passes; returns whether it held.
-fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    true
-}
 
 /// Settles a pending exactly-once checkpoint left by a crash between its two phases: fences
 /// the previous producer (its transaction then completes or aborts), reads the group's

@@ -368,7 +368,7 @@ impl ConsumerContext for SourceContext {
 }
 
 /// Polls `done` until it holds or `deadline` passes; returns whether it held.
-fn wait_until(deadline: Instant, mut done: impl FnMut() -> bool) -> bool {
+pub(crate) fn wait_until(deadline: Instant, mut done: impl FnMut() -> bool) -> bool {
     loop {
         if done() {
             return true;

@@ -178,6 +178,13 @@ fn rocks(context: &'static str) -> impl Fn(rocksdb::Error) -> StoreError {
     }
 }
 
+/// Write options for checkpoint writes: through the WAL and fsynced before returning.
+fn synced() -> WriteOptions {
+    let mut options = WriteOptions::default();
+    options.set_sync(true);
+    options
+}
+
 /// The store's RocksDB database.
 pub struct Disk {
     db: DB,
@@ -415,8 +422,7 @@ impl Disk {
 
     /// Writes a checkpoint batch atomically and durably (WAL, fsync).
     pub fn commit(&self, batch: CheckpointBatch<'_>) -> Result<(), StoreError> {
-        let mut options = WriteOptions::default();
-        options.set_sync(true);
+        let options = synced();
         self.db
             .write_opt(batch.batch, &options)
             .map_err(rocks("write checkpoint"))
@@ -435,8 +441,7 @@ impl Disk {
             offsets: txn_offsets.to_vec(),
             timers: batch.batch.data().to_vec(),
         };
-        let mut options = WriteOptions::default();
-        options.set_sync(true);
+        let options = synced();
         self.db
             .put_cf_opt(
                 self.cf(CF_CHECKPOINT_META)?,
@@ -476,8 +481,7 @@ impl Disk {
             WriteBatch::default()
         };
         batch.delete_cf(self.cf(CF_CHECKPOINT_META)?, PENDING_KEY);
-        let mut options = WriteOptions::default();
-        options.set_sync(true);
+        let options = synced();
         self.db
             .write_opt(batch, &options)
             .map_err(rocks("resolve pending checkpoint"))
