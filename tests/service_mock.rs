@@ -38,6 +38,15 @@ fn config(brokers: &str, data_dir: &Path, delivery: Delivery) -> Config {
     config.rules.paths = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/payments.veto")];
     config.store.data_dir = data_dir.to_path_buf();
     config.telemetry.listen = "127.0.0.1:0".parse().expect("addr");
+    // The mock's group coordinator waits a session timeout (minus 1 s) before it rebalances a
+    // group whose member left, i.e. before the restarted service gets its partitions back.
+    config.kafka.librdkafka = [
+        ("session.timeout.ms", "6000"),
+        ("heartbeat.interval.ms", "500"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
     config
 }
 
@@ -49,6 +58,11 @@ fn run_until(
     consumer: &BaseConsumer,
     expected: usize,
 ) -> Vec<Decision> {
+    // Veto's own log lines, shown when the test fails.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("info")
+        .with_test_writer()
+        .try_init();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (_reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
@@ -68,7 +82,22 @@ fn run_until(
         .count()
         < expected
     {
-        assert!(Instant::now() < deadline, "timed out: {decisions:?}");
+        if service.is_finished() {
+            let ended = runtime.block_on(service).expect("join");
+            panic!("the service ended before deciding everything: {ended:?}; read {decisions:?}");
+        }
+        if Instant::now() >= deadline {
+            let metrics = veto::service::metrics_handle().expect("metrics").render();
+            let pipeline: Vec<&str> = metrics
+                .lines()
+                .filter(|l| l.starts_with("veto_") && !l.contains("_bucket"))
+                .collect();
+            panic!(
+                "timed out after {:?}; read {decisions:?}; metrics:\n{}",
+                started.elapsed(),
+                pipeline.join("\n")
+            );
+        }
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
             let payload = m.payload().expect("payload");
             decisions.push(decode_decision(payload, InputFormat::Auto).expect("decision"));
