@@ -127,7 +127,8 @@ pub struct RulesConfig {
 pub struct StoreConfig {
     /// Number of shards; a power of two.
     pub shards: usize,
-    /// Memory for entity state; above it the coldest entities spill to RocksDB, e.g. "1GiB".
+    /// The store's memory (entity state, RocksDB's memory, an allocator reserve); above it the
+    /// coldest entities spill to RocksDB, e.g. "1GiB".
     pub memory_budget: ByteSize,
     /// Directory of the RocksDB spill and checkpoints. Relative paths in a file are relative
     /// to that file's directory.

@@ -76,9 +76,14 @@ pub struct FeatureUpdate {
 /// packing a long bucket list on every event costs more than the typed form's extra bytes.
 const HOT_RECORDS: usize = 8;
 
-/// Fixed per-entity overhead of the shard map besides the entity itself: the key box, one
-/// control byte and the slack of a hash table kept at most 7/8 full (about 1/4 on average).
+/// Fixed per-entity overhead of the shard map besides the entity itself: the key box and one
+/// control byte.
 pub const MAP_ENTRY_OVERHEAD: usize = size_of::<Box<str>>() + 1;
+
+/// An entity's share of its shard map's table: its slot plus the slack of a table kept at most
+/// 7/8 full (about 1/4 on average). The shard adds what its tables really take beyond this.
+pub const MAP_SLOT_ACCOUNTED: usize =
+    (size_of::<Entity>() + MAP_ENTRY_OVERHEAD) + (size_of::<Entity>() + MAP_ENTRY_OVERHEAD) / 4;
 
 impl Entity {
     /// A new, empty entity: dirty, holding nothing.
@@ -92,9 +97,8 @@ impl Entity {
 
     /// Approximate bytes this entity and its key occupy in memory, allocator rounding included.
     pub fn accounted_bytes(&self, key_len: usize) -> usize {
-        let entry = size_of::<Entity>() + MAP_ENTRY_OVERHEAD;
-        let entry = entry + entry / 4;
-        let fixed = entry + alloc_size(key_len) + alloc_size(self.features.heap_bytes());
+        let fixed =
+            MAP_SLOT_ACCOUNTED + alloc_size(key_len) + alloc_size(self.features.heap_bytes());
         match &self.extra {
             None => fixed,
             Some(extra) => fixed + extra.accounted_bytes(),

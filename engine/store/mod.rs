@@ -26,7 +26,8 @@ use std::time::Duration;
 pub struct StoreConfig {
     /// Number of lock stripes; a power of two.
     pub shards: usize,
-    /// Accounted bytes of in-memory entity state above which the coldest entities spill.
+    /// The store's memory: entity state, RocksDB's memory and an allocator reserve; the coldest
+    /// entities spill to keep within it (docs/store.md).
     pub memory_budget_bytes: u64,
     /// RocksDB directory for spill and checkpoints.
     pub data_dir: PathBuf,

@@ -1,7 +1,7 @@
 //! `TagStore`: lock-striped shards of entity state, spill of cold entities, checkpoint and restore.
 
 use super::disk::{printable_key, Disk, Manifest};
-use super::entity::{alloc_size, Entity, FeatureUpdate};
+use super::entity::{alloc_size, Entity, FeatureUpdate, MAP_SLOT_ACCOUNTED};
 use super::hll::item_hash;
 use super::packed::Scratch;
 use super::telemetry;
@@ -71,6 +71,23 @@ impl Shard {
     fn entity_count(&self) -> u64 {
         self.maps.iter().map(|m| m.len() as u64).sum()
     }
+
+    /// Bytes of the maps' tables beyond the slots the entity accounting counts: a table keeps
+    /// its size when entities leave and doubles when it fills.
+    fn table_excess(&self) -> u64 {
+        self.maps
+            .iter()
+            .map(|m| {
+                (m.allocation_size() as u64)
+                    .saturating_sub(m.len() as u64 * MAP_SLOT_ACCOUNTED as u64)
+            })
+            .sum()
+    }
+
+    /// Accounted bytes of the shard: its entities and its tables.
+    fn memory(&self) -> u64 {
+        self.bytes + self.table_excess()
+    }
 }
 
 thread_local! {
@@ -86,7 +103,11 @@ struct PaddedShard(Mutex<Shard>);
 pub struct TagStore {
     shards: Box<[PaddedShard]>,
     shard_mask: usize,
-    shard_budget: u64,
+    /// Accounted bytes one shard may hold: see [`entity_budget`]; refreshed as RocksDB's memory
+    /// changes.
+    shard_budget: AtomicU64,
+    /// Evictions so far; every [`BUDGET_REFRESH_EVICTIONS`]th refreshes `shard_budget`.
+    evictions: AtomicU64,
     cfg: StoreConfig,
     disk: Disk,
     /// Read by every operation, written by checkpoint and restore so they see a still store.
@@ -99,6 +120,22 @@ pub struct TagStore {
     sequence: AtomicU64,
     /// Feature ids still defined, once `retain_features` has been called.
     retained: RwLock<Option<Arc<AHashSet<u64>>>>,
+}
+
+/// One part in this of what RocksDB leaves of the budget is kept free for the allocator: its
+/// size classes, partly used pages and metadata came to about a quarter of the entity bytes
+/// under jemalloc in `veto-bench spill` (docs/store.md, "Memory budget and spill").
+const ALLOCATOR_RESERVE_PARTS: u64 = 5;
+
+/// Evictions between two refreshes of the entity budget from RocksDB's memory.
+const BUDGET_REFRESH_EVICTIONS: u64 = 64;
+
+/// Accounted entity bytes the store keeps in memory under `memory_budget`: the budget covers
+/// RocksDB's memory (memtables, block cache, table readers) and an allocator reserve too, so the
+/// process's resident memory for the store stays near the budget. Never below a quarter of it.
+fn entity_budget(memory_budget: u64, rocksdb_bytes: u64) -> u64 {
+    let rest = memory_budget.saturating_sub(rocksdb_bytes);
+    (rest - rest / ALLOCATOR_RESERVE_PARTS).max(memory_budget / 4)
 }
 
 /// The persisted key of an entity: kind byte, then the value bytes.
@@ -172,7 +209,10 @@ impl TagStore {
         Ok(TagStore {
             shards,
             shard_mask: cfg.shards - 1,
-            shard_budget: (cfg.memory_budget_bytes / cfg.shards as u64).max(1),
+            shard_budget: AtomicU64::new(
+                (entity_budget(cfg.memory_budget_bytes, 0) / cfg.shards as u64).max(1),
+            ),
+            evictions: AtomicU64::new(0),
             cfg,
             disk,
             gate: RwLock::new(()),
@@ -384,28 +424,41 @@ impl TagStore {
     }
 
     fn keep_within_budget(&self, shard: &mut Shard) {
-        if shard.bytes > self.shard_budget {
+        if shard.memory() > self.shard_budget.load(Ordering::Relaxed) {
+            if self.evictions.fetch_add(1, Ordering::Relaxed) % BUDGET_REFRESH_EVICTIONS == 0 {
+                self.refresh_budget(self.disk.memory_bytes());
+            }
             self.evict(shard);
         }
+    }
+
+    /// Sets the entity budget from RocksDB's current memory ([`entity_budget`]).
+    fn refresh_budget(&self, rocksdb_bytes: u64) {
+        let shard_budget =
+            entity_budget(self.cfg.memory_budget_bytes, rocksdb_bytes) / self.shards.len() as u64;
+        self.shard_budget
+            .store(shard_budget.max(1), Ordering::Relaxed);
     }
 
     /// Brings a shard back to 90% of its budget: idle entities are deleted, then the least
     /// recently used ones are spilled (dirty) or dropped (clean, their checkpoint copy is current).
     fn evict(&self, shard: &mut Shard) {
-        let target = self.shard_budget - self.shard_budget / 10;
-        let total = shard.bytes;
+        let shard_budget = self.shard_budget.load(Ordering::Relaxed);
+        let target = shard_budget - shard_budget / 10;
+        let total = shard.memory();
         let count = shard.entity_count() as usize;
         if total <= target || count == 0 {
             return;
         }
+        // An evicted entity frees its bytes but not its table slot.
+        let saving = (shard.bytes / count as u64).saturating_sub(MAP_SLOT_ACCOUNTED as u64);
         let clock = shard.clock;
         let mut ages: Vec<u32> = shard
             .maps
             .iter()
             .flat_map(|m| m.values().map(|e| clock.wrapping_sub(e.last_access)))
             .collect();
-        let fraction = (total - target) as f64 / total as f64;
-        let mut to_evict = ((count as f64 * fraction).ceil() as usize).clamp(1, count);
+        let mut to_evict = ((total - target).div_ceil(saving.max(1)) as usize).clamp(1, count);
         let (_, threshold, _) = ages.select_nth_unstable_by(to_evict - 1, |a, b| b.cmp(a));
         let threshold = *threshold;
         let horizon = shard.watermark_ms.saturating_sub(self.cfg.expiry_grace_ms);
@@ -809,6 +862,12 @@ impl TagStore {
         }))
     }
 
+    /// Accounted bytes a restore loads: 90% of the entity budget.
+    fn restore_limit(&self) -> u64 {
+        let budget = self.shard_budget.load(Ordering::Relaxed) * self.shards.len() as u64;
+        budget - budget / 10
+    }
+
     /// Sizes the shard maps for the entities a restore will load (estimated per kind from the
     /// on-disk key ranges, at most what fits in the budget), so loading does not rehash: a
     /// rehash reads every key box again, one cache miss each.
@@ -816,7 +875,7 @@ impl TagStore {
         let Ok(shares) = self.disk.checkpoint_kind_shares(KINDS as u8) else {
             return;
         };
-        let load_limit = self.cfg.memory_budget_bytes - self.cfg.memory_budget_bytes / 10;
+        let load_limit = self.restore_limit();
         let smallest = Entity::fresh().accounted_bytes(1) as u64;
         let loadable = entities.min(load_limit / smallest) as f64;
         let shards = self.shards.len() as f64;
@@ -846,7 +905,7 @@ impl TagStore {
                 }
             }
         };
-        let load_limit = self.cfg.memory_budget_bytes - self.cfg.memory_budget_bytes / 10;
+        let load_limit = self.restore_limit();
         let next = AtomicUsize::new(0);
         let found = AtomicU64::new(0);
         let loaded_bytes = AtomicU64::new(0);
@@ -926,11 +985,12 @@ impl TagStore {
             rocksdb_bytes: self.disk.memory_bytes(),
             ..StoreStats::default()
         };
+        self.refresh_budget(stats.rocksdb_bytes);
         for index in 0..self.shards.len() {
             let shard = self.lock(index);
             stats.entities_in_memory += shard.entity_count();
             stats.entities_spilled += shard.spilled;
-            stats.accounted_bytes += shard.bytes
+            stats.accounted_bytes += shard.memory()
                 + shard
                     .deleted
                     .iter()
@@ -951,6 +1011,15 @@ struct Publish<'a> {
 mod tests {
     use super::*;
     use crate::store::{FeatureInput, Observation};
+
+    #[test]
+    fn the_budget_covers_rocksdb_and_an_allocator_reserve() {
+        const MIB: u64 = 1 << 20;
+        assert_eq!(entity_budget(160 * MIB, 0), 128 * MIB);
+        assert_eq!(entity_budget(160 * MIB, 10 * MIB), 120 * MIB);
+        // RocksDB over the budget still leaves a quarter of it for entities.
+        assert_eq!(entity_budget(160 * MIB, 200 * MIB), 40 * MIB);
+    }
 
     fn config(dir: &std::path::Path) -> StoreConfig {
         StoreConfig {

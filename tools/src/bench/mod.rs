@@ -13,6 +13,7 @@ pub mod broker;
 pub mod core;
 pub mod e2e;
 pub mod garbage;
+pub mod heap;
 pub mod kafka;
 pub mod machine;
 pub mod passthrough;

@@ -62,6 +62,10 @@ pub struct SpillPoint {
     pub entities_spilled: u64,
     pub accounted_bytes: u64,
     pub rss_bytes: u64,
+    /// Bytes allocated through Rust's allocator (the store's entities and maps, not RocksDB).
+    pub rust_heap_bytes: u64,
+    /// RocksDB's own memory: memtables, index and filter blocks, block cache.
+    pub rocksdb_bytes: u64,
     /// Throughput of this step.
     pub events_per_sec: f64,
     /// Whether the store had spilled entities at this point.
@@ -73,26 +77,36 @@ pub struct SpillPoint {
 pub struct BudgetCheck {
     pub budget_bytes: u64,
     pub points_spilling: usize,
+    /// Process RSS / budget.
     pub rss_over_budget_max: Option<f64>,
     pub rss_over_budget_last: Option<f64>,
-    /// DESIGN §9: "RSS within 10 % of budget when spilling" (every spilling point ≤ 1.10 × budget).
+    /// The store's RSS (process RSS minus the RSS before the store opened: binary, rule set,
+    /// harness) / budget.
+    pub store_rss_over_budget_max: Option<f64>,
+    /// DESIGN §9: "RSS within 10 % of budget when spilling": the store's RSS ≤ 1.10 × budget at
+    /// every spilling point.
     pub within_10_percent: bool,
     pub accounted_over_budget_max: Option<f64>,
 }
 
 /// Checks the spilling points against the budget.
-pub fn budget_check(points: &[SpillPoint], budget_bytes: u64) -> BudgetCheck {
+pub fn budget_check(
+    points: &[SpillPoint],
+    budget_bytes: u64,
+    rss_before_store: u64,
+) -> BudgetCheck {
     let spilling: Vec<&SpillPoint> = points.iter().filter(|p| p.spilling).collect();
     let ratio = |v: u64| v as f64 / budget_bytes.max(1) as f64;
     let max_of =
         |f: &dyn Fn(&SpillPoint) -> u64| spilling.iter().map(|p| ratio(f(p))).reduce(f64::max);
-    let rss_max = max_of(&|p| p.rss_bytes);
+    let store_rss_max = max_of(&|p| p.rss_bytes.saturating_sub(rss_before_store));
     BudgetCheck {
         budget_bytes,
         points_spilling: spilling.len(),
-        rss_over_budget_max: rss_max,
+        rss_over_budget_max: max_of(&|p| p.rss_bytes),
         rss_over_budget_last: spilling.last().map(|p| ratio(p.rss_bytes)),
-        within_10_percent: rss_max.is_some_and(|r| r <= 1.10),
+        store_rss_over_budget_max: store_rss_max,
+        within_10_percent: store_rss_max.is_some_and(|r| r <= 1.10),
         accounted_over_budget_max: max_of(&|p| p.accounted_bytes),
     }
 }
@@ -121,7 +135,12 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> BenchError + '_ {
     }
 }
 
-fn plots(out: &Path, points: &[SpillPoint], budget_bytes: u64) -> Result<Vec<String>, BenchError> {
+fn plots(
+    out: &Path,
+    points: &[SpillPoint],
+    budget_bytes: u64,
+    rss_before_store: u64,
+) -> Result<Vec<String>, BenchError> {
     let first_spill: Vec<f64> = points
         .iter()
         .find(|p| p.spilling)
@@ -155,7 +174,7 @@ fn plots(out: &Path, points: &[SpillPoint], budget_bytes: u64) -> Result<Vec<Str
     plot::draw(
         &out.join(rss),
         &Chart {
-            title: "Process RSS and store accounting vs entities",
+            title: "RSS, Rust heap and store accounting vs entities",
             x_label: "entities named so far",
             y_label: "MiB",
             series: vec![
@@ -164,6 +183,23 @@ fn plots(out: &Path, points: &[SpillPoint], budget_bytes: u64) -> Result<Vec<Str
                     points: points
                         .iter()
                         .map(|p| (p.entities as f64, p.rss_bytes as f64 / MIB))
+                        .collect(),
+                },
+                Series {
+                    name: "store RSS (RSS - RSS before the store)".into(),
+                    points: points
+                        .iter()
+                        .map(|p| {
+                            let store = p.rss_bytes.saturating_sub(rss_before_store);
+                            (p.entities as f64, store as f64 / MIB)
+                        })
+                        .collect(),
+                },
+                Series {
+                    name: "Rust heap".into(),
+                    points: points
+                        .iter()
+                        .map(|p| (p.entities as f64, p.rust_heap_bytes as f64 / MIB))
                         .collect(),
                 },
                 Series {
@@ -221,7 +257,9 @@ pub fn run(args: &SpillArgs) -> Result<PathBuf, BenchError> {
         ..StoreConfig::default()
     })
     .map_err(|e| BenchError::Invalid(format!("tag store in {}: {e}", data_dir.path().display())))?;
-    let engine = Engine::new(rules, Arc::new(store), Arc::new(EventTimeTimers::default()));
+    // Timers fire as event time passes (as in `veto backtest`), so armed timers stay bounded.
+    let timers = Arc::new(EventTimeTimers::default());
+    let engine = Engine::new(rules, Arc::new(store), timers.clone());
     let mut synth = Synth::new(SynthConfig {
         seed: args.seed,
         ..SynthConfig::default()
@@ -241,16 +279,19 @@ pub fn run(args: &SpillArgs) -> Result<PathBuf, BenchError> {
     let mut done = 0usize;
     while done < args.events {
         let count = args.step.min(args.events - done);
-        let mut batch: Vec<PaymentEvent> = synth.by_ref().take(count).collect();
-        for (i, event) in batch.iter_mut().enumerate() {
-            named += make_entities_new(event, (done + i) as u64);
-        }
+        // Events are made one at a time (no batch held in memory: RSS is the store's).
         let step_started = Instant::now();
-        for event in &batch {
-            std::hint::black_box(engine.decide(event, event.event_time_ms).decision.outcome);
+        let mut decided = 0;
+        for (i, mut event) in synth.by_ref().take(count).enumerate() {
+            named += make_entities_new(&mut event, (done + i) as u64);
+            std::hint::black_box(engine.decide(&event, event.event_time_ms).decision.outcome);
+            if i % 256 == 0 {
+                std::hint::black_box(timers.due(event.event_time_ms).len());
+            }
+            decided += 1;
         }
         let seconds = step_started.elapsed().as_secs_f64();
-        done += batch.len();
+        done += decided;
         let stats = engine.store().stats();
         let point = SpillPoint {
             events: done as u64,
@@ -259,6 +300,8 @@ pub fn run(args: &SpillArgs) -> Result<PathBuf, BenchError> {
             entities_spilled: stats.entities_spilled,
             accounted_bytes: stats.accounted_bytes,
             rss_bytes: rss_bytes(),
+            rust_heap_bytes: super::heap::rust_heap_bytes(),
+            rocksdb_bytes: stats.rocksdb_bytes,
             events_per_sec: if seconds > 0.0 {
                 count as f64 / seconds
             } else {
@@ -267,7 +310,7 @@ pub fn run(args: &SpillArgs) -> Result<PathBuf, BenchError> {
             spilling: stats.entities_spilled > 0,
         };
         eprintln!(
-            "spill: {:>9} events, {:>9} entities ({:>8} in memory, {:>8} spilled), {:>7.0} events/s, RSS {:>6.0} MiB, accounted {:>6.0} MiB, rocksdb {:>5.0} MiB",
+            "spill: {:>9} events, {:>9} entities ({:>8} in memory, {:>8} spilled), {:>7.0} events/s, RSS {:>6.0} MiB, accounted {:>6.0} MiB, Rust heap {:>6.0} MiB, rocksdb {:>5.0} MiB",
             point.events,
             point.entities,
             point.entities_in_memory,
@@ -275,15 +318,16 @@ pub fn run(args: &SpillArgs) -> Result<PathBuf, BenchError> {
             point.events_per_sec,
             point.rss_bytes as f64 / MIB,
             point.accounted_bytes as f64 / MIB,
-            stats.rocksdb_bytes as f64 / MIB
+            point.rust_heap_bytes as f64 / MIB,
+            point.rocksdb_bytes as f64 / MIB
         );
         points.push(point);
-        if batch.len() < count {
+        if decided < count {
             break;
         }
     }
     let cpu = cpu_seconds() - cpu_before;
-    let check = budget_check(&points, budget_bytes);
+    let check = budget_check(&points, budget_bytes, rss_before_store);
     let before_spill: Vec<f64> = points
         .iter()
         .filter(|p| !p.spilling)
@@ -307,14 +351,15 @@ pub fn run(args: &SpillArgs) -> Result<PathBuf, BenchError> {
         fmt(throughput_ratio, 2)
     );
     eprintln!(
-        "spill: RSS / budget while spilling: max {}, last {} (DESIGN ≤ 1.10: {}); store accounted / budget max {}",
+        "spill: while spilling, store RSS (RSS - RSS before the store) / budget max {} (DESIGN ≤ 1.10: {}); process RSS / budget max {}, last {}; store accounted / budget max {}",
+        fmt(check.store_rss_over_budget_max, 2),
+        if check.points_spilling == 0 { "not reached: no spill" } else { met(check.within_10_percent) },
         fmt(check.rss_over_budget_max, 2),
         fmt(check.rss_over_budget_last, 2),
-        if check.points_spilling == 0 { "not reached: no spill" } else { met(check.within_10_percent) },
         fmt(check.accounted_over_budget_max, 2)
     );
     let disk_bytes = dir_bytes(data_dir.path());
-    let plots = plots(&args.out, &points, budget_bytes)?;
+    let plots = plots(&args.out, &points, budget_bytes, rss_before_store)?;
     let report = Report {
         scenario: "spill".into(),
         started_at,
@@ -355,6 +400,8 @@ mod tests {
             entities_spilled: u64::from(spilling),
             accounted_bytes: 90 << 20,
             rss_bytes: rss_mib << 20,
+            rust_heap_bytes: 80 << 20,
+            rocksdb_bytes: 10 << 20,
             events_per_sec: 1.0,
             spilling,
         }
@@ -362,14 +409,16 @@ mod tests {
 
     #[test]
     fn budget_check_looks_only_at_spilling_points() {
-        let points = [point(50, false), point(105, true), point(108, true)];
-        let check = budget_check(&points, 100 << 20);
+        let points = [point(50, false), point(115, true), point(118, true)];
+        // 10 MiB of RSS before the store: the store's RSS is 1.08 × budget at most.
+        let check = budget_check(&points, 100 << 20, 10 << 20);
         assert_eq!(check.points_spilling, 2);
-        assert_eq!(check.rss_over_budget_max, Some(1.08));
+        assert_eq!(check.rss_over_budget_max, Some(1.18));
+        assert_eq!(check.store_rss_over_budget_max, Some(1.08));
         assert!(check.within_10_percent);
-        let check = budget_check(&[point(120, true)], 100 << 20);
+        let check = budget_check(&[point(120, true)], 100 << 20, 0);
         assert!(!check.within_10_percent);
-        let check = budget_check(&[point(50, false)], 100 << 20);
+        let check = budget_check(&[point(50, false)], 100 << 20, 0);
         assert!(!check.within_10_percent && check.rss_over_budget_max.is_none());
     }
 
