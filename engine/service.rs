@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -43,13 +43,17 @@ pub fn run_service(config_path: Option<&Path>) -> anyhow::Result<()> {
 }
 
 /// The process-wide Prometheus recorder (installed once, shared by every `serve` in a process).
+/// The lock makes services that start at the same time install it once: the second install
+/// would fail.
 pub fn metrics_handle() -> anyhow::Result<PrometheusHandle> {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    if let Some(handle) = HANDLE.get() {
+    static HANDLE: Mutex<Option<PrometheusHandle>> = Mutex::new(None);
+    let mut handle = HANDLE.lock();
+    if let Some(handle) = handle.as_ref() {
         return Ok(handle.clone());
     }
-    let handle = telemetry::install_metrics()?;
-    Ok(HANDLE.get_or_init(|| handle).clone())
+    let installed = telemetry::install_metrics()?;
+    *handle = Some(installed.clone());
+    Ok(installed)
 }
 
 /// Runs the service on `config` until `shutdown` completes; reload requests come from `reloads`.
@@ -484,4 +488,27 @@ pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn services_starting_together_share_one_metrics_recorder() {
+        let barrier = std::sync::Barrier::new(8);
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| {
+                    s.spawn(|| {
+                        barrier.wait();
+                        super::metrics_handle()
+                            .map(|_| ())
+                            .map_err(|e| e.to_string())
+                    })
+                })
+                .collect();
+            for handle in handles {
+                assert_eq!(handle.join().expect("thread"), Ok(()));
+            }
+        });
+    }
 }
