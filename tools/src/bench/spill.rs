@@ -257,7 +257,8 @@ pub fn run(args: &SpillArgs) -> Result<PathBuf, BenchError> {
         ..StoreConfig::default()
     })
     .map_err(|e| BenchError::Invalid(format!("tag store in {}: {e}", data_dir.path().display())))?;
-    // Timers fire as event time passes (as in `veto backtest`), so armed timers stay bounded.
+    // Due timers are taken (and dropped: the bench measures event decisions) as event time
+    // passes, so armed timers stay bounded as in a running service.
     let timers = Arc::new(EventTimeTimers::default());
     let engine = Engine::new(rules, Arc::new(store), timers.clone());
     let mut synth = Synth::new(SynthConfig {
