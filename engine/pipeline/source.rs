@@ -33,8 +33,10 @@ use super::Decider;
 
 /// How long `poll` blocks when idle; bounds how fast a shutdown request is noticed.
 const IDLE_POLL: Duration = Duration::from_millis(100);
-/// How long one wait for room in a worker's queue lasts before shutdown is checked again.
-const BACKPRESSURE_WAIT: Duration = Duration::from_millis(50);
+/// How long the source sleeps before retrying a full worker queue. Long enough for the
+/// worker to drain a good part of its queue (hundreds of events), so the two threads do not
+/// wake each other per message; short against the queue's own drain time.
+const BACKPRESSURE_WAIT: Duration = Duration::from_millis(1);
 /// How often drains check for progress.
 const DRAIN_CHECK: Duration = Duration::from_millis(2);
 /// Deadline for reading committed offsets when a partition is assigned.
@@ -648,7 +650,7 @@ impl Source {
         let slot = Arc::clone(&item.slot);
         let mut waited = false;
         loop {
-            match self.workers.dispatch(item, BACKPRESSURE_WAIT) {
+            match self.workers.dispatch(item) {
                 Ok(()) => {
                     slot.note_dispatched();
                     return Ok(());
@@ -664,6 +666,7 @@ impl Source {
                     if self.context().stop_at.get().is_some() || slot.is_revoked() {
                         return Ok(());
                     }
+                    std::thread::sleep(BACKPRESSURE_WAIT);
                     item = back;
                 }
                 Err(DispatchError::WorkerGone) => {
