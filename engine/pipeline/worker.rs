@@ -30,8 +30,49 @@ use super::Decider;
 pub struct WorkItem {
     pub slot: Arc<PartitionSlot>,
     pub offset: i64,
-    pub key: Option<Vec<u8>>,
-    pub payload: Option<Vec<u8>>,
+    /// Key bytes followed by payload bytes: one allocation per message instead of two.
+    data: Vec<u8>,
+    /// Length of the key at the start of `data`; `None` when the message has no key.
+    key_len: Option<usize>,
+    /// Whether the message has a payload (the rest of `data`), as opposed to a null value.
+    has_payload: bool,
+}
+
+impl WorkItem {
+    /// Copies a consumed message's key and payload.
+    pub fn new(
+        slot: Arc<PartitionSlot>,
+        offset: i64,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+    ) -> WorkItem {
+        let (k, p) = (key.unwrap_or_default(), payload.unwrap_or_default());
+        let mut data = Vec::with_capacity(k.len() + p.len());
+        data.extend_from_slice(k);
+        data.extend_from_slice(p);
+        WorkItem {
+            slot,
+            offset,
+            data,
+            key_len: key.map(<[u8]>::len),
+            has_payload: payload.is_some(),
+        }
+    }
+
+    /// The message key, if any.
+    pub fn key(&self) -> Option<&[u8]> {
+        self.key_len.and_then(|len| self.data.get(..len))
+    }
+
+    /// The message payload; empty for a null value (which then fails decoding).
+    pub fn payload(&self) -> &[u8] {
+        if !self.has_payload {
+            return &[];
+        }
+        self.data
+            .get(self.key_len.unwrap_or(0)..)
+            .unwrap_or_default()
+    }
 }
 
 /// Why a message could not be queued.
@@ -163,7 +204,7 @@ impl WorkerShared {
     }
 
     fn handle_payment(&self, item: &WorkItem, scratch: &mut Vec<u8>) {
-        let raw = item.payload.as_deref().unwrap_or_default();
+        let raw = item.payload();
         let event = match decode_event(raw, self.input_format, self.max_event_bytes) {
             Ok(event) => event,
             Err(error) => return self.reject(item, &error),
@@ -208,7 +249,7 @@ impl WorkerShared {
     }
 
     fn handle_tag_update(&self, item: &WorkItem) {
-        let raw = item.payload.as_deref().unwrap_or_default();
+        let raw = item.payload();
         match decode_tag_update(raw, self.input_format, self.max_event_bytes) {
             Ok(update) => {
                 self.decider.apply_tag_update(&update);
@@ -232,7 +273,7 @@ impl WorkerShared {
             item.offset,
         );
         self.counters.dead_letters.fetch_add(1, Ordering::AcqRel);
-        let raw = item.payload.as_deref().unwrap_or_default();
+        let raw = item.payload();
         let payload = dead_letter(
             raw,
             error,
@@ -242,13 +283,7 @@ impl WorkerShared {
             now_ms(),
         );
         let seq = self.register(item, 1);
-        self.send(
-            item,
-            seq,
-            &self.dead_letters_topic,
-            item.key.as_deref(),
-            &payload,
-        );
+        self.send(item, seq, &self.dead_letters_topic, item.key(), &payload);
     }
 
     /// Registers the message with its partition's tracker before any of its `outputs` is
