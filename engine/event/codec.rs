@@ -4,6 +4,7 @@ use prost::Message;
 use serde::{Deserialize, Serialize};
 
 use super::error::EventError;
+use super::fastpb;
 use super::json;
 use super::model::{Decision, Field, Outcome, PaymentEvent, RuleHit, TagUpdate, Trigger};
 use super::validate::{check_size, validate_decision, validate_event, validate_tag_update};
@@ -109,33 +110,47 @@ pub fn encode_tag_update(update: &TagUpdate, format: OutputFormat) -> Vec<u8> {
 
 /// Encodes a decision for the `decisions` (or shadow) topic.
 pub fn encode_decision(d: &Decision, format: OutputFormat) -> Vec<u8> {
+    let mut buf = Vec::new();
+    encode_decision_into(d, format, &mut buf);
+    buf
+}
+
+/// Encodes a decision into `buf` (cleared first), so a caller can reuse one buffer.
+pub fn encode_decision_into(d: &Decision, format: OutputFormat, buf: &mut Vec<u8>) {
+    buf.clear();
     match format {
-        OutputFormat::Json => json::encode_decision(d),
-        OutputFormat::Protobuf => proto::Decision {
-            event_id: d.event_id.clone(),
-            txn_id: d.txn_id.clone().unwrap_or_default(),
-            outcome: outcome_to_proto(d.outcome) as i32,
-            score: d.score,
-            hits: d
-                .hits
-                .iter()
-                .map(|h| proto::RuleHit {
-                    rule: h.rule.to_string(),
-                    outcome: outcome_to_proto(h.outcome) as i32,
-                    score: h.score,
-                })
-                .collect(),
-            ruleset_version: d.ruleset_version.to_string(),
-            trigger: match d.trigger {
-                Trigger::Event => proto::Trigger::Event,
-                Trigger::Timeout => proto::Trigger::Timeout,
-            } as i32,
-            shadow: d.shadow,
-            decided_at_ms: d.decided_at_ms,
-            eval_latency_us: d.eval_latency_us,
-        }
-        .encode_to_vec(),
+        OutputFormat::Json => *buf = json::encode_decision(d),
+        OutputFormat::Protobuf => fastpb::encode_decision(d, buf),
     }
+}
+
+/// The reference encoder (prost) for decisions; the property tests compare it with the fast one.
+#[cfg(test)]
+pub(crate) fn encode_decision_prost(d: &Decision) -> Vec<u8> {
+    proto::Decision {
+        event_id: d.event_id.clone(),
+        txn_id: d.txn_id.clone().unwrap_or_default(),
+        outcome: outcome_to_proto(d.outcome) as i32,
+        score: d.score,
+        hits: d
+            .hits
+            .iter()
+            .map(|h| proto::RuleHit {
+                rule: h.rule.to_string(),
+                outcome: outcome_to_proto(h.outcome) as i32,
+                score: h.score,
+            })
+            .collect(),
+        ruleset_version: d.ruleset_version.to_string(),
+        trigger: match d.trigger {
+            Trigger::Event => proto::Trigger::Event,
+            Trigger::Timeout => proto::Trigger::Timeout,
+        } as i32,
+        shadow: d.shadow,
+        decided_at_ms: d.decided_at_ms,
+        eval_latency_us: d.eval_latency_us,
+    }
+    .encode_to_vec()
 }
 
 /// Decodes a decision (tests and tools read decisions back).
@@ -284,6 +299,16 @@ fn optional_utf8(field: Field, bytes: Option<Vec<u8>>) -> Result<Option<String>,
 }
 
 fn decode_event_protobuf(bytes: &[u8]) -> Result<PaymentEvent, EventError> {
+    // Well-formed messages take the copy-once path; anything unusual gets prost's exact error.
+    if let Some(ev) = fastpb::decode_event(bytes) {
+        validate_event(&ev)?;
+        return Ok(ev);
+    }
+    decode_event_prost(bytes)
+}
+
+/// The reference decoder (prost), for messages the fast path declines.
+pub(crate) fn decode_event_prost(bytes: &[u8]) -> Result<PaymentEvent, EventError> {
     let wire = WireEvent::decode(bytes).map_err(undecodable_protobuf)?;
     let mut attrs = std::collections::BTreeMap::new();
     for entry in wire.attrs {
@@ -377,6 +402,7 @@ fn decode_decision_protobuf(bytes: &[u8]) -> Result<Decision, EventError> {
     Ok(decision)
 }
 
+#[cfg(test)]
 fn outcome_to_proto(outcome: Outcome) -> proto::Outcome {
     match outcome {
         Outcome::Allow => proto::Outcome::Allow,

@@ -5,6 +5,7 @@
 
 mod codec;
 mod error;
+mod fastpb;
 mod json;
 mod model;
 mod parse;
@@ -15,8 +16,11 @@ mod tests;
 
 pub use codec::{
     dead_letter, decode_dead_letter, decode_decision, decode_event, decode_tag_update,
-    encode_decision, encode_event, encode_tag_update, InputFormat, OutputFormat,
+    encode_decision, encode_decision_into, encode_event, encode_tag_update, InputFormat,
+    OutputFormat,
 };
+#[cfg(test)]
+pub(crate) use codec::{decode_event_prost, encode_decision_prost};
 pub use error::EventError;
 pub use model::{
     currency_exponent, Aggregate, Decision, Field, Outcome, PaymentEvent, RuleHit, TagUpdate,

@@ -840,4 +840,61 @@ proptest! {
             }
         }
     }
+
+    #[test]
+    fn fast_protobuf_decode_matches_prost_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        prop_assert_eq!(decode_event(&bytes, InputFormat::Protobuf, MAX), decode_event_prost(&bytes));
+    }
+
+    #[test]
+    fn fast_protobuf_decode_matches_prost_on_corrupted_events(
+        ev in arb_event(),
+        flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
+        cut in any::<prop::sample::Index>(),
+        extra in proptest::collection::vec(any::<u8>(), 0..24),
+    ) {
+        let mut bytes = encode_event(&ev, OutputFormat::Protobuf);
+        for (at, value) in flips {
+            let i = at.index(bytes.len());
+            bytes[i] = value;
+        }
+        let cut = cut.index(bytes.len() + 1);
+        let mut appended = bytes.clone();
+        appended.extend_from_slice(&extra);
+        for candidate in [&bytes[..], &bytes[..cut], &appended[..]] {
+            prop_assert_eq!(decode_event(candidate, InputFormat::Protobuf, MAX), decode_event_prost(candidate));
+        }
+    }
+
+    #[test]
+    fn fast_protobuf_decode_matches_prost_with_unknown_and_repeated_fields(
+        ev in arb_event(),
+        other in arb_event(),
+        unknown_tag in 18u32..40,
+    ) {
+        // Unknown fields of every non-group wire type, and every field sent twice (last wins).
+        let mut bytes = encode_event(&ev, OutputFormat::Protobuf);
+        for wire_type in [0u32, 1, 2, 5] {
+            prost::encoding::encode_varint(u64::from((unknown_tag << 3) | wire_type), &mut bytes);
+            match wire_type {
+                0 => bytes.extend_from_slice(&[0x96, 0x01]),
+                1 => bytes.extend_from_slice(&[7; 8]),
+                2 => bytes.extend_from_slice(&[2, b'h', b'i']),
+                _ => bytes.extend_from_slice(&[9; 4]),
+            }
+        }
+        bytes.extend(encode_event(&other, OutputFormat::Protobuf));
+        prop_assert_eq!(decode_event(&bytes, InputFormat::Protobuf, MAX), decode_event_prost(&bytes));
+    }
+
+    #[test]
+    fn fast_decision_encoding_matches_prost(d in arb_decision(), score in any::<i32>(), hit_score in any::<i32>()) {
+        prop_assert_eq!(encode_decision(&d, OutputFormat::Protobuf), encode_decision_prost(&d));
+        let mut d = d;
+        d.score = score;
+        if let Some(hit) = d.hits.first_mut() {
+            hit.score = hit_score;
+        }
+        prop_assert_eq!(encode_decision(&d, OutputFormat::Protobuf), encode_decision_prost(&d));
+    }
 }

@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use metrics::{counter, gauge, histogram};
+use metrics::{counter, gauge, histogram, Counter, Histogram};
 use tracing::{debug, error, info, warn};
 
 use crate::event::Outcome;
@@ -14,11 +14,55 @@ fn sampled(counter: &AtomicU64) -> Option<u64> {
     n.is_power_of_two().then_some(n)
 }
 
-/// A payment event was decided; `outcome` is the enforced (non-shadow) outcome.
-pub fn event_decided(outcome: Outcome, eval: Duration) {
-    counter!("veto_events_total", "result" => "decided").increment(1);
-    counter!("veto_decisions_total", "outcome" => outcome.name()).increment(1);
-    histogram!("veto_eval_duration_seconds").record(eval.as_secs_f64());
+/// The per-event metrics of the workers as handles, registered once per pipeline run: the
+/// `counter!` macros with a runtime label build a key and look it up in the registry on
+/// every call, which showed up per event.
+pub struct DecisionMetrics {
+    decided: Counter,
+    outcomes: [Counter; 4],
+    shadow_outcomes: [Counter; 4],
+    eval: Histogram,
+    tag_updates: Counter,
+}
+
+impl DecisionMetrics {
+    /// Registers the handles with the recorder installed now (the process-wide one).
+    pub fn register() -> DecisionMetrics {
+        DecisionMetrics {
+            decided: counter!("veto_events_total", "result" => "decided"),
+            outcomes: Outcome::ALL.map(|o| counter!("veto_decisions_total", "outcome" => o.name())),
+            shadow_outcomes: Outcome::ALL
+                .map(|o| counter!("veto_shadow_decisions_total", "outcome" => o.name())),
+            eval: histogram!("veto_eval_duration_seconds"),
+            tag_updates: counter!("veto_events_total", "result" => "tag_update"),
+        }
+    }
+
+    fn index(outcome: Outcome) -> usize {
+        match outcome {
+            Outcome::Allow => 0,
+            Outcome::Review => 1,
+            Outcome::Challenge => 2,
+            Outcome::Block => 3,
+        }
+    }
+
+    /// A payment event was decided; `outcome` is the enforced (non-shadow) outcome.
+    pub fn event_decided(&self, outcome: Outcome, eval: Duration) {
+        self.decided.increment(1);
+        self.outcomes[Self::index(outcome)].increment(1);
+        self.eval.record(eval.as_secs_f64());
+    }
+
+    /// A shadow rule set's decision was published (see [`shadow_decided`]).
+    pub fn shadow_decided(&self, outcome: Outcome) {
+        self.shadow_outcomes[Self::index(outcome)].increment(1);
+    }
+
+    /// A tag update from the entity-tags topic was applied.
+    pub fn tag_update_applied(&self) {
+        self.tag_updates.increment(1);
+    }
 }
 
 /// A shadow rule set's decision was published.
@@ -55,11 +99,6 @@ pub fn decider_returned_nothing(event_id: &str) {
 pub fn timeout_decided(outcome: Outcome) {
     counter!("veto_decisions_total", "outcome" => outcome.name()).increment(1);
     counter!("veto_timeout_decisions_total").increment(1);
-}
-
-/// A tag update from the entity-tags topic was applied.
-pub fn tag_update_applied() {
-    counter!("veto_events_total", "result" => "tag_update").increment(1);
 }
 
 /// An input message was rejected and sent to the dead-letter topic.

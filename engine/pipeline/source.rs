@@ -33,8 +33,13 @@ use super::Decider;
 
 /// How long `poll` blocks when idle; bounds how fast a shutdown request is noticed.
 const IDLE_POLL: Duration = Duration::from_millis(100);
-/// How long one wait for room in a worker's queue lasts before shutdown is checked again.
-const BACKPRESSURE_WAIT: Duration = Duration::from_millis(50);
+/// How long the source sleeps before retrying a full worker queue. Long enough for the
+/// worker to drain a good part of its queue (hundreds of events), so the two threads do not
+/// wake each other per message; short against the queue's own drain time.
+const BACKPRESSURE_WAIT: Duration = Duration::from_millis(1);
+/// While messages keep coming, the source checks for a fatal producer error and the commit
+/// clock once per this many messages (a clock read and a librdkafka call per message showed).
+const HOUSEKEEPING_EVERY: u32 = 64;
 /// How often drains check for progress.
 const DRAIN_CHECK: Duration = Duration::from_millis(2);
 /// Deadline for reading committed offsets when a partition is assigned.
@@ -587,12 +592,17 @@ impl Source {
         // A stateful decider's checkpoints pace the commits: Kafka never runs ahead of the state.
         let checkpoints = self.context().decider.checkpoint_interval();
         let commit_every = checkpoints.unwrap_or(self.commit_interval);
+        // Messages dispatched since the last housekeeping (fatal error, commit clock): done
+        // every HOUSEKEEPING_EVERY messages while busy, and after every idle poll.
+        let mut busy = 0u32;
         let failure = loop {
             if let Some(&deadline) = self.context().stop_at.get() {
                 return self.shut_down(deadline, None);
             }
-            if let Some((code, reason)) = self.sink.fatal_error() {
-                break PipelineError::ProducerFatal { code, reason };
+            if busy == 0 {
+                if let Some((code, reason)) = self.sink.fatal_error() {
+                    break PipelineError::ProducerFatal { code, reason };
+                }
             }
             let message = match self.consumer.poll(IDLE_POLL) {
                 None => None,
@@ -606,8 +616,11 @@ impl Source {
                 if let Err(error) = self.dispatch(item) {
                     break error;
                 }
+                busy = (busy + 1) % HOUSEKEEPING_EVERY;
+            } else {
+                busy = 0;
             }
-            if last_commit.elapsed() >= commit_every {
+            if busy == 0 && last_commit.elapsed() >= commit_every {
                 // Plain commit failures are logged inside; the next commit retries.
                 if checkpoints.is_some() {
                     if let Err(error) = self.quiesced_checkpoint() {
@@ -630,12 +643,12 @@ impl Source {
         context.mark_reachable();
         let kind = context.kind_of(message.topic())?;
         let slot = context.slot(kind, message.partition())?;
-        Some(WorkItem {
+        Some(WorkItem::new(
             slot,
-            offset: message.offset(),
-            key: message.key().map(<[u8]>::to_vec),
-            payload: message.payload().map(<[u8]>::to_vec),
-        })
+            message.offset(),
+            message.key(),
+            message.payload(),
+        ))
     }
 
     /// Hands an item to its worker, waiting while the worker's queue is full.
@@ -648,7 +661,7 @@ impl Source {
         let slot = Arc::clone(&item.slot);
         let mut waited = false;
         loop {
-            match self.workers.dispatch(item, BACKPRESSURE_WAIT) {
+            match self.workers.dispatch(item) {
                 Ok(()) => {
                     slot.note_dispatched();
                     return Ok(());
@@ -664,6 +677,7 @@ impl Source {
                     if self.context().stop_at.get().is_some() || slot.is_revoked() {
                         return Ok(());
                     }
+                    std::thread::sleep(BACKPRESSURE_WAIT);
                     item = back;
                 }
                 Err(DispatchError::WorkerGone) => {

@@ -7,15 +7,16 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use crossbeam_channel::{bounded, Receiver, SendTimeoutError, Sender};
+use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 
 use crate::event::{
-    dead_letter, decode_event, decode_tag_update, encode_decision, Decision, EventError,
+    dead_letter, decode_event, decode_tag_update, encode_decision_into, Decision, EventError,
     InputFormat, OutputFormat,
 };
 
+use super::ack::AckSeq;
 use super::error::PipelineError;
 use super::events;
 use super::partition::{PartitionSlot, TopicKind};
@@ -29,13 +30,54 @@ use super::Decider;
 pub struct WorkItem {
     pub slot: Arc<PartitionSlot>,
     pub offset: i64,
-    pub key: Option<Vec<u8>>,
-    pub payload: Option<Vec<u8>>,
+    /// Key bytes followed by payload bytes: one allocation per message instead of two.
+    data: Vec<u8>,
+    /// Length of the key at the start of `data`; `None` when the message has no key.
+    key_len: Option<usize>,
+    /// Whether the message has a payload (the rest of `data`), as opposed to a null value.
+    has_payload: bool,
+}
+
+impl WorkItem {
+    /// Copies a consumed message's key and payload.
+    pub fn new(
+        slot: Arc<PartitionSlot>,
+        offset: i64,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+    ) -> WorkItem {
+        let (k, p) = (key.unwrap_or_default(), payload.unwrap_or_default());
+        let mut data = Vec::with_capacity(k.len() + p.len());
+        data.extend_from_slice(k);
+        data.extend_from_slice(p);
+        WorkItem {
+            slot,
+            offset,
+            data,
+            key_len: key.map(<[u8]>::len),
+            has_payload: payload.is_some(),
+        }
+    }
+
+    /// The message key, if any.
+    pub fn key(&self) -> Option<&[u8]> {
+        self.key_len.and_then(|len| self.data.get(..len))
+    }
+
+    /// The message payload; empty for a null value (which then fails decoding).
+    pub fn payload(&self) -> &[u8] {
+        if !self.has_payload {
+            return &[];
+        }
+        self.data
+            .get(self.key_len.unwrap_or(0)..)
+            .unwrap_or_default()
+    }
 }
 
 /// Why a message could not be queued.
 pub enum DispatchError {
-    /// The worker's queue stayed full for the whole wait; the item comes back.
+    /// The worker's queue is full; the item comes back.
     Full(WorkItem),
     /// The worker thread is gone (it panicked).
     WorkerGone,
@@ -53,6 +95,7 @@ struct WorkerShared {
     input_format: InputFormat,
     output_format: OutputFormat,
     max_event_bytes: usize,
+    metrics: events::DecisionMetrics,
 }
 
 /// The worker threads and the senders of their queues.
@@ -80,6 +123,7 @@ impl WorkerPool {
             input_format: settings.input_format,
             output_format: settings.output_format,
             max_event_bytes: settings.max_event_bytes,
+            metrics: events::DecisionMetrics::register(),
         });
         let mut queues = Vec::with_capacity(settings.workers);
         let mut handles = Vec::with_capacity(settings.workers);
@@ -97,13 +141,17 @@ impl WorkerPool {
         Ok(WorkerPool { queues, handles })
     }
 
-    /// Queues an item on its partition's worker, waiting up to `wait` for room.
-    pub fn dispatch(&self, item: WorkItem, wait: Duration) -> Result<(), DispatchError> {
+    /// Queues an item on its partition's worker without waiting.
+    ///
+    /// The caller backs off on [`DispatchError::Full`] instead of parking on the channel: a
+    /// sender parked on a full queue is woken by every `recv`, a context switch per message
+    /// for both threads exactly when the worker is the bottleneck.
+    pub fn dispatch(&self, item: WorkItem) -> Result<(), DispatchError> {
         let queue = &self.queues[worker_index(&item.slot, self.queues.len())];
-        match queue.send_timeout(item, wait) {
+        match queue.try_send(item) {
             Ok(()) => Ok(()),
-            Err(SendTimeoutError::Timeout(item)) => Err(DispatchError::Full(item)),
-            Err(SendTimeoutError::Disconnected(_)) => Err(DispatchError::WorkerGone),
+            Err(TrySendError::Full(item)) => Err(DispatchError::Full(item)),
+            Err(TrySendError::Disconnected(_)) => Err(DispatchError::WorkerGone),
         }
     }
 
@@ -123,13 +171,6 @@ fn worker_index(slot: &PartitionSlot, workers: usize) -> usize {
     (slot.partition.unsigned_abs() as usize + lane) % workers
 }
 
-/// One message to publish.
-struct Output {
-    topic: String,
-    key: Option<Vec<u8>>,
-    payload: Vec<u8>,
-}
-
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -147,12 +188,14 @@ pub fn decision_key(decision: &Decision) -> &[u8] {
 
 impl WorkerShared {
     fn run(&self, queue: Receiver<WorkItem>) {
+        // One encode buffer per worker: the producer copies each payload.
+        let mut scratch = Vec::with_capacity(256);
         while let Ok(item) = queue.recv() {
             if item.slot.is_revoked() || self.abort.load(Ordering::Acquire) {
                 events::revoked_message_skipped();
             } else {
                 match item.slot.kind {
-                    TopicKind::Payments => self.handle_payment(&item),
+                    TopicKind::Payments => self.handle_payment(&item, &mut scratch),
                     TopicKind::EntityTags => self.handle_tag_update(&item),
                 }
             }
@@ -160,8 +203,8 @@ impl WorkerShared {
         }
     }
 
-    fn handle_payment(&self, item: &WorkItem) {
-        let raw = item.payload.as_deref().unwrap_or_default();
+    fn handle_payment(&self, item: &WorkItem, scratch: &mut Vec<u8>) {
+        let raw = item.payload();
         let event = match decode_event(raw, self.input_format, self.max_event_bytes) {
             Ok(event) => event,
             Err(error) => return self.reject(item, &error),
@@ -170,47 +213,49 @@ impl WorkerShared {
         let decisions = self.decider.decide(&event);
         let eval = started.elapsed();
 
-        let mut outputs = Vec::with_capacity(decisions.len());
+        let mut outputs = 0usize;
         let mut enforced = 0usize;
         for decision in &decisions {
-            let topic = if decision.shadow {
-                match &self.shadow_topic {
-                    Some(topic) => {
-                        events::shadow_decided(decision.outcome);
-                        topic
-                    }
-                    None => {
-                        events::shadow_dropped();
-                        continue;
-                    }
+            if decision.shadow {
+                if self.shadow_topic.is_some() {
+                    self.metrics.shadow_decided(decision.outcome);
+                    outputs += 1;
+                } else {
+                    events::shadow_dropped();
                 }
             } else {
                 enforced += 1;
-                events::event_decided(decision.outcome, eval);
-                &self.decisions_topic
-            };
-            outputs.push(Output {
-                topic: topic.clone(),
-                key: Some(decision_key(decision).to_vec()),
-                payload: encode_decision(decision, self.output_format),
-            });
+                outputs += 1;
+                self.metrics.event_decided(decision.outcome, eval);
+            }
         }
         if enforced == 0 {
             events::decider_returned_nothing(&event.event_id);
         } else {
             self.counters.events_decided.fetch_add(1, Ordering::AcqRel);
         }
-        self.publish(item, outputs);
+        let seq = self.register(item, outputs);
+        for decision in &decisions {
+            let topic = match (decision.shadow, &self.shadow_topic) {
+                (false, _) => &self.decisions_topic,
+                (true, Some(shadow)) => shadow,
+                (true, None) => continue,
+            };
+            encode_decision_into(decision, self.output_format, scratch);
+            if !self.send(item, seq, topic, Some(decision_key(decision)), scratch) {
+                return;
+            }
+        }
     }
 
     fn handle_tag_update(&self, item: &WorkItem) {
-        let raw = item.payload.as_deref().unwrap_or_default();
+        let raw = item.payload();
         match decode_tag_update(raw, self.input_format, self.max_event_bytes) {
             Ok(update) => {
                 self.decider.apply_tag_update(&update);
-                events::tag_update_applied();
+                self.metrics.tag_update_applied();
                 self.counters.tag_updates.fetch_add(1, Ordering::AcqRel);
-                self.publish(item, Vec::new());
+                self.register(item, 0);
             }
             Err(error) => self.reject(item, &error),
         }
@@ -228,7 +273,7 @@ impl WorkerShared {
             item.offset,
         );
         self.counters.dead_letters.fetch_add(1, Ordering::AcqRel);
-        let raw = item.payload.as_deref().unwrap_or_default();
+        let raw = item.payload();
         let payload = dead_letter(
             raw,
             error,
@@ -237,33 +282,31 @@ impl WorkerShared {
             item.offset,
             now_ms(),
         );
-        let output = Output {
-            topic: self.dead_letters_topic.clone(),
-            key: item.key.clone(),
-            payload,
-        };
-        self.publish(item, vec![output]);
+        let seq = self.register(item, 1);
+        self.send(item, seq, &self.dead_letters_topic, item.key(), &payload);
     }
 
-    /// Registers the message with its partition's tracker, then produces its outputs; the
-    /// message's offset becomes committable once every output is acknowledged.
-    fn publish(&self, item: &WorkItem, outputs: Vec<Output>) {
-        let outstanding = u32::try_from(outputs.len()).unwrap_or(u32::MAX);
-        let seq = item.slot.register(item.offset, outstanding);
-        for output in outputs {
-            let token = AckToken::Event {
-                slot: Arc::clone(&item.slot),
-                seq,
-            };
-            if !self.sink.send_blocking(
-                &output.topic,
-                output.key.as_deref(),
-                &output.payload,
-                token,
-            ) {
-                return;
-            }
-        }
+    /// Registers the message with its partition's tracker before any of its `outputs` is
+    /// produced; the offset becomes committable once every output is acknowledged.
+    fn register(&self, item: &WorkItem, outputs: usize) -> AckSeq {
+        let outstanding = u32::try_from(outputs).unwrap_or(u32::MAX);
+        item.slot.register(item.offset, outstanding)
+    }
+
+    /// Produces one output of a registered message; `false` once the run is aborted.
+    fn send(
+        &self,
+        item: &WorkItem,
+        seq: AckSeq,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: &[u8],
+    ) -> bool {
+        let token = AckToken::Event {
+            slot: Arc::clone(&item.slot),
+            seq,
+        };
+        self.sink.send_blocking(topic, key, payload, token)
     }
 }
 
