@@ -151,7 +151,7 @@ fn wheel_series(method: Method, ticks: usize, spin: Duration) -> LatenessSeries 
     let mut lateness_ns = Vec::with_capacity(ticks);
     let mut fired = 0usize;
     let started = Instant::now();
-    while let Some(batch) = ticker.wait(&stop) {
+    while let Some(batch) = ticker.wait(&stop, true) {
         let end = batch.last.min(last);
         wheel.advance_to(end, |expired| {
             fired += usize::from(expired.value == expired.deadline_tick)

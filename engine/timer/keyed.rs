@@ -166,6 +166,13 @@ impl<C: Clock> TimerCore<C> {
         self.state.lock().wheel.len()
     }
 
+    /// Whether a timer could fire at tick `tick` (a conservative check: `true` may still fire
+    /// nothing, `false` is certain for the timers armed now).
+    pub fn may_fire_at(&self, tick: u64) -> bool {
+        let bound = self.state.lock().wheel.next_expiry_bound();
+        bound.is_some_and(|bound| bound <= tick)
+    }
+
     /// Whether a timer is armed for `key`.
     pub fn is_armed(&self, key: &TimerKey) -> bool {
         self.state.lock().handle(key).is_some()
@@ -385,6 +392,18 @@ mod tests {
             .iter()
             .map(|timer| timer.payload.key.as_str())
             .collect()
+    }
+
+    #[test]
+    fn only_ticks_near_a_deadline_may_fire() {
+        let core = core();
+        // ManualClock starts at monotonic 0: the next tick is 1.
+        assert!(!core.may_fire_at(1), "nothing armed");
+        assert!(arm(&core, "seq", "far", 60_000));
+        assert!(!core.may_fire_at(1), "a minute away");
+        assert!(core.may_fire_at(60_000));
+        assert!(arm(&core, "seq", "near", 1));
+        assert!(core.may_fire_at(1));
     }
 
     #[test]

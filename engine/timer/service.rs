@@ -196,7 +196,9 @@ fn run_timer_thread<C: Clock>(
     telemetry.realtime_scheduling(&super::ticker::raise_to_realtime());
     let mut fired = Vec::new();
     let mut receiver_gone = false;
-    while let Some(batch) = ticker.wait(stop) {
+    // Spin only before ticks at which a timer can fire; other ticks are slept through, which
+    // keeps the spin's CPU away from the workers while no deadline is near.
+    while let Some(batch) = ticker.wait(stop, core.may_fire_at(ticker.next_tick())) {
         let _firing = output.firing.lock();
         telemetry.tick_observed(ticker.lateness(batch.first, batch.now), batch.len());
         core.fire_due(&mut fired);

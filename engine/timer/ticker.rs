@@ -67,14 +67,16 @@ impl<C: Clock> Ticker<C> {
     }
 
     /// Waits for the next tick and returns every tick due by the time it woke; `None` once `stop`
-    /// is set.
-    pub fn wait(&mut self, stop: &AtomicBool) -> Option<TickBatch> {
+    /// is set. `precise` spins the last part of the wait (the configured spin); without it the
+    /// thread only sleeps, for ticks at which nothing can fire.
+    pub fn wait(&mut self, stop: &AtomicBool, precise: bool) -> Option<TickBatch> {
         let due = self.due_time(self.next_tick);
+        let spin = if precise { self.spin } else { Duration::ZERO };
         loop {
             if stop.load(Ordering::Relaxed) {
                 return None;
             }
-            self.clock.wait_until(due, self.spin);
+            self.clock.wait_until(due, spin);
             let now = self.clock.monotonic();
             if now >= due {
                 let last = (nanos(now) / self.period_ns).max(self.next_tick);
@@ -130,7 +132,7 @@ mod tests {
         assert_eq!(ticker.next_tick(), 1);
         clock.advance(Duration::from_micros(1_300));
         let stop = AtomicBool::new(false);
-        let batch = ticker.wait(&stop);
+        let batch = ticker.wait(&stop, true);
         assert_eq!(
             batch,
             Some(TickBatch {
@@ -156,7 +158,7 @@ mod tests {
         let mut ticker = Ticker::new(clock.clone(), Duration::from_millis(1), Duration::ZERO);
         clock.advance(Duration::from_secs(5));
         let stop = AtomicBool::new(false);
-        let batch = ticker.wait(&stop);
+        let batch = ticker.wait(&stop, true);
         assert_eq!(
             batch.map(|batch| (batch.first, batch.last, batch.len())),
             Some((1, 5_000, 5_000))
@@ -170,7 +172,7 @@ mod tests {
         let mut ticker = Ticker::new(clock, Duration::from_millis(1), Duration::ZERO);
         let stop = Arc::new(AtomicBool::new(false));
         let stopper = Arc::clone(&stop);
-        let handle = std::thread::spawn(move || ticker.wait(&stopper));
+        let handle = std::thread::spawn(move || ticker.wait(&stopper, true));
         stop.store(true, Ordering::Relaxed);
         assert_eq!(handle.join().ok(), Some(None));
     }

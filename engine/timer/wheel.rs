@@ -145,6 +145,13 @@ impl<T> TimingWheel<T> {
             .then(|| self.nodes[handle.index as usize].deadline_tick)
     }
 
+    /// A lower bound on the next tick at which a timer can expire: no timer fires before it.
+    /// `None` when the wheel is empty. Conservative: the next tick whenever level 0 holds a
+    /// timer, else the next cascade boundary of the lowest occupied level.
+    pub fn next_expiry_bound(&self) -> Option<u64> {
+        (!self.is_empty()).then(|| self.next_tick_to_process(u64::MAX))
+    }
+
     /// Every armed timer as (deadline tick, value), in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (u64, &T)> {
         self.nodes
@@ -438,6 +445,17 @@ mod tests {
         );
     }
 
+    #[test]
+    fn the_expiry_bound_skips_quiet_stretches() {
+        let mut wheel = TimingWheel::new(1_000);
+        assert_eq!(wheel.next_expiry_bound(), None);
+        wheel.arm(1_000 + 60_000, "a minute away");
+        let far = wheel.next_expiry_bound().unwrap_or(0);
+        assert!(far > 1_001 && far <= 61_000, "bound {far}");
+        wheel.arm(1_002, "soon");
+        assert_eq!(wheel.next_expiry_bound(), Some(1_001));
+    }
+
     #[derive(Debug, Clone)]
     enum Op {
         Arm(u64),
@@ -487,6 +505,14 @@ mod tests {
                     }
                 }
                 prop_assert_eq!(wheel.len(), model.len());
+                // The expiry bound never passes the earliest armed deadline.
+                let earliest = model.keys().next().map(|&(deadline, _)| deadline);
+                let bound = wheel.next_expiry_bound();
+                prop_assert_eq!(bound.is_some(), earliest.is_some());
+                if let (Some(bound), Some(earliest)) = (bound, earliest) {
+                    prop_assert!(bound <= earliest, "bound {} after deadline {}", bound, earliest);
+                    prop_assert!(bound > wheel.current_tick());
+                }
             }
         }
     }
