@@ -157,7 +157,7 @@ pub struct TimersConfig {
 pub struct PipelineConfig {
     /// Worker threads; 0 uses one per available core.
     pub workers: usize,
-    /// Capacity of each bounded queue between stages, in messages.
+    /// Capacity of each partition's lane of messages waiting for a worker.
     pub queue_capacity: usize,
     /// Largest accepted input message, e.g. "64KiB"; larger ones are dead-lettered as `oversized`.
     pub max_event_bytes: ByteSize,

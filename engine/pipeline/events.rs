@@ -209,9 +209,9 @@ pub fn checkpoint_quiesced(waited: Duration, quiet: bool) {
     histogram!("veto_checkpoint_quiesce_seconds").record(waited.as_secs_f64());
 }
 
-/// A worker's queue is full: the source waits (and fetching stops) until the worker catches up.
-pub fn worker_queue_full(topic: &str, partition: i32) {
-    debug!(topic, partition, "worker queue full, source waiting");
+/// A partition's lane is full: the source waits (and fetching stops) until the workers catch up.
+pub fn lane_full(topic: &str, partition: i32) {
+    debug!(topic, partition, "partition lane full, source waiting");
     counter!("veto_backpressure_pauses_total").increment(1);
 }
 

@@ -2,9 +2,9 @@
 //!
 //! ```text
 //! payments, entity-tags ──► source thread (consumer group, manual commits, rebalance drain)
-//!                             │ bounded queue per worker (full → partition paused)
+//!                             │ bounded lane per partition (full → source waits)
 //!                             ▼
-//!                           worker threads (one per partition at a time: ordered)
+//!                           worker threads (take ready lanes; one worker per lane at a time)
 //!                             │ decode → Decider::decide / apply_tag_update → encode
 //!                             ▼
 //!   timeout decisions ──►   sink (idempotent producer) ──► decisions / shadow / dead letters

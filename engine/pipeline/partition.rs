@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use parking_lot::Mutex;
 
 use super::ack::{AckSeq, AckTracker};
+use super::worker::Lane;
 
 /// What a consumed topic carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -35,6 +36,8 @@ pub struct PartitionSlot {
     processed: AtomicU64,
     /// Set when the partition is revoked: workers skip its queued messages.
     revoked: AtomicBool,
+    /// Messages waiting for a worker (see [`super::worker`]).
+    pub(super) lane: Mutex<Lane>,
 }
 
 impl PartitionSlot {
@@ -49,11 +52,14 @@ impl PartitionSlot {
             dispatched: AtomicU64::new(0),
             processed: AtomicU64::new(0),
             revoked: AtomicBool::new(false),
+            lane: Mutex::new(Lane::default()),
         }
     }
 
-    /// Registers a consumed message that is done after `outstanding` acknowledgements.
-    pub fn register(&self, offset: i64, outstanding: u32) -> AckSeq {
+    /// Registers a consumed message that is done after `outstanding` acknowledgements; a
+    /// worker calls it before producing any of the message's outputs.
+    pub fn register(&self, offset: i64, outstanding: usize) -> AckSeq {
+        let outstanding = u32::try_from(outstanding).unwrap_or(u32::MAX);
         let mut tracker = self.tracker.lock();
         let (seq, advanced) = tracker.register(offset, outstanding);
         if let Some(next) = advanced {

@@ -31,9 +31,9 @@ pub struct PipelineSettings {
     /// librdkafka properties applied to both the consumer and the producer, after Veto's own
     /// (so they win), e.g. `security.protocol`, `statistics.interval.ms`.
     pub librdkafka: BTreeMap<String, String>,
-    /// Worker threads deciding events; partitions are spread over them.
+    /// Worker threads deciding events; any idle worker takes the next partition with work.
     pub workers: usize,
-    /// Capacity of each worker's queue, in messages; a full queue pauses the partition.
+    /// Capacity of each partition's lane of waiting messages; a full lane makes the source wait.
     pub queue_capacity: usize,
     /// Messages larger than this go to the dead-letter topic as `oversized`.
     pub max_event_bytes: usize,

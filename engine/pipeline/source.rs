@@ -33,9 +33,12 @@ use super::Decider;
 
 /// How long `poll` blocks when idle; bounds how fast a shutdown request is noticed.
 const IDLE_POLL: Duration = Duration::from_millis(100);
-/// How long the source sleeps before retrying a full worker queue. Long enough for the
-/// worker to drain a good part of its queue (hundreds of events), so the two threads do not
-/// wake each other per message; short against the queue's own drain time.
+/// Fetched-but-unconsumed messages librdkafka may hold, in KiB (`queued.max.messages.kbytes`;
+/// overridable in `kafka.librdkafka`). 16 MiB is ~0.5 s of input at 150k events/s.
+const PREFETCH_KBYTES: &str = "16384";
+/// How long the source sleeps before retrying a full lane. Long enough for the workers to
+/// drain a good part of it (hundreds of events), so the threads do not wake each other per
+/// message; short against the lane's own drain time.
 const BACKPRESSURE_WAIT: Duration = Duration::from_millis(1);
 /// While messages keep coming, the source checks for a fatal producer error and the commit
 /// clock once per this many messages (a clock read and a librdkafka call per message showed).
@@ -533,6 +536,9 @@ impl Source {
             .set("auto.offset.reset", "earliest")
             // Latency first: a fetch returns within 5 ms even when little data is waiting.
             .set("fetch.wait.max.ms", "5")
+            // A bounded prefetch: a backlog waits in Kafka, not in Veto's memory (librdkafka's
+            // default holds up to 64 MiB of fetched messages, the RSS spikes of the soak).
+            .set("queued.max.messages.kbytes", PREFETCH_KBYTES)
             .set("statistics.interval.ms", "1000");
         if settings.transactional_id.is_some() {
             // Exactly-once end to end: upstream transactional writes count once committed.
@@ -612,8 +618,8 @@ impl Source {
                     None
                 }
             };
-            if let Some(Some(item)) = message {
-                if let Err(error) = self.dispatch(item) {
+            if let Some(Some((slot, item))) = message {
+                if let Err(error) = self.dispatch(&slot, item) {
                     break error;
                 }
                 busy = (busy + 1) % HOUSEKEEPING_EVERY;
@@ -638,37 +644,41 @@ impl Source {
     }
 
     /// Copies a consumed message into a work item for its partition's slot.
-    fn to_work_item(&self, message: &BorrowedMessage<'_>) -> Option<WorkItem> {
+    fn to_work_item(
+        &self,
+        message: &BorrowedMessage<'_>,
+    ) -> Option<(Arc<PartitionSlot>, WorkItem)> {
         let context = self.context();
         context.mark_reachable();
         let kind = context.kind_of(message.topic())?;
         let slot = context.slot(kind, message.partition())?;
-        Some(WorkItem::new(
-            slot,
-            message.offset(),
-            message.key(),
-            message.payload(),
-        ))
+        let item = WorkItem::new(message.offset(), message.key(), message.payload());
+        Some((slot, item))
     }
 
-    /// Hands an item to its worker, waiting while the worker's queue is full.
+    /// Queues an item in its partition's lane, waiting while the lane is full.
     ///
     /// Waiting here (not polling) is the backpressure: librdkafka's fetch queue is bounded
     /// too, so fetching stops, and heartbeats continue on librdkafka's own thread. An item
     /// still waiting when shutdown starts or its partition is revoked is dropped: it was
     /// never registered, so its offset is never committed and it is consumed again later.
-    fn dispatch(&mut self, mut item: WorkItem) -> Result<(), PipelineError> {
-        let slot = Arc::clone(&item.slot);
+    fn dispatch(
+        &mut self,
+        slot: &Arc<PartitionSlot>,
+        mut item: WorkItem,
+    ) -> Result<(), PipelineError> {
         let mut waited = false;
         loop {
-            match self.workers.dispatch(item) {
-                Ok(()) => {
-                    slot.note_dispatched();
-                    return Ok(());
-                }
+            match self.workers.dispatch(slot, item) {
+                Ok(()) => return Ok(()),
                 Err(DispatchError::Full(back)) => {
+                    if !self.workers.all_alive() {
+                        return Err(PipelineError::ThreadPanicked(
+                            "a worker thread exited".to_owned(),
+                        ));
+                    }
                     if !waited {
-                        events::worker_queue_full(&slot.topic, slot.partition);
+                        events::lane_full(&slot.topic, slot.partition);
                         waited = true;
                     }
                     if let Some((code, reason)) = self.sink.fatal_error() {

@@ -1,15 +1,20 @@
-//! Worker pool: decodes, decides and publishes the messages of its partitions, in partition order.
+//! Worker pool: decodes, decides and publishes consumed messages, each partition in offset order.
 //!
-//! Each partition is routed to exactly one worker thread, so its messages are handled in
-//! offset order. Workers are plain threads: decoding and deciding never run on the async
-//! runtime. Each worker's queue is bounded; the source waits when it is full.
+//! Every partition has its own bounded lane of waiting messages (in its [`PartitionSlot`]).
+//! A lane with messages is on the shared ready queue exactly once; a worker takes it, handles
+//! up to [`LANE_BATCH`] of its messages and puts it back at the end of the ready queue if more
+//! are waiting. So one partition is never handled by two workers at once (offset order holds),
+//! while any idle worker can take any partition: skewed partitions no longer leave one worker
+//! idle and another saturated. Workers are plain threads: decoding and deciding never run on
+//! the async runtime. The source waits when a lane is full.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
 
 use crate::event::{
     dead_letter, decode_event, decode_tag_update, encode_decision_into, Decision, EventError,
@@ -25,10 +30,14 @@ use super::sink::{AckToken, Sink};
 use super::status::RunCounters;
 use super::Decider;
 
-/// One consumed message on its way to a worker.
+/// Messages a worker handles from one lane before giving other lanes a turn.
+const LANE_BATCH: usize = 64;
+/// How often an idle worker checks whether the pool is closing.
+const CLOSE_CHECK: Duration = Duration::from_millis(20);
+
+/// One consumed message on its way to a worker (its partition is the lane it waits in).
 #[derive(Debug)]
 pub struct WorkItem {
-    pub slot: Arc<PartitionSlot>,
     pub offset: i64,
     /// Key bytes followed by payload bytes: one allocation per message instead of two.
     data: Vec<u8>,
@@ -38,20 +47,22 @@ pub struct WorkItem {
     has_payload: bool,
 }
 
+/// A partition's waiting messages, in offset order.
+#[derive(Debug, Default)]
+pub struct Lane {
+    items: VecDeque<WorkItem>,
+    /// On the ready queue or being handled by a worker: at most one of either at a time.
+    scheduled: bool,
+}
+
 impl WorkItem {
     /// Copies a consumed message's key and payload.
-    pub fn new(
-        slot: Arc<PartitionSlot>,
-        offset: i64,
-        key: Option<&[u8]>,
-        payload: Option<&[u8]>,
-    ) -> WorkItem {
+    pub fn new(offset: i64, key: Option<&[u8]>, payload: Option<&[u8]>) -> WorkItem {
         let (k, p) = (key.unwrap_or_default(), payload.unwrap_or_default());
         let mut data = Vec::with_capacity(k.len() + p.len());
         data.extend_from_slice(k);
         data.extend_from_slice(p);
         WorkItem {
-            slot,
             offset,
             data,
             key_len: key.map(<[u8]>::len),
@@ -77,7 +88,7 @@ impl WorkItem {
 
 /// Why a message could not be queued.
 pub enum DispatchError {
-    /// The worker's queue is full; the item comes back.
+    /// The partition's lane is full; the item comes back.
     Full(WorkItem),
     /// The worker thread is gone (it panicked).
     WorkerGone,
@@ -96,11 +107,18 @@ struct WorkerShared {
     output_format: OutputFormat,
     max_event_bytes: usize,
     metrics: events::DecisionMetrics,
+    /// Set by [`WorkerPool::close`]: workers exit once no lane is scheduled.
+    closing: AtomicBool,
+    /// Lanes on the ready queue or being handled.
+    scheduled_lanes: AtomicUsize,
 }
 
-/// The worker threads and the senders of their queues.
+/// The worker threads and the ready queue of lanes they share.
 pub struct WorkerPool {
-    queues: Vec<Sender<WorkItem>>,
+    /// Unbounded, yet never longer than the assigned partitions: a lane is on it at most once.
+    ready: Sender<Arc<PartitionSlot>>,
+    lane_capacity: usize,
+    shared: Arc<WorkerShared>,
     handles: Vec<JoinHandle<()>>,
 }
 
@@ -124,51 +142,63 @@ impl WorkerPool {
             output_format: settings.output_format,
             max_event_bytes: settings.max_event_bytes,
             metrics: events::DecisionMetrics::register(),
+            closing: AtomicBool::new(false),
+            scheduled_lanes: AtomicUsize::new(0),
         });
-        let mut queues = Vec::with_capacity(settings.workers);
+        let (ready, ready_rx) = unbounded();
         let mut handles = Vec::with_capacity(settings.workers);
         for index in 0..settings.workers {
-            let (tx, rx) = bounded(settings.queue_capacity);
             let shared = Arc::clone(&shared);
+            let (ready, ready_rx) = (ready.clone(), ready_rx.clone());
             let name = format!("veto-worker-{index}");
             let handle = std::thread::Builder::new()
                 .name(name.clone())
-                .spawn(move || shared.run(rx))
+                .spawn(move || shared.run(&ready, &ready_rx))
                 .map_err(|source| PipelineError::ThreadSpawn { name, source })?;
-            queues.push(tx);
             handles.push(handle);
         }
-        Ok(WorkerPool { queues, handles })
+        Ok(WorkerPool {
+            ready,
+            lane_capacity: settings.queue_capacity,
+            shared,
+            handles,
+        })
     }
 
-    /// Queues an item on its partition's worker without waiting.
+    /// Queues an item in its partition's lane without waiting, and schedules the lane if it
+    /// was idle.
     ///
-    /// The caller backs off on [`DispatchError::Full`] instead of parking on the channel: a
-    /// sender parked on a full queue is woken by every `recv`, a context switch per message
-    /// for both threads exactly when the worker is the bottleneck.
-    pub fn dispatch(&self, item: WorkItem) -> Result<(), DispatchError> {
-        let queue = &self.queues[worker_index(&item.slot, self.queues.len())];
-        match queue.try_send(item) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(item)) => Err(DispatchError::Full(item)),
-            Err(TrySendError::Disconnected(_)) => Err(DispatchError::WorkerGone),
+    /// The caller backs off on [`DispatchError::Full`] instead of waiting on a condition: a
+    /// waiter woken by every taken message costs a context switch per message for both
+    /// threads exactly when the workers are the bottleneck.
+    pub fn dispatch(&self, slot: &Arc<PartitionSlot>, item: WorkItem) -> Result<(), DispatchError> {
+        let mut lane = slot.lane.lock();
+        if lane.items.len() >= self.lane_capacity {
+            return Err(DispatchError::Full(item));
         }
+        slot.note_dispatched();
+        lane.items.push_back(item);
+        if lane.scheduled {
+            return Ok(());
+        }
+        lane.scheduled = true;
+        self.shared.scheduled_lanes.fetch_add(1, Ordering::AcqRel);
+        drop(lane);
+        self.ready
+            .send(Arc::clone(slot))
+            .map_err(|_| DispatchError::WorkerGone)
     }
 
-    /// Closes the queues; workers finish what is queued, then exit.
+    /// Whether every worker thread is still running.
+    pub fn all_alive(&self) -> bool {
+        self.handles.iter().all(|handle| !handle.is_finished())
+    }
+
+    /// Stops taking new items; workers finish every queued one, then exit.
     pub fn close(self) -> Vec<JoinHandle<()>> {
-        drop(self.queues);
+        self.shared.closing.store(true, Ordering::Release);
         self.handles
     }
-}
-
-/// The worker of a partition: payments partitions spread round-robin, tag partitions offset by one.
-fn worker_index(slot: &PartitionSlot, workers: usize) -> usize {
-    let lane = match slot.kind {
-        TopicKind::Payments => 0,
-        TopicKind::EntityTags => 1,
-    };
-    (slot.partition.unsigned_abs() as usize + lane) % workers
 }
 
 fn now_ms() -> i64 {
@@ -187,27 +217,70 @@ pub fn decision_key(decision: &Decision) -> &[u8] {
 }
 
 impl WorkerShared {
-    fn run(&self, queue: Receiver<WorkItem>) {
+    fn run(&self, ready: &Sender<Arc<PartitionSlot>>, ready_rx: &Receiver<Arc<PartitionSlot>>) {
         // One encode buffer per worker: the producer copies each payload.
         let mut scratch = Vec::with_capacity(256);
-        while let Ok(item) = queue.recv() {
-            if item.slot.is_revoked() || self.abort.load(Ordering::Acquire) {
-                events::revoked_message_skipped();
-            } else {
-                match item.slot.kind {
-                    TopicKind::Payments => self.handle_payment(&item, &mut scratch),
-                    TopicKind::EntityTags => self.handle_tag_update(&item),
+        let mut batch = Vec::with_capacity(LANE_BATCH);
+        loop {
+            match ready_rx.recv_timeout(CLOSE_CHECK) {
+                Ok(slot) => {
+                    if !self.serve(&slot, &mut batch, &mut scratch) {
+                        // More waiting: back to the end of the ready queue, behind the other
+                        // lanes. Cannot fail: this worker holds a receiver.
+                        let _ = ready.send(slot);
+                    }
                 }
+                Err(RecvTimeoutError::Timeout) => {
+                    if self.closing.load(Ordering::Acquire)
+                        && self.scheduled_lanes.load(Ordering::Acquire) == 0
+                    {
+                        return;
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => return,
             }
-            item.slot.note_processed();
         }
     }
 
-    fn handle_payment(&self, item: &WorkItem, scratch: &mut Vec<u8>) {
+    /// Handles up to [`LANE_BATCH`] messages of a scheduled lane in offset order. Returns
+    /// `false` when messages remain (the lane stays scheduled and goes back on the ready
+    /// queue), `true` when the lane is empty and was unscheduled.
+    fn serve(
+        &self,
+        slot: &Arc<PartitionSlot>,
+        batch: &mut Vec<WorkItem>,
+        scratch: &mut Vec<u8>,
+    ) -> bool {
+        {
+            let mut lane = slot.lane.lock();
+            let take = lane.items.len().min(LANE_BATCH);
+            batch.extend(lane.items.drain(..take));
+        }
+        for item in batch.drain(..) {
+            if slot.is_revoked() || self.abort.load(Ordering::Acquire) {
+                events::revoked_message_skipped();
+            } else {
+                match slot.kind {
+                    TopicKind::Payments => self.handle_payment(slot, &item, scratch),
+                    TopicKind::EntityTags => self.handle_tag_update(slot, &item),
+                }
+            }
+            slot.note_processed();
+        }
+        let mut lane = slot.lane.lock();
+        if !lane.items.is_empty() {
+            return false;
+        }
+        lane.scheduled = false;
+        self.scheduled_lanes.fetch_sub(1, Ordering::AcqRel);
+        true
+    }
+
+    fn handle_payment(&self, slot: &Arc<PartitionSlot>, item: &WorkItem, scratch: &mut Vec<u8>) {
         let raw = item.payload();
         let event = match decode_event(raw, self.input_format, self.max_event_bytes) {
             Ok(event) => event,
-            Err(error) => return self.reject(item, &error),
+            Err(error) => return self.reject(slot, item, &error),
         };
         let started = Instant::now();
         let decisions = self.decider.decide(&event);
@@ -234,7 +307,7 @@ impl WorkerShared {
         } else {
             self.counters.events_decided.fetch_add(1, Ordering::AcqRel);
         }
-        let seq = self.register(item, outputs);
+        let seq = slot.register(item.offset, outputs);
         for decision in &decisions {
             let topic = match (decision.shadow, &self.shadow_topic) {
                 (false, _) => &self.decisions_topic,
@@ -242,28 +315,27 @@ impl WorkerShared {
                 (true, None) => continue,
             };
             encode_decision_into(decision, self.output_format, scratch);
-            if !self.send(item, seq, topic, Some(decision_key(decision)), scratch) {
+            if !self.send(slot, seq, topic, Some(decision_key(decision)), scratch) {
                 return;
             }
         }
     }
 
-    fn handle_tag_update(&self, item: &WorkItem) {
+    fn handle_tag_update(&self, slot: &Arc<PartitionSlot>, item: &WorkItem) {
         let raw = item.payload();
         match decode_tag_update(raw, self.input_format, self.max_event_bytes) {
             Ok(update) => {
                 self.decider.apply_tag_update(&update);
                 self.metrics.tag_update_applied();
                 self.counters.tag_updates.fetch_add(1, Ordering::AcqRel);
-                self.register(item, 0);
+                slot.register(item.offset, 0);
             }
-            Err(error) => self.reject(item, &error),
+            Err(error) => self.reject(slot, item, &error),
         }
     }
 
     /// Publishes a dead letter for a message that could not be decoded or validated.
-    fn reject(&self, item: &WorkItem, error: &EventError) {
-        let slot = &item.slot;
+    fn reject(&self, slot: &Arc<PartitionSlot>, item: &WorkItem, error: &EventError) {
         let reason = error.to_string();
         events::dead_lettered(
             error.reason_code(),
@@ -282,28 +354,21 @@ impl WorkerShared {
             item.offset,
             now_ms(),
         );
-        let seq = self.register(item, 1);
-        self.send(item, seq, &self.dead_letters_topic, item.key(), &payload);
-    }
-
-    /// Registers the message with its partition's tracker before any of its `outputs` is
-    /// produced; the offset becomes committable once every output is acknowledged.
-    fn register(&self, item: &WorkItem, outputs: usize) -> AckSeq {
-        let outstanding = u32::try_from(outputs).unwrap_or(u32::MAX);
-        item.slot.register(item.offset, outstanding)
+        let seq = slot.register(item.offset, 1);
+        self.send(slot, seq, &self.dead_letters_topic, item.key(), &payload);
     }
 
     /// Produces one output of a registered message; `false` once the run is aborted.
     fn send(
         &self,
-        item: &WorkItem,
+        slot: &Arc<PartitionSlot>,
         seq: AckSeq,
         topic: &str,
         key: Option<&[u8]>,
         payload: &[u8],
     ) -> bool {
         let token = AckToken::Event {
-            slot: Arc::clone(&item.slot),
+            slot: Arc::clone(slot),
             seq,
         };
         self.sink.send_blocking(topic, key, payload, token)
@@ -314,20 +379,162 @@ impl WorkerShared {
 mod tests {
     use super::*;
 
-    #[test]
-    fn partitions_of_one_topic_spread_over_workers() {
-        let workers = 4;
-        let indexes: Vec<usize> = (0..8)
-            .map(|p| {
-                worker_index(
-                    &PartitionSlot::new("payments", p, TopicKind::Payments),
-                    workers,
-                )
-            })
+    use crate::event::{PaymentEvent, TagUpdate};
+    use crate::pipeline::status::PipelineStatus;
+    use parking_lot::{Condvar, Mutex};
+    use std::collections::{HashMap, HashSet};
+
+    /// Records which thread applied which tag update (value "PARTITION:OFFSET"), checks that no
+    /// partition is handled by two threads at once, and holds the first update back until two
+    /// workers are inside at the same time (so a test can prove two partitions run in parallel).
+    #[derive(Default)]
+    struct Recorder {
+        seen: Mutex<Vec<(String, i32, i64)>>,
+        busy_partitions: Mutex<HashSet<i32>>,
+        overlaps: AtomicUsize,
+        inside: Mutex<usize>,
+        both_inside: Condvar,
+        met: AtomicBool,
+    }
+
+    impl Decider for Recorder {
+        fn decide(&self, _event: &PaymentEvent) -> Vec<Decision> {
+            Vec::new()
+        }
+
+        fn apply_tag_update(&self, update: &TagUpdate) {
+            let (partition, offset) = update.value.split_once(':').unwrap_or(("-1", "-1"));
+            let partition: i32 = partition.parse().unwrap_or(-1);
+            let offset: i64 = offset.parse().unwrap_or(-1);
+            if !self.busy_partitions.lock().insert(partition) {
+                self.overlaps.fetch_add(1, Ordering::AcqRel);
+            }
+            if !self.met.load(Ordering::Acquire) {
+                let mut inside = self.inside.lock();
+                *inside += 1;
+                if *inside >= 2 {
+                    self.met.store(true, Ordering::Release);
+                    self.both_inside.notify_all();
+                } else {
+                    let give_up = Instant::now() + Duration::from_secs(10);
+                    while !self.met.load(Ordering::Acquire) && Instant::now() < give_up {
+                        self.both_inside.wait_until(&mut inside, give_up);
+                    }
+                }
+                *inside -= 1;
+            }
+            let thread = std::thread::current().name().unwrap_or("?").to_owned();
+            self.seen.lock().push((thread, partition, offset));
+            self.busy_partitions.lock().remove(&partition);
+        }
+    }
+
+    fn tag_update(partition: i32, offset: i64) -> WorkItem {
+        let json = format!(
+            r#"{{"entity_kind":"user_id","entity_value":"{partition}:{offset}","tag":"t"}}"#
+        );
+        WorkItem::new(offset, None, Some(json.as_bytes()))
+    }
+
+    /// Dispatches `counts[p]` tag updates to partition `p` of the tags topic on two workers,
+    /// closes the pool and returns what the recorder saw.
+    fn run_lanes(counts: &[i64]) -> Arc<Recorder> {
+        let settings = PipelineSettings {
+            brokers: "127.0.0.1:1".to_owned(),
+            input_format: InputFormat::Json,
+            workers: 2,
+            queue_capacity: 16,
+            ..PipelineSettings::default()
+        };
+        let recorder = Arc::new(Recorder::default());
+        let abort = Arc::new(AtomicBool::new(false));
+        let status = Arc::new(PipelineStatus::new());
+        let Ok((sink, retry)) = Sink::start(&settings, status, Arc::clone(&abort)) else {
+            panic!("producer not created");
+        };
+        let decider: Arc<dyn Decider> = recorder.clone();
+        let counters = Arc::new(RunCounters::default());
+        let Ok(pool) = WorkerPool::start(&settings, decider, sink, counters, abort) else {
+            panic!("workers not started");
+        };
+        let slots: Vec<Arc<PartitionSlot>> = (0..counts.len() as i32)
+            .map(|p| Arc::new(PartitionSlot::new("entity-tags", p, TopicKind::EntityTags)))
             .collect();
-        assert_eq!(indexes, vec![0, 1, 2, 3, 0, 1, 2, 3]);
-        let tags = PartitionSlot::new("entity-tags", 0, TopicKind::EntityTags);
-        assert_eq!(worker_index(&tags, workers), 1);
+        let longest = counts.iter().copied().max().unwrap_or(0);
+        for offset in 0..longest {
+            for (slot, &count) in slots.iter().zip(counts) {
+                if offset >= count {
+                    continue;
+                }
+                let mut item = tag_update(slot.partition, offset);
+                loop {
+                    match pool.dispatch(slot, item) {
+                        Ok(()) => break,
+                        Err(DispatchError::Full(back)) => {
+                            item = back;
+                            std::thread::sleep(Duration::from_micros(200));
+                        }
+                        Err(DispatchError::WorkerGone) => panic!("workers gone"),
+                    }
+                }
+            }
+        }
+        for handle in pool.close() {
+            assert!(handle.join().is_ok(), "a worker panicked");
+        }
+        for slot in &slots {
+            assert!(
+                slot.is_drained(),
+                "partition {} not drained",
+                slot.partition
+            );
+        }
+        retry.stop();
+        recorder
+    }
+
+    #[test]
+    fn lanes_keep_offset_order_and_never_share_a_partition() {
+        let counts = [700, 150, 150, 40];
+        let recorder = run_lanes(&counts);
+        assert_eq!(recorder.overlaps.load(Ordering::Acquire), 0);
+        let seen = recorder.seen.lock();
+        let mut per_partition: HashMap<i32, Vec<i64>> = HashMap::new();
+        for (_, partition, offset) in seen.iter() {
+            per_partition.entry(*partition).or_default().push(*offset);
+        }
+        for (partition, &count) in counts.iter().enumerate() {
+            let offsets = per_partition
+                .remove(&(partition as i32))
+                .unwrap_or_default();
+            assert_eq!(
+                offsets,
+                (0..count).collect::<Vec<_>>(),
+                "partition {partition}"
+            );
+        }
+        assert!(
+            per_partition.is_empty(),
+            "unexpected partitions {per_partition:?}"
+        );
+    }
+
+    #[test]
+    fn partitions_that_a_fixed_routing_would_pair_run_on_both_workers() {
+        // Partitions 0 and 2 of two workers shared worker 0 under the old round-robin routing;
+        // the recorder holds the first update until a second worker is inside too.
+        let recorder = run_lanes(&[200, 0, 200]);
+        assert!(
+            recorder.met.load(Ordering::Acquire),
+            "never two workers at once"
+        );
+        let threads: HashSet<String> = recorder
+            .seen
+            .lock()
+            .iter()
+            .map(|(thread, ..)| thread.clone())
+            .collect();
+        assert_eq!(threads.len(), 2, "{threads:?}");
     }
 
     #[test]
