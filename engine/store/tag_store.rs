@@ -138,6 +138,11 @@ fn entity_budget(memory_budget: u64, rocksdb_bytes: u64) -> u64 {
     (rest - rest / ALLOCATOR_RESERVE_PARTS).max(memory_budget / 4)
 }
 
+/// One shard's part of [`entity_budget`], at least one byte.
+fn shard_budget(memory_budget: u64, rocksdb_bytes: u64, shards: usize) -> u64 {
+    (entity_budget(memory_budget, rocksdb_bytes) / shards as u64).max(1)
+}
+
 /// The persisted key of an entity: kind byte, then the value bytes.
 fn entity_key(kind: u8, value: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(1 + value.len());
@@ -209,9 +214,7 @@ impl TagStore {
         Ok(TagStore {
             shards,
             shard_mask: cfg.shards - 1,
-            shard_budget: AtomicU64::new(
-                (entity_budget(cfg.memory_budget_bytes, 0) / cfg.shards as u64).max(1),
-            ),
+            shard_budget: AtomicU64::new(shard_budget(cfg.memory_budget_bytes, 0, cfg.shards)),
             evictions: AtomicU64::new(0),
             cfg,
             disk,
@@ -434,10 +437,12 @@ impl TagStore {
 
     /// Sets the entity budget from RocksDB's current memory ([`entity_budget`]).
     fn refresh_budget(&self, rocksdb_bytes: u64) {
-        let shard_budget =
-            entity_budget(self.cfg.memory_budget_bytes, rocksdb_bytes) / self.shards.len() as u64;
-        self.shard_budget
-            .store(shard_budget.max(1), Ordering::Relaxed);
+        let budget = shard_budget(
+            self.cfg.memory_budget_bytes,
+            rocksdb_bytes,
+            self.shards.len(),
+        );
+        self.shard_budget.store(budget, Ordering::Relaxed);
     }
 
     /// Brings a shard back to 90% of its budget: idle entities are deleted, then the least
