@@ -37,6 +37,7 @@ use crate::event::{encode_decision, Decision, OutputFormat, PaymentEvent, TagUpd
 pub use ack::{AckSeq, AckTracker};
 pub use error::PipelineError;
 pub use settings::PipelineSettings;
+pub use sink::PRODUCER_SETTINGS;
 pub(crate) use source::wait_until;
 pub use status::{PipelineStatus, RunSummary};
 pub use transaction::transaction_committed;

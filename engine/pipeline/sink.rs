@@ -32,6 +32,17 @@ const TRANSACTION_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often `init_transactions` is tried at start (broker unreachable) before giving up.
 const INIT_TRANSACTIONS_ATTEMPTS: u32 = 10;
 
+/// The delivery settings of Veto's producer (`kafka.librdkafka` may override all but
+/// idempotence). `linger.ms` = 5 is librdkafka's own default (and Kafka's Java
+/// producer's since 4.0): at 2 ms the many small batches cost the broker more per decision
+/// (docs/decisions.md, "Producer linger"). The benchmark's passthrough baseline produces with the
+/// same settings, so the throughput ratio compares the engine and nothing else.
+pub const PRODUCER_SETTINGS: [(&str, &str); 3] = [
+    ("enable.idempotence", "true"),
+    ("acks", "all"),
+    ("linger.ms", "5"),
+];
+
 /// What a delivery acknowledges.
 #[derive(Debug)]
 pub enum AckToken {
@@ -156,15 +167,15 @@ impl Sink {
         config
             .set("bootstrap.servers", &settings.brokers)
             .set("client.id", "veto")
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "2")
             .set(
                 "message.max.bytes",
                 (settings.max_event_bytes + 64 * 1024)
                     .max(1_000_000)
                     .to_string(),
             );
+        for (key, value) in PRODUCER_SETTINGS {
+            config.set(key, value);
+        }
         if let Some(id) = &settings.transactional_id {
             config
                 .set("transactional.id", id)

@@ -59,8 +59,13 @@ pub fn tansu_args(port: u16) -> Vec<String> {
 }
 
 impl Broker {
-    /// Uses `brokers` when given, else starts tansu and waits until it accepts connections.
-    pub fn start(brokers: Option<&str>, log_dir: &std::path::Path) -> Result<Broker, BenchError> {
+    /// Uses `brokers` when given, else starts tansu (logging to `tansu-<label>.log` in `log_dir`)
+    /// and waits until it accepts connections.
+    pub fn start(
+        brokers: Option<&str>,
+        log_dir: &std::path::Path,
+        label: &str,
+    ) -> Result<Broker, BenchError> {
         if let Some(b) = brokers {
             return Ok(Broker {
                 info: BrokerInfo {
@@ -84,7 +89,7 @@ impl Broker {
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
             .unwrap_or_else(|_| "unknown".into());
         let port = free_port()?;
-        let log_path = log_dir.join("tansu.log");
+        let log_path = log_dir.join(format!("tansu-{label}.log"));
         let log = std::fs::File::create(&log_path).map_err(|source| BenchError::Io {
             path: log_path.clone(),
             source,
@@ -165,7 +170,7 @@ mod tests {
     #[test]
     fn external_brokers_are_used_as_given() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let broker = Broker::start(Some("kafka:9092"), dir.path()).expect("external");
+        let broker = Broker::start(Some("kafka:9092"), dir.path(), "x").expect("external");
         assert_eq!(broker.info.bootstrap, "kafka:9092");
         assert_eq!(broker.info.kind, "external");
     }

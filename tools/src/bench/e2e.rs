@@ -1,12 +1,15 @@
 //! Scenario `e2e`: Kafka end-to-end throughput and latency of `veto run` beside a no-rules passthrough.
 //!
-//! For each system, on the same broker in the same run, with its own input and output topics:
+//! For each system, on the same broker software in the same run, with its own input and output
+//! topics (and, when the harness starts tansu, on a fresh tansu process of its own: tansu's
+//! memory storage gets slower as it fills, which would penalise whichever system runs second):
 //! 1. saturation: `--saturation-events` events are produced before the system starts; its
 //!    throughput is the rate from its first to its last decision;
 //! 2. fixed rates: for each of `--rates`, events are produced at that rate for `--step`, and the
 //!    latency of each event (produce call → decision consumed by the harness) is recorded.
 //!
-//! Veto's saturation throughput is reported as a ratio of the passthrough's.
+//! Veto's saturation throughput is reported as a ratio of the passthrough's. `--rounds N` repeats
+//! the comparison, reversing the order of the systems every other round, and reports the median.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -102,6 +105,10 @@ pub struct E2eArgs {
         default_value = "passthrough,veto"
     )]
     pub systems: Vec<SystemKind>,
+    /// Rounds of the comparison; every other round runs the systems in reverse order. The
+    /// reported ratio is the median of the rounds' ratios.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rounds: u32,
     /// Also run the bad-input comparison: Veto on a clean stream and on one with this fraction
     /// of garbage (random bytes, truncated encodings, bad JSON, oversized, invalid values),
     /// verifying the dead-letter topic and the decisions.
@@ -359,8 +366,9 @@ pub struct SystemTopics {
 }
 
 impl SystemTopics {
-    fn for_system(kind: SystemKind) -> SystemTopics {
-        SystemTopics::named(kind.name())
+    /// `bench-<system>-…` in round 1, `bench-<system>-r<round>-…` after it.
+    fn for_system(kind: SystemKind, round: u32) -> SystemTopics {
+        SystemTopics::named(&round_name(kind, round))
     }
 
     /// Creates the input, output, dead-letter and tag topics.
@@ -575,6 +583,8 @@ pub struct StepResult {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SystemResult {
     pub system: SystemKind,
+    /// 1-based round of `--rounds`.
+    pub round: u32,
     pub saturation: SaturationResult,
     pub steps: Vec<StepResult>,
     pub duplicates: u64,
@@ -655,13 +665,65 @@ fn step_result(tracker: &Tracker, range: std::ops::Range<usize>, offered: f64) -
     }
 }
 
+/// `veto`, `passthrough`; with `-r<round>` after round 1 (topics, logs and state folders).
+fn round_name(kind: SystemKind, round: u32) -> String {
+    match round {
+        1 => kind.name().to_string(),
+        n => format!("{}-r{n}", kind.name()),
+    }
+}
+
+/// The systems of round `round` (1-based): `systems` in odd rounds, reversed in even ones.
+fn round_order(systems: &[SystemKind], round: u32) -> Vec<SystemKind> {
+    let mut order = systems.to_vec();
+    if round.is_multiple_of(2) {
+        order.reverse();
+    }
+    order
+}
+
+/// The median of the rounds' Veto/passthrough ratios, and each round's.
+fn ratios(results: &[SystemResult], rounds: u32) -> (Option<f64>, Vec<f64>) {
+    let throughput = |k: SystemKind, round: u32| {
+        results
+            .iter()
+            .find(|r| r.system == k && r.round == round)
+            .map(|r| r.saturation.events_per_sec)
+    };
+    let per_round: Vec<f64> = (1..=rounds)
+        .filter_map(|round| {
+            match (
+                throughput(SystemKind::Veto, round),
+                throughput(SystemKind::Passthrough, round),
+            ) {
+                (Some(v), Some(p)) if p > 0.0 => Some(v / p),
+                _ => None,
+            }
+        })
+        .collect();
+    let mut sorted = per_round.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median = match sorted.len() {
+        0 => None,
+        n if !n.is_multiple_of(2) => Some(sorted[n / 2]),
+        n => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0),
+    };
+    (median, per_round)
+}
+
 fn run_system(
     kind: SystemKind,
+    round: u32,
     args: &E2eArgs,
     brokers: &str,
     runtime: &tokio::runtime::Runtime,
 ) -> Result<SystemResult, BenchError> {
-    let topics = SystemTopics::for_system(kind);
+    let name = round_name(kind, round);
+    let suffix = name
+        .strip_prefix(kind.name())
+        .unwrap_or_default()
+        .to_string();
+    let topics = SystemTopics::for_system(kind, round);
     topics.create(brokers, args.partitions, runtime)?;
     let step_events: Vec<usize> = args
         .rates
@@ -679,9 +741,9 @@ fn run_system(
     )?;
     let mut sender = Sender::new(brokers, args, &topics.input)?;
 
-    eprintln!("[{}] queueing {saturation} events", kind.name());
+    eprintln!("[{}] queueing {saturation} events", name);
     sender.send(0..saturation, None, &tracker)?;
-    eprintln!("[{}] starting", kind.name());
+    eprintln!("[{}] starting", name);
     let mut running = match kind {
         SystemKind::Passthrough => Running::Passthrough(Passthrough::start(
             brokers,
@@ -689,7 +751,7 @@ fn run_system(
             &topics.output,
             args.format,
         )?),
-        SystemKind::Veto => Running::Veto(start_veto(args, brokers, &topics, "")?),
+        SystemKind::Veto => Running::Veto(start_veto(args, brokers, &topics, &suffix)?),
     };
     // startup (group join) is not part of the measured interval, but it bounds the wait.
     let got = wait_for(
@@ -701,8 +763,7 @@ fn run_system(
     let saturation_res = saturation_result(&tracker, 0..saturation);
     eprintln!(
         "[{}] saturation: {got}/{saturation} decisions, {:.0} events/s",
-        kind.name(),
-        saturation_res.events_per_sec
+        name, saturation_res.events_per_sec
     );
     let mut steps = Vec::new();
     let mut start = saturation;
@@ -718,7 +779,7 @@ fn run_system(
         let step = step_result(&tracker, range.clone(), *rate);
         eprintln!(
             "[{}] {rate:.0} events/s offered: {}/{} decisions, achieved {:.0}/s, p50 {:.0} µs, p99 {:.0} µs",
-            kind.name(),
+            name,
             step.received,
             step.sent,
             step.achieved_rate,
@@ -732,6 +793,7 @@ fn run_system(
     receiver.stop()?;
     Ok(SystemResult {
         system: kind,
+        round,
         saturation: saturation_res,
         steps,
         duplicates: tracker.duplicates.load(Ordering::Relaxed),
@@ -856,38 +918,40 @@ pub fn run(args: &E2eArgs) -> Result<PathBuf, BenchError> {
         .enable_all()
         .build()
         .map_err(|e| BenchError::Invalid(e.to_string()))?;
-    let broker = Broker::start(args.brokers.as_deref(), &args.out)?;
     let mut results = Vec::new();
-    if !args.garbage_only {
-        for kind in &args.systems {
-            results.push(run_system(*kind, args, &broker.info.bootstrap, &runtime)?);
+    let mut broker_info = None;
+    let rounds = if args.garbage_only { 0 } else { args.rounds };
+    for round in 1..=rounds {
+        for kind in round_order(&args.systems, round) {
+            // a fresh tansu per system (or the same external brokers for all)
+            let broker =
+                Broker::start(args.brokers.as_deref(), &args.out, &round_name(kind, round))?;
+            results.push(run_system(
+                kind,
+                round,
+                args,
+                &broker.info.bootstrap,
+                &runtime,
+            )?);
+            broker_info = Some(broker.info.clone());
         }
     }
     let bad_input = match args.garbage {
-        Some(fraction) => Some(super::badinput::run(
-            args,
-            fraction,
-            &broker.info.bootstrap,
-            &runtime,
-        )?),
+        Some(fraction) => {
+            let broker = Broker::start(args.brokers.as_deref(), &args.out, "bad-input")?;
+            broker_info = Some(broker.info.clone());
+            Some(super::badinput::run(
+                args,
+                fraction,
+                &broker.info.bootstrap,
+                &runtime,
+            )?)
+        }
         None => None,
     };
-    let broker_info = broker.info.clone();
-    drop(broker);
-    let throughput = |k: SystemKind| {
-        results
-            .iter()
-            .find(|r| r.system == k)
-            .map(|r| r.saturation.events_per_sec)
-    };
-    let ratio = match (
-        throughput(SystemKind::Veto),
-        throughput(SystemKind::Passthrough),
-    ) {
-        (Some(v), Some(p)) if p > 0.0 => Some(v / p),
-        _ => None,
-    };
-    let plots = plots(&args.out, &results, args.step)?;
+    let (ratio, round_ratios) = ratios(&results, rounds);
+    let first_round: Vec<SystemResult> = results.iter().filter(|r| r.round == 1).cloned().collect();
+    let plots = plots(&args.out, &first_round, args.step)?;
     let report = Report {
         scenario: "e2e".into(),
         started_at,
@@ -904,6 +968,7 @@ pub fn run(args: &E2eArgs) -> Result<PathBuf, BenchError> {
             "seed": args.seed,
             "users": args.users,
             "systems": if args.garbage_only { Vec::new() } else { args.systems.clone() },
+            "rounds": rounds,
             "garbage": args.garbage,
             "garbage_events": args.garbage_events,
         }),
@@ -911,12 +976,17 @@ pub fn run(args: &E2eArgs) -> Result<PathBuf, BenchError> {
             "broker": broker_info,
             "systems": results,
             "veto_vs_passthrough_throughput_ratio": ratio,
+            "round_ratios": round_ratios,
             "bad_input": bad_input,
         }),
         plots,
     };
     if let Some(ratio) = ratio {
-        eprintln!("veto / passthrough saturation throughput: {ratio:.3}");
+        let rounds: Vec<String> = round_ratios.iter().map(|r| format!("{r:.3}")).collect();
+        eprintln!(
+            "veto / passthrough saturation throughput: {ratio:.3} (median of rounds: {})",
+            rounds.join(", ")
+        );
     }
     report.write(&args.out)
 }
@@ -924,6 +994,55 @@ pub fn run(args: &E2eArgs) -> Result<PathBuf, BenchError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn result(system: SystemKind, round: u32, events_per_sec: f64) -> SystemResult {
+        SystemResult {
+            system,
+            round,
+            saturation: SaturationResult {
+                events: 10,
+                received: 10,
+                seconds: 1.0,
+                events_per_sec,
+            },
+            steps: Vec::new(),
+            duplicates: 0,
+            foreign_records: 0,
+        }
+    }
+
+    #[test]
+    fn every_other_round_reverses_the_order() {
+        let systems = [SystemKind::Passthrough, SystemKind::Veto];
+        assert_eq!(round_order(&systems, 1), systems);
+        assert_eq!(
+            round_order(&systems, 2),
+            [SystemKind::Veto, SystemKind::Passthrough]
+        );
+        assert_eq!(round_order(&systems, 3), systems);
+        assert_eq!(round_name(SystemKind::Veto, 1), "veto");
+        assert_eq!(round_name(SystemKind::Veto, 3), "veto-r3");
+    }
+
+    #[test]
+    fn the_ratio_is_the_median_of_the_rounds() {
+        use SystemKind::{Passthrough, Veto};
+        let results = [
+            result(Passthrough, 1, 100.0),
+            result(Veto, 1, 50.0),
+            result(Veto, 2, 90.0),
+            result(Passthrough, 2, 100.0),
+            result(Passthrough, 3, 200.0),
+            result(Veto, 3, 140.0),
+        ];
+        let (median, rounds) = ratios(&results, 3);
+        assert_eq!(rounds, vec![0.5, 0.9, 0.7]);
+        assert_eq!(median, Some(0.7));
+        let (median, rounds) = ratios(&results[..4], 2);
+        assert_eq!(rounds, vec![0.5, 0.9]);
+        assert!((median.expect("two rounds") - 0.7).abs() < 1e-12);
+        assert_eq!(ratios(&results[..1], 1), (None, Vec::new()));
+    }
 
     #[test]
     fn event_ids_round_trip() {
@@ -967,7 +1086,7 @@ mod tests {
 
     #[test]
     fn veto_config_names_the_systems_topics() {
-        let topics = SystemTopics::for_system(SystemKind::Veto);
+        let topics = SystemTopics::for_system(SystemKind::Veto, 1);
         let text = veto_config(
             "127.0.0.1:9092",
             &topics,
