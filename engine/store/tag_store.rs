@@ -57,6 +57,10 @@ struct Shard {
     maps: [EntityMap; KINDS],
     /// Accounted bytes of the entities in `maps`.
     bytes: u64,
+    /// [`Shard::table_excess`] as last computed; recomputed when `tables_changed` is set.
+    tables: u64,
+    /// Set by every insert into or removal from `maps` (and by `reserve`): `tables` is stale.
+    tables_changed: bool,
     /// Access clock; entities remember the tick of their last access.
     clock: u32,
     /// Newest event time seen by this shard.
@@ -84,9 +88,15 @@ impl Shard {
             .sum()
     }
 
-    /// Accounted bytes of the shard: its entities and its tables.
-    fn memory(&self) -> u64 {
-        self.bytes + self.table_excess()
+    /// Accounted bytes of the shard: its entities and its tables. Walking the tables costs
+    /// more than the rest of a feature update, so it happens only after they changed.
+    fn memory(&mut self) -> u64 {
+        if self.tables_changed {
+            self.tables = self.table_excess();
+            self.tables_changed = false;
+        }
+        debug_assert_eq!(self.tables, self.table_excess(), "a map changed unflagged");
+        self.bytes + self.tables
     }
 }
 
@@ -331,6 +341,7 @@ impl TagStore {
         let Shard {
             maps,
             bytes,
+            tables_changed,
             clock,
             spilled,
             deleted,
@@ -355,6 +366,7 @@ impl TagStore {
                     None => return None,
                 };
                 *bytes += entity.accounted_bytes(value.len()) as u64;
+                *tables_changed = true;
                 entry.insert_hashed_nocheck(hash, value.into(), entity).1
             }
         };
@@ -500,6 +512,7 @@ impl TagStore {
             });
         }
         shard.bytes = shard.bytes.saturating_sub(freed);
+        shard.tables_changed = true;
         if dropped_clean {
             self.checkpoint_has_cold.store(true, Ordering::Relaxed);
         }
@@ -532,6 +545,7 @@ impl TagStore {
             entity.dirty = true;
             shard.bytes += entity.accounted_bytes(value.len()) as u64;
             shard.maps[kind as usize].insert(value.into(), entity);
+            shard.tables_changed = true;
         }
     }
 
@@ -660,6 +674,7 @@ impl TagStore {
                 });
             }
             shard.bytes = shard.bytes.saturating_add_signed(-freed);
+            shard.tables_changed = true;
         }
         if deleted_total > 0 {
             telemetry::idle_entities_deleted(deleted_total);
@@ -888,7 +903,9 @@ impl TagStore {
             let per_shard = (loadable * share / shards).ceil() as usize;
             if per_shard > 0 {
                 for index in 0..self.shards.len() {
-                    self.lock(index).maps[kind].reserve(per_shard);
+                    let mut shard = self.lock(index);
+                    shard.maps[kind].reserve(per_shard);
+                    shard.tables_changed = true;
                 }
             }
         }
@@ -948,6 +965,7 @@ impl TagStore {
                     let mut shard = self.lock(self.shard_of(entity_hash(value)));
                     shard.bytes += bytes;
                     shard.maps[kind as usize].insert(value.into(), entity);
+                    shard.tables_changed = true;
                     Ok(())
                 });
                 found.fetch_add(seen, Ordering::Relaxed);
@@ -992,7 +1010,7 @@ impl TagStore {
         };
         self.refresh_budget(stats.rocksdb_bytes);
         for index in 0..self.shards.len() {
-            let shard = self.lock(index);
+            let mut shard = self.lock(index);
             stats.entities_in_memory += shard.entity_count();
             stats.entities_spilled += shard.spilled;
             stats.accounted_bytes += shard.memory()
