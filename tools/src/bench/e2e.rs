@@ -525,6 +525,14 @@ pub(super) fn start_veto(
     };
     let rules = absolute(&args.rules)?;
     let state_dir = absolute(&args.out)?.join(format!("veto-state{suffix}"));
+    // state left by an earlier run into the same --out would make Veto resume from its
+    // checkpointed offsets (newer than the fresh broker's) and skip the events.
+    if state_dir.exists() {
+        std::fs::remove_dir_all(&state_dir).map_err(|source| BenchError::Io {
+            path: state_dir.clone(),
+            source,
+        })?;
+    }
     let config_path = args.out.join(format!("veto{suffix}.toml"));
     let config = veto_config(brokers, topics, &rules, args.format, &state_dir);
     std::fs::write(&config_path, config).map_err(|source| BenchError::Io {
