@@ -44,7 +44,8 @@ pub struct TimerConfig {
     /// fire late, none is lost) while arming and cancelling carry on.
     pub channel_capacity: usize,
     /// The timer thread sleeps until this long before a tick's due time and spins the rest,
-    /// trading CPU for precision against coarse OS wake-ups. Zero disables spinning.
+    /// trading CPU for precision against coarse OS wake-ups (50 µs covers a real-time thread's
+    /// wake-up at p99; docs/timers.md). Zero disables spinning.
     pub spin: Duration,
     /// Slab capacity reserved up front (timers), to avoid regrowth pauses under load.
     pub initial_capacity: usize,
@@ -55,7 +56,7 @@ impl Default for TimerConfig {
         TimerConfig {
             resolution: Duration::from_millis(1),
             channel_capacity: 65_536,
-            spin: Duration::from_micros(100),
+            spin: Duration::from_micros(50),
             initial_capacity: 0,
         }
     }
