@@ -35,7 +35,7 @@ const INIT_TRANSACTIONS_ATTEMPTS: u32 = 10;
 /// The delivery settings of Veto's producer (`kafka.librdkafka` may override all but
 /// idempotence). `linger.ms` = 5 is librdkafka's own default (and Kafka's Java
 /// producer's since 4.0): at 2 ms the many small batches cost the broker more per decision
-/// (docs/decisions.md, "Producer linger"). The benchmark's passthrough baseline produces with the
+/// (docs/decisions.md, "The producer lingers 5 ms"). The benchmark's passthrough baseline produces with the
 /// same settings, so the throughput ratio compares the engine and nothing else.
 pub const PRODUCER_SETTINGS: [(&str, &str); 3] = [
     ("enable.idempotence", "true"),

@@ -673,12 +673,17 @@ fn step_result(tracker: &Tracker, range: std::ops::Range<usize>, offered: f64) -
     }
 }
 
-/// `veto`, `passthrough`; with `-r<round>` after round 1 (topics, logs and state folders).
-fn round_name(kind: SystemKind, round: u32) -> String {
+/// What tells rounds apart in topic, log and state-folder names: nothing in round 1, `-r<round>` after.
+fn round_suffix(round: u32) -> String {
     match round {
-        1 => kind.name().to_string(),
-        n => format!("{}-r{n}", kind.name()),
+        1 => String::new(),
+        n => format!("-r{n}"),
     }
+}
+
+/// `veto`, `passthrough-r2`, …
+fn round_name(kind: SystemKind, round: u32) -> String {
+    format!("{}{}", kind.name(), round_suffix(round))
 }
 
 /// The systems of round `round` (1-based): `systems` in odd rounds, reversed in even ones.
@@ -727,10 +732,6 @@ fn run_system(
     runtime: &tokio::runtime::Runtime,
 ) -> Result<SystemResult, BenchError> {
     let name = round_name(kind, round);
-    let suffix = name
-        .strip_prefix(kind.name())
-        .unwrap_or_default()
-        .to_string();
     let topics = SystemTopics::for_system(kind, round);
     topics.create(brokers, args.partitions, runtime)?;
     let step_events: Vec<usize> = args
@@ -749,9 +750,9 @@ fn run_system(
     )?;
     let mut sender = Sender::new(brokers, args, &topics.input)?;
 
-    eprintln!("[{}] queueing {saturation} events", name);
+    eprintln!("[{name}] queueing {saturation} events");
     sender.send(0..saturation, None, &tracker)?;
-    eprintln!("[{}] starting", name);
+    eprintln!("[{name}] starting");
     let mut running = match kind {
         SystemKind::Passthrough => Running::Passthrough(Passthrough::start(
             brokers,
@@ -759,7 +760,9 @@ fn run_system(
             &topics.output,
             args.format,
         )?),
-        SystemKind::Veto => Running::Veto(start_veto(args, brokers, &topics, &suffix)?),
+        SystemKind::Veto => {
+            Running::Veto(start_veto(args, brokers, &topics, &round_suffix(round))?)
+        }
     };
     // startup (group join) is not part of the measured interval, but it bounds the wait.
     let got = wait_for(
@@ -770,8 +773,8 @@ fn run_system(
     )?;
     let saturation_res = saturation_result(&tracker, 0..saturation);
     eprintln!(
-        "[{}] saturation: {got}/{saturation} decisions, {:.0} events/s",
-        name, saturation_res.events_per_sec
+        "[{name}] saturation: {got}/{saturation} decisions, {:.0} events/s",
+        saturation_res.events_per_sec
     );
     let mut steps = Vec::new();
     let mut start = saturation;
@@ -786,8 +789,7 @@ fn run_system(
         )?;
         let step = step_result(&tracker, range.clone(), *rate);
         eprintln!(
-            "[{}] {rate:.0} events/s offered: {}/{} decisions, achieved {:.0}/s, p50 {:.0} µs, p99 {:.0} µs",
-            name,
+            "[{name}] {rate:.0} events/s offered: {}/{} decisions, achieved {:.0}/s, p50 {:.0} µs, p99 {:.0} µs",
             step.received,
             step.sent,
             step.achieved_rate,
