@@ -227,6 +227,13 @@ fn kill_9_at_ten_points_loses_nothing_and_counts_nothing_twice() {
     let reference = reference(&rules, &events, reference_dir.path());
 
     let veto = start_veto_logging(&config(kills), log(kills));
+    // Up and assigned before the checks can end the run: when the killed runs already decided
+    // everything, an immediate SIGTERM would reach the process before its signal handlers.
+    wait_for_log(
+        &log_path(kills),
+        "(\"payments\", 0)",
+        Duration::from_secs(60),
+    );
     let finished = |s: &Seen| {
         s.event.len() >= total
             && reference
