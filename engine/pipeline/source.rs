@@ -539,6 +539,10 @@ impl Source {
             // A bounded prefetch: a backlog waits in Kafka, not in Veto's memory (librdkafka's
             // default holds up to 64 MiB of fetched messages, the RSS spikes of the soak).
             .set("queued.max.messages.kbytes", PREFETCH_KBYTES)
+            // Once the prefetch is full librdkafka pauses a partition's fetches for this long
+            // (default 1 s): Veto drained it in ~0.5 s and then idled, running in bursts
+            // (docs/benchmarks.md, session 6). 10 ms resumes fetching soon after there is room.
+            .set("fetch.queue.backoff.ms", "10")
             .set("statistics.interval.ms", "1000");
         if settings.transactional_id.is_some() {
             // Exactly-once end to end: upstream transactional writes count once committed.
