@@ -219,11 +219,7 @@ impl Receiver {
         partitions: i32,
         mut on_record: impl FnMut(Option<&[u8]>) + Send + 'static,
     ) -> Result<Receiver, BenchError> {
-        // the measuring consumer must not pause its fetches (librdkafka's default: 1 s whenever
-        // 100k fetched messages wait to be polled)
-        let consumer: BaseConsumer = consumer_config(brokers, "veto-bench-receiver")
-            .set("fetch.queue.backoff.ms", "1")
-            .create()?;
+        let consumer: BaseConsumer = consumer_config(brokers, "veto-bench-receiver").create()?;
         let mut assignment = TopicPartitionList::new();
         for p in 0..partitions {
             assignment.add_partition_offset(topic, p, Offset::Beginning)?;

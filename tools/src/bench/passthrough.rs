@@ -55,12 +55,7 @@ impl Passthrough {
         output: &str,
         format: EventFormat,
     ) -> Result<Passthrough, BenchError> {
-        // Without this librdkafka pauses fetching for 1 s whenever 100k fetched messages wait
-        // to be polled, and a loop this fast runs in bursts and stalls: 150k events/s instead of
-        // ~850k on tansu (docs/benchmarks.md, session 6). The baseline shows what the broker can do.
-        let consumer: BaseConsumer = consumer_config(brokers, "veto-bench-passthrough")
-            .set("fetch.queue.backoff.ms", "1")
-            .create()?;
+        let consumer: BaseConsumer = consumer_config(brokers, "veto-bench-passthrough").create()?;
         consumer.subscribe(&[input])?;
         // Veto's own delivery settings (idempotent, acks=all, its linger): the ratio then
         // measures the engine, not a difference in producer configuration.
