@@ -1,31 +1,43 @@
 //! RocksDB side of the store: spill and checkpoint column families, the checkpoint manifest.
 //!
-//! Column families: `spill` (dirty entities pushed out of memory since the last checkpoint;
-//! cleared on open), `checkpoint_entities` (entity key -> encoded entity + crc32 of key and
-//! payload) and `checkpoint_meta` (the manifest: format version, sequence, entity count,
-//! Kafka offsets, timers blob, crc32; in exactly-once mode also a pending checkpoint, written
-//! before its Kafka transaction commits and applied once the transaction's fate is known).
+//! Column families: `spill` (dirty entities pushed out of memory since the last checkpoint,
+//! keyed by spill epoch then entity key; cleared on open), `checkpoint_entities` (entity key ->
+//! encoded entity + crc32 of key and payload, and after every entity key the manifest: format
+//! version, sequence, entity count, Kafka offsets, timers blob, crc32) and `checkpoint_meta`
+//! (in exactly-once mode a pending checkpoint, written before its Kafka transaction commits and
+//! applied once the transaction's fate is known).
+//!
+//! A checkpoint is one SST file, written in key order beside the database (`incoming/`) and
+//! ingested atomically: no write batch or memtable holds the whole checkpoint in memory.
 
 use super::codec::{DecodeError, Reader, Writer};
 use super::{PartitionOffset, StoreError};
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType,
-    IteratorMode, Options, Range, ReadOptions, WriteBatch, WriteOptions, DB,
+    IngestExternalFileOptions, Options, Range, ReadOptions, SstFileWriter, WriteBatch,
+    WriteOptions, DB,
 };
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 pub const CF_SPILL: &str = "spill";
 pub const CF_CHECKPOINT_ENTITIES: &str = "checkpoint_entities";
 pub const CF_CHECKPOINT_META: &str = "checkpoint_meta";
-const MANIFEST_KEY: &[u8] = b"manifest";
-/// A checkpoint batch waiting for its Kafka transaction (encoded as a [`Manifest`] whose
-/// offsets are the transaction's and whose blob is the raw RocksDB write batch).
+/// The manifest's key in `checkpoint_entities`: after every entity key ([`KEY_RANGE`]), so
+/// it is the last key of a checkpoint file.
+const MANIFEST_KEY: &[u8] = b"\xffmanifest";
+/// Where format 1 kept the manifest (in `checkpoint_meta`); read only to refuse it by version.
+const LEGACY_MANIFEST_KEY: &[u8] = b"manifest";
+/// A checkpoint file waiting for its Kafka transaction (encoded as a [`Manifest`] whose
+/// offsets are the transaction's and whose blob is the file's name in `incoming/`).
 const PENDING_KEY: &[u8] = b"pending";
 const MANIFEST_MAGIC: &[u8; 8] = b"VETOCKPT";
 /// Version of the checkpoint format; bump on any incompatible change.
-pub const CHECKPOINT_FORMAT_VERSION: u32 = 1;
+pub const CHECKPOINT_FORMAT_VERSION: u32 = 2;
 /// Entity keys are `[kind byte][value bytes]`, so every key sorts inside this range.
 const KEY_RANGE: (&[u8], &[u8]) = (&[0x00], &[0xff]);
+/// Checkpoint files are written here (inside the data folder) before RocksDB ingests them.
+const INCOMING_DIR: &str = "incoming";
 
 /// A half-open key range [lower, upper); `None` is unbounded.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -38,8 +50,10 @@ pub struct KeyRange {
 pub struct Pending {
     /// The consumer offsets the transaction commits.
     pub txn_offsets: Vec<PartitionOffset>,
-    /// The raw RocksDB write batch of the checkpoint.
-    pub batch: Vec<u8>,
+    /// The checkpoint's sequence: applied already when the manifest's is at least this.
+    sequence: u64,
+    /// The checkpoint file.
+    file: PathBuf,
 }
 
 /// The checkpoint header stored beside the entities.
@@ -185,19 +199,55 @@ fn synced() -> WriteOptions {
     options
 }
 
+/// Write options for the spill: no WAL, the spill is discarded on restart anyway.
+fn unlogged() -> WriteOptions {
+    let mut options = WriteOptions::default();
+    options.disable_wal(true);
+    options
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Removes a file that may already be gone.
+fn remove_file(path: &Path) -> Result<(), StoreError> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(path)(e)),
+        _ => Ok(()),
+    }
+}
+
+/// The spill key of an entity: spill epoch (big-endian), then the entity key.
+fn spill_key(epoch: u64, key: &[u8]) -> Vec<u8> {
+    let mut spill = Vec::with_capacity(8 + key.len());
+    spill.extend_from_slice(&epoch.to_be_bytes());
+    spill.extend_from_slice(key);
+    spill
+}
+
 /// The store's RocksDB database.
 pub struct Disk {
     db: DB,
     cache: Cache,
+    /// Options of checkpoint files: the column families' table format, the database's env.
+    sst_options: Options,
+    /// Where checkpoint files are written before RocksDB ingests them.
+    incoming: PathBuf,
+    in_memory: bool,
+    /// Spill entries are keyed under this epoch; a checkpoint that took the spill in moves to
+    /// the next one, so older entries are dead even before they are deleted.
+    spill_epoch: AtomicU64,
 }
 
 impl Disk {
     pub fn open(dir: &Path, cache_bytes: usize, in_memory: bool) -> Result<Disk, StoreError> {
+        let incoming = dir.join(INCOMING_DIR);
         if !in_memory {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
-                path: dir.to_path_buf(),
-                source,
-            })?;
+            std::fs::create_dir_all(&incoming).map_err(io(&incoming))?;
         }
         let cache = Cache::new_lru_cache(cache_bytes);
         let mut table = BlockBasedOptions::default();
@@ -212,22 +262,47 @@ impl Disk {
             o
         };
         let mut db_options = cf_options();
+        let mut sst_options = cf_options();
         db_options.create_if_missing(true);
         db_options.create_missing_column_families(true);
         db_options.set_paranoid_checks(true);
         db_options.set_max_background_jobs(2);
         if in_memory {
-            db_options.set_env(&rocksdb::Env::mem_env().map_err(rocks("in-memory env"))?);
+            let env = rocksdb::Env::mem_env().map_err(rocks("in-memory env"))?;
+            db_options.set_env(&env);
+            sst_options.set_env(&env);
         }
         let families = [CF_SPILL, CF_CHECKPOINT_ENTITIES, CF_CHECKPOINT_META]
             .map(|name| ColumnFamilyDescriptor::new(name, cf_options()));
         let db = DB::open_cf_descriptors(&db_options, dir, families).map_err(rocks("open"))?;
-        let disk = Disk { db, cache };
+        let disk = Disk {
+            db,
+            cache,
+            sst_options,
+            incoming,
+            in_memory,
+            spill_epoch: AtomicU64::new(0),
+        };
         // spilled state is newer than the checkpoint: it is never valid after a restart
-        disk.db
-            .delete_range_cf(disk.cf(CF_SPILL)?, KEY_RANGE.0, KEY_RANGE.1)
-            .map_err(rocks("clear spill"))?;
+        disk.clear_spill()?;
+        disk.remove_unused_files()?;
         Ok(disk)
+    }
+
+    /// Deletes checkpoint files left in `incoming/` by a crash, except the pending one.
+    fn remove_unused_files(&self) -> Result<(), StoreError> {
+        if self.in_memory {
+            return Ok(());
+        }
+        let keep = self.pending()?.map(|p| p.file);
+        let entries = std::fs::read_dir(&self.incoming).map_err(io(&self.incoming))?;
+        for entry in entries {
+            let path = entry.map_err(io(&self.incoming))?.path();
+            if Some(&path) != keep.as_ref() {
+                remove_file(&path)?;
+            }
+        }
+        Ok(())
     }
 
     /// Bytes RocksDB holds in memory: memtables, table readers (index and filter blocks
@@ -257,33 +332,33 @@ impl Disk {
             .ok_or(StoreError::MissingColumnFamily(name))
     }
 
-    /// Writes spilled entities; no WAL, spill is discarded on restart anyway.
+    /// Writes spilled entities (entity key, payload) under the current spill epoch.
     pub fn spill(&self, entries: &[(Vec<u8>, Vec<u8>)]) -> Result<(), StoreError> {
         let cf = self.cf(CF_SPILL)?;
+        let epoch = self.spill_epoch.load(Ordering::Relaxed);
         let mut batch = WriteBatch::default();
         for (key, value) in entries {
-            batch.put_cf(cf, key, value);
+            batch.put_cf(cf, spill_key(epoch, key), value);
         }
-        let mut options = WriteOptions::default();
-        options.disable_wal(true);
-        self.db.write_opt(batch, &options).map_err(rocks("spill"))
+        self.db
+            .write_opt(batch, &unlogged())
+            .map_err(rocks("spill"))
     }
 
     /// Reads a spilled entity and removes it from the spill.
     pub fn take_spilled(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let cf = self.cf(CF_SPILL)?;
+        let key = spill_key(self.spill_epoch.load(Ordering::Relaxed), key);
         let Some(value) = self
             .db
-            .get_pinned_cf(cf, key)
+            .get_pinned_cf(cf, &key)
             .map_err(rocks("read spill"))?
         else {
             return Ok(None);
         };
         let value = value.to_vec();
-        let mut options = WriteOptions::default();
-        options.disable_wal(true);
         self.db
-            .delete_cf_opt(cf, key, &options)
+            .delete_cf_opt(cf, &key, &unlogged())
             .map_err(rocks("delete spill"))?;
         Ok(Some(value))
     }
@@ -302,14 +377,17 @@ impl Disk {
     }
 
     pub fn manifest(&self) -> Result<Option<Manifest>, StoreError> {
-        let cf = self.cf(CF_CHECKPOINT_META)?;
-        match self
-            .db
-            .get_pinned_cf(cf, MANIFEST_KEY)
-            .map_err(rocks("read manifest"))?
-        {
-            None => Ok(None),
-            Some(bytes) => Manifest::decode(&bytes).map(Some),
+        let read = |cf: &'static str, key: &[u8]| {
+            self.db
+                .get_pinned_cf(self.cf(cf)?, key)
+                .map_err(rocks("read manifest"))?
+                .map(|bytes| Manifest::decode(&bytes))
+                .transpose()
+        };
+        match read(CF_CHECKPOINT_ENTITIES, MANIFEST_KEY)? {
+            Some(manifest) => Ok(Some(manifest)),
+            // a format-1 manifest fails to decode with its version
+            None => read(CF_CHECKPOINT_META, LEGACY_MANIFEST_KEY),
         }
     }
 
@@ -328,9 +406,12 @@ impl Disk {
         if let Some(lower) = &range.lower {
             options.set_iterate_lower_bound(lower.clone());
         }
-        if let Some(upper) = &range.upper {
-            options.set_iterate_upper_bound(upper.clone());
-        }
+        // entity keys only: the manifest sorts after them
+        let upper = match &range.upper {
+            Some(upper) if upper.as_slice() < KEY_RANGE.1 => upper.clone(),
+            _ => KEY_RANGE.1.to_vec(),
+        };
+        options.set_iterate_upper_bound(upper);
         let mut iter = self.db.raw_iterator_cf_opt(cf, options);
         iter.seek_to_first();
         while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
@@ -365,6 +446,8 @@ impl Disk {
             .into_iter()
             .filter(|f| f.column_family_name == CF_CHECKPOINT_ENTITIES)
             .filter_map(|f| Some((f.start_key?, f.size)))
+            // a file holding only a manifest starts after every entity key
+            .filter(|(start, _)| start.as_slice() < KEY_RANGE.1)
             .collect();
         files.sort();
         let total: usize = files.iter().map(|f| f.1).sum();
@@ -390,69 +473,144 @@ impl Disk {
         Ok(ranges)
     }
 
-    /// Calls `each` with every spilled (key, payload).
+    /// Calls `each` with every spilled (entity key, payload) of the current epoch, in key order.
     pub fn for_each_spilled(
         &self,
         mut each: impl FnMut(&[u8], &[u8]) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let cf = self.cf(CF_SPILL)?;
-        for item in self.db.iterator_cf(cf, IteratorMode::Start) {
-            let (key, value) = item.map_err(rocks("scan spill"))?;
-            each(&key, &value)?;
+        let epoch = self.spill_epoch.load(Ordering::Relaxed);
+        let mut options = ReadOptions::default();
+        options.set_iterate_lower_bound(epoch.to_be_bytes().to_vec());
+        options.set_iterate_upper_bound((epoch + 1).to_be_bytes().to_vec());
+        let mut iter = self.db.raw_iterator_cf_opt(cf, options);
+        iter.seek_to_first();
+        while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
+            each(&key[8..], value)?;
+            iter.next();
         }
-        Ok(())
+        iter.status().map_err(rocks("scan spill"))
     }
 
+    /// Deletes every spill entry, of every epoch.
     pub fn clear_spill(&self) -> Result<(), StoreError> {
         self.db
-            .delete_range_cf(self.cf(CF_SPILL)?, KEY_RANGE.0, KEY_RANGE.1)
+            .delete_range_cf_opt(
+                self.cf(CF_SPILL)?,
+                &[0u8; 8][..],
+                &[0xffu8; 9][..],
+                &unlogged(),
+            )
             .map_err(rocks("clear spill"))
     }
 
-    /// Starts a checkpoint batch.
-    pub fn checkpoint_batch(&self) -> Result<CheckpointBatch<'_>, StoreError> {
-        Ok(CheckpointBatch {
-            batch: WriteBatch::default(),
-            entities: self.cf(CF_CHECKPOINT_ENTITIES)?,
-            meta: self.cf(CF_CHECKPOINT_META)?,
-            spill: self.cf(CF_SPILL)?,
+    /// Moves to the next spill epoch (the checkpoint just applied holds the spill) and deletes
+    /// the previous epoch's entries. A failed delete leaves only dead entries, gone at the next
+    /// open, so it is not an error.
+    pub fn end_spill_epoch(&self) {
+        let epoch = self.spill_epoch.fetch_add(1, Ordering::Relaxed);
+        if let Ok(cf) = self.cf(CF_SPILL) {
+            let (from, to) = (epoch.to_be_bytes(), (epoch + 1).to_be_bytes());
+            let _ = self.db.delete_range_cf_opt(cf, from, to, &unlogged());
+        }
+    }
+
+    /// Starts the file of checkpoint `sequence`.
+    pub fn checkpoint_writer(&self, sequence: u64) -> Result<CheckpointWriter<'_>, StoreError> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let path = self
+            .incoming
+            .join(format!("checkpoint-{sequence}-{nanos}.sst"));
+        let writer = SstFileWriter::create(&self.sst_options);
+        writer
+            .open(&path)
+            .map_err(rocks("create checkpoint file"))?;
+        Ok(CheckpointWriter {
+            writer,
+            path,
+            finished: false,
             bytes: 0,
         })
     }
 
-    /// Writes a checkpoint batch atomically and durably (WAL, fsync).
-    pub fn commit(&self, batch: CheckpointBatch<'_>) -> Result<(), StoreError> {
-        let options = synced();
+    /// Deletes every checkpointed entity and the manifest, durably (before a first
+    /// checkpoint replaces a checkpoint this run did not restore).
+    pub fn clear_checkpoint(&self) -> Result<(), StoreError> {
+        let cf = self.cf(CF_CHECKPOINT_ENTITIES)?;
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(cf, KEY_RANGE.0, KEY_RANGE.1);
+        batch.delete_cf(cf, MANIFEST_KEY);
+        batch.delete_cf(self.cf(CF_CHECKPOINT_META)?, LEGACY_MANIFEST_KEY);
         self.db
-            .write_opt(batch.batch, &options)
-            .map_err(rocks("write checkpoint"))
+            .write_opt(batch, &synced())
+            .map_err(rocks("clear checkpoint"))
     }
 
-    /// Stores `batch` as the pending checkpoint of a Kafka transaction committing
-    /// `txn_offsets`, durably, without applying it.
+    /// Writes `manifest` into the checkpoint file and applies the file atomically and durably.
+    pub fn commit(
+        &self,
+        writer: CheckpointWriter<'_>,
+        manifest: &Manifest,
+    ) -> Result<(), StoreError> {
+        let path = writer.finish(manifest)?;
+        let applied = self.ingest(&path);
+        if applied.is_err() {
+            let _ = std::fs::remove_file(&path);
+        }
+        applied
+    }
+
+    /// Makes the file part of the checkpoint column family, atomically: all of it or nothing.
+    /// RocksDB moves the file into the database and syncs it and its own manifest before
+    /// returning.
+    fn ingest(&self, path: &Path) -> Result<(), StoreError> {
+        let mut options = IngestExternalFileOptions::default();
+        options.set_move_files(true);
+        self.db
+            .ingest_external_file_cf_opts(self.cf(CF_CHECKPOINT_ENTITIES)?, &options, vec![path])
+            .map_err(rocks("apply checkpoint file"))
+    }
+
+    /// Finishes the checkpoint file with `manifest` and records it, durably, as the pending
+    /// checkpoint of a Kafka transaction committing `txn_offsets`, without applying it.
     pub fn write_pending(
         &self,
         txn_offsets: &[PartitionOffset],
-        batch: &CheckpointBatch<'_>,
-    ) -> Result<(), StoreError> {
+        writer: CheckpointWriter<'_>,
+        manifest: &Manifest,
+    ) -> Result<Pending, StoreError> {
+        let file = writer.finish(manifest)?;
+        if !self.in_memory {
+            // the file's name must survive a crash before the record naming it is written
+            std::fs::File::open(&self.incoming)
+                .and_then(|dir| dir.sync_all())
+                .map_err(io(&self.incoming))?;
+        }
+        let name = file.file_name().map(|n| n.to_string_lossy().into_owned());
         let record = Manifest {
-            sequence: 0,
+            sequence: manifest.sequence,
             entities: 0,
             offsets: txn_offsets.to_vec(),
-            timers: batch.batch.data().to_vec(),
+            timers: name.unwrap_or_default().into_bytes(),
         };
-        let options = synced();
         self.db
             .put_cf_opt(
                 self.cf(CF_CHECKPOINT_META)?,
                 PENDING_KEY,
                 record.encode(),
-                &options,
+                &synced(),
             )
-            .map_err(rocks("write pending checkpoint"))
+            .map_err(rocks("write pending checkpoint"))?;
+        Ok(Pending {
+            txn_offsets: record.offsets,
+            sequence: record.sequence,
+            file,
+        })
     }
 
-    /// The pending checkpoint's transaction offsets and write batch, if one is waiting.
+    /// The pending checkpoint, if one is waiting.
     pub fn pending(&self) -> Result<Option<Pending>, StoreError> {
         let cf = self.cf(CF_CHECKPOINT_META)?;
         let Some(bytes) = self
@@ -463,34 +621,46 @@ impl Disk {
             return Ok(None);
         };
         let record = Manifest::decode(&bytes)?;
+        let name = String::from_utf8(record.timers).map_err(|_| {
+            StoreError::CorruptCheckpoint("pending checkpoint: file name not utf-8".into())
+        })?;
         Ok(Some(Pending {
             txn_offsets: record.offsets,
-            batch: record.timers,
+            sequence: record.sequence,
+            file: self.incoming.join(name),
         }))
     }
 
-    /// Settles the pending checkpoint: applies it when its transaction committed, else
-    /// discards it. Atomic and durable; a no-op without one.
+    /// Settles the pending checkpoint: applies it when its transaction committed (unless a
+    /// crash came after applying it), else discards it. Durable; a no-op without one.
     pub fn resolve_pending(&self, committed: bool) -> Result<(), StoreError> {
         let Some(pending) = self.pending()? else {
             return Ok(());
         };
-        let mut batch = if committed {
-            WriteBatch::from_data(&pending.batch)
+        let applied = self
+            .manifest()?
+            .is_some_and(|m| m.sequence >= pending.sequence);
+        if committed && !applied {
+            self.ingest(&pending.file)?;
         } else {
-            WriteBatch::default()
-        };
-        batch.delete_cf(self.cf(CF_CHECKPOINT_META)?, PENDING_KEY);
-        let options = synced();
-        self.db
-            .write_opt(batch, &options)
-            .map_err(rocks("resolve pending checkpoint"))
+            remove_file(&pending.file)?;
+        }
+        self.drop_pending()
     }
 
-    /// Applies a checkpoint batch whose pending copy was written, and drops that copy.
-    pub fn commit_pending(&self, mut batch: CheckpointBatch<'_>) -> Result<(), StoreError> {
-        batch.batch.delete_cf(batch.meta, PENDING_KEY);
-        self.commit(batch)
+    /// Applies the pending checkpoint file and drops the record of it. Only the ingestion can
+    /// fail: a record left behind is dropped by [`Disk::resolve_pending`] at the next start
+    /// (its sequence is applied).
+    pub fn commit_pending(&self, pending: &Pending) -> Result<(), StoreError> {
+        self.ingest(&pending.file)?;
+        let _ = self.drop_pending();
+        Ok(())
+    }
+
+    fn drop_pending(&self) -> Result<(), StoreError> {
+        self.db
+            .delete_cf_opt(self.cf(CF_CHECKPOINT_META)?, PENDING_KEY, &synced())
+            .map_err(rocks("drop pending checkpoint"))
     }
 
     /// Flushes memtables to SST files (tests and shutdown).
@@ -502,46 +672,156 @@ impl Disk {
     }
 }
 
-/// One checkpoint being assembled: entity puts and deletes, spill clearing, the manifest.
-pub struct CheckpointBatch<'a> {
-    batch: WriteBatch,
-    entities: &'a ColumnFamily,
-    meta: &'a ColumnFamily,
-    spill: &'a ColumnFamily,
+/// One checkpoint file being written: entity puts and deletes in ascending key order, then
+/// the manifest. Removed when dropped unfinished.
+pub struct CheckpointWriter<'a> {
+    writer: SstFileWriter<'a>,
+    path: PathBuf,
+    finished: bool,
     pub bytes: u64,
 }
 
-impl CheckpointBatch<'_> {
-    pub fn clear_entities(&mut self) {
-        self.batch
-            .delete_range_cf(self.entities, KEY_RANGE.0, KEY_RANGE.1);
-    }
-
-    pub fn put_entity(&mut self, key: &[u8], payload: &[u8]) {
+impl CheckpointWriter<'_> {
+    /// Adds an entity; keys must come in ascending order.
+    pub fn put_entity(&mut self, key: &[u8], payload: &[u8]) -> Result<(), StoreError> {
         let value = seal(key, payload);
         self.bytes += (key.len() + value.len()) as u64;
-        self.batch.put_cf(self.entities, key, value);
+        self.writer
+            .put(key, value)
+            .map_err(rocks("write checkpoint file"))
     }
 
-    pub fn delete_entity(&mut self, key: &[u8]) {
-        self.batch.delete_cf(self.entities, key);
+    /// Removes an entity from the checkpoint; keys must come in ascending order.
+    pub fn delete_entity(&mut self, key: &[u8]) -> Result<(), StoreError> {
+        self.writer
+            .delete(key)
+            .map_err(rocks("write checkpoint file"))
     }
 
-    pub fn clear_spill(&mut self) {
-        self.batch
-            .delete_range_cf(self.spill, KEY_RANGE.0, KEY_RANGE.1);
-    }
-
-    pub fn put_manifest(&mut self, manifest: &Manifest) {
+    /// Adds the manifest (the last key) and closes the file, synced; returns its path.
+    fn finish(mut self, manifest: &Manifest) -> Result<PathBuf, StoreError> {
         let value = manifest.encode();
         self.bytes += value.len() as u64;
-        self.batch.put_cf(self.meta, MANIFEST_KEY, value);
+        self.writer
+            .put(MANIFEST_KEY, value)
+            .and_then(|()| self.writer.finish())
+            .map_err(rocks("finish checkpoint file"))?;
+        self.finished = true;
+        Ok(self.path.clone())
+    }
+}
+
+impl Drop for CheckpointWriter<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn manifest(sequence: u64, entities: u64) -> Manifest {
+        Manifest {
+            sequence,
+            entities,
+            offsets: vec![],
+            timers: vec![],
+        }
+    }
+
+    fn incoming_files(dir: &Path) -> usize {
+        std::fs::read_dir(dir.join(INCOMING_DIR)).unwrap().count()
+    }
+
+    /// A crash after the pending checkpoint file was ingested but before its record was
+    /// dropped: the next start sees the file applied and only drops the record.
+    #[test]
+    fn a_pending_checkpoint_applied_before_a_crash_is_not_applied_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let disk = Disk::open(dir.path(), 1 << 20, false).unwrap();
+            let mut writer = disk.checkpoint_writer(1).unwrap();
+            writer.put_entity(b"\x05card", b"v1").unwrap();
+            let pending = disk.write_pending(&[], writer, &manifest(1, 1)).unwrap();
+            disk.ingest(&pending.file).unwrap();
+        }
+        let disk = Disk::open(dir.path(), 1 << 20, false).unwrap();
+        assert_eq!(disk.pending().unwrap().map(|p| p.sequence), Some(1));
+        assert_eq!(incoming_files(dir.path()), 0, "ingestion moved the file");
+        disk.resolve_pending(true).unwrap();
+        assert!(disk.pending().unwrap().is_none());
+        assert_eq!(disk.manifest().unwrap(), Some(manifest(1, 1)));
+        assert_eq!(disk.checkpointed(b"\x05card").unwrap().unwrap(), b"v1");
+        assert_eq!(incoming_files(dir.path()), 0);
+    }
+
+    /// Files of checkpoints that never finished are removed at open; an unfinished writer
+    /// removes its own file.
+    #[test]
+    fn unfinished_checkpoint_files_do_not_accumulate() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let disk = Disk::open(dir.path(), 1 << 20, false).unwrap();
+            let mut writer = disk.checkpoint_writer(1).unwrap();
+            writer.put_entity(b"\x05b", b"v").unwrap();
+            assert!(
+                writer.put_entity(b"\x05a", b"v").is_err(),
+                "keys must ascend"
+            );
+            drop(writer);
+            assert_eq!(incoming_files(dir.path()), 0);
+            let crashed = dir.path().join(INCOMING_DIR).join("checkpoint-7-1.sst");
+            std::fs::write(crashed, b"half a file").unwrap();
+        }
+        Disk::open(dir.path(), 1 << 20, false).unwrap();
+        assert_eq!(incoming_files(dir.path()), 0);
+    }
+
+    /// Spill entries of an epoch a checkpoint took in are dead, even if not deleted yet.
+    #[test]
+    fn a_new_spill_epoch_hides_the_old_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = Disk::open(dir.path(), 1 << 20, false).unwrap();
+        disk.spill(&[(b"\x05a".to_vec(), b"old".to_vec())]).unwrap();
+        disk.spill_epoch.fetch_add(1, Ordering::Relaxed);
+        disk.spill(&[(b"\x05b".to_vec(), b"new".to_vec())]).unwrap();
+        let mut seen = Vec::new();
+        disk.for_each_spilled(|k, v| {
+            seen.push((k.to_vec(), v.to_vec()));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen, vec![(b"\x05b".to_vec(), b"new".to_vec())]);
+        assert_eq!(disk.take_spilled(b"\x05a").unwrap(), None);
+        assert_eq!(disk.take_spilled(b"\x05b").unwrap().unwrap(), b"new");
+    }
+
+    #[test]
+    fn a_format_1_manifest_is_refused_by_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = Disk::open(dir.path(), 1 << 20, false).unwrap();
+        let mut old = manifest(3, 0).encode();
+        old[8..12].copy_from_slice(&1u32.to_le_bytes());
+        let body = old.len() - 4;
+        let crc = crc32fast::hash(&old[..body]);
+        old[body..].copy_from_slice(&crc.to_le_bytes());
+        let meta = disk.cf(CF_CHECKPOINT_META).unwrap();
+        disk.db.put_cf(meta, LEGACY_MANIFEST_KEY, old).unwrap();
+        let error = disk.manifest().unwrap_err();
+        assert!(
+            matches!(
+                error,
+                StoreError::UnsupportedCheckpointVersion {
+                    found: 1,
+                    expected: 2
+                }
+            ),
+            "{error}"
+        );
+    }
 
     #[test]
     fn manifest_round_trips_and_detects_damage() {

@@ -1,6 +1,6 @@
 //! `TagStore`: lock-striped shards of entity state, spill of cold entities, checkpoint and restore.
 
-use super::disk::{printable_key, Disk, Manifest};
+use super::disk::{printable_key, CheckpointWriter, Disk, Manifest};
 use super::entity::{alloc_size, Entity, FeatureUpdate, MAP_SLOT_ACCOUNTED};
 use super::hll::item_hash;
 use super::packed::Scratch;
@@ -175,6 +175,57 @@ fn retain_features(entity: &mut Entity, keep: &AHashSet<u64>) {
     if entity.retain_features(|id| keep.contains(&id)) {
         entity.dirty = true;
     }
+}
+
+/// One entry of a checkpoint file, borrowed from a shard.
+enum Change<'s> {
+    Delete(&'s [u8]),
+    Put(u8, &'s str, &'s Entity),
+}
+
+impl Change<'_> {
+    /// Orders like the persisted key ([`entity_key`]): kind byte, then value bytes.
+    fn key(&self) -> (u8, &[u8]) {
+        match *self {
+            Change::Delete(key) => key.split_first().map_or((0, &[][..]), |(k, v)| (*k, v)),
+            Change::Put(kind, value, _) => (kind, value.as_bytes()),
+        }
+    }
+
+    fn is_put(&self) -> bool {
+        matches!(self, Change::Put(..))
+    }
+
+    fn write(
+        &self,
+        writer: &mut CheckpointWriter<'_>,
+        payload: &mut Vec<u8>,
+        counts: &mut Counts,
+    ) -> Result<(), StoreError> {
+        match *self {
+            Change::Delete(key) => {
+                writer.delete_entity(key)?;
+                counts.deleted += 1;
+                counts.total = counts.total.saturating_sub(1);
+            }
+            Change::Put(kind, value, entity) => {
+                payload.clear();
+                entity.encode(payload);
+                writer.put_entity(&entity_key(kind, value), payload)?;
+                counts.written += 1;
+                counts.total += u64::from(!entity.persisted);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Entities a checkpoint wrote and deleted, and how many it holds.
+#[derive(Default)]
+struct Counts {
+    written: u64,
+    deleted: u64,
+    total: u64,
 }
 
 /// Outcome of scanning the checkpoint in [`TagStore::restore`].
@@ -686,8 +737,8 @@ impl TagStore {
     }
 
     /// Writes every dirty entity (in memory and spilled), the timers blob and the Kafka offsets
-    /// in one atomic, synced RocksDB write batch. Waits for in-flight operations and blocks new
-    /// ones while it runs, so state and offsets correspond.
+    /// as one checkpoint file, ingested atomically and durably. Waits for in-flight operations
+    /// and blocks new ones while it runs, so state and offsets correspond.
     pub fn checkpoint(
         &self,
         offsets: &[PartitionOffset],
@@ -696,8 +747,8 @@ impl TagStore {
         self.write_checkpoint(offsets, timers, None)
     }
 
-    /// The exactly-once checkpoint: the batch is first stored as *pending*, then `publish`
-    /// commits the Kafka transaction that carries `txn_offsets`, then the batch is applied.
+    /// The exactly-once checkpoint: the file is first recorded as *pending*, then `publish`
+    /// commits the Kafka transaction that carries `txn_offsets`, then the file is applied.
     /// When `publish` fails the state stays dirty and the pending copy stays on disk, settled
     /// by [`TagStore::resolve_pending`] at the next start once Kafka tells the outcome.
     pub fn checkpoint_published(
@@ -739,64 +790,72 @@ impl TagStore {
         let started = Instant::now();
         let _gate = self.gate.write();
         let live = self.checkpoint_live.load(Ordering::Relaxed);
-        let mut batch = self.disk.checkpoint_batch()?;
-        let mut total = if live {
-            self.checkpoint_entities.load(Ordering::Relaxed)
-        } else {
-            batch.clear_entities();
-            0
+        if !live {
+            self.disk.clear_checkpoint()?;
+        }
+        let mut counts = Counts {
+            total: if live {
+                self.checkpoint_entities.load(Ordering::Relaxed)
+            } else {
+                0
+            },
+            ..Counts::default()
         };
-        let mut written = 0u64;
-        let mut deleted = 0u64;
-        let mut payload = Vec::with_capacity(256);
-        for index in 0..self.shards.len() {
-            let shard = self.lock(index);
-            for key in &shard.deleted {
-                batch.delete_entity(key);
-                deleted += 1;
-                total = total.saturating_sub(1);
-            }
+        let sequence = self.sequence.load(Ordering::Relaxed) + 1;
+        let mut writer = self.disk.checkpoint_writer(sequence)?;
+        let mut shards: Vec<_> = (0..self.shards.len()).map(|i| self.lock(i)).collect();
+        let mut order = Vec::new();
+        for shard in &shards {
+            order.extend(shard.deleted.iter().map(|key| Change::Delete(key)));
             for (kind, map) in shard.maps.iter().enumerate() {
-                for (value, entity) in map.iter().filter(|(_, e)| e.dirty) {
-                    payload.clear();
-                    entity.encode(&mut payload);
-                    batch.put_entity(&entity_key(kind as u8, value), &payload);
-                    written += 1;
-                    total += u64::from(!entity.persisted);
-                }
+                let dirty = map.iter().filter(|(_, e)| e.dirty);
+                order.extend(dirty.map(|(value, e)| Change::Put(kind as u8, value, e)));
             }
         }
-        self.disk.for_each_spilled(|key, payload| {
-            let persisted = payload.get(1) == Some(&1);
-            batch.put_entity(key, payload);
-            written += 1;
-            total += u64::from(!persisted);
+        // file order; a put outranks a delete of the same key (the entity came back)
+        order.sort_unstable_by(|a, b| a.key().cmp(&b.key()).then(b.is_put().cmp(&a.is_put())));
+        order.dedup_by(|later, earlier| later.key() == earlier.key());
+        let mut payload = Vec::with_capacity(256);
+        let mut changes = order.iter().peekable();
+        self.disk.for_each_spilled(|key, spilled| {
+            let at = key.split_first().map_or((0, &[][..]), |(k, v)| (*k, v));
+            while let Some(change) = changes.next_if(|c| c.key() <= at) {
+                // on the same key the spilled copy is the newer one
+                if change.key() < at {
+                    change.write(&mut writer, &mut payload, &mut counts)?;
+                }
+            }
+            writer.put_entity(key, spilled)?;
+            counts.written += 1;
+            counts.total += u64::from(spilled.get(1) != Some(&1));
             Ok(())
         })?;
-        batch.clear_spill();
-        let sequence = self.sequence.load(Ordering::Relaxed) + 1;
-        batch.put_manifest(&Manifest {
+        for change in changes {
+            change.write(&mut writer, &mut payload, &mut counts)?;
+        }
+        drop(order);
+        let manifest = Manifest {
             sequence,
-            entities: total,
+            entities: counts.total,
             offsets: offsets.to_vec(),
             timers: timers.to_vec(),
-        });
-        let bytes_written = batch.bytes;
+        };
+        let bytes_written = writer.bytes;
         match publish {
-            None => self.disk.commit(batch)?,
+            None => self.disk.commit(writer, &manifest)?,
             Some(Publish {
                 txn_offsets,
                 publish,
             }) => {
-                self.disk.write_pending(txn_offsets, &batch)?;
+                let pending = self.disk.write_pending(txn_offsets, writer, &manifest)?;
                 publish().map_err(StoreError::NotPublished)?;
-                self.disk.commit_pending(batch)?;
+                self.disk.commit_pending(&pending)?;
             }
         }
+        self.disk.end_spill_epoch();
 
         let mut moved_to_disk = false;
-        for index in 0..self.shards.len() {
-            let mut shard = self.lock(index);
+        for shard in shards.iter_mut() {
             shard.deleted = AHashSet::new();
             moved_to_disk |= shard.spilled > 0;
             shard.spilled = 0;
@@ -811,17 +870,19 @@ impl TagStore {
             self.checkpoint_has_cold.store(true, Ordering::Relaxed);
         }
         self.checkpoint_live.store(true, Ordering::Relaxed);
-        self.checkpoint_entities.store(total, Ordering::Relaxed);
+        self.checkpoint_entities
+            .store(counts.total, Ordering::Relaxed);
         self.sequence.store(sequence, Ordering::Relaxed);
         let stats = CheckpointStats {
             sequence,
-            entities_written: written,
-            entities_deleted: deleted,
-            entities_total: total,
+            entities_written: counts.written,
+            entities_deleted: counts.deleted,
+            entities_total: counts.total,
             bytes_written,
             duration: started.elapsed(),
         };
         telemetry::checkpoint_written(&stats);
+        drop(shards);
         drop(_gate);
         telemetry::size(&self.stats());
         Ok(stats)
