@@ -240,10 +240,13 @@ fn env_usize(name: &str, default: usize) -> usize {
 /// Restore time of a checkpoint of `VETO_BENCH_RESTORE_ENTITIES` card entities (default 10M),
 /// each with the three windowed features of the bytes-per-entity report, on real RocksDB under
 /// the temp dir (removed afterwards). The checkpoint is written in steps of 1M entities under a
-/// 1 GiB budget (clean entities leave memory), then the store is reopened with
-/// `VETO_BENCH_RESTORE_BUDGET_MB` (default 8192, enough to load all 10M) and `restore` is timed.
+/// 1 GiB budget (clean entities leave memory); `VETO_BENCH_RESTORE_REWRITES` (default 0) more
+/// passes update every entity again, so the checkpoint files overlap like a live run's. Then
+/// the store is reopened with `VETO_BENCH_RESTORE_BUDGET_MB` (default 8192, enough to load all
+/// 10M) and `restore` is timed.
 fn report_restore_time() {
     let n = env_usize("VETO_BENCH_RESTORE_ENTITIES", 10_000_000);
+    let rewrites = env_usize("VETO_BENCH_RESTORE_REWRITES", 0);
     let budget_mb = env_usize("VETO_BENCH_RESTORE_BUDGET_MB", 8192) as u64;
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = StoreConfig {
@@ -260,7 +263,7 @@ fn report_restore_time() {
     {
         let store = TagStore::open(cfg.clone()).expect("open store");
         let mut out = [None; 3];
-        for i in 0..n {
+        for i in (0..=rewrites).flat_map(|_| 0..n) {
             let card = format!("card-{i:010}");
             let device = format!("dev-{}", i % 7);
             let input = |observation| FeatureInput {
@@ -287,7 +290,8 @@ fn report_restore_time() {
     }
     let disk_bytes = dir_bytes(dir.path());
     println!(
-        "restore setup: {n} entities checkpointed in {:.1} s, {:.0} MB on disk",
+        "restore setup: {n} entities checkpointed ({} passes) in {:.1} s, {:.0} MB on disk",
+        rewrites + 1,
         written.elapsed().as_secs_f64(),
         disk_bytes as f64 / 1e6
     );
