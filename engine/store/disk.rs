@@ -51,7 +51,7 @@ pub struct Pending {
     /// The consumer offsets the transaction commits.
     pub txn_offsets: Vec<PartitionOffset>,
     /// The checkpoint's sequence: applied already when the manifest's is at least this.
-    sequence: u64,
+    pub sequence: u64,
     /// The checkpoint file.
     file: PathBuf,
 }
@@ -517,6 +517,12 @@ impl Disk {
 
     /// Starts the file of checkpoint `sequence`.
     pub fn checkpoint_writer(&self, sequence: u64) -> Result<CheckpointWriter<'_>, StoreError> {
+        if self.in_memory {
+            // its files would live in RocksDB's memory env, beyond `std::fs` to remove
+            return Err(StoreError::Config(
+                "an in-memory store cannot checkpoint".into(),
+            ));
+        }
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
@@ -574,14 +580,41 @@ impl Disk {
     }
 
     /// Finishes the checkpoint file with `manifest` and records it, durably, as the pending
-    /// checkpoint of a Kafka transaction committing `txn_offsets`, without applying it.
+    /// checkpoint of a Kafka transaction committing `txn_offsets`, without applying it. Never
+    /// replaces an unsettled pending checkpoint ([`StoreError::PendingUnsettled`]): its
+    /// transaction may have committed.
     pub fn write_pending(
         &self,
         txn_offsets: &[PartitionOffset],
         writer: CheckpointWriter<'_>,
         manifest: &Manifest,
     ) -> Result<Pending, StoreError> {
+        if let Some(old) = self.pending()? {
+            if !self.applied(&old)? {
+                return Err(StoreError::PendingUnsettled);
+            }
+            // applied, only its record was left (see `commit_pending`)
+            self.drop_pending()?;
+        }
         let file = writer.finish(manifest)?;
+        let recorded = self.record_pending(txn_offsets, manifest.sequence, &file);
+        if recorded.is_err() {
+            let _ = std::fs::remove_file(&file);
+        }
+        recorded?;
+        Ok(Pending {
+            txn_offsets: txn_offsets.to_vec(),
+            sequence: manifest.sequence,
+            file,
+        })
+    }
+
+    fn record_pending(
+        &self,
+        txn_offsets: &[PartitionOffset],
+        sequence: u64,
+        file: &Path,
+    ) -> Result<(), StoreError> {
         if !self.in_memory {
             // the file's name must survive a crash before the record naming it is written
             std::fs::File::open(&self.incoming)
@@ -590,7 +623,7 @@ impl Disk {
         }
         let name = file.file_name().map(|n| n.to_string_lossy().into_owned());
         let record = Manifest {
-            sequence: manifest.sequence,
+            sequence,
             entities: 0,
             offsets: txn_offsets.to_vec(),
             timers: name.unwrap_or_default().into_bytes(),
@@ -602,12 +635,7 @@ impl Disk {
                 record.encode(),
                 &synced(),
             )
-            .map_err(rocks("write pending checkpoint"))?;
-        Ok(Pending {
-            txn_offsets: record.offsets,
-            sequence: record.sequence,
-            file,
-        })
+            .map_err(rocks("write pending checkpoint"))
     }
 
     /// The pending checkpoint, if one is waiting.
@@ -637,15 +665,19 @@ impl Disk {
         let Some(pending) = self.pending()? else {
             return Ok(());
         };
-        let applied = self
-            .manifest()?
-            .is_some_and(|m| m.sequence >= pending.sequence);
-        if committed && !applied {
+        if committed && !self.applied(&pending)? {
             self.ingest(&pending.file)?;
         } else {
             remove_file(&pending.file)?;
         }
         self.drop_pending()
+    }
+
+    /// Whether the pending checkpoint's file is in already (the manifest is that new).
+    fn applied(&self, pending: &Pending) -> Result<bool, StoreError> {
+        Ok(self
+            .manifest()?
+            .is_some_and(|m| m.sequence >= pending.sequence))
     }
 
     /// Applies the pending checkpoint file and drops the record of it. Only the ingestion can

@@ -40,7 +40,7 @@ pub struct StoreConfig {
     pub block_cache_bytes: usize,
     /// RocksDB on an in-memory environment: nothing touches the disk and opening is cheap.
     /// For scratch stores (rule tests run on every reload, `veto test`); `data_dir` only names it
-    /// (it must be absolute).
+    /// (it must be absolute). Such a store cannot checkpoint.
     pub in_memory: bool,
 }
 
@@ -83,6 +83,8 @@ pub enum StoreError {
     UnsupportedCheckpointVersion { found: u32, expected: u32 },
     #[error("the checkpoint's Kafka transaction did not commit: {0}")]
     NotPublished(String),
+    #[error("an earlier exactly-once checkpoint is not settled yet; the next start settles it")]
+    PendingUnsettled,
     #[error("corrupt spilled entity {key}: {reason}")]
     CorruptSpill { key: String, reason: String },
 }

@@ -1,6 +1,6 @@
 //! `TagStore`: lock-striped shards of entity state, spill of cold entities, checkpoint and restore.
 
-use super::disk::{printable_key, CheckpointWriter, Disk, Manifest};
+use super::disk::{printable_key, CheckpointWriter, Disk, Manifest, Pending};
 use super::entity::{alloc_size, Entity, FeatureUpdate, MAP_SLOT_ACCOUNTED};
 use super::hll::item_hash;
 use super::packed::Scratch;
@@ -128,6 +128,9 @@ pub struct TagStore {
     checkpoint_has_cold: AtomicBool,
     checkpoint_entities: AtomicU64,
     sequence: AtomicU64,
+    /// An exactly-once checkpoint file whose transaction committed but whose ingestion failed;
+    /// applied before the next checkpoint.
+    unapplied: Mutex<Option<Pending>>,
     /// Feature ids still defined, once `retain_features` has been called.
     retained: RwLock<Option<Arc<AHashSet<u64>>>>,
 }
@@ -284,6 +287,7 @@ impl TagStore {
             checkpoint_has_cold: AtomicBool::new(false),
             checkpoint_entities: AtomicU64::new(0),
             sequence: AtomicU64::new(0),
+            unapplied: Mutex::new(None),
             retained: RwLock::new(None),
         })
     }
@@ -781,6 +785,19 @@ impl TagStore {
         Ok(())
     }
 
+    /// Applies the file of an exactly-once checkpoint whose transaction committed but whose
+    /// ingestion failed. The in-memory flags were left as before it, so the checkpoint that
+    /// follows rewrites everything it held (and what changed since) on top of it.
+    fn apply_unapplied(&self) -> Result<(), StoreError> {
+        let mut unapplied = self.unapplied.lock();
+        if let Some(pending) = unapplied.as_ref() {
+            self.disk.commit_pending(pending)?;
+            self.sequence.store(pending.sequence, Ordering::Relaxed);
+            *unapplied = None;
+        }
+        Ok(())
+    }
+
     fn write_checkpoint(
         &self,
         offsets: &[PartitionOffset],
@@ -789,6 +806,7 @@ impl TagStore {
     ) -> Result<CheckpointStats, StoreError> {
         let started = Instant::now();
         let _gate = self.gate.write();
+        self.apply_unapplied()?;
         let live = self.checkpoint_live.load(Ordering::Relaxed);
         if !live {
             self.disk.clear_checkpoint()?;
@@ -849,7 +867,11 @@ impl TagStore {
             }) => {
                 let pending = self.disk.write_pending(txn_offsets, writer, &manifest)?;
                 publish().map_err(StoreError::NotPublished)?;
-                self.disk.commit_pending(&pending)?;
+                if let Err(error) = self.disk.commit_pending(&pending) {
+                    // its transaction committed: no other checkpoint before this one is in
+                    *self.unapplied.lock() = Some(pending);
+                    return Err(error);
+                }
             }
         }
         self.disk.end_spill_epoch();
@@ -1280,6 +1302,11 @@ mod tests {
                 })
                 .unwrap_err();
             assert!(matches!(error, StoreError::NotPublished(_)), "{error}");
+            // its transaction may have committed: no later checkpoint may replace it
+            let error = store
+                .checkpoint_published(&offsets(3), b"t3", &offsets(3), &mut || Ok(()))
+                .unwrap_err();
+            assert!(matches!(error, StoreError::PendingUnsettled), "{error}");
             drop(store);
 
             let store = TagStore::open(config(dir.path())).unwrap();
@@ -1299,6 +1326,62 @@ mod tests {
                 Some(want_count)
             );
         }
+    }
+
+    /// The transaction committed but the file could not be ingested (here: it vanished for a
+    /// moment): the next checkpoint applies it first, then writes its own on top.
+    #[test]
+    fn a_committed_checkpoint_that_failed_to_apply_is_applied_by_the_next() {
+        let specs = [spec(1, Aggregate::Count, Field::CardId)];
+        let offsets = |next| {
+            vec![PartitionOffset {
+                topic: "payments".into(),
+                partition: 0,
+                offset: next,
+            }]
+        };
+        let count_one = |store: &TagStore| {
+            let mut out = [None];
+            store.update(
+                1_000,
+                &specs,
+                &[input(Some("c1"), Observation::Count)],
+                &mut out,
+            );
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let incoming = dir.path().join("incoming");
+        let held = dir.path().join("held.sst");
+        let store = TagStore::open(config(dir.path())).unwrap();
+        count_one(&store);
+        let mut name = None;
+        let error = store
+            .checkpoint_published(&offsets(1), b"t1", &offsets(1), &mut || {
+                let file = std::fs::read_dir(&incoming)
+                    .unwrap()
+                    .next()
+                    .unwrap()
+                    .unwrap();
+                std::fs::rename(file.path(), &held).unwrap();
+                name = Some(file.file_name());
+                Ok(())
+            })
+            .unwrap_err();
+        assert!(matches!(error, StoreError::Rocks { .. }), "{error}");
+        std::fs::rename(&held, incoming.join(name.unwrap())).unwrap();
+        count_one(&store);
+        store
+            .checkpoint_published(&offsets(2), b"t2", &offsets(2), &mut || Ok(()))
+            .unwrap();
+        drop(store);
+
+        let store = TagStore::open(config(dir.path())).unwrap();
+        assert_eq!(store.pending_checkpoint().unwrap(), None);
+        let restored = store.restore().unwrap().unwrap();
+        assert_eq!(restored.offsets, offsets(2));
+        assert_eq!(restored.entities, 1);
+        assert_eq!(store.feature_value(&specs[0], "c1", 1_000), Some(2.0));
+        assert_eq!(std::fs::read_dir(&incoming).unwrap().count(), 0);
     }
 
     #[test]
