@@ -4,12 +4,15 @@
 //! topics (and, when the harness starts tansu, on a fresh tansu process of its own: tansu's
 //! memory storage gets slower as it fills, which would penalise whichever system runs second):
 //! 1. saturation: `--saturation-events` events are produced before the system starts; its
-//!    throughput is the rate from its first to its last decision;
+//!    throughput is the rate between the arrival of 20 % and of 95 % of its decisions (the first
+//!    burst, work done while its producer was starting, is left out);
 //! 2. fixed rates: for each of `--rates`, events are produced at that rate for `--step`, and the
 //!    latency of each event (produce call → decision consumed by the harness) is recorded.
 //!
 //! Veto's saturation throughput is reported as a ratio of the passthrough's. `--rounds N` repeats
 //! the comparison, reversing the order of the systems every other round, and reports the median.
+//! With both systems, the engine alone (rules and state, no Kafka) is then measured on every
+//! core: as a share of the passthrough's throughput it is the ceiling of that ratio here.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -738,14 +741,56 @@ fn ratios(results: &[SystemResult], rounds: u32) -> (Option<f64>, Vec<f64>) {
             }
         })
         .collect();
-    let mut sorted = per_round.clone();
+    (median(&per_round), per_round)
+}
+
+fn median(values: &[f64]) -> Option<f64> {
+    let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
-    let median = match sorted.len() {
+    match sorted.len() {
         0 => None,
         n if !n.is_multiple_of(2) => Some(sorted[n / 2]),
         n => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0),
+    }
+}
+
+/// The engine alone (rules and state, no Kafka) on every core, as a share of the passthrough's
+/// median saturation throughput: no pipeline can bring Veto's ratio above it on this machine.
+fn engine_ceiling(
+    args: &E2eArgs,
+    results: &[SystemResult],
+    cores: usize,
+) -> Result<Option<serde_json::Value>, BenchError> {
+    let passthrough: Vec<f64> = results
+        .iter()
+        .filter(|r| r.system == SystemKind::Passthrough)
+        .map(|r| r.saturation.events_per_sec)
+        .collect();
+    let Some(passthrough) = median(&passthrough).filter(|p| *p > 0.0) else {
+        return Ok(None);
     };
-    (median, per_round)
+    let core_args = super::core::CoreArgs {
+        out: args.out.clone(),
+        rules: args.rules.clone(),
+        threads: vec![cores],
+        events_per_thread: 200_000,
+        warmup_events: 20_000,
+        users: args.users,
+        seed: args.seed,
+        latency_sample_every: 64,
+    };
+    let engine = super::core::measure(super::core::load_engine(&args.rules)?, cores, &core_args)?;
+    let ceiling = engine.events_per_sec / passthrough;
+    eprintln!(
+        "engine alone (no Kafka, {cores} threads): {:.0} events/s = {ceiling:.3} of the passthrough's {passthrough:.0}: the ceiling of the ratio on this machine",
+        engine.events_per_sec
+    );
+    Ok(Some(serde_json::json!({
+        "engine_events_per_sec": engine.events_per_sec,
+        "threads": cores,
+        "passthrough_median_events_per_sec": passthrough,
+        "ceiling_ratio": ceiling,
+    })))
 }
 
 fn run_system(
@@ -984,6 +1029,10 @@ pub fn run(args: &E2eArgs) -> Result<PathBuf, BenchError> {
         None => None,
     };
     let (ratio, round_ratios) = ratios(&results, rounds);
+    let ceiling = match ratio {
+        Some(_) => engine_ceiling(args, &results, machine.cores)?,
+        None => None,
+    };
     let first_round: Vec<SystemResult> = results.iter().filter(|r| r.round == 1).cloned().collect();
     let plots = plots(&args.out, &first_round, args.step)?;
     let report = Report {
@@ -1011,6 +1060,7 @@ pub fn run(args: &E2eArgs) -> Result<PathBuf, BenchError> {
             "systems": results,
             "veto_vs_passthrough_throughput_ratio": ratio,
             "round_ratios": round_ratios,
+            "engine_ceiling": ceiling,
             "bad_input": bad_input,
         }),
         plots,
