@@ -486,7 +486,12 @@ impl Disk {
         let mut iter = self.db.raw_iterator_cf_opt(cf, options);
         iter.seek_to_first();
         while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
-            each(&key[8..], value)?;
+            // the bounds hold every key to this epoch's 8-byte prefix
+            let entity = key.get(8..).ok_or_else(|| StoreError::CorruptSpill {
+                key: printable_key(key),
+                reason: "shorter than its epoch".into(),
+            })?;
+            each(entity, value)?;
             iter.next();
         }
         iter.status().map_err(rocks("scan spill"))

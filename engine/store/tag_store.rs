@@ -180,6 +180,12 @@ fn retain_features(entity: &mut Entity, keep: &AHashSet<u64>) {
     }
 }
 
+/// A persisted key as (kind byte, value bytes): compares like the key's bytes.
+fn key_parts(key: &[u8]) -> (u8, &[u8]) {
+    key.split_first()
+        .map_or((0, &[][..]), |(kind, value)| (*kind, value))
+}
+
 /// One entry of a checkpoint file, borrowed from a shard.
 enum Change<'s> {
     Delete(&'s [u8]),
@@ -190,7 +196,7 @@ impl Change<'_> {
     /// Orders like the persisted key ([`entity_key`]): kind byte, then value bytes.
     fn key(&self) -> (u8, &[u8]) {
         match *self {
-            Change::Delete(key) => key.split_first().map_or((0, &[][..]), |(k, v)| (*k, v)),
+            Change::Delete(key) => key_parts(key),
             Change::Put(kind, value, _) => (kind, value.as_bytes()),
         }
     }
@@ -798,6 +804,42 @@ impl TagStore {
         Ok(())
     }
 
+    /// Writes into `writer`, in key order, every deleted and dirty entity of `shards` and every
+    /// spilled one (the spilled copy wins on the same key: it is the newer one).
+    fn write_changes(
+        &self,
+        shards: &[MutexGuard<'_, Shard>],
+        writer: &mut CheckpointWriter<'_>,
+        counts: &mut Counts,
+    ) -> Result<(), StoreError> {
+        let mut order = Vec::new();
+        for shard in shards {
+            order.extend(shard.deleted.iter().map(|key| Change::Delete(key)));
+            for (kind, map) in shard.maps.iter().enumerate() {
+                let dirty = map.iter().filter(|(_, e)| e.dirty);
+                order.extend(dirty.map(|(value, e)| Change::Put(kind as u8, value, e)));
+            }
+        }
+        // a put outranks a delete of the same key (the entity came back)
+        order.sort_unstable_by(|a, b| a.key().cmp(&b.key()).then(b.is_put().cmp(&a.is_put())));
+        order.dedup_by(|later, earlier| later.key() == earlier.key());
+        let mut payload = Vec::with_capacity(256);
+        let mut changes = order.iter().peekable();
+        self.disk.for_each_spilled(|key, spilled| {
+            let at = key_parts(key);
+            while let Some(change) = changes.next_if(|c| c.key() <= at) {
+                if change.key() < at {
+                    change.write(writer, &mut payload, counts)?;
+                }
+            }
+            writer.put_entity(key, spilled)?;
+            counts.written += 1;
+            counts.total += u64::from(spilled.get(1) != Some(&1));
+            Ok(())
+        })?;
+        changes.try_for_each(|change| change.write(writer, &mut payload, counts))
+    }
+
     fn write_checkpoint(
         &self,
         offsets: &[PartitionOffset],
@@ -822,36 +864,7 @@ impl TagStore {
         let sequence = self.sequence.load(Ordering::Relaxed) + 1;
         let mut writer = self.disk.checkpoint_writer(sequence)?;
         let mut shards: Vec<_> = (0..self.shards.len()).map(|i| self.lock(i)).collect();
-        let mut order = Vec::new();
-        for shard in &shards {
-            order.extend(shard.deleted.iter().map(|key| Change::Delete(key)));
-            for (kind, map) in shard.maps.iter().enumerate() {
-                let dirty = map.iter().filter(|(_, e)| e.dirty);
-                order.extend(dirty.map(|(value, e)| Change::Put(kind as u8, value, e)));
-            }
-        }
-        // file order; a put outranks a delete of the same key (the entity came back)
-        order.sort_unstable_by(|a, b| a.key().cmp(&b.key()).then(b.is_put().cmp(&a.is_put())));
-        order.dedup_by(|later, earlier| later.key() == earlier.key());
-        let mut payload = Vec::with_capacity(256);
-        let mut changes = order.iter().peekable();
-        self.disk.for_each_spilled(|key, spilled| {
-            let at = key.split_first().map_or((0, &[][..]), |(k, v)| (*k, v));
-            while let Some(change) = changes.next_if(|c| c.key() <= at) {
-                // on the same key the spilled copy is the newer one
-                if change.key() < at {
-                    change.write(&mut writer, &mut payload, &mut counts)?;
-                }
-            }
-            writer.put_entity(key, spilled)?;
-            counts.written += 1;
-            counts.total += u64::from(spilled.get(1) != Some(&1));
-            Ok(())
-        })?;
-        for change in changes {
-            change.write(&mut writer, &mut payload, &mut counts)?;
-        }
-        drop(order);
+        self.write_changes(&shards, &mut writer, &mut counts)?;
         let manifest = Manifest {
             sequence,
             entities: counts.total,
