@@ -221,6 +221,11 @@ fn remove_file(path: &Path) -> Result<(), StoreError> {
     }
 }
 
+/// The spill keys of `epoch`: every key starting with its 8 big-endian bytes, [from, to).
+fn epoch_range(epoch: u64) -> ([u8; 8], [u8; 8]) {
+    (epoch.to_be_bytes(), (epoch + 1).to_be_bytes())
+}
+
 /// The spill key of an entity: spill epoch (big-endian), then the entity key.
 fn spill_key(epoch: u64, key: &[u8]) -> Vec<u8> {
     let mut spill = Vec::with_capacity(8 + key.len());
@@ -481,8 +486,9 @@ impl Disk {
         let cf = self.cf(CF_SPILL)?;
         let epoch = self.spill_epoch.load(Ordering::Relaxed);
         let mut options = ReadOptions::default();
-        options.set_iterate_lower_bound(epoch.to_be_bytes().to_vec());
-        options.set_iterate_upper_bound((epoch + 1).to_be_bytes().to_vec());
+        let (from, to) = epoch_range(epoch);
+        options.set_iterate_lower_bound(from.to_vec());
+        options.set_iterate_upper_bound(to.to_vec());
         let mut iter = self.db.raw_iterator_cf_opt(cf, options);
         iter.seek_to_first();
         while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
@@ -515,7 +521,7 @@ impl Disk {
     pub fn end_spill_epoch(&self) {
         let epoch = self.spill_epoch.fetch_add(1, Ordering::Relaxed);
         if let Ok(cf) = self.cf(CF_SPILL) {
-            let (from, to) = (epoch.to_be_bytes(), (epoch + 1).to_be_bytes());
+            let (from, to) = epoch_range(epoch);
             let _ = self.db.delete_range_cf_opt(cf, from, to, &unlogged());
         }
     }
@@ -769,6 +775,10 @@ mod tests {
         }
     }
 
+    fn open(dir: &Path) -> Disk {
+        Disk::open(dir, 1 << 20, false).unwrap()
+    }
+
     fn incoming_files(dir: &Path) -> usize {
         std::fs::read_dir(dir.join(INCOMING_DIR)).unwrap().count()
     }
@@ -779,13 +789,13 @@ mod tests {
     fn a_pending_checkpoint_applied_before_a_crash_is_not_applied_twice() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let disk = Disk::open(dir.path(), 1 << 20, false).unwrap();
+            let disk = open(dir.path());
             let mut writer = disk.checkpoint_writer(1).unwrap();
             writer.put_entity(b"\x05card", b"v1").unwrap();
             let pending = disk.write_pending(&[], writer, &manifest(1, 1)).unwrap();
             disk.ingest(&pending.file).unwrap();
         }
-        let disk = Disk::open(dir.path(), 1 << 20, false).unwrap();
+        let disk = open(dir.path());
         assert_eq!(disk.pending().unwrap().map(|p| p.sequence), Some(1));
         assert_eq!(incoming_files(dir.path()), 0, "ingestion moved the file");
         disk.resolve_pending(true).unwrap();
@@ -801,7 +811,7 @@ mod tests {
     fn unfinished_checkpoint_files_do_not_accumulate() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let disk = Disk::open(dir.path(), 1 << 20, false).unwrap();
+            let disk = open(dir.path());
             let mut writer = disk.checkpoint_writer(1).unwrap();
             writer.put_entity(b"\x05b", b"v").unwrap();
             assert!(
@@ -813,7 +823,7 @@ mod tests {
             let crashed = dir.path().join(INCOMING_DIR).join("checkpoint-7-1.sst");
             std::fs::write(crashed, b"half a file").unwrap();
         }
-        Disk::open(dir.path(), 1 << 20, false).unwrap();
+        open(dir.path());
         assert_eq!(incoming_files(dir.path()), 0);
     }
 
@@ -821,7 +831,7 @@ mod tests {
     #[test]
     fn a_new_spill_epoch_hides_the_old_entries() {
         let dir = tempfile::tempdir().unwrap();
-        let disk = Disk::open(dir.path(), 1 << 20, false).unwrap();
+        let disk = open(dir.path());
         disk.spill(&[(b"\x05a".to_vec(), b"old".to_vec())]).unwrap();
         disk.spill_epoch.fetch_add(1, Ordering::Relaxed);
         disk.spill(&[(b"\x05b".to_vec(), b"new".to_vec())]).unwrap();
@@ -839,7 +849,7 @@ mod tests {
     #[test]
     fn a_format_1_manifest_is_refused_by_version() {
         let dir = tempfile::tempdir().unwrap();
-        let disk = Disk::open(dir.path(), 1 << 20, false).unwrap();
+        let disk = open(dir.path());
         let mut old = manifest(3, 0).encode();
         old[8..12].copy_from_slice(&1u32.to_le_bytes());
         let body = old.len() - 4;

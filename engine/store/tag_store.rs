@@ -1158,6 +1158,26 @@ mod tests {
         }
     }
 
+    /// The offsets of a checkpoint that consumed `payments` partition 0 up to `next`.
+    fn offsets(next: i64) -> Vec<PartitionOffset> {
+        vec![PartitionOffset {
+            topic: "payments".into(),
+            partition: 0,
+            offset: next,
+        }]
+    }
+
+    /// Counts one event of card `c1` at t = 1 s.
+    fn count_card_c1(store: &TagStore, specs: &[FeatureSpec; 1]) {
+        let mut out = [None];
+        store.update(
+            1_000,
+            specs,
+            &[input(Some("c1"), Observation::Count)],
+            &mut out,
+        );
+    }
+
     fn input<'a>(entity: Option<&'a str>, observation: Observation<'a>) -> FeatureInput<'a> {
         FeatureInput {
             entity,
@@ -1277,22 +1297,7 @@ mod tests {
     #[test]
     fn pending_checkpoints_apply_only_when_their_transaction_committed() {
         let specs = [spec(1, Aggregate::Count, Field::CardId)];
-        let offsets = |next| {
-            vec![PartitionOffset {
-                topic: "payments".into(),
-                partition: 0,
-                offset: next,
-            }]
-        };
-        let count_one = |store: &TagStore| {
-            let mut out = [None];
-            store.update(
-                1_000,
-                &specs,
-                &[input(Some("c1"), Observation::Count)],
-                &mut out,
-            );
-        };
+        let count_one = |store: &TagStore| count_card_c1(store, &specs);
         for committed in [true, false] {
             let dir = tempfile::tempdir().unwrap();
             let store = TagStore::open(config(dir.path())).unwrap();
@@ -1346,22 +1351,7 @@ mod tests {
     #[test]
     fn a_committed_checkpoint_that_failed_to_apply_is_applied_by_the_next() {
         let specs = [spec(1, Aggregate::Count, Field::CardId)];
-        let offsets = |next| {
-            vec![PartitionOffset {
-                topic: "payments".into(),
-                partition: 0,
-                offset: next,
-            }]
-        };
-        let count_one = |store: &TagStore| {
-            let mut out = [None];
-            store.update(
-                1_000,
-                &specs,
-                &[input(Some("c1"), Observation::Count)],
-                &mut out,
-            );
-        };
+        let count_one = |store: &TagStore| count_card_c1(store, &specs);
         let dir = tempfile::tempdir().unwrap();
         let incoming = dir.path().join("incoming");
         let held = dir.path().join("held.sst");

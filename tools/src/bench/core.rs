@@ -13,6 +13,11 @@ use super::report::{now_rfc3339, Report};
 use super::stats::{LatencySummary, PERCENTILES};
 use super::BenchError;
 
+/// Defaults of `veto-bench core`, also used when `e2e` measures the engine alone.
+pub const EVENTS_PER_THREAD: usize = 200_000;
+pub const WARMUP_EVENTS: usize = 20_000;
+pub const LATENCY_SAMPLE_EVERY: usize = 64;
+
 /// Arguments of `veto-bench core`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CoreArgs {
@@ -26,10 +31,10 @@ pub struct CoreArgs {
     #[arg(long, value_delimiter = ',')]
     pub threads: Vec<usize>,
     /// Events each thread processes per measurement.
-    #[arg(long, default_value_t = 200_000)]
+    #[arg(long, default_value_t = EVENTS_PER_THREAD)]
     pub events_per_thread: usize,
     /// Events each thread processes first, unmeasured, to warm caches and windows.
-    #[arg(long, default_value_t = 20_000)]
+    #[arg(long, default_value_t = WARMUP_EVENTS)]
     pub warmup_events: usize,
     /// Distinct users per thread's stream.
     #[arg(long, default_value_t = 100_000)]
@@ -38,7 +43,7 @@ pub struct CoreArgs {
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Time one event in every N individually for the latency percentiles.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = LATENCY_SAMPLE_EVERY)]
     pub latency_sample_every: usize,
 }
 

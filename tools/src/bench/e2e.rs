@@ -773,11 +773,11 @@ fn engine_ceiling(
         out: args.out.clone(),
         rules: args.rules.clone(),
         threads: vec![cores],
-        events_per_thread: 200_000,
-        warmup_events: 20_000,
+        events_per_thread: super::core::EVENTS_PER_THREAD,
+        warmup_events: super::core::WARMUP_EVENTS,
         users: args.users,
         seed: args.seed,
-        latency_sample_every: 64,
+        latency_sample_every: super::core::LATENCY_SAMPLE_EVERY,
     };
     let engine = super::core::measure(super::core::load_engine(&args.rules)?, cores, &core_args)?;
     let ceiling = engine.events_per_sec / passthrough;
