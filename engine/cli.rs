@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::telemetry::{init_logging, LogFormat};
+use crate::telemetry::{LogChoice, LogFormat};
 
 /// Veto: a real-time risk-control rule engine for payments.
 #[derive(Debug, Parser)]
@@ -121,10 +121,15 @@ pub struct BacktestArgs {
 
 /// Runs a parsed command line and returns the process exit code.
 pub fn main(cli: Cli) -> ExitCode {
-    init_logging(
-        cli.log_format.unwrap_or_default(),
-        cli.log_level.as_deref().unwrap_or("info"),
-    );
+    let log = LogChoice {
+        format: cli.log_format,
+        level: cli.log_level,
+    };
+    // `veto run` starts logging once its config is read: the config's `[telemetry]` log keys
+    // apply there, below these flags.
+    if !matches!(cli.command, Command::Run(_)) {
+        log.init(LogFormat::default(), "info");
+    }
     let code = match cli.command {
         Command::Check(args) => {
             crate::rules::run_check(&args.paths, args.format == DiagFormat::Json)
@@ -142,7 +147,7 @@ pub fn main(cli: Cli) -> ExitCode {
             };
             crate::backtest::run_backtest(&opts, args.out.as_deref(), args.json)
         }
-        Command::Run(args) => report(crate::service::run_service(args.config.as_deref())),
+        Command::Run(args) => report(crate::service::run_service(args.config.as_deref(), &log)),
         Command::Demo(args) => report(crate::demo::run_demo(args)),
     };
     ExitCode::from(u8::try_from(code).unwrap_or(1))

@@ -19,15 +19,16 @@ use crate::pipeline::{self, Decider, PipelineSettings, PipelineStatus, RunSummar
 use crate::reload::{self, ReloadStatus};
 use crate::rules::RuleSet;
 use crate::store::{PartitionOffset, StoreConfig, TagStore};
-use crate::telemetry::{self, Readiness};
+use crate::telemetry::{self, LogChoice, Readiness};
 use crate::timer::{FiredReceiver, TimerConfig, TimerKey, TimerPayload, TimerService};
 
 /// Runs the service until SIGTERM/SIGINT: loads the config, installs signal handlers, serves.
-pub fn run_service(config_path: Option<&Path>) -> anyhow::Result<()> {
+/// Logging starts once the config is read: `log` (the command line) over `[telemetry]`.
+pub fn run_service(config_path: Option<&Path>, log: &LogChoice) -> anyhow::Result<()> {
     // Handlers first: a SIGTERM during start-up must drain, not kill.
     let signals = reload::listen_signals().context("install signal handlers")?;
     let config = Config::load(config_path)?;
-    telemetry::init_logging(config.telemetry.log_format, &config.telemetry.log_level);
+    log.init(config.telemetry.log_format, &config.telemetry.log_level);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("veto-rt")
@@ -133,8 +134,7 @@ pub async fn serve(
         timeouts_handled: timeouts_handled.clone(),
         // A checkpoint written before the partitions come back must keep the restored offsets:
         // the restored state has counted everything before them.
-        safe_offsets: Mutex::new(checkpointed.clone()),
-        checkpointed,
+        safe_offsets: Mutex::new(checkpointed),
         checkpoint_interval: config.store.checkpoint_interval,
     });
 
@@ -312,9 +312,8 @@ struct LiveDecider {
     /// Fired timers whose timeout decision was published or dropped (compared with the timer
     /// service's delivered count before an exactly-once checkpoint).
     timeouts_handled: Arc<AtomicU64>,
-    /// Offsets of the checkpoint restored at start.
-    checkpointed: Vec<PartitionOffset>,
-    /// The latest safe offset of every partition seen.
+    /// The latest safe offset of every partition seen: where the in-memory state stands (the
+    /// restored checkpoint's offsets at start).
     safe_offsets: Mutex<Vec<PartitionOffset>>,
     checkpoint_interval: Duration,
 }
@@ -432,8 +431,9 @@ impl Decider for LiveDecider {
         self.timeouts_handled.fetch_add(1, Ordering::AcqRel);
     }
 
-    fn checkpointed_offset(&self, topic: &str, partition: i32) -> Option<i64> {
-        self.checkpointed
+    fn state_offset(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.safe_offsets
+            .lock()
             .iter()
             .find(|o| o.topic == topic && o.partition == partition)
             .map(|o| o.offset)

@@ -50,6 +50,80 @@ fn config(brokers: &str, data_dir: &Path, delivery: Delivery) -> Config {
     config
 }
 
+/// The service running in-process (`veto::service::serve`) until [`Service::stop`].
+struct Service {
+    runtime: tokio::runtime::Runtime,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<veto::pipeline::RunSummary>>,
+}
+
+impl Service {
+    fn start(brokers: &str, data_dir: &Path, delivery: Delivery) -> Service {
+        // Veto's own log lines, shown when the test fails.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("info")
+            .with_test_writer()
+            .try_init();
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (_reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
+        let task = runtime.spawn(veto::service::serve(
+            config(brokers, data_dir, delivery),
+            reload_rx,
+            async move {
+                let _ = stop_rx.await;
+            },
+        ));
+        Service {
+            runtime,
+            stop,
+            task,
+        }
+    }
+
+    /// Reads decisions into `decisions` until it holds `expected` event decisions.
+    fn read_until(&self, consumer: &BaseConsumer, decisions: &mut Vec<Decision>, expected: usize) {
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(120);
+        while decisions
+            .iter()
+            .filter(|d: &&Decision| d.trigger == Trigger::Event)
+            .count()
+            < expected
+        {
+            assert!(
+                !self.task.is_finished(),
+                "the service ended before deciding everything; read {decisions:?}"
+            );
+            if Instant::now() >= deadline {
+                let metrics = veto::service::metrics_handle().expect("metrics").render();
+                let pipeline: Vec<&str> = metrics
+                    .lines()
+                    .filter(|l| l.starts_with("veto_") && !l.contains("_bucket"))
+                    .collect();
+                panic!(
+                    "timed out after {:?}; read {decisions:?}; metrics:\n{}",
+                    started.elapsed(),
+                    pipeline.join("\n")
+                );
+            }
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+                let payload = m.payload().expect("payload");
+                decisions.push(decode_decision(payload, InputFormat::Auto).expect("decision"));
+            }
+        }
+    }
+
+    /// Shuts the service down; it must end cleanly.
+    fn stop(self) -> veto::pipeline::RunSummary {
+        let _ = self.stop.send(());
+        self.runtime
+            .block_on(self.task)
+            .expect("join")
+            .expect("service ends cleanly")
+    }
+}
+
 /// Runs the service until `expected` event decisions have been published, then shuts it down.
 fn run_until(
     brokers: &str,
@@ -58,63 +132,44 @@ fn run_until(
     consumer: &BaseConsumer,
     expected: usize,
 ) -> Vec<Decision> {
-    // Veto's own log lines, shown when the test fails.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("info")
-        .with_test_writer()
-        .try_init();
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (_reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
-    let service = runtime.spawn(veto::service::serve(
-        config(brokers, data_dir, delivery),
-        reload_rx,
-        async move {
-            let _ = stop_rx.await;
-        },
-    ));
+    let service = Service::start(brokers, data_dir, delivery);
     let mut decisions = Vec::new();
     let started = Instant::now();
-    let deadline = started + Duration::from_secs(120);
-    while decisions
-        .iter()
-        .filter(|d: &&Decision| d.trigger == Trigger::Event)
-        .count()
-        < expected
-    {
-        if service.is_finished() {
-            let ended = runtime.block_on(service).expect("join");
-            panic!("the service ended before deciding everything: {ended:?}; read {decisions:?}");
-        }
-        if Instant::now() >= deadline {
-            let metrics = veto::service::metrics_handle().expect("metrics").render();
-            let pipeline: Vec<&str> = metrics
-                .lines()
-                .filter(|l| l.starts_with("veto_") && !l.contains("_bucket"))
-                .collect();
-            panic!(
-                "timed out after {:?}; read {decisions:?}; metrics:\n{}",
-                started.elapsed(),
-                pipeline.join("\n")
-            );
-        }
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-            let payload = m.payload().expect("payload");
-            decisions.push(decode_decision(payload, InputFormat::Auto).expect("decision"));
-        }
-    }
+    service.read_until(consumer, &mut decisions, expected);
     eprintln!(
         "{delivery:?}: {} decisions after {:?}",
         decisions.len(),
         started.elapsed()
     );
-    let _ = stop_tx.send(());
-    let summary = runtime
-        .block_on(service)
-        .expect("join")
-        .expect("service ends cleanly");
+    let summary = service.stop();
     assert!(summary.events_decided >= expected as u64);
     decisions
+}
+
+/// Reads whatever decisions arrive within `period`.
+fn read_for(consumer: &BaseConsumer, period: Duration) -> Vec<Decision> {
+    let deadline = Instant::now() + period;
+    let mut out = Vec::new();
+    while Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            out.push(
+                decode_decision(m.payload().expect("payload"), InputFormat::Auto)
+                    .expect("decision"),
+            );
+        }
+    }
+    out
+}
+
+fn decisions_consumer(brokers: &str, group: &str, topic: &str) -> BaseConsumer {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    consumer
 }
 
 #[test]
@@ -148,13 +203,7 @@ fn exactly_once_mode_decides_every_event_once_across_a_restart() {
 fn decide_restart_and_count_once(delivery: Delivery) -> Vec<Decision> {
     let (_cluster, brokers) = start_mock_broker(2);
     let data = tempfile::tempdir().expect("tempdir");
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("group.id", "test-reader")
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .expect("consumer");
-    consumer.subscribe(&["decisions"]).expect("subscribe");
+    let consumer = decisions_consumer(&brokers, "test-reader", "decisions");
 
     // Seven authorizations (each captured) on one card, one from a sanctioned country, one garbage message.
     let mut events = Vec::new();
@@ -210,13 +259,7 @@ fn decide_restart_and_count_once(delivery: Delivery) -> Vec<Decision> {
     assert!(hits("kp-1").contains(&"sanctioned_geo".to_string()));
 
     // The garbage message is in the dead-letter topic with its reason.
-    let dead: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("group.id", "test-dead")
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .expect("consumer");
-    dead.subscribe(&["dead-letters"]).expect("subscribe");
+    let dead = decisions_consumer(&brokers, "test-dead", "dead-letters");
     let deadline = Instant::now() + Duration::from_secs(20);
     let letter = loop {
         assert!(Instant::now() < deadline, "no dead letter");
@@ -269,16 +312,81 @@ fn decide_restart_and_count_once(delivery: Delivery) -> Vec<Decision> {
         Some(8.0)
     );
     // A short read for anything the restart decided again.
-    let deadline = Instant::now() + Duration::from_secs(2);
-    let mut all = later;
-    while Instant::now() < deadline {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-            all.push(
-                decode_decision(m.payload().expect("payload"), InputFormat::Auto)
-                    .expect("decision"),
-            );
-        }
-    }
-    decisions.extend(all);
+    decisions.extend(later);
+    decisions.extend(read_for(&consumer, Duration::from_secs(2)));
     decisions
+}
+
+#[test]
+fn a_partition_assigned_again_in_the_same_run_continues_where_the_state_stands() {
+    let (_cluster, brokers) = start_mock_broker(2);
+    let data = tempfile::tempdir().expect("tempdir");
+    let consumer = decisions_consumer(&brokers, "test-reader", "decisions");
+    let produce = |events: &[PaymentEvent]| {
+        let messages: Vec<(String, Vec<u8>)> = events
+            .iter()
+            .map(|e| {
+                let key = e.card_id.clone().unwrap_or_default();
+                (key, encode_event(e, OutputFormat::Protobuf))
+            })
+            .collect();
+        produce_raw(&brokers, &messages);
+    };
+    // Run 1 leaves a checkpoint behind (its offsets: after these two events).
+    produce(&[auth("r-1", "c-1", 0), auth("r-2", "c-2", 1)]);
+    run_until(&brokers, data.path(), Delivery::AtLeastOnce, &consumer, 2);
+
+    // Run 2 restores it and decides two more events: the state moves past the checkpoint.
+    let service = Service::start(&brokers, data.path(), Delivery::AtLeastOnce);
+    produce(&[auth("r-3", "c-1", 2), auth("r-4", "c-2", 3)]);
+    let mut decisions = Vec::new();
+    service.read_until(&consumer, &mut decisions, 2);
+
+    // A second member joins the group (rebalance: every partition revoked, some given to it)
+    // and leaves (rebalance: all back to Veto). Each assignment must continue where the state
+    // stands (after r-3 and r-4), neither from run 1's checkpoint nor from an older commit (the
+    // mock refuses the revocation's commit: "RebalanceInProgress").
+    let member: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", "veto-test")
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", "6000")
+        .create()
+        .expect("member");
+    member
+        .subscribe(&["payments", "entity-tags"])
+        .expect("subscribe");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while member.assignment().map_or(0, |a| a.count()) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the second member got no partition"
+        );
+        let _ = member.poll(Duration::from_millis(100));
+        decisions.extend(read_for(&consumer, Duration::from_millis(10)));
+    }
+    member.unsubscribe();
+    drop(member);
+    // Once Veto owns every partition again, a new event is decided; anything replayed would
+    // have been decided before it.
+    produce(&[auth("r-5", "c-1", 4), auth("r-6", "c-2", 5)]);
+    service.read_until(&consumer, &mut decisions, 4);
+    decisions.extend(read_for(&consumer, Duration::from_secs(2)));
+    service.stop();
+
+    let mut per_event: HashMap<&str, usize> = HashMap::new();
+    for d in decisions.iter().filter(|d| d.trigger == Trigger::Event) {
+        *per_event.entry(d.event_id.as_str()).or_default() += 1;
+    }
+    assert_eq!(
+        per_event.get("r-3").copied(),
+        Some(1),
+        "r-3 decided again after the rebalance: {per_event:?}"
+    );
+    assert_eq!(per_event.get("r-4").copied(), Some(1), "{per_event:?}");
+    assert_eq!(
+        per_event.get("r-1"),
+        None,
+        "run 1's events replayed: {per_event:?}"
+    );
 }

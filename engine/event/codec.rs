@@ -163,7 +163,12 @@ pub fn decode_decision(bytes: &[u8], format: InputFormat) -> Result<Decision, Ev
     )
 }
 
-/// Builds the protobuf `DeadLetter` for a rejected message, carrying the raw bytes unchanged.
+/// Most raw bytes a dead letter carries whatever `max_raw` says: the dead letter then fits
+/// Kafka's default 1 MB message limit (a refused dead letter would stop its partition).
+pub const DEAD_LETTER_RAW_MAX: usize = 900_000;
+
+/// Builds the protobuf `DeadLetter` for a rejected message, carrying the raw bytes unchanged,
+/// or only their first `max_raw` (at most [`DEAD_LETTER_RAW_MAX`]) with `raw_truncated` set.
 pub fn dead_letter(
     raw: &[u8],
     err: &EventError,
@@ -171,9 +176,12 @@ pub fn dead_letter(
     partition: i32,
     offset: i64,
     now_ms: i64,
+    max_raw: usize,
 ) -> Vec<u8> {
+    let kept = raw.len().min(max_raw).min(DEAD_LETTER_RAW_MAX);
     proto::DeadLetter {
-        raw: raw.to_vec(),
+        raw: raw[..kept].to_vec(),
+        raw_truncated: kept < raw.len(),
         reason_code: err.reason_code().to_string(),
         reason: err.to_string(),
         source_topic: topic.to_string(),

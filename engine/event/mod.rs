@@ -17,7 +17,7 @@ mod tests;
 pub use codec::{
     dead_letter, decode_dead_letter, decode_decision, decode_event, decode_tag_update,
     encode_decision, encode_decision_into, encode_event, encode_tag_update, InputFormat,
-    OutputFormat,
+    OutputFormat, DEAD_LETTER_RAW_MAX,
 };
 #[cfg(test)]
 pub(crate) use codec::{decode_event_prost, encode_decision_prost};

@@ -142,12 +142,34 @@ fn json_output_shape_is_documented_one() {
 }
 
 #[test]
+fn an_oversized_message_s_dead_letter_carries_its_start_and_fits_a_kafka_message() {
+    let err = EventError::Oversized {
+        size: 2_000_000,
+        max: 16 << 20,
+    };
+    for (size, max_raw, kept) in [
+        (100_000, 65_536, 65_536),
+        (2_000_000, 16 << 20, DEAD_LETTER_RAW_MAX),
+    ] {
+        let raw = vec![b'x'; size];
+        let bytes = dead_letter(&raw, &err, "payments", 0, 7, 0, max_raw);
+        assert!(bytes.len() < 1_000_000, "{} bytes", bytes.len());
+        let dl = decode_dead_letter(&bytes).expect("decodes");
+        assert_eq!(dl.raw.len(), kept);
+        assert!(dl.raw_truncated);
+        assert_eq!(dl.reason_code, "oversized");
+        assert_eq!(dl.source_offset, 7);
+    }
+}
+
+#[test]
 fn dead_letter_carries_raw_bytes_and_reason() {
     let raw = b"{\"event_id\":\"e\"}";
     let err = json(std::str::from_utf8(raw).expect("utf8")).expect_err("no type");
-    let bytes = dead_letter(raw, &err, "payments", 3, 42, 1_700_000_000_000);
+    let bytes = dead_letter(raw, &err, "payments", 3, 42, 1_700_000_000_000, 1024);
     let dl = decode_dead_letter(&bytes).expect("decodes");
     assert_eq!(dl.raw, raw);
+    assert!(!dl.raw_truncated);
     assert_eq!(dl.reason_code, "missing_field");
     assert_eq!(dl.reason, "field `type`: required");
     assert_eq!(

@@ -136,19 +136,20 @@ pub fn partitions_assigned(partitions: &[(String, i32)], total_assigned: usize) 
     gauge!("veto_assigned_partitions").set(total_assigned as f64);
 }
 
-/// A partition starts from the state checkpoint's offset instead of the committed one.
-pub fn partition_starts_from_checkpoint(
+/// A partition starts from where the decider's state stands (the restored checkpoint, or the
+/// offset it was revoked at) instead of the committed offset.
+pub fn partition_starts_from_state(
     topic: &str,
     partition: i32,
-    checkpoint: i64,
+    state: i64,
     committed: Option<i64>,
 ) {
     info!(
         topic,
         partition,
-        checkpoint,
+        state,
         ?committed,
-        "partition starts from the state checkpoint"
+        "partition starts from the state's offset, not the committed one"
     );
     counter!("veto_checkpoint_seeks_total").increment(1);
 }
@@ -204,7 +205,7 @@ pub fn checkpoint_quiesced(waited: Duration, quiet: bool) {
     if quiet {
         debug!(waited = ?waited, "pipeline quiesced for a checkpoint");
     } else {
-        warn!(waited = ?waited, "pipeline not quiet within the drain timeout; checkpointing at the safe offsets");
+        warn!(waited = ?waited, "pipeline not quiet within the drain timeout; checkpoint and commit skipped until the next interval");
     }
     histogram!("veto_checkpoint_quiesce_seconds").record(waited.as_secs_f64());
 }

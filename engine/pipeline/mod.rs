@@ -93,10 +93,12 @@ pub trait Decider: Send + Sync + 'static {
     /// topic); exactly-once checkpoints wait until every fired timer got this far.
     fn timeout_handled(&self) {}
 
-    /// The next offset to consume for a newly assigned partition according to the state
-    /// checkpoint; the partition starts there (the state describes exactly the messages
-    /// before it), whatever offset is committed in Kafka.
-    fn checkpointed_offset(&self, topic: &str, partition: i32) -> Option<i64> {
+    /// The next offset to consume for a newly assigned partition according to the decider's
+    /// state: the messages before it are counted in it, none after. The partition starts
+    /// there, whatever offset is committed in Kafka: after a restart the restored checkpoint's
+    /// offset, after a rebalance in the same run the safe offset it was revoked at (its
+    /// commit may have failed). `None`: start from Kafka's committed offset.
+    fn state_offset(&self, topic: &str, partition: i32) -> Option<i64> {
         let _ = (topic, partition);
         None
     }

@@ -117,11 +117,11 @@ impl SourceContext {
         }
     }
 
-    /// New partitions: fresh slots, and a start offset from the state checkpoint when it is
-    /// newer than the committed one.
+    /// New partitions: fresh slots, and the start offset where the decider's state stands when
+    /// it differs from the committed one.
     fn on_assign(&self, consumer: &BaseConsumer<SourceContext>, tpl: &mut TopicPartitionList) {
         let mut added = Vec::new();
-        let mut from_checkpoint = Vec::new();
+        let mut from_state = Vec::new();
         {
             let mut assignment = self.assignment.lock();
             for elem in tpl.elements() {
@@ -133,42 +133,42 @@ impl SourceContext {
                 assignment.slots_mut(kind).insert(partition, slot);
                 self.status.add_partition(topic, partition);
                 added.push((topic.to_owned(), partition));
-                if let Some(offset) = self.decider.checkpointed_offset(topic, partition) {
-                    from_checkpoint.push((topic.to_owned(), partition, offset));
+                if let Some(offset) = self.decider.state_offset(topic, partition) {
+                    from_state.push((topic.to_owned(), partition, offset));
                 }
             }
             events::partitions_assigned(&added, assignment.len());
         }
-        if !from_checkpoint.is_empty() {
-            self.start_from_checkpoint(consumer, tpl, &from_checkpoint);
+        if !from_state.is_empty() {
+            self.start_from_state(consumer, tpl, &from_state);
         }
         self.status.set_joined();
         self.mark_reachable();
     }
 
-    fn start_from_checkpoint(
+    fn start_from_state(
         &self,
         consumer: &BaseConsumer<SourceContext>,
         tpl: &mut TopicPartitionList,
-        checkpoints: &[(String, i32, i64)],
+        states: &[(String, i32, i64)],
     ) {
         let committed = consumer
             .committed_offsets(tpl.clone(), COMMITTED_LOOKUP_TIMEOUT)
             .map(|list| list.to_topic_map())
             .unwrap_or_default();
-        for (topic, partition, checkpoint) in checkpoints {
+        for (topic, partition, state) in states {
             let committed = committed
                 .get(&(topic.clone(), *partition))
                 .and_then(|offset| offset.to_raw())
                 .filter(|&o| o >= 0);
-            if committed == Some(*checkpoint) {
+            if committed == Some(*state) {
                 continue;
             }
             if tpl
-                .set_partition_offset(topic, *partition, Offset::Offset(*checkpoint))
+                .set_partition_offset(topic, *partition, Offset::Offset(*state))
                 .is_ok()
             {
-                events::partition_starts_from_checkpoint(topic, *partition, *checkpoint, committed);
+                events::partition_starts_from_state(topic, *partition, *state, committed);
             }
         }
     }
@@ -207,7 +207,11 @@ impl SourceContext {
                 // A failed transaction is fatal; the run loop sees it at its next commit.
                 let _ = checkpoint_and_commit(consumer, &slots, CommitMode::Sync);
             }
-        } else if !lost {
+        } else if lost {
+            // Not committed, yet the state has counted them: a later assignment in this run
+            // continues from here.
+            report_safe_offsets(self.decider.as_ref(), &revoked);
+        } else {
             // Failures are logged inside; the new owner then starts from an older offset.
             let _ = commit_slots(
                 consumer,
@@ -385,6 +389,17 @@ pub(crate) fn wait_until(deadline: Instant, mut done: impl FnMut() -> bool) -> b
             return false;
         }
         std::thread::sleep(DRAIN_CHECK);
+    }
+}
+
+/// Reports the slots' safe offsets to the decider (where its state stands) without committing.
+fn report_safe_offsets(decider: &dyn Decider, slots: &[Arc<PartitionSlot>]) {
+    let offsets: Vec<(String, i32, i64)> = slots
+        .iter()
+        .filter_map(|slot| Some((slot.topic.clone(), slot.partition, slot.safe_next()?)))
+        .collect();
+    if !offsets.is_empty() {
+        decider.on_safe_offsets(&offsets);
     }
 }
 
@@ -705,8 +720,10 @@ impl Source {
 
     /// Stops dispatching until every dispatched message is decided and its outputs
     /// acknowledged, lets the decider checkpoint at those offsets, then commits exactly them.
-    /// Past the drain timeout it checkpoints anyway at the safe offsets, and says so (in
-    /// exactly-once mode it skips the checkpoint instead). Timeout decisions are the decider's
+    /// Past the drain timeout it skips both, and says so: the state already counts events
+    /// decided past the safe offsets (outputs unacknowledged), so a checkpoint then would be
+    /// ahead of its offsets and a restart would count those events twice; the previous
+    /// checkpoint and commit stand, the next interval tries again. Timeouts are the decider's
     /// business: at-least-once keeps recently fired timers in the checkpoint, exactly-once
     /// pauses the timers until every fired one is in the transaction.
     fn quiesced_checkpoint(&self) -> Result<(), PipelineError> {
@@ -716,8 +733,7 @@ impl Source {
             slots.iter().all(|s| s.is_drained())
         });
         events::checkpoint_quiesced(started.elapsed(), quiet);
-        if !quiet && self.context().transactional.is_some() {
-            // Undecided messages would leave the transaction's offsets ahead of its decisions.
+        if !quiet {
             return Ok(());
         }
         checkpoint_and_commit(&self.consumer, &slots, CommitMode::Async).map(|_| ())

@@ -353,6 +353,7 @@ impl WorkerShared {
             slot.partition,
             item.offset,
             now_ms(),
+            self.max_event_bytes,
         );
         let seq = slot.register(item.offset, 1);
         self.send(slot, seq, &self.dead_letters_topic, item.key(), &payload);
