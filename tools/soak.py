@@ -105,10 +105,16 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=20_000,
                         help="key cardinality; small enough that the entity set is complete after warm-up")
     parser.add_argument("--out", default="bench-out/soak")
-    parser.add_argument("--bin", default=os.path.expanduser("~/.cache/target-timer-release/release"))
+    parser.add_argument("--bin", help="folder with release veto, veto-loadgen and veto-mock-broker "
+                        "(default: built here with cargo into $CARGO_TARGET_DIR, else ~/.cache/veto-target)")
     parser.add_argument("--broker", choices=["mock", "tansu"], default="mock")
     parser.add_argument("--tansu", default=os.environ.get("VETO_TANSU", os.path.expanduser("~/.cache/veto-tools/bin/tansu")))
     args = parser.parse_args()
+    if args.bin is None:
+        target = os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/veto-target"))
+        subprocess.run(["cargo", "build", "--release", "-p", "veto", "-p", "veto-tools", "--bins"],
+                       check=True, env={**os.environ, "CARGO_TARGET_DIR": target})
+        args.bin = os.path.join(target, "release")
     rate = args.rate or 0.7 * args.max_rate
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,7 @@
 # some of them not `allow`, and Veto must stop cleanly on SIGTERM. Installs the confluent-kafka
 # Python client into ~/.cache/veto-tools/py when missing (Debian's kcat is too old for tansu).
 # Needs tansu (built once by `bash tests/run.sh`, or $VETO_TANSU). Builds release binaries into
-# $VETO_RELEASE_TARGET (default ~/.cache/target-timer-release, the benchmarks' cache).
+# $VETO_RELEASE_TARGET (default ~/.cache/target-timer-release).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT="$PWD"
