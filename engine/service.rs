@@ -427,6 +427,10 @@ impl Decider for LiveDecider {
         let _ = publish();
     }
 
+    fn stopping(&self) {
+        self.timers.0.stop_firing();
+    }
+
     fn timeout_handled(&self) {
         self.timeouts_handled.fetch_add(1, Ordering::AcqRel);
     }

@@ -319,6 +319,17 @@ fn decide_restart_and_count_once(delivery: Delivery) -> Vec<Decision> {
 
 #[test]
 fn a_partition_assigned_again_in_the_same_run_continues_where_the_state_stands() {
+    rebalance_in_the_middle(Delivery::AtLeastOnce);
+}
+
+#[test]
+fn a_partition_assigned_again_in_exactly_once_mode_continues_where_the_state_stands() {
+    rebalance_in_the_middle(Delivery::ExactlyOnce);
+}
+
+/// Two runs on one data directory; in the second, a second group member joins and leaves
+/// (two rebalances) between decided events: no event is decided twice.
+fn rebalance_in_the_middle(delivery: Delivery) {
     let (_cluster, brokers) = start_mock_broker(2);
     let data = tempfile::tempdir().expect("tempdir");
     let consumer = decisions_consumer(&brokers, "test-reader", "decisions");
@@ -334,10 +345,10 @@ fn a_partition_assigned_again_in_the_same_run_continues_where_the_state_stands()
     };
     // Run 1 leaves a checkpoint behind (its offsets: after these two events).
     produce(&[auth("r-1", "c-1", 0), auth("r-2", "c-2", 1)]);
-    run_until(&brokers, data.path(), Delivery::AtLeastOnce, &consumer, 2);
+    run_until(&brokers, data.path(), delivery, &consumer, 2);
 
     // Run 2 restores it and decides two more events: the state moves past the checkpoint.
-    let service = Service::start(&brokers, data.path(), Delivery::AtLeastOnce);
+    let service = Service::start(&brokers, data.path(), delivery);
     produce(&[auth("r-3", "c-1", 2), auth("r-4", "c-2", 3)]);
     let mut decisions = Vec::new();
     service.read_until(&consumer, &mut decisions, 2);

@@ -50,6 +50,12 @@ pub enum PipelineError {
         #[source]
         source: KafkaError,
     },
+    #[error(
+        "exactly-once: revoked partitions could not be committed ({reason}); their decisions \
+         are in the open transaction, which this run must not commit: stopping (the next start \
+         settles from the checkpoint)"
+    )]
+    RevokeUncommitted { reason: String },
     #[error("committing final offsets: {source}")]
     FinalCommit {
         #[source]

@@ -89,6 +89,11 @@ pub trait Decider: Send + Sync + 'static {
         let _ = publish();
     }
 
+    /// Shutdown has begun: stop producing timeout decisions (a timer that fired now could
+    /// miss both the timeout publisher and the final checkpoint); those still armed go into
+    /// the final checkpoint instead.
+    fn stopping(&self) {}
+
     /// A timeout decision taken from the channel was published (or dropped, e.g. no shadow
     /// topic); exactly-once checkpoints wait until every fired timer got this far.
     fn timeout_handled(&self) {}
@@ -176,7 +181,8 @@ pub async fn run(
         result = &mut done_rx => Some(result),
     };
     let deadline = Instant::now() + settings.drain_timeout;
-    // Exactly-once: timeouts keep flowing until the source's final transaction committed
+    decider.stopping();
+    // Exactly-once: timeouts already fired keep flowing until the source's final transaction committed
     // (its checkpoint pauses the timers and waits for every fired one to be published).
     if !exactly_once {
         stop_timeouts.notify_one();

@@ -89,6 +89,8 @@ pub struct SourceContext {
     stop_at: Arc<OnceLock<Instant>>,
     /// Exactly-once mode: the transactional sink that commits offsets with the decisions.
     transactional: Option<Arc<Sink>>,
+    /// Exactly-once mode: a revocation that could not commit; the run loop stops on it.
+    revoke_failed: Mutex<Option<String>>,
 }
 
 impl SourceContext {
@@ -203,9 +205,19 @@ impl SourceContext {
             let mut slots = self.assignment.lock().all_slots();
             slots.extend(revoked.iter().cloned());
             let quiet = wait_until(deadline, || slots.iter().all(|s| s.is_drained()));
-            if !lost && quiet {
-                // A failed transaction is fatal; the run loop sees it at its next commit.
-                let _ = checkpoint_and_commit(consumer, &slots, CommitMode::Sync);
+            let outcome = match (lost, quiet) {
+                (true, _) => Err("the assignment was lost".to_owned()),
+                (_, false) => Err("in-flight events not acknowledged in time".to_owned()),
+                _ => match checkpoint_and_commit(consumer, &slots, CommitMode::Sync) {
+                    Ok(Some(_)) => Ok(()),
+                    Ok(None) => Err("the decider skipped the checkpoint".to_owned()),
+                    Err(error) => Err(error.to_string()),
+                },
+            };
+            if let Err(reason) = outcome {
+                // The new owner decides these partitions again from the committed offsets;
+                // committing the open transaction later would publish their decisions twice.
+                *self.revoke_failed.lock() = Some(reason);
             }
         } else if lost {
             // Not committed, yet the state has counted them: a later assignment in this run
@@ -459,15 +471,19 @@ fn commit_offsets(
     Ok(offsets)
 }
 
+/// `(topic, partition, next offset to consume)` of partitions.
+type NextOffsets = Vec<(String, i32, i64)>;
+
 /// Lets the decider checkpoint at the slots' safe offsets and publish them: an offset commit
 /// in `mode`, or in exactly-once mode the transaction commit (decisions and offsets together).
-/// Returns the offsets; a failed transaction is an error (fatal: its outcome is settled at
-/// the next start), a failed plain commit is only logged (the next one retries).
+/// Returns the offsets handed over (`None` when the decider skipped the checkpoint); a failed
+/// transaction is an error (fatal: its outcome is settled at the next start), a failed plain
+/// commit is only logged (the next one retries).
 fn checkpoint_and_commit(
     consumer: &BaseConsumer<SourceContext>,
     slots: &[Arc<PartitionSlot>],
     mode: CommitMode,
-) -> Result<Vec<(String, i32, i64)>, PipelineError> {
+) -> Result<Option<NextOffsets>, PipelineError> {
     let context = consumer.context();
     let decider = context.decider.as_ref();
     let offsets: Vec<(String, i32, i64)> = slots
@@ -475,7 +491,9 @@ fn checkpoint_and_commit(
         .filter_map(|s| s.safe_next().map(|n| (s.topic.clone(), s.partition, n)))
         .collect();
     let mut failed = None;
+    let mut published = false;
     decider.checkpoint(&offsets, &mut || {
+        published = true;
         let Some(sink) = &context.transactional else {
             return commit_offsets(consumer, decider, slots, offsets.clone(), mode)
                 .map(|_| ())
@@ -500,7 +518,7 @@ fn checkpoint_and_commit(
     });
     match failed {
         Some(error) => Err(error),
-        None => Ok(offsets),
+        None => Ok(published.then_some(offsets)),
     }
 }
 
@@ -578,6 +596,7 @@ impl Source {
                 .transactional_id
                 .as_ref()
                 .map(|_| Arc::clone(&sink)),
+            revoke_failed: Mutex::new(None),
         };
         let consumer: BaseConsumer<SourceContext> =
             config.create_with_context(context).map_err(|source| {
@@ -629,7 +648,11 @@ impl Source {
                     break PipelineError::ProducerFatal { code, reason };
                 }
             }
-            let message = match self.consumer.poll(IDLE_POLL) {
+            let message = self.consumer.poll(IDLE_POLL);
+            if let Some(reason) = self.context().revoke_failed.lock().take() {
+                break PipelineError::RevokeUncommitted { reason };
+            }
+            let message = match message {
                 None => None,
                 Some(Ok(message)) => Some(self.to_work_item(&message)),
                 Some(Err(error)) => {
@@ -781,35 +804,45 @@ impl Source {
             .flush(deadline.saturating_duration_since(Instant::now()))
             .is_ok();
         let drained = workers_done && acked && flushed;
+        let busy_workers = handles.iter().filter(|h| !h.is_finished()).count();
         if !drained {
             abort.store(true, Ordering::Release);
+            // Said before the commit below, which may wait on an unreachable broker: an
+            // orchestrator's SIGKILL then still finds the reason in the log.
+            events::drain_timed_out(drain_timeout, sink.in_flight(), busy_workers);
         }
 
         let slots = consumer.context().assignment.lock().all_slots();
         let commit = if consumer.context().transactional.is_some() {
-            if drained {
+            if drained && failure.is_none() {
                 checkpoint_and_commit(&consumer, &slots, CommitMode::Sync)
+                    .map(Option::unwrap_or_default)
             } else {
-                // Undrained: leave the transaction open; it is aborted, the next start replays.
+                // Undrained or failed: leave the transaction open; it is aborted, the next
+                // start settles from the checkpoint and replays.
                 Ok(Vec::new())
             }
         } else {
+            // Undrained (the broker is likely unreachable): queue the commit without waiting
+            // for it; the deadline has passed already.
+            let mode = if drained {
+                CommitMode::Sync
+            } else {
+                CommitMode::Async
+            };
             commit_slots(
                 &consumer,
                 consumer.context().decider.as_ref(),
                 &slots,
-                CommitMode::Sync,
+                mode,
                 true,
             )
             .map_err(|source| PipelineError::FinalCommit { source })
         };
         let mut panicked = false;
-        let mut busy_workers = 0;
         for handle in handles {
             if handle.is_finished() {
                 panicked |= handle.join().is_err();
-            } else {
-                busy_workers += 1;
             }
         }
 
@@ -822,11 +855,9 @@ impl Source {
             ));
         }
         if !drained {
-            let unacknowledged = sink.in_flight();
-            events::drain_timed_out(drain_timeout, unacknowledged, busy_workers);
             return Err(PipelineError::DrainTimeout {
                 timeout: drain_timeout,
-                unacknowledged,
+                unacknowledged: sink.in_flight(),
                 busy_workers,
             });
         }

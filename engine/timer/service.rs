@@ -150,6 +150,14 @@ impl<C: Clock> TimerService<C> {
         self.firing.lock()
     }
 
+    /// Stops firing for good (the service is shutting down): the timer thread hands over what
+    /// it is firing and exits; every timer still armed stays in snapshots and fires after a
+    /// restart. Arming, cancelling and snapshots keep working.
+    pub fn stop_firing(&self) {
+        let _firing = self.firing.lock();
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
     /// Fired timers handed to the channel since start.
     pub fn delivered(&self) -> u64 {
         self.delivered.load(Ordering::Acquire)
@@ -200,6 +208,9 @@ fn run_timer_thread<C: Clock>(
     // keeps the spin's CPU away from the workers while no deadline is near.
     while let Some(batch) = ticker.wait(stop, core.may_fire_at(ticker.next_tick())) {
         let _firing = output.firing.lock();
+        if stop.load(Ordering::Relaxed) {
+            break; // stop_firing: nothing fires after it returned
+        }
         telemetry.tick_observed(ticker.lateness(batch.first, batch.now), batch.len());
         core.fire_due(&mut fired);
         let mut pending = fired.drain(..);
@@ -277,6 +288,29 @@ mod tests {
         fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<TimerService>();
         assert_send_sync::<TimerService<ManualClock>>();
+    }
+
+    #[test]
+    fn after_stop_firing_due_timers_stay_armed_for_the_final_snapshot() {
+        let clock = ManualClock::new(0);
+        let started = TimerService::start_with_clock(TimerConfig::default(), clock.clone());
+        let Ok((service, mut receiver)) = started else {
+            panic!("timer thread did not start");
+        };
+        assert!(service.arm(key("early"), payload("early"), Duration::from_millis(100)));
+        clock.advance(Duration::from_millis(200));
+        assert!(recv_within(&mut receiver, Duration::from_secs(10)).is_some());
+        assert!(service.arm(key("late"), payload("late"), Duration::from_millis(100)));
+        service.stop_firing();
+        clock.advance(Duration::from_secs(5));
+        assert!(recv_within(&mut receiver, Duration::from_millis(300)).is_none());
+        assert_eq!(service.armed(), 1);
+        // the snapshot still holds it: a restart fires it (overdue)
+        let (restored, _receiver) =
+            TimerService::start_with_clock(TimerConfig::default(), ManualClock::new(0))
+                .unwrap_or_else(|_| panic!("timer thread did not start"));
+        assert!(restored.restore(&service.snapshot_armed()).is_ok());
+        assert_eq!(restored.armed(), 1);
     }
 
     #[test]
