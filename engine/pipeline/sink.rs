@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::ConsumerGroupMetadata;
@@ -76,7 +76,36 @@ struct RetryRecord {
     key: Option<Vec<u8>>,
     payload: Vec<u8>,
     delivery: Delivery,
+    /// When to produce it again: its backoff after the failure.
+    due: Instant,
 }
+
+impl RetryRecord {
+    /// A failed message (its `delivery.attempt` already counts the failure), due after its
+    /// backoff; says so in the log and metrics.
+    fn failed(
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        delivery: Delivery,
+        error: &KafkaError,
+    ) -> RetryRecord {
+        let backoff = retry_backoff(delivery.attempt);
+        events::delivery_failed(topic, error, delivery.attempt, backoff);
+        RetryRecord {
+            topic: topic.to_owned(),
+            key: key.map(<[u8]>::to_vec),
+            payload: payload.to_vec(),
+            delivery,
+            due: Instant::now() + backoff,
+        }
+    }
+}
+
+/// Outputs produced but not yet acknowledged (in librdkafka's queue or waiting for a retry)
+/// above which workers wait before producing more: a broker outage then stops consumption
+/// instead of growing the retry backlog without bound.
+const MAX_IN_FLIGHT: i64 = 200_000;
 
 /// Producer callbacks: delivery reports, errors, logs.
 pub struct SinkContext {
@@ -116,18 +145,13 @@ impl ProducerContext for SinkContext {
             Err((error, message)) => {
                 let mut delivery = *delivery;
                 delivery.attempt += 1;
-                events::delivery_failed(
+                let record = RetryRecord::failed(
                     message.topic(),
-                    error,
-                    delivery.attempt,
-                    retry_backoff(delivery.attempt),
-                );
-                let record = RetryRecord {
-                    topic: message.topic().to_owned(),
-                    key: message.key().map(<[u8]>::to_vec),
-                    payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                    message.key(),
+                    message.payload().unwrap_or_default(),
                     delivery,
-                };
+                    error,
+                );
                 // Fails only once the retry thread is gone (run over): the event stays
                 // unacknowledged, so its offset is never committed.
                 let _ = self.retry_tx.send(record);
@@ -209,7 +233,8 @@ impl Sink {
         Ok((sink, retry))
     }
 
-    /// Produces one message, waiting while the producer queue is full.
+    /// Produces one message, waiting while the producer queue is full or [`MAX_IN_FLIGHT`]
+    /// outputs are unacknowledged.
     ///
     /// Returns false (the token is not acknowledged) only when the drain deadline passed.
     pub fn send_blocking(
@@ -219,6 +244,12 @@ impl Sink {
         payload: &[u8],
         token: AckToken,
     ) -> bool {
+        while self.in_flight.load(Ordering::Acquire) >= MAX_IN_FLIGHT {
+            if self.abort.load(Ordering::Acquire) {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.resend_blocking(
             topic,
@@ -312,18 +343,7 @@ impl Sink {
                 // Refused before queueing (e.g. message too large): treat like a failed delivery.
                 let mut delivery = *record.delivery_opaque;
                 delivery.attempt += 1;
-                events::delivery_failed(
-                    topic,
-                    &error,
-                    delivery.attempt,
-                    retry_backoff(delivery.attempt),
-                );
-                let retry = RetryRecord {
-                    topic: topic.to_owned(),
-                    key: key.map(<[u8]>::to_vec),
-                    payload: payload.to_vec(),
-                    delivery,
-                };
+                let retry = RetryRecord::failed(topic, key, payload, delivery, &error);
                 let _ = self.producer.context().retry_tx.send(retry);
                 Attempt::Sent
             }
@@ -417,7 +437,9 @@ impl RetryThread {
                 }
                 match retries.recv_timeout(Duration::from_millis(100)) {
                     Ok(record) => {
-                        std::thread::sleep(retry_backoff(record.delivery.attempt));
+                        // Records arrive in failure order, so a burst of failures (a broker
+                        // outage) is produced again together once its backoff has passed.
+                        std::thread::sleep(record.due.saturating_duration_since(Instant::now()));
                         sink.resend_blocking(
                             &record.topic,
                             record.key.as_deref(),
