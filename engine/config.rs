@@ -164,6 +164,12 @@ pub struct PipelineConfig {
     /// On SIGTERM, how long to wait for in-flight events before giving up, e.g. "10s".
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// Payment events whose `event_time` is further ahead of Veto's clock than this are
+    /// dead-lettered as `invalid_time` (one far-future event would otherwise move its
+    /// entities' windows past every real event); "0s" accepts any time (replays of
+    /// synthetic, time-compressed streams).
+    #[serde(with = "humantime_serde")]
+    pub max_future_skew: Duration,
 }
 
 /// `[telemetry]`: metrics endpoint and logs.
@@ -244,6 +250,7 @@ impl Default for PipelineConfig {
             queue_capacity: 1024,
             max_event_bytes: ByteSize::b(DEFAULT_MAX_EVENT_BYTES as u64),
             drain_timeout: Duration::from_secs(10),
+            max_future_skew: DEFAULT_MAX_FUTURE_SKEW,
         }
     }
 }
@@ -274,6 +281,12 @@ const RESERVED_LIBRDKAFKA_KEYS: [(&str, &str); 6] = [
 /// Longest `store.checkpoint_interval` in exactly-once mode: transactions stay well inside
 /// the producer's 60 s `transaction.timeout.ms`.
 const MAX_EXACTLY_ONCE_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(30);
+
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// Default `pipeline.max_future_skew`.
+pub const DEFAULT_MAX_FUTURE_SKEW: Duration = Duration::from_secs(600);
 
 /// Largest accepted `pipeline.max_event_bytes`.
 const MAX_EVENT_BYTES_LIMIT: u64 = 16 * 1024 * 1024;
@@ -412,9 +425,6 @@ impl Config {
                 ),
             ));
         }
-        if self.store.distinct_exact_limit == 0 {
-            return Err(("store.distinct_exact_limit", "must be at least 1".into()));
-        }
         let resolution = self.timers.resolution;
         if resolution < Duration::from_micros(100) || resolution > Duration::from_secs(1) {
             return Err((
@@ -425,11 +435,58 @@ impl Config {
                 ),
             ));
         }
-        if self.timers.channel_capacity == 0 {
-            return Err(("timers.channel_capacity", "must be at least 1".into()));
+        // Upper bounds too: a huge count or duration must be an error naming its key, not an
+        // allocation failure or an overflow in the running service.
+        let counts: [(&'static str, usize, usize, usize); 4] = [
+            (
+                "timers.channel_capacity",
+                self.timers.channel_capacity,
+                1,
+                1 << 24,
+            ),
+            ("pipeline.workers", self.pipeline.workers, 0, 1024),
+            (
+                "pipeline.queue_capacity",
+                self.pipeline.queue_capacity,
+                1,
+                1 << 20,
+            ),
+            (
+                "store.distinct_exact_limit",
+                self.store.distinct_exact_limit,
+                1,
+                1 << 20,
+            ),
+        ];
+        for (key, value, min, max) in counts {
+            if value < min || value > max {
+                return Err((key, format!("{value} is outside {min}..={max}")));
+            }
         }
-        if self.pipeline.queue_capacity == 0 {
-            return Err(("pipeline.queue_capacity", "must be at least 1".into()));
+        let durations: [(&'static str, Duration, Duration); 3] = [
+            ("pipeline.drain_timeout", self.pipeline.drain_timeout, HOUR),
+            (
+                "pipeline.max_future_skew",
+                self.pipeline.max_future_skew,
+                30 * DAY,
+            ),
+            (
+                "store.checkpoint_interval",
+                self.store.checkpoint_interval,
+                DAY,
+            ),
+        ];
+        for (key, value, max) in durations {
+            if value > max {
+                return Err((
+                    key,
+                    format!(
+                        "{} is longer than {}",
+                        humantime::format_duration(value),
+                        humantime::format_duration(max)
+                    ),
+                ));
+            }
         }
         let max_event = self.pipeline.max_event_bytes.as_u64();
         if max_event == 0 || max_event > MAX_EVENT_BYTES_LIMIT {
@@ -659,6 +716,45 @@ mod tests {
             assert!(msg.contains("exactly_once"), "{msg}");
             Ok(())
         });
+    }
+
+    #[test]
+    fn huge_counts_and_durations_are_errors_naming_their_key() {
+        // each of these panicked or overflowed in the running service before it was bounded
+        let cases = [
+            (
+                "[timers]\nchannel_capacity = 4611686018427387904\n",
+                "timers.channel_capacity",
+            ),
+            (
+                "[pipeline]\nworkers = 9223372036854775807\n",
+                "pipeline.workers",
+            ),
+            (
+                "[pipeline]\nqueue_capacity = 4294967296\n",
+                "pipeline.queue_capacity",
+            ),
+            (
+                "[pipeline]\ndrain_timeout = \"10000000000000000000s\"\n",
+                "pipeline.drain_timeout",
+            ),
+            (
+                "[pipeline]\nmax_future_skew = \"400d\"\n",
+                "pipeline.max_future_skew",
+            ),
+            (
+                "[store]\ncheckpoint_interval = \"2d\"\n",
+                "store.checkpoint_interval",
+            ),
+        ];
+        for (toml, key) in cases {
+            in_jail(|jail| {
+                jail.create_file("veto.toml", toml)?;
+                let msg = load_err("veto.toml");
+                assert!(msg.starts_with(&format!("veto.toml: {key}: ")), "{msg}");
+                Ok(())
+            });
+        }
     }
 
     #[test]

@@ -213,6 +213,7 @@ fn pipeline_settings(config: &Config) -> PipelineSettings {
         workers: config.worker_count(),
         queue_capacity: config.pipeline.queue_capacity,
         max_event_bytes: config.max_event_bytes(),
+        max_future_skew: Some(config.pipeline.max_future_skew).filter(|skew| !skew.is_zero()),
         drain_timeout: config.pipeline.drain_timeout,
         ..PipelineSettings::default()
     }

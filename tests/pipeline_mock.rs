@@ -164,6 +164,12 @@ fn event(id: &str, amount_minor: i64, user: &str) -> PaymentEvent {
     }
 }
 
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 fn expected_outcome(amount_minor: i64) -> Outcome {
     match amount_minor {
         a if a >= 100_000 => Outcome::Block,
@@ -377,6 +383,14 @@ async fn malformed_events_go_to_dead_letters_and_the_partition_moves_on() {
         br#"{"type":"authorization","event_time_ms":1700000000000}"#.to_vec(),
         oversized.into_bytes(),
         valid("ok-5"),
+        // a day ahead of the clock: past the default pipeline.max_future_skew (10 min)
+        encode_event(
+            &PaymentEvent {
+                event_time_ms: now_ms() + 86_400_000,
+                ..event("future", 500, "u-2")
+            },
+            OutputFormat::Protobuf,
+        ),
     ];
     for input in &inputs {
         produce(&producer, PAYMENTS, 0, input);
@@ -384,12 +398,12 @@ async fn malformed_events_go_to_dead_letters_and_the_partition_moves_on() {
     producer.flush(Duration::from_secs(5)).expect("flush");
 
     let decisions = read_decisions(&brokers, DECISIONS, 3);
-    let dead: Vec<_> = read_topic(&brokers, DEAD_LETTERS, 3)
+    let dead: Vec<_> = read_topic(&brokers, DEAD_LETTERS, 4)
         .into_iter()
         .map(|(_, bytes)| decode_dead_letter(&bytes).expect("dead letter"))
         .collect();
     wait_for("safe offsets", || {
-        decider.safe_offsets.lock().get(&(PAYMENTS.to_owned(), 0)) == Some(&6)
+        decider.safe_offsets.lock().get(&(PAYMENTS.to_owned(), 0)) == Some(&7)
     })
     .await;
     let summary = running.stop().await.expect("clean stop");
@@ -402,17 +416,35 @@ async fn malformed_events_go_to_dead_letters_and_the_partition_moves_on() {
         .collect();
     assert_eq!(
         reasons,
-        [("undecodable", 1), ("missing_field", 3), ("oversized", 4)]
+        [
+            ("undecodable", 1),
+            ("missing_field", 3),
+            ("oversized", 4),
+            ("invalid_time", 6)
+        ]
     );
     for d in &dead {
         assert_eq!(d.source_topic, PAYMENTS);
         assert_eq!(d.source_partition, 0);
-        assert_eq!(d.raw, inputs[d.source_offset as usize]);
+        let input = &inputs[d.source_offset as usize];
+        if d.reason_code == "oversized" {
+            // only its first max_event_bytes travel in the dead letter
+            assert!(d.raw_truncated);
+            assert_eq!(d.raw, input[..4096]);
+        } else {
+            assert!(!d.raw_truncated);
+            assert_eq!(&d.raw, input);
+        }
         assert!(!d.reason.is_empty());
     }
-    assert_eq!(summary.dead_letters, 3);
+    assert!(
+        dead[3].reason.contains("max_future_skew"),
+        "{}",
+        dead[3].reason
+    );
+    assert_eq!(summary.dead_letters, 4);
     assert_eq!(summary.events_decided, 3);
-    assert_eq!(committed(&brokers, "g-dead-letters", 1), vec![6]);
+    assert_eq!(committed(&brokers, "g-dead-letters", 1), vec![7]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

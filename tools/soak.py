@@ -154,6 +154,8 @@ def main() -> int:
             f'[kafka]\nbrokers = "{brokers}"\ngroup_id = "veto-soak"\n\n'
             f'[rules]\npaths = ["{ROOT / "rules/payments.veto"}"]\n\n'
             f'[store]\ndata_dir = "{work / "state"}"\n\n'
+            # event time runs --time-scale times faster than the clock
+            f'[pipeline]\nmax_future_skew = "0s"\n\n'
             f'[telemetry]\nlisten = "127.0.0.1:{mport}"\nlog_level = "warn"\n')
         veto = subprocess.Popen([f"{args.bin}/veto", "run", "--config", str(work / "veto.toml")],
                                 stdout=subprocess.DEVNULL, stderr=open(out / "veto.log", "w"))

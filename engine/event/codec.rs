@@ -163,9 +163,19 @@ pub fn decode_decision(bytes: &[u8], format: InputFormat) -> Result<Decision, Ev
     )
 }
 
-/// Most raw bytes a dead letter carries whatever `max_raw` says: the dead letter then fits
-/// Kafka's default 1 MB message limit (a refused dead letter would stop its partition).
+/// Most raw bytes a dead letter carries whatever `max_raw` says: with its key cut to
+/// [`DEAD_LETTER_KEY_MAX`], the dead letter fits Kafka's default 1 MB message limit (a refused
+/// dead letter would stop its partition).
 pub const DEAD_LETTER_RAW_MAX: usize = 900_000;
+
+/// Most bytes of the rejected message's key that its dead letter is keyed by.
+pub const DEAD_LETTER_KEY_MAX: usize = 1024;
+
+/// The key a dead letter is published under: the rejected message's key, cut to
+/// [`DEAD_LETTER_KEY_MAX`] bytes (the whole message stays at its source offset).
+pub fn dead_letter_key(key: Option<&[u8]>) -> Option<&[u8]> {
+    key.map(|k| &k[..k.len().min(DEAD_LETTER_KEY_MAX)])
+}
 
 /// Builds the protobuf `DeadLetter` for a rejected message, carrying the raw bytes unchanged,
 /// or only their first `max_raw` (at most [`DEAD_LETTER_RAW_MAX`]) with `raw_truncated` set.

@@ -160,6 +160,13 @@ fn an_oversized_message_s_dead_letter_carries_its_start_and_fits_a_kafka_message
         assert_eq!(dl.reason_code, "oversized");
         assert_eq!(dl.source_offset, 7);
     }
+    let huge_key = vec![b'k'; 999_950];
+    assert_eq!(
+        dead_letter_key(Some(&huge_key)).map(<[u8]>::len),
+        Some(DEAD_LETTER_KEY_MAX)
+    );
+    assert_eq!(dead_letter_key(Some(b"c-1")), Some(&b"c-1"[..]));
+    assert_eq!(dead_letter_key(None), None);
 }
 
 #[test]

@@ -37,6 +37,9 @@ pub struct PipelineSettings {
     pub queue_capacity: usize,
     /// Messages larger than this go to the dead-letter topic as `oversized`.
     pub max_event_bytes: usize,
+    /// Payment events further ahead of the wall clock than this are dead-lettered as
+    /// `invalid_time`; `None` accepts any event time.
+    pub max_future_skew: Option<Duration>,
     /// How long shutdown (and a partition revocation) may take to drain in-flight work.
     pub drain_timeout: Duration,
     /// How often safe offsets are reported and committed.
@@ -62,6 +65,7 @@ impl Default for PipelineSettings {
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             queue_capacity: 1024,
             max_event_bytes: 64 * 1024,
+            max_future_skew: Some(Duration::from_secs(600)),
             drain_timeout: Duration::from_secs(30),
             commit_interval: Duration::from_secs(1),
             transactional_id: None,

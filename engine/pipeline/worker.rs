@@ -17,8 +17,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
 
 use crate::event::{
-    dead_letter, decode_event, decode_tag_update, encode_decision_into, Decision, EventError,
-    InputFormat, OutputFormat,
+    dead_letter, dead_letter_key, decode_event, decode_tag_update, encode_decision_into, Decision,
+    EventError, InputFormat, OutputFormat,
 };
 
 use super::ack::AckSeq;
@@ -106,6 +106,8 @@ struct WorkerShared {
     input_format: InputFormat,
     output_format: OutputFormat,
     max_event_bytes: usize,
+    /// Latest accepted event time, as milliseconds ahead of the wall clock.
+    max_future_skew_ms: Option<i64>,
     metrics: events::DecisionMetrics,
     /// Set by [`WorkerPool::close`]: workers exit once no lane is scheduled.
     closing: AtomicBool,
@@ -141,6 +143,9 @@ impl WorkerPool {
             input_format: settings.input_format,
             output_format: settings.output_format,
             max_event_bytes: settings.max_event_bytes,
+            max_future_skew_ms: settings
+                .max_future_skew
+                .map(|skew| i64::try_from(skew.as_millis()).unwrap_or(i64::MAX)),
             metrics: events::DecisionMetrics::register(),
             closing: AtomicBool::new(false),
             scheduled_lanes: AtomicUsize::new(0),
@@ -282,6 +287,9 @@ impl WorkerShared {
             Ok(event) => event,
             Err(error) => return self.reject(slot, item, &error),
         };
+        if let Some(error) = self.too_far_ahead(event.event_time_ms) {
+            return self.reject(slot, item, &error);
+        }
         let started = Instant::now();
         let decisions = self.decider.decide(&event);
         let eval = started.elapsed();
@@ -321,6 +329,19 @@ impl WorkerShared {
         }
     }
 
+    /// An event time further ahead of the wall clock than `pipeline.max_future_skew`.
+    fn too_far_ahead(&self, event_time_ms: i64) -> Option<EventError> {
+        let skew = self.max_future_skew_ms?;
+        let now = now_ms();
+        (event_time_ms > now.saturating_add(skew)).then(|| EventError::InvalidTime {
+            field: "event_time",
+            detail: format!(
+                "{} ms ahead of Veto's clock, more than pipeline.max_future_skew ({skew} ms)",
+                event_time_ms - now
+            ),
+        })
+    }
+
     fn handle_tag_update(&self, slot: &Arc<PartitionSlot>, item: &WorkItem) {
         let raw = item.payload();
         match decode_tag_update(raw, self.input_format, self.max_event_bytes) {
@@ -356,7 +377,8 @@ impl WorkerShared {
             self.max_event_bytes,
         );
         let seq = slot.register(item.offset, 1);
-        self.send(slot, seq, &self.dead_letters_topic, item.key(), &payload);
+        let key = dead_letter_key(item.key());
+        self.send(slot, seq, &self.dead_letters_topic, key, &payload);
     }
 
     /// Produces one output of a registered message; `false` once the run is aborted.

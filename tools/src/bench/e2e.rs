@@ -418,6 +418,7 @@ pub fn veto_config(
          [kafka.topics]\npayments = {}\ndecisions = {}\ndead_letters = {}\nentity_tags = {}\nshadow = {}\n\n\
          [rules]\npaths = [{}]\n\n\
          [store]\ndata_dir = {}\n\n\
+         [pipeline]\nmax_future_skew = \"0s\"\n\n\
          [telemetry]\nlisten = \"127.0.0.1:0\"\nlog_format = \"json\"\nlog_level = \"warn\"\n",
         q(brokers),
         q(format),
