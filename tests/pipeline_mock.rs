@@ -395,15 +395,24 @@ async fn malformed_events_go_to_dead_letters_and_the_partition_moves_on() {
     for input in &inputs {
         produce(&producer, PAYMENTS, 0, input);
     }
+    // a tombstone: a null value (offset 7)
+    producer
+        .send(
+            BaseRecord::<[u8], [u8]>::to(PAYMENTS)
+                .partition(0)
+                .key(b"k"),
+        )
+        .map_err(|(e, _)| e)
+        .expect("produce");
     producer.flush(Duration::from_secs(5)).expect("flush");
 
     let decisions = read_decisions(&brokers, DECISIONS, 3);
-    let dead: Vec<_> = read_topic(&brokers, DEAD_LETTERS, 4)
+    let dead: Vec<_> = read_topic(&brokers, DEAD_LETTERS, 5)
         .into_iter()
         .map(|(_, bytes)| decode_dead_letter(&bytes).expect("dead letter"))
         .collect();
     wait_for("safe offsets", || {
-        decider.safe_offsets.lock().get(&(PAYMENTS.to_owned(), 0)) == Some(&7)
+        decider.safe_offsets.lock().get(&(PAYMENTS.to_owned(), 0)) == Some(&8)
     })
     .await;
     let summary = running.stop().await.expect("clean stop");
@@ -420,10 +429,13 @@ async fn malformed_events_go_to_dead_letters_and_the_partition_moves_on() {
             ("undecodable", 1),
             ("missing_field", 3),
             ("oversized", 4),
-            ("invalid_time", 6)
+            ("invalid_time", 6),
+            ("undecodable", 7)
         ]
     );
-    for d in &dead {
+    assert!(dead[4].reason.contains("tombstone"), "{}", dead[4].reason);
+    assert!(dead[4].raw.is_empty());
+    for d in &dead[..4] {
         assert_eq!(d.source_topic, PAYMENTS);
         assert_eq!(d.source_partition, 0);
         let input = &inputs[d.source_offset as usize];
@@ -442,9 +454,9 @@ async fn malformed_events_go_to_dead_letters_and_the_partition_moves_on() {
         "{}",
         dead[3].reason
     );
-    assert_eq!(summary.dead_letters, 4);
+    assert_eq!(summary.dead_letters, 5);
     assert_eq!(summary.events_decided, 3);
-    assert_eq!(committed(&brokers, "g-dead-letters", 1), vec![7]);
+    assert_eq!(committed(&brokers, "g-dead-letters", 1), vec![8]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -75,7 +75,19 @@ impl WorkItem {
         self.key_len.and_then(|len| self.data.get(..len))
     }
 
-    /// The message payload; empty for a null value (which then fails decoding).
+    /// The message payload, or why there is none: a null value (a Kafka tombstone).
+    pub fn value(&self) -> Result<&[u8], EventError> {
+        if self.has_payload {
+            Ok(self.payload())
+        } else {
+            Err(EventError::Undecodable {
+                format: "message",
+                detail: "null value (a tombstone), not an event".to_owned(),
+            })
+        }
+    }
+
+    /// The message payload; empty for a null value.
     pub fn payload(&self) -> &[u8] {
         if !self.has_payload {
             return &[];
@@ -282,8 +294,10 @@ impl WorkerShared {
     }
 
     fn handle_payment(&self, slot: &Arc<PartitionSlot>, item: &WorkItem, scratch: &mut Vec<u8>) {
-        let raw = item.payload();
-        let event = match decode_event(raw, self.input_format, self.max_event_bytes) {
+        let event = match item
+            .value()
+            .and_then(|raw| decode_event(raw, self.input_format, self.max_event_bytes))
+        {
             Ok(event) => event,
             Err(error) => return self.reject(slot, item, &error),
         };
@@ -343,8 +357,10 @@ impl WorkerShared {
     }
 
     fn handle_tag_update(&self, slot: &Arc<PartitionSlot>, item: &WorkItem) {
-        let raw = item.payload();
-        match decode_tag_update(raw, self.input_format, self.max_event_bytes) {
+        match item
+            .value()
+            .and_then(|raw| decode_tag_update(raw, self.input_format, self.max_event_bytes))
+        {
             Ok(update) => {
                 self.decider.apply_tag_update(&update);
                 self.metrics.tag_update_applied();

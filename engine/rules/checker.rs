@@ -15,9 +15,35 @@ use super::eval::{ListValues, NumExpr, Pred, StrExpr, StrSet};
 use crate::event::{currency_exponent, Aggregate, Field, Outcome, PaymentEvent};
 
 const MAX_WINDOW_MS: u64 = 90 * 86_400_000;
+/// Most buckets a window may have (window / `every`): reading a feature sums its live
+/// buckets on every event, so this bounds a rule's work per event.
+const MAX_BUCKETS: u64 = 3_600;
 const MAX_TAG_MS: u64 = 365 * 86_400_000;
 const MAX_SCORE: i64 = 1000;
 const MAX_THRESHOLD: i64 = 1_000_000;
+/// Largest list file (bytes): a list is held in memory by every loaded rule set.
+const MAX_LIST_FILE_BYTES: u64 = 64 << 20;
+/// Reads a list file: a regular file (not a device or a pipe, which would never end) of at
+/// most [`MAX_LIST_FILE_BYTES`].
+fn read_list_file(path: &std::path::Path) -> std::io::Result<String> {
+    use std::io::{Error, ErrorKind, Read};
+    let file = std::fs::File::open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(Error::new(ErrorKind::InvalidInput, "not a regular file"));
+    }
+    if meta.len() > MAX_LIST_FILE_BYTES {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!("{} bytes, more than the limit of 64 MiB", meta.len()),
+        ));
+    }
+    let mut text = String::new();
+    file.take(MAX_LIST_FILE_BYTES + 1)
+        .read_to_string(&mut text)?;
+    Ok(text)
+}
+
 /// Compiled-size limit for one regex (bytes), so a pattern cannot blow up memory.
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
 const FUNCTIONS: [&str; 3] = ["lower", "len", "hour"];
@@ -349,7 +375,7 @@ impl Checker<'_> {
             .cloned()
             .unwrap_or_default();
         let full = base.join(rel);
-        match std::fs::read_to_string(&full) {
+        match read_list_file(&full) {
             Ok(text) => Some(ListValues::Str(StrSet::new(
                 text.lines()
                     .map(str::trim)
@@ -495,6 +521,19 @@ impl Checker<'_> {
                     every.span,
                     format!("`every {e}` does not divide the window {w}"),
                     Some("pick a resolution that divides the window exactly".into()),
+                );
+            } else if f.window.ms / every.ms > MAX_BUCKETS {
+                let (e, w) = (self.text(every.span), self.text(f.window.span));
+                self.error(
+                    every.span,
+                    format!(
+                        "`every {e}` splits the window {w} into {} buckets, more than {MAX_BUCKETS}",
+                        f.window.ms / every.ms
+                    ),
+                    Some(format!(
+                        "use a coarser resolution: at least {} ms",
+                        f.window.ms.div_ceil(MAX_BUCKETS)
+                    )),
                 );
             } else {
                 resolution_ms = every.ms;

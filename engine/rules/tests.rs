@@ -131,6 +131,37 @@ fn every_must_divide_the_window() {
 }
 
 #[test]
+fn every_may_not_split_the_window_into_too_many_buckets() {
+    let src = "feature f = count() by card_id over 90d every 1ms\nrule r when f > 1 then block";
+    let (m, l, c, _) = one_error(src);
+    assert_eq!(
+        (m.as_str(), l, c),
+        (
+            "`every 1ms` splits the window 90d into 7776000000 buckets, more than 3600",
+            1,
+            47
+        )
+    );
+    // an hour of seconds is the most
+    let ok = "feature f = count() by card_id over 1h every 1s\nrule r when f > 1 then block";
+    assert!(errors(ok).is_empty(), "{:?}", errors(ok));
+}
+
+#[test]
+fn a_list_file_must_be_a_regular_file() {
+    let src = "list l from \"/dev/zero\"\nrule r when card_id in l then block";
+    let (m, l, c, _) = one_error(src);
+    assert_eq!(
+        (m.as_str(), l, c),
+        (
+            "cannot read list file `/dev/zero`: not a regular file",
+            1,
+            13
+        )
+    );
+}
+
+#[test]
 fn invalid_regex() {
     let (m, l, c, _) = one_error("rule r when card_id matches \"(\" then block");
     assert_eq!((m.as_str(), l, c), ("invalid regex: unclosed group", 1, 29));
