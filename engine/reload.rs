@@ -177,7 +177,11 @@ pub async fn run_reloader(
                 let new_version = new_rules.version().clone();
                 let old = engine.rules();
                 let diff = RuleDiff::between(&old, &new_rules);
-                let old_rules = engine.swap_rules(new_rules);
+                let swapping = Arc::clone(&engine);
+                let Some(old_rules) = off_runtime(move || swapping.swap_rules(new_rules)).await
+                else {
+                    return; // the runtime is shutting down
+                };
                 let live = engine.rules();
                 on_swap(&old_rules, &live, SetKind::Live);
                 rules_swapped(&old_rules, &live, &diff, signalled_at.elapsed());
@@ -219,16 +223,32 @@ pub async fn run_reloader(
     }
 }
 
+/// Runs a swap on a blocking thread, not on the async runtime: a swap that drops features
+/// walks every entity under the shard locks and waits for a checkpoint in progress. `None`
+/// when the runtime is shutting down; a panic in `swap` propagates.
+async fn off_runtime<T: Send + 'static>(swap: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    match tokio::task::spawn_blocking(swap).await {
+        Ok(value) => Some(value),
+        Err(error) => match error.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(_cancelled) => None,
+        },
+    }
+}
+
 /// Reloads the shadow set; on success returns its version.
 async fn reload_shadow(
-    engine: &Engine,
+    engine: &Arc<Engine>,
     paths: &[PathBuf],
     on_swap: &(impl Fn(&RuleSet, &RuleSet, SetKind) + Send),
 ) -> Result<Arc<str>, String> {
     match load_rules(paths.to_vec()).await {
         Ok(rules) => {
             let version = rules.version().clone();
-            let old = engine.swap_shadow(Some(rules.clone()));
+            let (swapping, new) = (Arc::clone(engine), rules.clone());
+            let old = off_runtime(move || swapping.swap_shadow(Some(new)))
+                .await
+                .ok_or_else(|| "the runtime is shutting down".to_owned())?;
             if let Some(old) = &old {
                 on_swap(old, &rules, SetKind::Shadow);
             }

@@ -87,8 +87,10 @@ impl PartitionSlot {
         (safe != self.committed_next.load(Ordering::Acquire)).then_some(safe)
     }
 
+    /// Records a confirmed commit. Only forward: a late confirmation of an older commit
+    /// (e.g. one issued for the partition's previous assignment) changes nothing.
     pub fn mark_committed(&self, next: i64) {
-        self.committed_next.store(next, Ordering::Release);
+        self.committed_next.fetch_max(next, Ordering::AcqRel);
     }
 
     pub fn note_dispatched(&self) {
@@ -131,6 +133,9 @@ mod tests {
         assert!(slot.is_drained());
         assert_eq!(slot.uncommitted_safe_next(), Some(5));
         slot.mark_committed(5);
+        assert_eq!(slot.uncommitted_safe_next(), None);
+        // a late confirmation of an older commit does not move it back
+        slot.mark_committed(2);
         assert_eq!(slot.uncommitted_safe_next(), None);
     }
 
