@@ -209,11 +209,32 @@ pub fn lex(file: u32, text: &str, diags: &mut Vec<Diagnostic>) -> Vec<Token> {
                         });
                     }
                 } else {
+                    let not_a_number_form = unit.starts_with(['e', 'E', '_'])
+                        && unit[1..].bytes().all(|b| b.is_ascii_digit() || b == b'_');
+                    let (message, help) = if not_a_number_form {
+                        (
+                            format!("`{}` is not a number here", &text[start..i]),
+                            "write numbers as plain digits, e.g. `1000000` (no exponent, no `_`)",
+                        )
+                    } else {
+                        (
+                            format!("unknown duration unit `{unit}`"),
+                            "durations use ms, s, m, h or d, e.g. `10m`",
+                        )
+                    };
                     diags.push(Diagnostic::error(
                         Span::new(file, unit_start, i),
-                        format!("unknown duration unit `{unit}`"),
-                        Some("durations use ms, s, m, h or d, e.g. `10m`".into()),
+                        message,
+                        Some(help.into()),
                     ));
+                    // Kept as the number it starts with, so the parser does not report a
+                    // missing expression after this error.
+                    if value.is_finite() {
+                        tokens.push(Token {
+                            tok: Tok::Num(value),
+                            span: span(i),
+                        });
+                    }
                 }
             }
             c if c.is_ascii_alphabetic() || c == b'_' => {

@@ -148,6 +148,27 @@ fn every_may_not_split_the_window_into_too_many_buckets() {
 }
 
 #[test]
+fn exponents_and_digit_separators_are_named_without_a_cascade() {
+    for (src, message) in [
+        (
+            "rule r when amount > 1e6 then block",
+            "`1e6` is not a number here",
+        ),
+        (
+            "rule r when amount > 5_000 then block",
+            "`5_000` is not a number here",
+        ),
+        (
+            "rule r when amount > 5xy then block",
+            "unknown duration unit `xy`",
+        ),
+    ] {
+        let (m, l, _, _) = one_error(src);
+        assert_eq!((m.as_str(), l), (message, 1), "{src}");
+    }
+}
+
+#[test]
 fn a_list_file_must_be_a_regular_file() {
     let src = "list l from \"/dev/zero\"\nrule r when card_id in l then block";
     let (m, l, c, _) = one_error(src);
