@@ -222,9 +222,15 @@ fn decode_with<T>(
             if first != Some(&b'{') {
                 return from_protobuf(bytes);
             }
+            // `{` after whitespace may also be protobuf: field 1 (`\n`) of length 123 (`{`).
+            // When both fail, a protobuf message that decoded but is invalid says more than
+            // the JSON attempt's error.
             match from_json(bytes) {
                 Ok(value) => Ok(value),
-                Err(json_err) => from_protobuf(bytes).map_err(|_| json_err),
+                Err(json_err) => from_protobuf(bytes).map_err(|pb_err| match pb_err {
+                    EventError::Undecodable { .. } => json_err,
+                    invalid => invalid,
+                }),
             }
         }
     }

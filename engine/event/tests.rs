@@ -170,6 +170,23 @@ fn an_oversized_message_s_dead_letter_carries_its_start_and_fits_a_kafka_message
 }
 
 #[test]
+fn auto_detection_reports_the_protobuf_reason_of_a_message_that_looks_like_json() {
+    // an event_id of 123 bytes encodes as `\n{...`: JSON is tried first
+    let event = PaymentEvent {
+        event_id: "e".repeat(123),
+        kind: "authorization".into(),
+        event_time_ms: 1_700_000_000_000,
+        amount_minor: Some(-5),
+        ..PaymentEvent::default()
+    };
+    let bytes = encode_event(&event, OutputFormat::Protobuf);
+    assert_eq!(&bytes[..2], b"\n{");
+    let err = decode_event(&bytes, InputFormat::Auto, 1 << 16).expect_err("negative amount");
+    assert_ne!(err.reason_code(), "undecodable", "{err}");
+    assert!(err.to_string().contains("amount"), "{err}");
+}
+
+#[test]
 fn dead_letter_carries_raw_bytes_and_reason() {
     let raw = b"{\"event_id\":\"e\"}";
     let err = json(std::str::from_utf8(raw).expect("utf8")).expect_err("no type");
