@@ -161,17 +161,6 @@ fn read_for(consumer: &BaseConsumer, period: Duration) -> Vec<Decision> {
     out
 }
 
-fn decisions_consumer(brokers: &str, group: &str, topic: &str) -> BaseConsumer {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", group)
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .expect("consumer");
-    consumer.subscribe(&[topic]).expect("subscribe");
-    consumer
-}
-
 #[test]
 fn decides_every_event_once_and_restarts_without_double_counting() {
     decide_restart_and_count_once(Delivery::AtLeastOnce);
@@ -203,7 +192,7 @@ fn exactly_once_mode_decides_every_event_once_across_a_restart() {
 fn decide_restart_and_count_once(delivery: Delivery) -> Vec<Decision> {
     let (_cluster, brokers) = start_mock_broker(2);
     let data = tempfile::tempdir().expect("tempdir");
-    let consumer = decisions_consumer(&brokers, "test-reader", "decisions");
+    let consumer = topic_reader(&brokers, "test-reader", "decisions");
 
     // Seven authorizations (each captured) on one card, one from a sanctioned country, one garbage message.
     let mut events = Vec::new();
@@ -259,7 +248,7 @@ fn decide_restart_and_count_once(delivery: Delivery) -> Vec<Decision> {
     assert!(hits("kp-1").contains(&"sanctioned_geo".to_string()));
 
     // The garbage message is in the dead-letter topic with its reason.
-    let dead = decisions_consumer(&brokers, "test-dead", "dead-letters");
+    let dead = topic_reader(&brokers, "test-dead", "dead-letters");
     let deadline = Instant::now() + Duration::from_secs(20);
     let letter = loop {
         assert!(Instant::now() < deadline, "no dead letter");
@@ -332,7 +321,7 @@ fn a_partition_assigned_again_in_exactly_once_mode_continues_where_the_state_sta
 fn rebalance_in_the_middle(delivery: Delivery) {
     let (_cluster, brokers) = start_mock_broker(2);
     let data = tempfile::tempdir().expect("tempdir");
-    let consumer = decisions_consumer(&brokers, "test-reader", "decisions");
+    let consumer = topic_reader(&brokers, "test-reader", "decisions");
     let produce = |events: &[PaymentEvent]| {
         let messages: Vec<(String, Vec<u8>)> = events
             .iter()

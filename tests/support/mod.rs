@@ -197,13 +197,18 @@ pub fn produce_events(brokers: &str, events: &[veto::event::PaymentEvent]) {
 }
 
 pub fn decisions_reader(brokers: &str, group: &str) -> BaseConsumer {
+    topic_reader(brokers, group, "decisions")
+}
+
+/// A consumer of `topic` from its start, in its own group.
+pub fn topic_reader(brokers: &str, group: &str, topic: &str) -> BaseConsumer {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", group)
         .set("auto.offset.reset", "earliest")
         .create()
         .expect("consumer");
-    consumer.subscribe(&["decisions"]).expect("subscribe");
+    consumer.subscribe(&[topic]).expect("subscribe");
     consumer
 }
 
