@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
-use crate::event::{Aggregate, Decision, Field, Outcome, PaymentEvent, TagUpdate, Trigger};
+use crate::event::{
+    Aggregate, Decision, EventError, Field, Outcome, PaymentEvent, TagUpdate, Trigger,
+};
 use crate::rules::eval::{Frame, NoContext};
 use crate::rules::{EvalContext, Evaluation, RuleSet};
 use crate::store::{FeatureInput, FeatureSpec, Observation, TagStore};
@@ -419,7 +421,8 @@ impl Engine {
 
     fn apply_effects(&self, rules: &RuleSet, event: &PaymentEvent, eval: &Evaluation) {
         for tag in &eval.tags {
-            self.store.apply_tag(tag);
+            // a refusal (entity at its tag limit) is logged and counted by the store
+            let _ = self.store.apply_tag(tag);
         }
         let sequences = rules.sequences();
         for cancel in &eval.cancel {
@@ -455,8 +458,16 @@ impl Engine {
     }
 
     /// Applies a tag update from the `entity-tags` topic.
-    pub fn apply_tag_update(&self, update: &TagUpdate) {
-        self.store.apply_tag(update);
+    /// Applies a tag update from the entity-tags topic; an error when the entity already
+    /// holds the most tags allowed (the update is then dead-lettered).
+    pub fn apply_tag_update(&self, update: &TagUpdate) -> Result<(), EventError> {
+        if self.store.apply_tag(update) {
+            Ok(())
+        } else {
+            Err(EventError::TooManyTags {
+                max: crate::store::MAX_TAGS,
+            })
+        }
     }
 
     /// The decision published when the timer of sequence rule `rule` fires for an event; a

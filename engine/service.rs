@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
 use crate::decider::{Engine, TimerSink, SHADOW_TIMER_PREFIX};
-use crate::event::{Decision, PaymentEvent, TagUpdate};
+use crate::event::{Decision, EventError, PaymentEvent, TagUpdate};
 use crate::pipeline::{self, Decider, PipelineSettings, PipelineStatus, RunSummary};
 use crate::reload::{self, ReloadStatus};
 use crate::rules::RuleSet;
@@ -400,8 +400,8 @@ impl Decider for LiveDecider {
         decisions
     }
 
-    fn apply_tag_update(&self, update: &TagUpdate) {
-        self.engine.apply_tag_update(update);
+    fn apply_tag_update(&self, update: &TagUpdate) -> Result<(), EventError> {
+        self.engine.apply_tag_update(update)
     }
 
     fn on_safe_offsets(&self, offsets: &[(String, i32, i64)]) {

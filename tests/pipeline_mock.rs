@@ -15,8 +15,8 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot};
 use veto::event::{
-    decode_dead_letter, decode_decision, encode_event, encode_tag_update, Decision, Field,
-    InputFormat, Outcome, OutputFormat, PaymentEvent, TagUpdate, Trigger,
+    decode_dead_letter, decode_decision, encode_event, encode_tag_update, Decision, EventError,
+    Field, InputFormat, Outcome, OutputFormat, PaymentEvent, TagUpdate, Trigger,
 };
 use veto::pipeline::{run, Decider, PipelineError, PipelineSettings, PipelineStatus, RunSummary};
 
@@ -82,7 +82,7 @@ impl Decider for AmountDecider {
         vec![live, shadow]
     }
 
-    fn apply_tag_update(&self, update: &TagUpdate) {
+    fn apply_tag_update(&self, update: &TagUpdate) -> Result<(), EventError> {
         if update.entity == Field::UserId && update.tag == "blocked" {
             if update.remove {
                 self.blocked_users.lock().remove(&update.value);
@@ -91,6 +91,7 @@ impl Decider for AmountDecider {
             }
         }
         self.tag_updates.fetch_add(1, Ordering::SeqCst);
+        Ok(())
     }
 
     fn on_safe_offsets(&self, offsets: &[(String, i32, i64)]) {

@@ -61,11 +61,14 @@ pub enum EventError {
     /// More `attrs` entries than the contract allows.
     #[error("field `attrs`: {count} entries exceeds the limit of {max}")]
     TooManyAttrs { count: usize, max: usize },
+    /// A tag update would give its entity more tags than the store holds per entity.
+    #[error("field `tag`: the entity already holds {max} tags, the most allowed")]
+    TooManyTags { max: usize },
 }
 
 impl EventError {
     /// Every reason code, in documentation order.
-    pub const REASON_CODES: [&'static str; 13] = [
+    pub const REASON_CODES: [&'static str; 14] = [
         "oversized",
         "undecodable",
         "invalid_utf8",
@@ -79,6 +82,7 @@ impl EventError {
         "unknown_enum",
         "too_long",
         "too_many_attrs",
+        "too_many_tags",
     ];
 
     /// Stable machine-readable reason, used in `DeadLetter.reason_code` and metric labels.
@@ -97,6 +101,7 @@ impl EventError {
             EventError::UnknownEnum { .. } => "unknown_enum",
             EventError::TooLong { .. } => "too_long",
             EventError::TooManyAttrs { .. } => "too_many_attrs",
+            EventError::TooManyTags { .. } => "too_many_tags",
         }
     }
 }

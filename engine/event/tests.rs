@@ -638,6 +638,7 @@ fn every_reason_code_is_listed() {
             max: 1,
         },
         EventError::TooManyAttrs { count: 2, max: 1 },
+        EventError::TooManyTags { max: 1 },
     ];
     let codes: Vec<&str> = samples.iter().map(EventError::reason_code).collect();
     assert_eq!(codes, EventError::REASON_CODES);

@@ -32,7 +32,7 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use crate::event::{encode_decision, Decision, OutputFormat, PaymentEvent, TagUpdate};
+use crate::event::{encode_decision, Decision, EventError, OutputFormat, PaymentEvent, TagUpdate};
 
 pub use ack::{AckSeq, AckTracker};
 pub use error::PipelineError;
@@ -55,7 +55,8 @@ pub trait Decider: Send + Sync + 'static {
     fn decide(&self, event: &PaymentEvent) -> Vec<Decision>;
 
     /// Applies a tag update from the entity-tags topic (worker thread, in partition order).
-    fn apply_tag_update(&self, update: &TagUpdate);
+    /// An error dead-letters the update with its reason.
+    fn apply_tag_update(&self, update: &TagUpdate) -> Result<(), EventError>;
 
     /// Called (on the source thread, keep it cheap) with offsets `(topic, partition, next
     /// offset to consume)` that are safe: every earlier message's outputs are acknowledged.

@@ -360,9 +360,9 @@ impl WorkerShared {
         match item
             .value()
             .and_then(|raw| decode_tag_update(raw, self.input_format, self.max_event_bytes))
+            .and_then(|update| self.decider.apply_tag_update(&update))
         {
-            Ok(update) => {
-                self.decider.apply_tag_update(&update);
+            Ok(()) => {
                 self.metrics.tag_update_applied();
                 self.counters.tag_updates.fetch_add(1, Ordering::AcqRel);
                 slot.register(item.offset, 0);
@@ -441,7 +441,7 @@ mod tests {
             Vec::new()
         }
 
-        fn apply_tag_update(&self, update: &TagUpdate) {
+        fn apply_tag_update(&self, update: &TagUpdate) -> Result<(), EventError> {
             let (partition, offset) = update.value.split_once(':').unwrap_or(("-1", "-1"));
             let partition: i32 = partition.parse().unwrap_or(-1);
             let offset: i64 = offset.parse().unwrap_or(-1);
@@ -465,6 +465,7 @@ mod tests {
             let thread = std::thread::current().name().unwrap_or("?").to_owned();
             self.seen.lock().push((thread, partition, offset));
             self.busy_partitions.lock().remove(&partition);
+            Ok(())
         }
     }
 

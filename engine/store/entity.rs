@@ -72,6 +72,10 @@ pub struct FeatureUpdate {
     pub contribution: Contribution,
 }
 
+/// Most tags one entity holds (expired ones count until purged): each `has tag` read of an
+/// event's entity copies its tag names, so this bounds that work.
+pub const MAX_TAGS: usize = 256;
+
 /// Bucket count of one feature from which its entity keeps features unpacked: unpacking and
 /// packing a long bucket list on every event costs more than the typed form's extra bytes.
 const HOT_RECORDS: usize = 8;
@@ -338,7 +342,13 @@ impl Entity {
     }
 
     /// Sets (or replaces) a tag.
-    pub fn set_tag(&mut self, tag: &str, expires_at_ms: Option<i64>) {
+    /// Sets (or renews) a tag. A new tag on an entity that already holds [`MAX_TAGS`] is
+    /// refused: returns `false`, nothing changed.
+    pub fn set_tag(&mut self, tag: &str, expires_at_ms: Option<i64>) -> bool {
+        let held = self.tags();
+        if held.len() >= MAX_TAGS && !held.iter().any(|t| &*t.name == tag) {
+            return false;
+        }
         let extra = self.extra_mut();
         let mut tags: Vec<Tag> = std::mem::take(&mut extra.tags).into_vec();
         tags.retain(|t| &*t.name != tag);
@@ -348,6 +358,7 @@ impl Entity {
         });
         extra.tags = tags.into_boxed_slice();
         self.extend_horizon(expires_at_ms.unwrap_or(i64::MAX));
+        true
     }
 
     /// Removes a tag; returns whether it was present.

@@ -14,6 +14,7 @@ mod telemetry;
 mod window;
 
 pub use disk::CHECKPOINT_FORMAT_VERSION;
+pub use entity::MAX_TAGS;
 pub use hll::SKETCH_STANDARD_ERROR;
 pub use tag_store::TagStore;
 

@@ -643,25 +643,31 @@ impl TagStore {
     }
 
     /// Sets or removes a tag.
-    pub fn apply_tag(&self, update: &TagUpdate) {
+    /// Applies a tag update; `false` when it was refused because the entity already holds
+    /// [`MAX_TAGS`](super::entity::MAX_TAGS) tags (said in the log and metrics).
+    pub fn apply_tag(&self, update: &TagUpdate) -> bool {
         let _gate = self.gate.read();
         let hash = entity_hash(&update.value);
         let mut shard = self.lock(self.shard_of(hash));
         let create = !update.remove;
+        let mut applied = true;
         if let Some(entity) =
             self.entity_mut(&mut shard, update.entity, &update.value, hash, create)
         {
             let before = entity.accounted_bytes(update.value.len());
             if update.remove {
                 entity.dirty |= entity.remove_tag(&update.tag);
-            } else {
-                entity.set_tag(&update.tag, update.expires_at_ms);
+            } else if entity.set_tag(&update.tag, update.expires_at_ms) {
                 entity.dirty = true;
+            } else {
+                applied = false;
+                super::telemetry::tag_limit_reached(update.entity.name(), &update.tag);
             }
             let after = entity.accounted_bytes(update.value.len());
             shard.bytes = (shard.bytes + after as u64).saturating_sub(before as u64);
         }
         self.keep_within_budget(&mut shard);
+        applied
     }
 
     /// Drops the state of features no longer defined (by `FeatureSpec::id`), in memory now and
@@ -1263,6 +1269,29 @@ mod tests {
         assert_eq!(cards, events);
         assert_eq!(users, events);
         assert_eq!(cents.round(), events);
+    }
+
+    #[test]
+    fn a_new_tag_beyond_the_per_entity_limit_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TagStore::open(config(dir.path())).unwrap();
+        let tag = |tag: &str, remove| TagUpdate {
+            entity: Field::UserId,
+            value: "u1".into(),
+            tag: tag.into(),
+            expires_at_ms: None,
+            remove,
+        };
+        for i in 0..crate::store::MAX_TAGS {
+            assert!(store.apply_tag(&tag(&format!("t{i}"), false)));
+        }
+        assert!(!store.apply_tag(&tag("one-too-many", false)));
+        assert!(!store.has_tag(Field::UserId, "u1", "one-too-many", 0));
+        // a held tag is renewed, a removal makes room
+        assert!(store.apply_tag(&tag("t0", false)));
+        assert!(store.apply_tag(&tag("t1", true)));
+        assert!(store.apply_tag(&tag("one-too-many", false)));
+        assert!(store.has_tag(Field::UserId, "u1", "one-too-many", 0));
     }
 
     #[test]

@@ -23,6 +23,17 @@ pub fn spill_failed(error: &StoreError) {
     tracing::error!(%error, "cannot spill entities, keeping them in memory");
 }
 
+/// A new tag was refused: its entity already holds `MAX_TAGS` tags.
+pub fn tag_limit_reached(kind: &str, tag: &str) {
+    metrics::counter!("veto_store_tags_refused_total").increment(1);
+    tracing::warn!(
+        entity_kind = kind,
+        tag,
+        max = super::entity::MAX_TAGS,
+        "tag refused: the entity holds the most tags allowed"
+    );
+}
+
 pub fn idle_entities_deleted(count: u64) {
     metrics::counter!("veto_store_idle_deleted_total").increment(count);
     tracing::debug!(count, "deleted idle entities");
