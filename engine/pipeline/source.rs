@@ -205,6 +205,10 @@ impl SourceContext {
             let mut slots = self.assignment.lock().all_slots();
             slots.extend(revoked.iter().cloned());
             let quiet = wait_until(deadline, || slots.iter().all(|s| s.is_drained()));
+            // Whether the open transaction holds decisions of the revoked partitions.
+            let theirs = revoked
+                .iter()
+                .any(|s| !s.is_drained() || s.uncommitted_safe_next().is_some());
             let outcome = match (lost, quiet) {
                 (true, _) => Err("the assignment was lost".to_owned()),
                 (_, false) => Err("in-flight events not acknowledged in time".to_owned()),
@@ -214,7 +218,7 @@ impl SourceContext {
                     Err(error) => Err(error.to_string()),
                 },
             };
-            if let Err(reason) = outcome {
+            if let (Err(reason), true) = (outcome, theirs) {
                 // The new owner decides these partitions again from the committed offsets;
                 // committing the open transaction later would publish their decisions twice.
                 *self.revoke_failed.lock() = Some(reason);
