@@ -1,7 +1,7 @@
 # Veto image: veto, veto-loadgen and veto-bench built in a Rust stage, run on slim Debian.
 FROM rust:1.95-bookworm AS build
 RUN apt-get update \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends clang libclang-dev cmake \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends clang libclang-dev cmake libssl-dev pkg-config \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # the whole workspace (see .dockerignore): benches and tests are workspace targets cargo must see
@@ -14,7 +14,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 
 FROM debian:bookworm-slim
 RUN apt-get update \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates curl \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates curl libssl3 \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --home /var/lib/veto veto \
  && mkdir -p /var/lib/veto /etc/veto \

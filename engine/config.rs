@@ -388,6 +388,14 @@ impl Config {
                 ));
             }
         }
+        // librdkafka itself checks names and values: at load, not when the clients start.
+        for (key, value) in &kafka.librdkafka {
+            let mut client = rdkafka::ClientConfig::new();
+            client.set(key, value);
+            if let Err(e) = client.create_native_config() {
+                return Err(("kafka.librdkafka", format!("{key:?} = {value:?}: {e}")));
+            }
+        }
         if self.rules.paths.is_empty() {
             return Err((
                 "rules.paths",
@@ -633,7 +641,7 @@ mod tests {
                 brokers = "k1:9092,k2:9092"
                 input_format = "json"
                 delivery = "exactly_once"
-                librdkafka = { "security.protocol" = "SASL_SSL" }
+                librdkafka = { "security.protocol" = "SASL_SSL", "sasl.mechanisms" = "SCRAM-SHA-512" }
                 [store]
                 memory_budget = "512MiB"
                 data_dir = "state"
@@ -714,6 +722,23 @@ mod tests {
             let msg = load_err("veto.toml");
             assert!(msg.contains("store.checkpoint_interval"), "{msg}");
             assert!(msg.contains("exactly_once"), "{msg}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_librdkafka_properties_are_errors_at_load() {
+        in_jail(|jail| {
+            jail.create_file(
+                "veto.toml",
+                "[kafka.librdkafka]\n\"fetch.wait.max.mz\" = \"5\"\n",
+            )?;
+            let msg = load_err("veto.toml");
+            assert!(
+                msg.starts_with("veto.toml: kafka.librdkafka: \"fetch.wait.max.mz\""),
+                "{msg}"
+            );
+            assert!(msg.contains("No such configuration property"), "{msg}");
             Ok(())
         });
     }

@@ -9,11 +9,12 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/veto-target}"
 TOOLS="${VETO_TOOLS_DIR:-$HOME/.cache/veto-tools}"
 TANSU_VERSION=0.6.0
 
-if ! command -v clang >/dev/null 2>&1 || ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1; then
-  echo "==> installing clang and libclang-dev (needed to build RocksDB bindings)"
+if ! command -v clang >/dev/null 2>&1 || ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 \
+  || ! command -v pkg-config >/dev/null 2>&1 || [ ! -f /usr/include/openssl/ssl.h ]; then
+  echo "==> installing clang, libclang-dev (RocksDB bindings), libssl-dev and pkg-config (librdkafka TLS/SASL)"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq clang libclang-dev
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq clang libclang-dev libssl-dev pkg-config
 fi
 
 if [ ! -x "$TOOLS/bin/tansu" ] || ! "$TOOLS/bin/tansu" --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
