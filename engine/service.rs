@@ -15,7 +15,9 @@ use tokio::sync::{mpsc, watch};
 use crate::config::Config;
 use crate::decider::{Engine, TimerSink, SHADOW_TIMER_PREFIX};
 use crate::event::{Decision, EventError, PaymentEvent, TagUpdate};
-use crate::pipeline::{self, Decider, PipelineSettings, PipelineStatus, RunSummary};
+use crate::pipeline::{
+    self, Decider, Delivered, PipelineSettings, PipelineStatus, RunSummary, TimeoutDecision,
+};
 use crate::reload::{self, ReloadStatus};
 use crate::rules::RuleSet;
 use crate::store::{PartitionOffset, StoreConfig, TagStore};
@@ -142,6 +144,7 @@ pub async fn serve(
     tokio::spawn(forward_timeouts(
         fired,
         engine.clone(),
+        timers.clone(),
         timeouts_tx,
         timeouts_handled,
     ));
@@ -270,11 +273,12 @@ fn cancel_removed_sequences(
 async fn forward_timeouts(
     mut fired: FiredReceiver,
     engine: Arc<Engine>,
-    out: mpsc::Sender<Decision>,
+    timers: Arc<LiveTimers>,
+    out: mpsc::Sender<TimeoutDecision>,
     handled: Arc<AtomicU64>,
 ) {
     while let Some(fired) = fired.recv().await {
-        let payload = fired.payload;
+        let (id, payload) = (fired.id, fired.payload);
         let Some(decision) = engine.timeout_decision(
             &payload.rule,
             payload.event_id,
@@ -282,10 +286,16 @@ async fn forward_timeouts(
             fired.fired_at_ms,
         ) else {
             // The sequence rule was removed by a swap: nothing to publish.
+            timers.0.acknowledge(id);
             handled.fetch_add(1, Ordering::AcqRel);
             continue;
         };
-        if out.send(decision).await.is_err() {
+        let timers = Arc::clone(&timers);
+        let timeout = TimeoutDecision {
+            decision,
+            delivered: Some(Delivered::new(move || timers.0.acknowledge(id))),
+        };
+        if out.send(timeout).await.is_err() {
             return;
         }
     }

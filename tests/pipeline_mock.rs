@@ -18,7 +18,10 @@ use veto::event::{
     decode_dead_letter, decode_decision, encode_event, encode_tag_update, Decision, EventError,
     Field, InputFormat, Outcome, OutputFormat, PaymentEvent, TagUpdate, Trigger,
 };
-use veto::pipeline::{run, Decider, PipelineError, PipelineSettings, PipelineStatus, RunSummary};
+use veto::pipeline::{
+    run, Decider, Delivered, PipelineError, PipelineSettings, PipelineStatus, RunSummary,
+    TimeoutDecision,
+};
 
 const PAYMENTS: &str = "payments";
 const TAGS: &str = "entity-tags";
@@ -237,7 +240,7 @@ struct Running {
     stop: oneshot::Sender<()>,
     task: tokio::task::JoinHandle<Result<RunSummary, PipelineError>>,
     status: Arc<PipelineStatus>,
-    timeouts: mpsc::Sender<Decision>,
+    timeouts: mpsc::Sender<TimeoutDecision>,
 }
 
 fn start(settings: PipelineSettings, decider: Arc<dyn Decider>) -> Running {
@@ -313,13 +316,21 @@ async fn every_event_gets_exactly_one_decision_and_offsets_are_committed() {
         ruleset_version: "test-1".into(),
         ..Decision::default()
     };
+    let (acked_tx, acked_rx) = std::sync::mpsc::channel();
     running
         .timeouts
-        .send(timeout)
+        .send(TimeoutDecision {
+            decision: timeout,
+            delivered: Some(Delivered::new(move || {
+                let _ = acked_tx.send(());
+            })),
+        })
         .await
         .expect("timeout decision");
 
     let decisions = read_decisions(&brokers, DECISIONS, expected.len() + 1);
+    // the timeout decision is in Kafka: its delivery hook ran (the timer leaves the snapshots)
+    assert!(acked_rx.recv_timeout(Duration::from_secs(10)).is_ok());
     wait_for("ready", || running.status.is_ready()).await;
     let shadow = read_decisions(&brokers, SHADOW, expected.len());
     wait_for("safe offsets", || {

@@ -37,7 +37,7 @@ use crate::event::{encode_decision, Decision, EventError, OutputFormat, PaymentE
 pub use ack::{AckSeq, AckTracker};
 pub use error::PipelineError;
 pub use settings::PipelineSettings;
-pub use sink::PRODUCER_SETTINGS;
+pub use sink::{Delivered, PRODUCER_SETTINGS};
 pub(crate) use source::wait_until;
 pub use status::{PipelineStatus, RunSummary};
 pub use transaction::transaction_committed;
@@ -110,6 +110,13 @@ pub trait Decider: Send + Sync + 'static {
     }
 }
 
+/// A timeout decision to publish (from the timers), and what to do once Kafka has it.
+#[derive(Debug)]
+pub struct TimeoutDecision {
+    pub decision: Decision,
+    pub delivered: Option<Delivered>,
+}
+
 /// Runs the pipeline until `shutdown` resolves, then drains and commits.
 ///
 /// Decisions from `extra` (timeout decisions from the timers) are published too. Returns the
@@ -120,7 +127,7 @@ pub trait Decider: Send + Sync + 'static {
 pub async fn run(
     settings: PipelineSettings,
     decider: Arc<dyn Decider>,
-    extra: mpsc::Receiver<Decision>,
+    extra: mpsc::Receiver<TimeoutDecision>,
     status: Arc<PipelineStatus>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<RunSummary, PipelineError> {
@@ -219,7 +226,7 @@ struct TimeoutTopics {
 
 /// Publishes timeout decisions until told to stop, then publishes those already queued.
 async fn publish_timeouts(
-    mut extra: mpsc::Receiver<Decision>,
+    mut extra: mpsc::Receiver<TimeoutDecision>,
     sink: Arc<Sink>,
     decider: Arc<dyn Decider>,
     topics: TimeoutTopics,
@@ -231,8 +238,8 @@ async fn publish_timeouts(
             biased;
             () = stop.notified() => break,
             decision = extra.recv() => match decision {
-                Some(decision) => {
-                    publish_timeout(&decision, &sink, &topics, &counters).await;
+                Some(timeout) => {
+                    publish_timeout(timeout, &sink, &topics, &counters).await;
                     decider.timeout_handled();
                 }
                 None => {
@@ -242,33 +249,42 @@ async fn publish_timeouts(
             },
         }
     }
-    while let Ok(decision) = extra.try_recv() {
-        publish_timeout(&decision, &sink, &topics, &counters).await;
+    while let Ok(timeout) = extra.try_recv() {
+        publish_timeout(timeout, &sink, &topics, &counters).await;
         decider.timeout_handled();
     }
 }
 
 async fn publish_timeout(
-    decision: &Decision,
+    timeout: TimeoutDecision,
     sink: &Sink,
     topics: &TimeoutTopics,
     counters: &RunCounters,
 ) {
+    let TimeoutDecision {
+        decision,
+        delivered,
+    } = timeout;
     let topic = if decision.shadow {
         match &topics.shadow {
             Some(topic) => topic,
-            None => return events::shadow_dropped(),
+            None => {
+                if let Some(delivered) = delivered {
+                    delivered.run();
+                }
+                return events::shadow_dropped();
+            }
         }
     } else {
         &topics.decisions
     };
-    let payload = encode_decision(decision, topics.format);
+    let payload = encode_decision(&decision, topics.format);
     if sink
         .send_async(
             topic,
-            Some(decision_key(decision)),
+            Some(decision_key(&decision)),
             &payload,
-            AckToken::Timeout,
+            AckToken::Timeout(delivered),
         )
         .await
     {

@@ -51,15 +51,37 @@ pub enum AckToken {
         slot: Arc<PartitionSlot>,
         seq: AckSeq,
     },
-    /// A timeout decision: no consumed offset depends on it.
-    Timeout,
+    /// A timeout decision: no consumed offset depends on it; its hook runs once it is in Kafka.
+    Timeout(Option<Delivered>),
 }
 
 impl AckToken {
     fn acknowledge(self) {
-        if let AckToken::Event { slot, seq } = self {
-            slot.ack(seq);
+        match self {
+            AckToken::Event { slot, seq } => slot.ack(seq),
+            AckToken::Timeout(Some(delivered)) => delivered.run(),
+            AckToken::Timeout(None) => {}
         }
+    }
+}
+
+/// What to do once a timeout decision is acknowledged by Kafka (or dropped on purpose): the
+/// timer it came from may then leave the state's snapshots.
+pub struct Delivered(Box<dyn FnOnce() + Send + Sync>);
+
+impl Delivered {
+    pub fn new(hook: impl FnOnce() + Send + Sync + 'static) -> Delivered {
+        Delivered(Box::new(hook))
+    }
+
+    pub fn run(self) {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for Delivered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Delivered")
     }
 }
 

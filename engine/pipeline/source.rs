@@ -751,7 +751,7 @@ impl Source {
     /// decided past the safe offsets (outputs unacknowledged), so a checkpoint then would be
     /// ahead of its offsets and a restart would count those events twice; the previous
     /// checkpoint and commit stand, the next interval tries again. Timeouts are the decider's
-    /// business: at-least-once keeps recently fired timers in the checkpoint, exactly-once
+    /// business: at-least-once keeps unacknowledged fired timers in the checkpoint, exactly-once
     /// pauses the timers until every fired one is in the transaction.
     fn quiesced_checkpoint(&self) -> Result<(), PipelineError> {
         let started = Instant::now();

@@ -38,14 +38,16 @@ struct State {
     /// rule name → correlation value → timer.
     by_rule: AHashMap<Arc<str>, AHashMap<String, TimerHandle>>,
     next_sequence_number: u64,
-    /// Timers fired in the last [`RECENTLY_FIRED`], oldest first: (fired at, deadline, timer).
-    recently_fired: std::collections::VecDeque<(i64, i64, Arc<ArmedTimer>)>,
+    /// Fired timers whose timeout decision is not acknowledged yet, by fire id (oldest first):
+    /// (deadline, timer). They stay in snapshots, so a restart fires them again (a duplicate
+    /// timeout decision) instead of losing one that never reached Kafka.
+    unacknowledged: std::collections::BTreeMap<u64, (i64, Arc<ArmedTimer>)>,
+    next_fire_id: u64,
 }
 
-/// How long a fired timer stays in snapshots. Its timeout decision may still be on its way to
-/// Kafka when a checkpoint is taken; a restart from that checkpoint fires it again (a duplicate
-/// timeout decision) instead of losing it.
-const RECENTLY_FIRED: Duration = Duration::from_secs(2);
+/// Most fired timers kept waiting for their acknowledgement; past it the oldest are forgotten
+/// (said in the log and metrics), so timeouts that are never acknowledged cannot grow memory.
+const MAX_UNACKNOWLEDGED: usize = 1 << 20;
 
 impl State {
     fn handle(&self, key: &TimerKey) -> Option<TimerHandle> {
@@ -98,7 +100,8 @@ impl<C: Clock> TimerCore<C> {
                 wheel: TimingWheel::with_capacity(current_tick, initial_capacity),
                 by_rule: AHashMap::new(),
                 next_sequence_number: 0,
-                recently_fired: std::collections::VecDeque::new(),
+                unacknowledged: std::collections::BTreeMap::new(),
+                next_fire_id: 0,
             }),
             telemetry: Telemetry::register(),
         }
@@ -189,16 +192,10 @@ impl<C: Clock> TimerCore<C> {
         let State {
             wheel,
             by_rule,
-            recently_fired,
+            unacknowledged,
+            next_fire_id,
             ..
         } = &mut *state;
-        let retain_from = now_ns.saturating_sub(to_i64(nanos(RECENTLY_FIRED)));
-        while recently_fired
-            .front()
-            .is_some_and(|(at, ..)| *at < retain_from)
-        {
-            recently_fired.pop_front();
-        }
         wheel.advance_to(due_tick, |expired| {
             let entry = expired.value;
             // Shared only while a snapshot is being encoded.
@@ -211,15 +208,20 @@ impl<C: Clock> TimerCore<C> {
                 }
             }
             let lateness_ns = now_ns.saturating_sub(entry.deadline_ns).max(0);
-            recently_fired.push_back((
-                now_ns,
-                entry.deadline_ms,
-                Arc::new(ArmedTimer {
-                    key: key.clone(),
-                    payload: payload.clone(),
-                }),
-            ));
+            let id = *next_fire_id;
+            *next_fire_id += 1;
+            unacknowledged.insert(
+                id,
+                (
+                    entry.deadline_ms,
+                    Arc::new(ArmedTimer {
+                        key: key.clone(),
+                        payload: payload.clone(),
+                    }),
+                ),
+            );
             fired.push(Fired {
+                id,
                 payload,
                 deadline_ms: entry.deadline_ms,
                 fired_at_ms,
@@ -230,15 +232,29 @@ impl<C: Clock> TimerCore<C> {
         if count > 0 {
             self.telemetry.armed_changed(state.wheel.len());
         }
+        let mut forgotten = 0;
+        while state.unacknowledged.len() > MAX_UNACKNOWLEDGED {
+            state.unacknowledged.pop_first();
+            forgotten += 1;
+        }
         drop(state);
+        if forgotten > 0 {
+            self.telemetry.unacknowledged_forgotten(forgotten);
+        }
         for timer in &fired[before..] {
             self.telemetry.timer_fired(timer.lateness);
         }
         count
     }
 
+    /// The timeout decision of fired timer `id` was acknowledged by Kafka (or dropped on
+    /// purpose): it leaves the snapshots.
+    pub fn acknowledge(&self, id: u64) {
+        self.state.lock().unacknowledged.remove(&id);
+    }
+
     /// Serialises every armed timer (wall-clock deadlines and payloads) in firing order, and
-    /// the timers fired in the last 2 s (they fire again after a restore). The
+    /// the fired timers not yet acknowledged (they fire again after a restore). The
     /// lock is held only to copy out (deadline, shared pointer) pairs; encoding happens outside.
     pub fn snapshot(&self) -> Vec<u8> {
         self.snapshot_with(true)
@@ -249,26 +265,29 @@ impl<C: Clock> TimerCore<C> {
         self.snapshot_with(false)
     }
 
-    fn snapshot_with(&self, recently_fired: bool) -> Vec<u8> {
+    fn snapshot_with(&self, unacknowledged: bool) -> Vec<u8> {
         let (taken_at_ms, mut timers) = {
             let state = self.state.lock();
-            let timers: Vec<(i64, u64, i64, Arc<ArmedTimer>)> =
-                state
-                    .wheel
-                    .iter()
-                    .map(|(_, entry)| {
-                        let order = (entry.deadline_ns, entry.sequence_number);
-                        (
-                            order.0,
-                            order.1,
-                            entry.deadline_ms,
-                            Arc::clone(&entry.timer),
-                        )
-                    })
-                    .chain(state.recently_fired.iter().filter(|_| recently_fired).map(
-                        |(_, deadline_ms, timer)| (i64::MIN, 0, *deadline_ms, Arc::clone(timer)),
-                    ))
-                    .collect();
+            let timers: Vec<(i64, u64, i64, Arc<ArmedTimer>)> = state
+                .wheel
+                .iter()
+                .map(|(_, entry)| {
+                    let order = (entry.deadline_ns, entry.sequence_number);
+                    (
+                        order.0,
+                        order.1,
+                        entry.deadline_ms,
+                        Arc::clone(&entry.timer),
+                    )
+                })
+                .chain(
+                    state
+                        .unacknowledged
+                        .values()
+                        .filter(|_| unacknowledged)
+                        .map(|(deadline_ms, timer)| (i64::MIN, 0, *deadline_ms, Arc::clone(timer))),
+                )
+                .collect();
             (self.clock.wall_ms(), timers)
         };
         timers.sort_unstable_by_key(|(deadline_ns, sequence_number, ..)| {
@@ -573,6 +592,27 @@ mod tests {
         assert_eq!(other.restore(&bytes).ok(), Some(1));
         let fired = advance_and_fire(&other, Duration::from_millis(50));
         assert_eq!(fired[0].deadline_ms, WALL_START_MS + 50);
+    }
+
+    #[test]
+    fn a_fired_timer_stays_in_snapshots_until_its_timeout_is_acknowledged() {
+        let core = core();
+        arm(&core, "auth", "a", 1_000);
+        arm(&core, "auth", "b", 1_000);
+        let fired = advance_and_fire(&core, Duration::from_secs(60));
+        assert_eq!(fired.len(), 2);
+        let restored = |bytes: &[u8]| {
+            let fresh =
+                TimerCore::new(ManualClock::new(WALL_START_MS), Duration::from_millis(1), 0);
+            fresh.restore(bytes).ok()
+        };
+        // long after firing (no time window): both still unacknowledged
+        assert_eq!(restored(&core.snapshot()), Some(2));
+        assert_eq!(restored(&core.snapshot_armed()), Some(0));
+        core.acknowledge(fired[0].id);
+        assert_eq!(restored(&core.snapshot()), Some(1));
+        core.acknowledge(fired[1].id);
+        assert_eq!(restored(&core.snapshot()), Some(0));
     }
 
     #[test]

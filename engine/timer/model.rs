@@ -25,6 +25,9 @@ pub struct TimerPayload {
 /// A timer that reached its deadline.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fired {
+    /// Fire sequence number: acknowledge it (`TimerService::acknowledge`) once the timeout
+    /// decision is in Kafka; until then the timer stays in snapshots.
+    pub id: u64,
     pub payload: TimerPayload,
     /// Deadline in wall-clock milliseconds since the Unix epoch (as computed when armed).
     pub deadline_ms: i64,

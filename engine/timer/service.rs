@@ -133,13 +133,14 @@ impl<C: Clock> TimerService<C> {
         self.core.cancel_sequence(rule)
     }
 
-    /// Serialises every armed timer for the store's checkpoint (see `docs/timers.md`).
+    /// Serialises every armed timer, and every fired one not acknowledged yet, for the store's
+    /// checkpoint (see `docs/timers.md`).
     pub fn snapshot(&self) -> Vec<u8> {
         self.core.snapshot()
     }
 
-    /// Like [`snapshot`](Self::snapshot) but only the armed timers, without those fired in
-    /// the last seconds (for exactly-once checkpoints, whose fired timers are all published).
+    /// Like [`snapshot`](Self::snapshot) but only the armed timers, without the fired ones
+    /// (for exactly-once checkpoints, whose fired timers are all in the transaction).
     pub fn snapshot_armed(&self) -> Vec<u8> {
         self.core.snapshot_armed()
     }
@@ -148,6 +149,12 @@ impl<C: Clock> TimerService<C> {
     /// for a firing in progress to hand its timers to the channel.
     pub fn pause(&self) -> MutexGuard<'_, ()> {
         self.firing.lock()
+    }
+
+    /// The timeout decision of fired timer `id` is in Kafka (or was dropped on purpose): the
+    /// timer leaves the snapshots.
+    pub fn acknowledge(&self, id: u64) {
+        self.core.acknowledge(id);
     }
 
     /// Stops firing for good (the service is shutting down): the timer thread hands over what

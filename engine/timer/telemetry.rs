@@ -81,6 +81,14 @@ impl Telemetry {
         );
     }
 
+    pub(crate) fn unacknowledged_forgotten(&self, count: usize) {
+        metrics::counter!("veto_timer_unacknowledged_forgotten_total").increment(count as u64);
+        tracing::warn!(
+            count,
+            "fired timers forgotten before their timeout decision was acknowledged (too many waiting)"
+        );
+    }
+
     pub(crate) fn receiver_closed(&self, dropped: usize) {
         tracing::warn!(dropped, "fired timers dropped: the receiver is gone");
     }
