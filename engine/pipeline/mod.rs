@@ -190,8 +190,8 @@ pub async fn run(
     };
     let deadline = Instant::now() + settings.drain_timeout;
     decider.stopping();
-    // Exactly-once: timeouts already fired keep flowing until the source's final transaction committed
-    // (its checkpoint pauses the timers and waits for every fired one to be published).
+    // Exactly-once: timeouts already fired keep flowing until the source's final transaction
+    // committed (its checkpoint pauses the timers and waits for every fired one to be published).
     if !exactly_once {
         stop_timeouts.notify_one();
         if tokio::time::timeout_at(deadline.into(), &mut timeouts)
