@@ -408,12 +408,17 @@ pub(crate) fn wait_until(deadline: Instant, mut done: impl FnMut() -> bool) -> b
     }
 }
 
-/// Reports the slots' safe offsets to the decider (where its state stands) without committing.
-fn report_safe_offsets(decider: &dyn Decider, slots: &[Arc<PartitionSlot>]) {
-    let offsets: Vec<(String, i32, i64)> = slots
+/// The safe offsets of the slots that have one.
+fn safe_offsets(slots: &[Arc<PartitionSlot>]) -> NextOffsets {
+    slots
         .iter()
         .filter_map(|slot| Some((slot.topic.clone(), slot.partition, slot.safe_next()?)))
-        .collect();
+        .collect()
+}
+
+/// Reports the slots' safe offsets to the decider (where its state stands) without committing.
+fn report_safe_offsets(decider: &dyn Decider, slots: &[Arc<PartitionSlot>]) {
+    let offsets = safe_offsets(slots);
     if !offsets.is_empty() {
         decider.on_safe_offsets(&offsets);
     }
@@ -430,17 +435,20 @@ fn commit_slots(
     mode: CommitMode,
     force: bool,
 ) -> Result<Vec<(String, i32, i64)>, KafkaError> {
-    let offsets = slots
-        .iter()
-        .filter_map(|slot| {
-            let next = if force {
-                slot.safe_next()
-            } else {
-                slot.uncommitted_safe_next()
-            }?;
-            Some((slot.topic.clone(), slot.partition, next))
-        })
-        .collect();
+    let offsets = if force {
+        safe_offsets(slots)
+    } else {
+        slots
+            .iter()
+            .filter_map(|slot| {
+                Some((
+                    slot.topic.clone(),
+                    slot.partition,
+                    slot.uncommitted_safe_next()?,
+                ))
+            })
+            .collect()
+    };
     commit_offsets(consumer, decider, slots, offsets, mode)
 }
 
@@ -490,10 +498,7 @@ fn checkpoint_and_commit(
 ) -> Result<Option<NextOffsets>, PipelineError> {
     let context = consumer.context();
     let decider = context.decider.as_ref();
-    let offsets: Vec<(String, i32, i64)> = slots
-        .iter()
-        .filter_map(|s| s.safe_next().map(|n| (s.topic.clone(), s.partition, n)))
-        .collect();
+    let offsets = safe_offsets(slots);
     let mut failed = None;
     let mut published = false;
     decider.checkpoint(&offsets, &mut || {
@@ -867,10 +872,6 @@ impl Source {
         }
         let committed = commit?;
         events::drain_finished(started.elapsed(), committed.len());
-        let final_offsets = slots
-            .iter()
-            .filter_map(|s| s.safe_next().map(|n| (s.topic.clone(), s.partition, n)))
-            .collect();
-        Ok(counters.summary(final_offsets))
+        Ok(counters.summary(safe_offsets(&slots)))
     }
 }
