@@ -764,7 +764,9 @@ impl TagStore {
     }
 
     /// The exactly-once checkpoint: the file is first recorded as *pending*, then `publish`
-    /// commits the Kafka transaction that carries `txn_offsets`, then the file is applied.
+    /// commits the Kafka transaction that carries `txn_offsets` (it is given the checkpoint's
+    /// sequence, which the transaction carries as the offsets' commit metadata so that two
+    /// transactions with equal offsets are told apart), then the file is applied.
     /// When `publish` fails the state stays dirty and the pending copy stays on disk, settled
     /// by [`TagStore::resolve_pending`] at the next start once Kafka tells the outcome.
     pub fn checkpoint_published(
@@ -772,7 +774,7 @@ impl TagStore {
         offsets: &[PartitionOffset],
         timers: &[u8],
         txn_offsets: &[PartitionOffset],
-        publish: &mut dyn FnMut() -> Result<(), String>,
+        publish: &mut dyn FnMut(u64) -> Result<(), String>,
     ) -> Result<CheckpointStats, StoreError> {
         self.write_checkpoint(
             offsets,
@@ -784,9 +786,13 @@ impl TagStore {
         )
     }
 
-    /// The Kafka offsets of the pending exactly-once checkpoint, if one is waiting.
-    pub fn pending_checkpoint(&self) -> Result<Option<Vec<PartitionOffset>>, StoreError> {
-        Ok(self.disk.pending()?.map(|pending| pending.txn_offsets))
+    /// The Kafka offsets and the sequence of the pending exactly-once checkpoint, if one is
+    /// waiting.
+    pub fn pending_checkpoint(&self) -> Result<Option<(Vec<PartitionOffset>, u64)>, StoreError> {
+        Ok(self
+            .disk
+            .pending()?
+            .map(|pending| (pending.txn_offsets, pending.sequence)))
     }
 
     /// Applies the pending checkpoint if its transaction `committed`, else discards it; call
@@ -885,7 +891,7 @@ impl TagStore {
                 publish,
             }) => {
                 let pending = self.disk.write_pending(txn_offsets, writer, &manifest)?;
-                publish().map_err(StoreError::NotPublished)?;
+                publish(sequence).map_err(StoreError::NotPublished)?;
                 if let Err(error) = self.disk.commit_pending(&pending) {
                     // its transaction committed: no other checkpoint before this one is in
                     *self.unapplied.lock() = Some(pending);
@@ -1129,7 +1135,7 @@ impl TagStore {
 /// The Kafka side of an exactly-once checkpoint: the transaction's offsets and its commit.
 struct Publish<'a> {
     txn_offsets: &'a [PartitionOffset],
-    publish: &'a mut dyn FnMut() -> Result<(), String>,
+    publish: &'a mut dyn FnMut(u64) -> Result<(), String>,
 }
 
 #[cfg(test)]
@@ -1331,33 +1337,34 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let store = TagStore::open(config(dir.path())).unwrap();
             count_one(&store);
-            let mut published = 0;
+            let mut published = Vec::new();
             store
-                .checkpoint_published(&offsets(1), b"t1", &offsets(1), &mut || {
-                    published += 1;
+                .checkpoint_published(&offsets(1), b"t1", &offsets(1), &mut |sequence| {
+                    published.push(sequence);
                     Ok(())
                 })
                 .unwrap();
-            assert_eq!(published, 1);
+            assert_eq!(published, [1], "publish is given the checkpoint's sequence");
             assert_eq!(store.pending_checkpoint().unwrap(), None);
 
             // The second transaction "crashes": publish fails after the pending copy is written.
             count_one(&store);
             let error = store
-                .checkpoint_published(&offsets(2), b"t2", &offsets(2), &mut || {
+                .checkpoint_published(&offsets(2), b"t2", &offsets(2), &mut |sequence| {
+                    assert_eq!(sequence, 2);
                     Err("broker gone".into())
                 })
                 .unwrap_err();
             assert!(matches!(error, StoreError::NotPublished(_)), "{error}");
             // its transaction may have committed: no later checkpoint may replace it
             let error = store
-                .checkpoint_published(&offsets(3), b"t3", &offsets(3), &mut || Ok(()))
+                .checkpoint_published(&offsets(3), b"t3", &offsets(3), &mut |_| Ok(()))
                 .unwrap_err();
             assert!(matches!(error, StoreError::PendingUnsettled), "{error}");
             drop(store);
 
             let store = TagStore::open(config(dir.path())).unwrap();
-            assert_eq!(store.pending_checkpoint().unwrap(), Some(offsets(2)));
+            assert_eq!(store.pending_checkpoint().unwrap(), Some((offsets(2), 2)));
             store.resolve_pending(committed).unwrap();
             assert_eq!(store.pending_checkpoint().unwrap(), None);
             let restored = store.restore().unwrap().unwrap();
@@ -1388,7 +1395,7 @@ mod tests {
         count_one(&store);
         let mut name = None;
         let error = store
-            .checkpoint_published(&offsets(1), b"t1", &offsets(1), &mut || {
+            .checkpoint_published(&offsets(1), b"t1", &offsets(1), &mut |_| {
                 let file = std::fs::read_dir(&incoming)
                     .unwrap()
                     .next()
@@ -1403,7 +1410,7 @@ mod tests {
         std::fs::rename(&held, incoming.join(name.unwrap())).unwrap();
         count_one(&store);
         store
-            .checkpoint_published(&offsets(2), b"t2", &offsets(2), &mut || Ok(()))
+            .checkpoint_published(&offsets(2), b"t2", &offsets(2), &mut |_| Ok(()))
             .unwrap();
         drop(store);
 
