@@ -56,6 +56,8 @@ pub struct TimerService<C: Clock = SystemClock> {
     /// Timers handed to the channel since start.
     delivered: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
+    /// While set nothing fires (a standby instance): due timers wait, armed and cancellable.
+    held: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -79,6 +81,7 @@ impl<C: Clock + Clone> TimerService<C> {
         ));
         let (sender, receiver) = mpsc::channel(config.channel_capacity.max(1));
         let stop = Arc::new(AtomicBool::new(false));
+        let held = Arc::new(AtomicBool::new(false));
         let firing = Arc::new(Mutex::new(()));
         let delivered = Arc::new(AtomicU64::new(0));
         let ticker = Ticker::new(clock, config.resolution, config.spin);
@@ -87,6 +90,7 @@ impl<C: Clock + Clone> TimerService<C> {
             .spawn({
                 let core = Arc::clone(&core);
                 let stop = Arc::clone(&stop);
+                let held = Arc::clone(&held);
                 let firing = Arc::clone(&firing);
                 let delivered = Arc::clone(&delivered);
                 move || {
@@ -95,7 +99,7 @@ impl<C: Clock + Clone> TimerService<C> {
                         firing: &firing,
                         delivered: &delivered,
                     };
-                    run_timer_thread(&core, ticker, &output, &stop)
+                    run_timer_thread(&core, ticker, &output, &stop, &held)
                 }
             })
             .map_err(TimerError::Spawn)?;
@@ -104,6 +108,7 @@ impl<C: Clock + Clone> TimerService<C> {
             firing,
             delivered,
             stop,
+            held,
             thread: Some(thread),
         };
         Ok((service, FiredReceiver { inner: receiver }))
@@ -165,6 +170,19 @@ impl<C: Clock> TimerService<C> {
         self.stop.store(true, Ordering::Relaxed);
     }
 
+    /// Holds every timer (a standby instance publishes nothing): due timers stay armed, can be
+    /// cancelled and are in snapshots; they fire at once, late, on [`release`](Self::release).
+    /// Waits for a firing in progress to hand its timers to the channel.
+    pub fn hold(&self) {
+        let _firing = self.firing.lock();
+        self.held.store(true, Ordering::Release);
+    }
+
+    /// Ends a [`hold`](Self::hold): every timer due meanwhile fires at the next tick.
+    pub fn release(&self) {
+        self.held.store(false, Ordering::Release);
+    }
+
     /// Fired timers handed to the channel since start.
     pub fn delivered(&self) -> u64 {
         self.delivered.load(Ordering::Acquire)
@@ -206,6 +224,7 @@ fn run_timer_thread<C: Clock>(
     mut ticker: Ticker<C>,
     output: &Output<'_>,
     stop: &AtomicBool,
+    held: &AtomicBool,
 ) {
     let telemetry = Telemetry::register();
     telemetry.realtime_scheduling(&super::ticker::raise_to_realtime());
@@ -213,10 +232,15 @@ fn run_timer_thread<C: Clock>(
     let mut receiver_gone = false;
     // Spin only before ticks at which a timer can fire; other ticks are slept through, which
     // keeps the spin's CPU away from the workers while no deadline is near.
-    while let Some(batch) = ticker.wait(stop, core.may_fire_at(ticker.next_tick())) {
+    // While held, every tick is slept through: due timers must not make the thread spin.
+    let precise = |tick| !held.load(Ordering::Acquire) && core.may_fire_at(tick);
+    while let Some(batch) = ticker.wait(stop, precise(ticker.next_tick())) {
         let _firing = output.firing.lock();
         if stop.load(Ordering::Relaxed) {
             break; // stop_firing: nothing fires after it returned
+        }
+        if held.load(Ordering::Acquire) {
+            continue; // hold: the wheel stays where it is; release fires what fell due
         }
         telemetry.tick_observed(ticker.lateness(batch.first, batch.now), batch.len());
         core.fire_due(&mut fired);
@@ -318,6 +342,29 @@ mod tests {
                 .unwrap_or_else(|_| panic!("timer thread did not start"));
         assert!(restored.restore(&service.snapshot_armed()).is_ok());
         assert_eq!(restored.armed(), 1);
+    }
+
+    #[test]
+    fn held_timers_stay_cancellable_and_fire_on_release() {
+        let clock = ManualClock::new(0);
+        let started = TimerService::start_with_clock(TimerConfig::default(), clock.clone());
+        let Ok((service, mut receiver)) = started else {
+            panic!("timer thread did not start");
+        };
+        service.hold();
+        assert!(service.arm(key("kept"), payload("kept"), Duration::from_millis(100)));
+        assert!(service.arm(key("gone"), payload("gone"), Duration::from_millis(100)));
+        clock.advance(Duration::from_secs(2));
+        assert!(recv_within(&mut receiver, Duration::from_millis(300)).is_none());
+        // due but held: still armed, so the capture that arrives now cancels it
+        assert!(service.cancel(&key("gone")));
+        assert_eq!(service.armed(), 1);
+        service.release();
+        // the next tick fires everything due by the clock
+        clock.advance(Duration::from_millis(10));
+        let fired = recv_within(&mut receiver, Duration::from_secs(10)).expect("fires");
+        assert_eq!(fired.payload.event_id, "kept");
+        assert!(recv_within(&mut receiver, Duration::from_millis(300)).is_none());
     }
 
     #[test]
