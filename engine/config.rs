@@ -54,6 +54,8 @@ pub struct Config {
     pub pipeline: PipelineConfig,
     /// Metrics endpoint and logging.
     pub telemetry: TelemetryConfig,
+    /// Active/standby election between the instances of one deployment.
+    pub ha: HaConfig,
 }
 
 /// `[kafka]`: brokers, consumer group, topics, formats and delivery guarantee.
@@ -73,8 +75,9 @@ pub struct KafkaConfig {
     pub output_format: OutputFormat,
     /// `at_least_once` (default) or `exactly_once` (Kafka transactions).
     pub delivery: Delivery,
-    /// Exactly-once only: the producer's `transactional.id`, stable across restarts and
-    /// unique per instance; empty (default) means `veto-<group_id>` (one instance per group).
+    /// Exactly-once only: the producer's `transactional.id`, stable across restarts and the
+    /// same for every instance of the deployment (it names the active role: a new active
+    /// instance fences the old one); empty (default) means `veto-<group_id>`.
     pub transactional_id: String,
     /// Extra librdkafka properties passed to every client unchanged, e.g.
     /// `"security.protocol" = "SASL_SSL"`. Keys Veto sets itself are rejected.
@@ -95,6 +98,9 @@ pub struct TopicsConfig {
     pub dead_letters: String,
     /// Output: decisions of the shadow rule set (only written when `rules.shadow_paths` is set).
     pub shadow: String,
+    /// Election: a one-partition topic whose owner in the group `<group_id>.leader` is the
+    /// active instance (created by Veto when missing and the broker allows it).
+    pub control: String,
 }
 
 /// Delivery guarantee for decisions.
@@ -186,6 +192,46 @@ pub struct TelemetryConfig {
 
 pub use crate::telemetry::LogFormat;
 
+/// `[ha]`: how fast a dead active instance is noticed and replaced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HaConfig {
+    /// `session.timeout.ms` of the election consumer and of the active's consumer: an
+    /// instance that stops heartbeating for this long loses the role, e.g. "3s".
+    #[serde(with = "humantime_serde")]
+    pub session_timeout: Duration,
+    /// `heartbeat.interval.ms` of both consumers, e.g. "500ms"; below `session_timeout / 3`.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// This instance's name in logs and Kafka client ids; empty means `<hostname>-<pid>`.
+    pub instance_id: String,
+}
+
+impl Default for HaConfig {
+    fn default() -> Self {
+        HaConfig {
+            session_timeout: Duration::from_secs(3),
+            heartbeat_interval: Duration::from_millis(500),
+            instance_id: String::new(),
+        }
+    }
+}
+
+impl HaConfig {
+    /// The configured instance id, else `<hostname>-<pid>`.
+    pub fn instance_id(&self) -> String {
+        if !self.instance_id.is_empty() {
+            return self.instance_id.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "veto".to_owned());
+        format!("{host}-{}", std::process::id())
+    }
+}
+
 impl Default for KafkaConfig {
     fn default() -> Self {
         KafkaConfig {
@@ -209,6 +255,7 @@ impl Default for TopicsConfig {
             decisions: "decisions".into(),
             dead_letters: "dead-letters".into(),
             shadow: "decisions-shadow".into(),
+            control: "veto-control".into(),
         }
     }
 }
@@ -356,7 +403,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         let kafka = &self.kafka;
         let topics = &kafka.topics;
-        let non_empty: [(&'static str, &str); 7] = [
+        let non_empty: [(&'static str, &str); 8] = [
             ("kafka.brokers", &kafka.brokers),
             ("kafka.group_id", &kafka.group_id),
             ("kafka.topics.payments", &topics.payments),
@@ -364,16 +411,18 @@ impl Config {
             ("kafka.topics.decisions", &topics.decisions),
             ("kafka.topics.dead_letters", &topics.dead_letters),
             ("kafka.topics.shadow", &topics.shadow),
+            ("kafka.topics.control", &topics.control),
         ];
         for (key, value) in non_empty {
             if value.trim().is_empty() {
                 return Err((key, "must not be empty".into()));
             }
         }
-        let outputs: [(&'static str, &str); 3] = [
+        let outputs: [(&'static str, &str); 4] = [
             ("kafka.topics.decisions", &topics.decisions),
             ("kafka.topics.dead_letters", &topics.dead_letters),
             ("kafka.topics.shadow", &topics.shadow),
+            ("kafka.topics.control", &topics.control),
         ];
         for (key, value) in outputs {
             if value == topics.payments || value == topics.entity_tags {
@@ -430,6 +479,25 @@ impl Config {
                     "{} is longer than 30s, the limit with kafka.delivery = \"exactly_once\" \
                      (each checkpoint commits a transaction, which the broker aborts after 60s)",
                     humantime::format_duration(self.store.checkpoint_interval)
+                ),
+            ));
+        }
+        let ha = &self.ha;
+        if ha.session_timeout < Duration::from_millis(500) || ha.session_timeout > HOUR {
+            return Err((
+                "ha.session_timeout",
+                format!(
+                    "{} is outside 500ms..1h",
+                    humantime::format_duration(ha.session_timeout)
+                ),
+            ));
+        }
+        if ha.heartbeat_interval.is_zero() || ha.heartbeat_interval * 3 > ha.session_timeout {
+            return Err((
+                "ha.heartbeat_interval",
+                format!(
+                    "{} must be positive and at most a third of ha.session_timeout",
+                    humantime::format_duration(ha.heartbeat_interval)
                 ),
             ));
         }

@@ -32,6 +32,7 @@ pub mod config;
 pub mod decider;
 pub mod demo;
 pub mod event;
+pub mod ha;
 pub mod pipeline;
 pub mod reload;
 pub mod rules;

@@ -15,6 +15,10 @@ use tokio::sync::{mpsc, watch};
 use crate::config::Config;
 use crate::decider::{Engine, TimerSink, SHADOW_TIMER_PREFIX};
 use crate::event::{Decision, EventError, PaymentEvent, TagUpdate};
+use crate::ha::{
+    self, DeliveredTimeouts, Election, ElectionSettings, HaError, HaStatus, Replica, Role, Standby,
+    StandbyEnd, StandbySettings,
+};
 use crate::pipeline::{
     self, Decider, Delivered, PipelineSettings, PipelineStatus, RunSummary, TimeoutDecision,
 };
@@ -81,11 +85,11 @@ pub async fn serve(
         distinct_exact_limit: config.store.distinct_exact_limit,
         ..StoreConfig::default()
     };
-    let settings = pipeline_settings(&config);
-    let pending_settings = settings.clone();
+    let instance_id = config.ha.instance_id();
+    let settings = pipeline_settings(&config, &instance_id);
     let (store, restored) = tokio::task::spawn_blocking(move || {
         let store = TagStore::open(store_config)?;
-        settle_pending_checkpoint(&store, &pending_settings)?;
+        discard_pending_checkpoint(&store)?;
         let restored = store.restore()?;
         anyhow::Ok((store, restored))
     })
@@ -98,6 +102,8 @@ pub async fn serve(
         ..TimerConfig::default()
     })?;
     let timers = Arc::new(LiveTimers(timers));
+    // Nothing fires before this instance is active (a standby publishes nothing).
+    timers.0.hold();
     let mut checkpointed = Vec::new();
     if let Some(restored) = restored {
         if !restored.timers.is_empty() {
@@ -140,6 +146,7 @@ pub async fn serve(
         checkpoint_interval: config.store.checkpoint_interval,
     });
 
+    let delivered = Arc::new(DeliveredTimeouts::new());
     let (timeouts_tx, timeouts_rx) = mpsc::channel(config.timers.channel_capacity.max(1));
     tokio::spawn(forward_timeouts(
         fired,
@@ -147,6 +154,7 @@ pub async fn serve(
         timers.clone(),
         timeouts_tx,
         timeouts_handled,
+        delivered.clone(),
     ));
     let swap_timers = timers.clone();
     tokio::spawn(reload::run_reloader(
@@ -164,9 +172,11 @@ pub async fn serve(
     tokio::spawn(sweep_store(store.clone(), stop_rx.clone()));
 
     let status = Arc::new(PipelineStatus::new());
+    let ha_status = Arc::new(HaStatus::new(instance_id.clone()));
     let readiness = Arc::new(ServiceReadiness {
         pipeline: status.clone(),
         reload: reload_status,
+        ha: ha_status.clone(),
     });
     let (bound, http) = telemetry::serve(
         config.telemetry.listen,
@@ -178,14 +188,57 @@ pub async fn serve(
     tracing::info!(metrics = %bound, version = %engine.rules().version(), "veto running");
     let http = tokio::spawn(http);
 
-    let result = pipeline::run(
+    let election_settings = ElectionSettings {
+        brokers: config.kafka.brokers.clone(),
+        group_id: config.kafka.group_id.clone(),
+        control_topic: config.kafka.topics.control.clone(),
+        session_timeout: config.ha.session_timeout,
+        heartbeat_interval: config.ha.heartbeat_interval,
+        instance_id: instance_id.clone(),
+        librdkafka: config.kafka.librdkafka.clone(),
+    };
+    ha::ensure_control_topic(&election_settings).await;
+    let election = Election::start(&election_settings)?;
+    let mut role = election.role();
+
+    // Every instance starts as a standby: its state catches up to the committed offsets
+    // before it may take over, elected or not.
+    let standby = Standby::new(
+        StandbySettings {
+            pipeline: settings.clone(),
+            instance_id,
+            checkpoint_interval: config.store.checkpoint_interval,
+            takeover_timeout: TAKEOVER_CATCH_UP_LIMIT,
+        },
+        live.clone(),
+        delivered,
+        ha_status.clone(),
+        role.clone(),
+        stop_rx.clone(),
+    );
+    let end = tokio::task::spawn_blocking(move || standby.run()).await??;
+    if end == StandbyEnd::Stopped {
+        election.leave();
+        let _ = http.await;
+        return Ok(RunSummary::default());
+    }
+    ha_status.set_active();
+    timers.0.release();
+
+    let run = pipeline::run(
         settings,
         live.clone(),
         timeouts_rx,
         status,
         reload::stopped(stop_rx),
-    )
-    .await;
+    );
+    let result = tokio::select! {
+        result = run => result,
+        _ = role.wait_for(|r| *r == Role::Standby) => {
+            // Split brain guard: another instance is (or is about to be) active.
+            return Err(HaError::LostRole.into());
+        }
+    };
     let summary = result.context("pipeline")?;
     // Exactly-once: the pipeline's last transaction carried the final checkpoint already.
     if !live.exactly_once {
@@ -195,11 +248,17 @@ pub async fn serve(
             .await?
             .context("final checkpoint")?;
     }
+    // Leaving hands the role to a standby at once (no session timeout to wait for).
+    election.leave();
     let _ = http.await;
     Ok(summary)
 }
 
-fn pipeline_settings(config: &Config) -> PipelineSettings {
+/// How long a takeover may spend bringing the state to the committed offsets before the
+/// pipeline starts where the state stands.
+const TAKEOVER_CATCH_UP_LIMIT: Duration = Duration::from_secs(60);
+
+fn pipeline_settings(config: &Config, instance_id: &str) -> PipelineSettings {
     let kafka = &config.kafka;
     PipelineSettings {
         brokers: kafka.brokers.clone(),
@@ -218,6 +277,8 @@ fn pipeline_settings(config: &Config) -> PipelineSettings {
         max_event_bytes: config.max_event_bytes(),
         max_future_skew: Some(config.pipeline.max_future_skew).filter(|skew| !skew.is_zero()),
         drain_timeout: config.pipeline.drain_timeout,
+        session: Some((config.ha.session_timeout, config.ha.heartbeat_interval)),
+        client_id: format!("veto-{instance_id}"),
         ..PipelineSettings::default()
     }
 }
@@ -276,9 +337,17 @@ async fn forward_timeouts(
     timers: Arc<LiveTimers>,
     out: mpsc::Sender<TimeoutDecision>,
     handled: Arc<AtomicU64>,
+    delivered: Arc<DeliveredTimeouts>,
 ) {
     while let Some(fired) = fired.recv().await {
         let (id, payload) = (fired.id, fired.payload);
+        if delivered.take(&payload.rule, &payload.event_id) {
+            // An earlier active instance published this timeout already.
+            ha::timeout_already_delivered();
+            timers.0.acknowledge(id);
+            handled.fetch_add(1, Ordering::AcqRel);
+            continue;
+        }
         let Some(decision) = engine.timeout_decision(
             &payload.rule,
             payload.event_id,
@@ -455,6 +524,42 @@ impl Decider for LiveDecider {
     }
 }
 
+impl Replica for LiveDecider {
+    fn replay_event(&self, event: &PaymentEvent) {
+        let _ = self.engine.decide(event, now_ms());
+    }
+
+    fn replay_tag_update(&self, update: &TagUpdate) {
+        // A refused update was dead-lettered by the active; the state ignores it alike.
+        let _ = self.engine.apply_tag_update(update);
+    }
+
+    fn replayed_to(&self, topic: &str, partition: i32, next: i64) {
+        let mut safe = self.safe_offsets.lock();
+        match safe
+            .iter_mut()
+            .find(|o| o.topic == topic && o.partition == partition)
+        {
+            Some(o) => o.offset = next,
+            None => safe.push(PartitionOffset {
+                topic: topic.to_owned(),
+                partition,
+                offset: next,
+            }),
+        }
+    }
+
+    fn state_offset(&self, topic: &str, partition: i32) -> Option<i64> {
+        Decider::state_offset(self, topic, partition)
+    }
+
+    fn checkpoint(&self) {
+        if let Err(e) = self.write_checkpoint() {
+            ha::standby_checkpoint_failed(&e);
+        }
+    }
+}
+
 /// Distinct rule names whose counter handles a worker thread keeps; past it the cache starts over
 /// (many hot swaps renaming rules), so it stays bounded.
 const RULE_HIT_HANDLES: usize = 4096;
@@ -491,13 +596,26 @@ fn rules_hit(decision: &Decision) {
 struct ServiceReadiness {
     pipeline: Arc<PipelineStatus>,
     reload: Arc<Mutex<ReloadStatus>>,
+    ha: Arc<HaStatus>,
 }
 
 impl Readiness for ServiceReadiness {
+    /// Active: ready while the pipeline consumes. Standby: ready while it replays (it is
+    /// healthy and able to take over); `role` and `standby_lag` tell them apart.
     fn readiness(&self) -> (bool, serde_json::Value) {
-        let ready = self.pipeline.is_ready();
+        let role = self.ha.role();
+        let (ready, reachable) = match role {
+            Role::Active => (
+                self.pipeline.is_ready(),
+                self.pipeline.is_broker_reachable(),
+            ),
+            Role::Standby => (self.ha.standby_reachable(), self.ha.standby_reachable()),
+        };
         let details = serde_json::json!({
-            "broker_reachable": self.pipeline.is_broker_reachable(),
+            "role": role.name(),
+            "instance_id": &self.ha.instance_id,
+            "standby_lag": self.ha.standby_lag(),
+            "broker_reachable": reachable,
             "assigned_partitions": self.pipeline.assigned_partitions().len(),
             "rules": &*self.reload.lock(),
         });
@@ -508,20 +626,18 @@ impl Readiness for ServiceReadiness {
 /// How long an exactly-once checkpoint waits for fired timers to be published.
 const TIMEOUTS_PUBLISHED_WAIT: Duration = Duration::from_secs(5);
 
-/// Settles a pending exactly-once checkpoint left by a crash between its two phases: fences
-/// the previous producer (its transaction then completes or aborts), reads the group's
-/// committed offsets and applies the checkpoint iff its transaction's offsets were committed.
-fn settle_pending_checkpoint(store: &TagStore, settings: &PipelineSettings) -> anyhow::Result<()> {
-    let Some((txn_offsets, sequence)) = store.pending_checkpoint()? else {
-        return Ok(());
-    };
-    let offsets: Vec<(String, i32, i64)> = txn_offsets
-        .iter()
-        .map(|o| (o.topic.clone(), o.partition, o.offset))
-        .collect();
-    let committed = pipeline::transaction_committed(settings, &offsets, sequence)
-        .context("settle the pending exactly-once checkpoint")?;
-    store.resolve_pending(committed)?;
+/// Discards a pending exactly-once checkpoint left by a crash between its two phases: the
+/// previous checkpoint stands, and the standby replay brings the state from it to the group's
+/// committed offsets whether the pending checkpoint's transaction committed or not. (Asking
+/// Kafka would need to fence the transactional id, which belongs to the active instance.)
+fn discard_pending_checkpoint(store: &TagStore) -> anyhow::Result<()> {
+    if store.pending_checkpoint()?.is_some() {
+        store.resolve_pending(false)?;
+        tracing::info!(
+            "pending exactly-once checkpoint discarded: the replay rebuilds the state up to the \
+             committed offsets"
+        );
+    }
     Ok(())
 }
 

@@ -233,12 +233,14 @@ fn a_second_instance_with_the_same_transactional_id_fences_the_first() {
     let brokers = kafka.brokers.clone();
     create_topics(&brokers, 2);
     let rules = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("rules/payments.veto");
+    // Two deployments (groups) misconfigured with one transactional id: in one group the second
+    // instance would only be a standby.
     let start = |name: &str| {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = write_config_with(
             dir.path(),
             &brokers,
-            "veto-fence",
+            &format!("veto-fence-{name}"),
             &rules,
             "checkpoint_interval = \"300ms\"",
             &[],

@@ -46,9 +46,9 @@ pub enum PipelineError {
     },
     #[error(
         "fenced by another instance with transactional id {transactional_id:?} ({reason}): it \
-         has taken over this deployment's transactions; stopping (this instance's open \
-         transaction is aborted and invisible to read_committed readers). Give each instance \
-         its own kafka.transactional_id unless it is meant to replace this one"
+         has taken over the active role and this deployment's transactions; stopping (this \
+         instance's open transaction is aborted and invisible to read_committed readers). \
+         Restart this instance: it joins as a standby"
     )]
     Fenced {
         transactional_id: String,

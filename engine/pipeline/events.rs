@@ -136,6 +136,23 @@ pub fn partitions_assigned(partitions: &[(String, i32)], total_assigned: usize) 
     gauge!("veto_assigned_partitions").set(total_assigned as f64);
 }
 
+/// A newly assigned partition's committed offset is ahead of the decider's state: another
+/// consumer in the group decided and committed past it. The partition starts at the committed
+/// offset; the state misses those events (only a second member in the main group, which the
+/// election prevents, or a takeover whose catch-up timed out, gets here).
+pub fn state_behind_committed(topic: &str, partition: i32, state: i64, committed: i64) {
+    warn!(
+        topic,
+        partition,
+        state,
+        committed,
+        missed = committed - state,
+        "partition starts at the committed offset, ahead of the state: events in between were \
+         decided elsewhere and are not counted here"
+    );
+    counter!("veto_state_behind_committed_total").increment(1);
+}
+
 /// A partition starts from where the decider's state stands (the restored checkpoint, or the
 /// offset it was revoked at) instead of the committed offset.
 pub fn partition_starts_from_state(

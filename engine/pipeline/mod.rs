@@ -36,11 +36,12 @@ use crate::event::{encode_decision, Decision, EventError, OutputFormat, PaymentE
 
 pub use ack::{AckSeq, AckTracker};
 pub use error::PipelineError;
+pub(crate) use events::{kafka_client_error, librdkafka_log};
 pub use settings::PipelineSettings;
 pub use sink::{Delivered, PRODUCER_SETTINGS};
 pub(crate) use source::wait_until;
 pub use status::{PipelineStatus, RunSummary};
-pub use transaction::{checkpoint_metadata, transaction_committed};
+pub use transaction::{checkpoint_metadata, fence, transaction_committed};
 
 use sink::{AckToken, Sink};
 use source::Source;

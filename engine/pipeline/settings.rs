@@ -47,6 +47,11 @@ pub struct PipelineSettings {
     /// Exactly-once delivery: the producer's `transactional.id`. Decisions and consumer
     /// offsets are then committed in one Kafka transaction with each checkpoint.
     pub transactional_id: Option<String>,
+    /// The consumer's `session.timeout.ms` and `heartbeat.interval.ms` (`[ha]`): a dead
+    /// active instance's partitions move after this long. `None`: librdkafka's defaults.
+    pub session: Option<(Duration, Duration)>,
+    /// The consumer's and producer's `client.id`.
+    pub client_id: String,
 }
 
 impl Default for PipelineSettings {
@@ -69,6 +74,8 @@ impl Default for PipelineSettings {
             drain_timeout: Duration::from_secs(30),
             commit_interval: Duration::from_secs(1),
             transactional_id: None,
+            session: None,
+            client_id: "veto".to_owned(),
         }
     }
 }

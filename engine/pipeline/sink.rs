@@ -225,7 +225,7 @@ impl Sink {
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", &settings.brokers)
-            .set("client.id", "veto")
+            .set("client.id", &settings.client_id)
             .set(
                 "message.max.bytes",
                 (settings.max_event_bytes + 64 * 1024)

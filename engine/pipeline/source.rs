@@ -153,6 +153,18 @@ impl SourceContext {
                 .and_then(|offset| offset.to_raw())
                 .filter(|&o| o >= 0)
         };
+        // Never behind the committed offset: the events before it were decided and committed
+        // by whoever owned the partition meanwhile; deciding them again here would publish
+        // them twice (the state then misses them, which is said).
+        from_state.retain(
+            |(topic, partition, state)| match committed_of(topic, *partition) {
+                Some(committed) if committed > *state => {
+                    events::state_behind_committed(topic, *partition, *state, committed);
+                    false
+                }
+                _ => true,
+            },
+        );
         for slot in &slots {
             let committed = committed_of(&slot.topic, slot.partition);
             let state = from_state
@@ -573,7 +585,7 @@ impl Source {
         config
             .set("bootstrap.servers", &settings.brokers)
             .set("group.id", &settings.group_id)
-            .set("client.id", "veto")
+            .set("client.id", &settings.client_id)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "false")
@@ -588,6 +600,11 @@ impl Source {
             // (docs/benchmarks.md, session 6). 10 ms resumes fetching soon after there is room.
             .set("fetch.queue.backoff.ms", "10")
             .set("statistics.interval.ms", "1000");
+        if let Some((session, heartbeat)) = settings.session {
+            config
+                .set("session.timeout.ms", session.as_millis().to_string())
+                .set("heartbeat.interval.ms", heartbeat.as_millis().to_string());
+        }
         if settings.transactional_id.is_some() {
             // Exactly-once end to end: upstream transactional writes count once committed.
             config.set("isolation.level", "read_committed");

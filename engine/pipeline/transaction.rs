@@ -31,44 +31,29 @@ pub fn transaction_committed(
     offsets: &[(String, i32, i64)],
     sequence: u64,
 ) -> Result<bool, PipelineError> {
-    let Some(id) = &settings.transactional_id else {
+    if settings.transactional_id.is_none() {
         return Ok(false);
-    };
-    let client = |client| {
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", &settings.brokers)
-            .set("client.id", format!("veto-{client}"));
-        for (key, value) in &settings.librdkafka {
-            config.set(key, value);
-        }
-        config
-    };
-    let transaction = |context, source| PipelineError::Transaction { context, source };
-    let creation = |client, source| PipelineError::ClientCreation { client, source };
-
-    let producer: BaseProducer = client("fence")
-        .set("transactional.id", id)
-        .create()
-        .map_err(|source| creation("fencing producer", source))?;
-    producer
-        .init_transactions(CALL_TIMEOUT)
-        .map_err(|source| transaction("fence the previous instance", source))?;
-    drop(producer);
-
-    let consumer: BaseConsumer = client("settle")
+    }
+    fence(settings)?;
+    let consumer: BaseConsumer = client_config(settings, "settle")
         .set("group.id", &settings.group_id)
         .set("isolation.level", "read_committed")
         .set("enable.auto.commit", "false")
         .create()
-        .map_err(|source| creation("settling consumer", source))?;
+        .map_err(|source| PipelineError::ClientCreation {
+            client: "settling consumer",
+            source,
+        })?;
     let mut tpl = TopicPartitionList::with_capacity(offsets.len());
     for (topic, partition, _) in offsets {
         tpl.add_partition(topic, *partition);
     }
     let committed = consumer
         .committed_offsets(tpl, CALL_TIMEOUT)
-        .map_err(|source| transaction("read committed offsets", source))?;
+        .map_err(|source| PipelineError::Transaction {
+            context: "read committed offsets",
+            source,
+        })?;
     let committed: Vec<(String, i32, Option<i64>, String)> = committed
         .elements()
         .iter()
@@ -83,6 +68,40 @@ pub fn transaction_committed(
         })
         .collect();
     Ok(is_committed(offsets, sequence, &committed))
+}
+
+fn client_config(settings: &PipelineSettings, client: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &settings.brokers)
+        .set("client.id", format!("veto-{client}"));
+    for (key, value) in &settings.librdkafka {
+        config.set(key, value);
+    }
+    config
+}
+
+/// Initialises a producer with the role's `transactional.id` and drops it: the previous
+/// producer with that id is fenced (a zombie can no longer commit), its open transaction is
+/// aborted and one already committing completes. A no-op in at-least-once mode.
+pub fn fence(settings: &PipelineSettings) -> Result<(), PipelineError> {
+    let Some(id) = &settings.transactional_id else {
+        return Ok(());
+    };
+    let producer: BaseProducer = client_config(settings, "fence")
+        .set("transactional.id", id)
+        .create()
+        .map_err(|source| PipelineError::ClientCreation {
+            client: "fencing producer",
+            source,
+        })?;
+    producer
+        .init_transactions(CALL_TIMEOUT)
+        .map_err(|source| PipelineError::Transaction {
+            context: "fence the previous instance",
+            source,
+        })?;
+    Ok(())
 }
 
 /// Whether `committed` `(topic, partition, offset, metadata)` holds every one of `offsets` with

@@ -116,6 +116,7 @@ pub fn start_mock_broker(
         "decisions",
         "dead-letters",
         "decisions-shadow",
+        "veto-control",
     ] {
         cluster.create_topic(topic, 1, 1).expect("topic");
     }

@@ -20,7 +20,7 @@ struct Args {
     /// Topics to create, comma-separated; the first one gets `--partitions`.
     #[arg(
         long,
-        default_value = "payments,entity-tags,decisions,dead-letters,decisions-shadow"
+        default_value = "payments,entity-tags,decisions,dead-letters,decisions-shadow,veto-control"
     )]
     topics: String,
 }
