@@ -213,20 +213,15 @@ impl Standby {
                 last_refresh = Some(Instant::now());
             }
             if let Some(t) = &takeover {
-                if let Some(read_at) = t.final_limits_at {
+                let caught_up = t.final_limits_at.is_some_and(|read_at| {
                     let idle = last_message.max(read_at).elapsed();
-                    let caught_up = idle >= CAUGHT_UP_IDLE
-                        && (progress.at_limits() || idle >= CAUGHT_UP_IDLE_LONG);
-                    let timed_out = t.started.elapsed() >= self.settings.takeover_timeout;
-                    if caught_up || timed_out {
-                        events::replayed(progress.replayed % REPLAYED_BATCH);
-                        events::takeover_ready(
-                            t.started.elapsed(),
-                            caught_up,
-                            self.delivered.len(),
-                        );
-                        return Ok(StandbyEnd::Elected);
-                    }
+                    idle >= CAUGHT_UP_IDLE && (progress.at_limits() || idle >= CAUGHT_UP_IDLE_LONG)
+                });
+                let timed_out = t.started.elapsed() >= self.settings.takeover_timeout;
+                if caught_up || timed_out {
+                    events::replayed(progress.replayed % REPLAYED_BATCH);
+                    events::takeover_ready(t.started.elapsed(), caught_up, self.delivered.len());
+                    return Ok(StandbyEnd::Elected);
                 }
             }
             match consumer.poll(STANDBY_POLL) {
