@@ -108,7 +108,9 @@ impl Election {
                 settings.heartbeat_interval.as_millis().to_string(),
             )
             // Only the assignment matters; nothing is ever produced to the control topic.
-            .set("fetch.wait.max.ms", "500");
+            .set("fetch.wait.max.ms", "500")
+            // Broker states, to tell an expired session from an unreachable cluster.
+            .set("statistics.interval.ms", "1000");
         for (key, value) in &settings.librdkafka {
             config.set(key, value);
         }
@@ -116,6 +118,8 @@ impl Election {
             control_topic: settings.control_topic.clone(),
             instance_id: settings.instance_id.clone(),
             role: role_tx,
+            unreachable: AtomicBool::new(false),
+            suspended: AtomicBool::new(false),
         };
         let consumer: BaseConsumer<ElectionContext> =
             config
@@ -177,6 +181,23 @@ struct ElectionContext {
     control_topic: String,
     instance_id: String,
     role: watch::Sender<Role>,
+    /// No broker answers (librdkafka's all-brokers-down, until its statistics show one up).
+    unreachable: AtomicBool,
+    /// The active's session expired while no broker answered: it keeps the role until the
+    /// election decides again (re-elected: it carries on; another member elected: it stops).
+    suspended: AtomicBool,
+}
+
+/// The part of librdkafka's statistics JSON the election reads.
+#[derive(serde::Deserialize)]
+struct ElectionStats {
+    #[serde(default)]
+    brokers: std::collections::HashMap<String, BrokerState>,
+}
+
+#[derive(serde::Deserialize)]
+struct BrokerState {
+    state: String,
 }
 
 impl ElectionContext {
@@ -193,7 +214,18 @@ impl ClientContext for ElectionContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            self.unreachable.store(true, Ordering::Release);
+        }
         crate::pipeline::kafka_client_error("election", &error, reason);
+    }
+
+    fn stats_raw(&self, statistics: &[u8]) {
+        if let Ok(stats) = serde_json::from_slice::<ElectionStats>(statistics) {
+            if stats.brokers.values().any(|b| b.state == "UP") {
+                self.unreachable.store(false, Ordering::Release);
+            }
+        }
     }
 }
 
@@ -210,9 +242,18 @@ impl ConsumerContext for ElectionContext {
         );
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let suspended = self.suspended.swap(false, Ordering::AcqRel);
                 if self.holds_control(tpl) {
-                    events::elected(&self.instance_id);
-                    self.role.send_replace(Role::Active);
+                    if suspended {
+                        events::re_elected(&self.instance_id);
+                    } else {
+                        events::elected(&self.instance_id);
+                        self.role.send_replace(Role::Active);
+                    }
+                } else if suspended {
+                    // Another member holds the role now: stop publishing.
+                    events::role_lost(&self.instance_id, true);
+                    self.role.send_replace(Role::Standby);
                 } else if *self.role.borrow() == Role::Standby {
                     events::standing_by(&self.instance_id, tpl.count());
                 }
@@ -229,8 +270,16 @@ impl ConsumerContext for ElectionContext {
                     true // a failed rebalance drops the whole assignment
                 };
                 if revoked && *self.role.borrow() == Role::Active {
-                    events::role_lost(&self.instance_id, consumer.assignment_lost());
-                    self.role.send_replace(Role::Standby);
+                    let lost = consumer.assignment_lost();
+                    if lost && self.unreachable.load(Ordering::Acquire) {
+                        // No broker answers: nobody can publish, a split brain is impossible
+                        // until they answer again, and then the election decides.
+                        events::role_suspended(&self.instance_id);
+                        self.suspended.store(true, Ordering::Release);
+                    } else {
+                        events::role_lost(&self.instance_id, lost);
+                        self.role.send_replace(Role::Standby);
+                    }
                 }
                 let _ =
                     if cooperative && err == RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS {

@@ -28,6 +28,22 @@ pub fn role_lost(instance: &str, lost: bool) {
     counter!("veto_ha_elections_total", "result" => "lost").increment(1);
 }
 
+/// The active's election session expired while no broker answers: it keeps the role until the
+/// election decides again (nobody can publish meanwhile).
+pub fn role_suspended(instance: &str) {
+    warn!(
+        instance,
+        "election session expired while the brokers are unreachable; keeping the role until \
+         the election decides again"
+    );
+}
+
+/// The active was elected again after its session expired during a broker outage.
+pub fn re_elected(instance: &str) {
+    info!(instance, "elected active again after the broker outage");
+    counter!("veto_ha_elections_total", "result" => "kept").increment(1);
+}
+
 /// The election consumer joined its group without the control partition.
 pub fn standing_by(instance: &str, members_hint: usize) {
     info!(
