@@ -547,7 +547,7 @@ fn shipped_rules_check_clean() {
     );
 }
 
-/// A naive reference of DESIGN §4 feature semantics, recomputed from the whole history.
+/// A naive reference of the feature semantics of docs/semantics.md ("Feature windows"), recomputed from the whole history.
 struct Reference {
     /// `(feature slot, entity value)` -> newest event time seen.
     newest: HashMap<(usize, String), i64>,
