@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use veto::benchkit::process::{cpu_seconds, dir_bytes, rss_bytes};
+use crate::kit::process::{cpu_seconds, dir_bytes, rss_bytes};
 use veto::decider::{Engine, EventTimeTimers};
 use veto::event::PaymentEvent;
 use veto::reload::load_rules_blocking;

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use veto::benchkit::swap::{decide_until, write_rule_files, DecideSample};
+use crate::kit::swap::{decide_until, write_rule_files, DecideSample};
 use veto::decider::{Engine, EventTimeTimers};
 use veto::reload::{listen_signals, load_rules_blocking, run_reloader, ReloadStatus, RulePaths};
 use veto::store::{StoreConfig, TagStore};

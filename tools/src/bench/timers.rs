@@ -1,12 +1,12 @@
 //! Scenario `timers`: timer lateness and drift of Veto's timer service beside a tokio `interval`,
 //! measured at once in the same run while spinning threads keep every core busy.
 //!
-//! The measuring code is the engine's `veto::benchkit::timers`, which `benches/timers.rs` runs too.
+//! The measuring code is [`crate::kit::timers`], which `tools/benches/timers.rs` runs too.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use veto::benchkit::timers::{compare, quantile, LatenessSeries, LatenessSummary, Method, PERIOD};
+use crate::kit::timers::{compare, quantile, LatenessSeries, LatenessSummary, Method, PERIOD};
 
 use super::machine::MachineInfo;
 use super::plot::{self, Chart, Series};
