@@ -1,4 +1,5 @@
 //! Tests of the rule pipeline: each checker error class, evaluation semantics, and the shipped rule set.
+//! (Over 800 lines: one test per checker error class plus the evaluation reference, kept together.)
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
