@@ -1,7 +1,7 @@
 //! `veto backtest`: replays recorded events through a candidate rule set (and a baseline) with real state and event-time timers, and reports what changes.
 //!
-//! [`backtest`] runs the replay: one thread reads the file ([`read`]), one thread per rule set
-//! decides ([`runner`]), this thread compares ([`tally`]); [`render_human`] prints the summary.
+//! [`backtest`] runs the replay: one thread reads the file (`read`), one thread per rule set
+//! decides (`runner`), this thread compares (`tally`); [`render_human`] prints the summary.
 
 mod read;
 mod render;

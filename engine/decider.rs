@@ -1,7 +1,7 @@
 //! The engine core: one event in, one decision out — feature updates, rule evaluation, tags and
 //! timer arm/cancel, plus an optional shadow set — with no Kafka in sight. Used by the pipeline,
 //! `veto test`, `veto backtest` and the benches. The event-time timers of replays are in
-//! [`event_time`].
+//! `event_time`.
 
 mod event_time;
 

@@ -1,9 +1,9 @@
 //! `veto run`: wires config, tag store, timers, rules, pipeline, telemetry and signals into the service.
 //!
-//! The pieces it wires live in the child modules: [`live`] (the engine as the pipeline drives
-//! it, with at-least-once checkpoints), [`exactly_once`] (transactional checkpoints and settling
-//! a pending one at start), [`timers`] (live sequence-rule timers and their timeout decisions),
-//! [`rule_hits`] (cached rule-hit counters) and [`readiness`] (`/readyz`).
+//! The pieces it wires live in the child modules: `live` (the engine as the pipeline drives
+//! it, with at-least-once checkpoints), `exactly_once` (transactional checkpoints and settling
+//! a pending one at start), `timers` (live sequence-rule timers and their timeout decisions),
+//! `rule_hits` (cached rule-hit counters) and `readiness` (`/readyz`).
 
 mod exactly_once;
 mod live;
