@@ -21,12 +21,10 @@
 //! | [`demo`]      | `veto demo`: the service on an embedded broker with synthetic payments |
 //! | [`config`]    | `veto.toml` + environment overrides |
 //! | [`telemetry`] | logging, Prometheus recorder, `/metrics` `/healthz` `/readyz` |
-//! | [`synth`]     | synthetic payment workload (demo, load generator, benches) |
-//! | [`benchkit`]  | workloads and probes shared by the criterion benches and `veto-bench` |
+//! | [`synth`]     | synthetic payment workload (`veto demo`; also the load generator and benchmarks) |
 //! | [`cli`]       | the `veto` subcommands |
 
 pub mod backtest;
-pub mod benchkit;
 pub mod cli;
 pub mod config;
 pub mod decider;

@@ -1,9 +1,19 @@
 //! `veto run`: wires config, tag store, timers, rules, pipeline, telemetry and signals into the service.
+//!
+//! The pieces it wires live in the child modules: [`live`] (the engine as the pipeline drives
+//! it, with at-least-once checkpoints), [`exactly_once`] (transactional checkpoints and settling
+//! a pending one at start), [`timers`] (live sequence-rule timers and their timeout decisions),
+//! [`rule_hits`] (cached rule-hit counters) and [`readiness`] (`/readyz`).
 
-use std::collections::HashMap;
+mod exactly_once;
+mod live;
+mod readiness;
+mod rule_hits;
+mod timers;
+
 use std::future::Future;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,16 +23,17 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
-use crate::decider::{Engine, TimerSink, SHADOW_TIMER_PREFIX};
-use crate::event::{Decision, EventError, PaymentEvent, TagUpdate};
-use crate::pipeline::{
-    self, Decider, Delivered, PipelineSettings, PipelineStatus, RunSummary, TimeoutDecision,
-};
+use crate::decider::Engine;
+use crate::pipeline::{self, PipelineSettings, PipelineStatus, RunSummary};
 use crate::reload::{self, ReloadStatus};
 use crate::rules::RuleSet;
-use crate::store::{PartitionOffset, StoreConfig, TagStore};
-use crate::telemetry::{self, LogChoice, Readiness};
-use crate::timer::{FiredReceiver, TimerConfig, TimerKey, TimerPayload, TimerService};
+use crate::store::{StoreConfig, TagStore};
+use crate::telemetry::{self, LogChoice};
+use crate::timer::{TimerConfig, TimerService};
+use exactly_once::settle_pending_checkpoint;
+use live::LiveDecider;
+use readiness::ServiceReadiness;
+use timers::{cancel_removed_sequences, forward_timeouts, LiveTimers};
 
 /// Runs the service until SIGTERM/SIGINT: loads the config, installs signal handlers, serves.
 /// Logging starts once the config is read: `log` (the command line) over `[telemetry]`.
@@ -222,85 +233,6 @@ fn pipeline_settings(config: &Config) -> PipelineSettings {
     }
 }
 
-/// The live timer service seen as the engine's timer sink.
-struct LiveTimers(TimerService);
-
-impl TimerSink for LiveTimers {
-    fn arm(&self, rule: &Arc<str>, key: &str, event: &PaymentEvent, within: Duration) {
-        let timer_key = TimerKey {
-            sequence: rule.clone(),
-            key: key.to_owned(),
-        };
-        let payload = TimerPayload {
-            rule: rule.clone(),
-            event_id: event.event_id.clone(),
-            txn_id: event.txn_id.clone(),
-            key: key.to_owned(),
-        };
-        self.0.arm(timer_key, payload, within);
-    }
-
-    fn cancel(&self, rule: &Arc<str>, key: &str) {
-        self.0.cancel(&TimerKey {
-            sequence: rule.clone(),
-            key: key.to_owned(),
-        });
-    }
-}
-
-/// Cancels the armed timers of sequence rules the new set no longer has.
-fn cancel_removed_sequences(
-    timers: &TimerService,
-    old: &RuleSet,
-    new: &RuleSet,
-    kind: reload::SetKind,
-) {
-    for seq in old.sequences() {
-        if !new.sequences().iter().any(|s| s.rule == seq.rule) {
-            let cancelled = match kind {
-                reload::SetKind::Live => timers.cancel_sequence(&seq.rule),
-                reload::SetKind::Shadow => {
-                    timers.cancel_sequence(&format!("{SHADOW_TIMER_PREFIX}{}", seq.rule))
-                }
-            };
-            metrics::counter!("veto_timers_dropped_on_swap_total").increment(cancelled as u64);
-            tracing::info!(rule = %seq.rule, cancelled, "sequence rule removed, its timers are cancelled");
-        }
-    }
-}
-
-/// Turns fired timers into timeout decisions for the pipeline to publish.
-async fn forward_timeouts(
-    mut fired: FiredReceiver,
-    engine: Arc<Engine>,
-    timers: Arc<LiveTimers>,
-    out: mpsc::Sender<TimeoutDecision>,
-    handled: Arc<AtomicU64>,
-) {
-    while let Some(fired) = fired.recv().await {
-        let (id, payload) = (fired.id, fired.payload);
-        let Some(decision) = engine.timeout_decision(
-            &payload.rule,
-            payload.event_id,
-            payload.txn_id,
-            fired.fired_at_ms,
-        ) else {
-            // The sequence rule was removed by a swap: nothing to publish.
-            timers.0.acknowledge(id);
-            handled.fetch_add(1, Ordering::AcqRel);
-            continue;
-        };
-        let timers = Arc::clone(&timers);
-        let timeout = TimeoutDecision {
-            decision,
-            delivered: Some(Delivered::new(move || timers.0.acknowledge(id))),
-        };
-        if out.send(timeout).await.is_err() {
-            return;
-        }
-    }
-}
-
 /// Purges expired tags and idle entities every 10 s, off the async runtime.
 async fn sweep_store(store: Arc<TagStore>, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(Duration::from_secs(10));
@@ -312,217 +244,6 @@ async fn sweep_store(store: Arc<TagStore>, mut stop: watch::Receiver<bool>) {
         let store = store.clone();
         let _ = tokio::task::spawn_blocking(move || store.sweep()).await;
     }
-}
-
-/// The engine as the pipeline drives it: decisions, tag updates, offsets and checkpoints.
-struct LiveDecider {
-    engine: Arc<Engine>,
-    timers: Arc<LiveTimers>,
-    /// Checkpoints go through Kafka transactions (two-phase, see `TagStore::checkpoint_published`).
-    exactly_once: bool,
-    /// Fired timers whose timeout decision was published or dropped (compared with the timer
-    /// service's delivered count before an exactly-once checkpoint).
-    timeouts_handled: Arc<AtomicU64>,
-    /// The latest safe offset of every partition seen: where the in-memory state stands (the
-    /// restored checkpoint's offsets at start).
-    safe_offsets: Mutex<Vec<PartitionOffset>>,
-    checkpoint_interval: Duration,
-}
-
-impl LiveDecider {
-    /// Records the pipeline's `(topic, partition, next offset)` triples, keeping the newest.
-    fn merge_offsets(&self, offsets: &[(String, i32, i64)]) {
-        let mut safe = self.safe_offsets.lock();
-        for (topic, partition, offset) in offsets {
-            match safe
-                .iter_mut()
-                .find(|o| o.topic == *topic && o.partition == *partition)
-            {
-                Some(o) => o.offset = o.offset.max(*offset),
-                None => safe.push(PartitionOffset {
-                    topic: topic.clone(),
-                    partition: *partition,
-                    offset: *offset,
-                }),
-            }
-        }
-    }
-
-    /// The exactly-once checkpoint: timers paused and every fired one published, so the
-    /// transaction holds exactly the timeouts missing from the snapshot; the state is stored
-    /// as pending, the transaction commits (decisions, timeouts and `offsets`), then the
-    /// state is applied. Skipped (nothing committed) while timeouts are still on their way.
-    fn checkpoint_exactly_once(
-        &self,
-        offsets: &[(String, i32, i64)],
-        publish: &mut dyn FnMut(Option<u64>) -> Result<(), String>,
-    ) {
-        if offsets.is_empty() {
-            return; // no partition with a known position: no offsets to tie the transaction to
-        }
-        let paused = self.timers.0.pause();
-        let published = pipeline::wait_until(Instant::now() + TIMEOUTS_PUBLISHED_WAIT, || {
-            self.timeouts_handled.load(Ordering::Acquire) >= self.timers.0.delivered()
-        });
-        if !published {
-            drop(paused);
-            tracing::warn!("exactly-once checkpoint skipped: timeout decisions still unpublished");
-            return;
-        }
-        let timers = self.timers.0.snapshot_armed();
-        let state_offsets = self.safe_offsets.lock().clone();
-        let txn_offsets: Vec<PartitionOffset> = offsets
-            .iter()
-            .map(|(topic, partition, offset)| PartitionOffset {
-                topic: topic.clone(),
-                partition: *partition,
-                offset: *offset,
-            })
-            .collect();
-        let result = self.engine.store().checkpoint_published(
-            &state_offsets,
-            &timers,
-            &txn_offsets,
-            &mut |sequence| publish(Some(sequence)),
-        );
-        drop(paused);
-        if let Err(e) = result {
-            tracing::error!(error = %e, "exactly-once checkpoint failed; the previous one stands");
-        }
-    }
-
-    /// Writes state, armed timers and the safe offsets in one atomic checkpoint.
-    fn write_checkpoint(&self) -> anyhow::Result<()> {
-        let offsets = self.safe_offsets.lock().clone();
-        let timers = self.timers.0.snapshot();
-        let stats = self.engine.store().checkpoint(&offsets, &timers)?;
-        tracing::debug!(entities = stats.entities_written, "checkpoint written");
-        Ok(())
-    }
-}
-
-impl Decider for LiveDecider {
-    fn decide(&self, event: &PaymentEvent) -> Vec<Decision> {
-        let decided = self.engine.decide(event, now_ms());
-        rules_hit(&decided.decision);
-        let mut decisions = vec![decided.decision];
-        decisions.extend(decided.shadow);
-        decisions
-    }
-
-    fn apply_tag_update(&self, update: &TagUpdate) -> Result<(), EventError> {
-        self.engine.apply_tag_update(update)
-    }
-
-    fn on_safe_offsets(&self, offsets: &[(String, i32, i64)]) {
-        self.merge_offsets(offsets);
-    }
-
-    fn checkpoint_interval(&self) -> Option<Duration> {
-        Some(self.checkpoint_interval)
-    }
-
-    fn checkpoint(
-        &self,
-        offsets: &[(String, i32, i64)],
-        publish: &mut dyn FnMut(Option<u64>) -> Result<(), String>,
-    ) {
-        self.merge_offsets(offsets);
-        if self.exactly_once {
-            return self.checkpoint_exactly_once(offsets, publish);
-        }
-        if let Err(e) = self.write_checkpoint() {
-            tracing::error!(error = %e, "periodic checkpoint failed; the previous one stands");
-        }
-        // Failures are logged by the pipeline; a restart seeks to the checkpoint anyway.
-        let _ = publish(None);
-    }
-
-    fn stopping(&self) {
-        self.timers.0.stop_firing();
-    }
-
-    fn timeout_handled(&self) {
-        self.timeouts_handled.fetch_add(1, Ordering::AcqRel);
-    }
-
-    fn state_offset(&self, topic: &str, partition: i32) -> Option<i64> {
-        self.safe_offsets
-            .lock()
-            .iter()
-            .find(|o| o.topic == topic && o.partition == partition)
-            .map(|o| o.offset)
-    }
-}
-
-/// Distinct rule names whose counter handles a worker thread keeps; past it the cache starts over
-/// (many hot swaps renaming rules), so it stays bounded.
-const RULE_HIT_HANDLES: usize = 4096;
-
-/// Counts `veto_rule_hits_total{rule}` for every rule that matched.
-///
-/// Each worker thread keeps the counter handle of every rule name it has seen: a labelled
-/// `counter!` allocates the label and looks the key up in the registry on every call.
-fn rules_hit(decision: &Decision) {
-    if decision.hits.is_empty() {
-        return;
-    }
-    thread_local! {
-        static HANDLES: std::cell::RefCell<HashMap<Arc<str>, metrics::Counter>> =
-            std::cell::RefCell::new(HashMap::new());
-    }
-    HANDLES.with(|handles| {
-        let mut handles = handles.borrow_mut();
-        for hit in &decision.hits {
-            if let Some(counter) = handles.get(&hit.rule) {
-                counter.increment(1);
-                continue;
-            }
-            if handles.len() >= RULE_HIT_HANDLES {
-                handles.clear();
-            }
-            let counter = metrics::counter!("veto_rule_hits_total", "rule" => hit.rule.to_string());
-            counter.increment(1);
-            handles.insert(Arc::clone(&hit.rule), counter);
-        }
-    });
-}
-
-struct ServiceReadiness {
-    pipeline: Arc<PipelineStatus>,
-    reload: Arc<Mutex<ReloadStatus>>,
-}
-
-impl Readiness for ServiceReadiness {
-    fn readiness(&self) -> (bool, serde_json::Value) {
-        let ready = self.pipeline.is_ready();
-        let details = serde_json::json!({
-            "broker_reachable": self.pipeline.is_broker_reachable(),
-            "assigned_partitions": self.pipeline.assigned_partitions().len(),
-            "rules": &*self.reload.lock(),
-        });
-        (ready, details)
-    }
-}
-
-/// How long an exactly-once checkpoint waits for fired timers to be published.
-const TIMEOUTS_PUBLISHED_WAIT: Duration = Duration::from_secs(5);
-
-/// Settles a pending exactly-once checkpoint left by a crash between its two phases: fences
-/// the previous producer (its transaction then completes or aborts), reads the group's
-/// committed offsets and applies the checkpoint iff its transaction's offsets were committed.
-fn settle_pending_checkpoint(store: &TagStore, settings: &PipelineSettings) -> anyhow::Result<()> {
-    let Some((txn_offsets, sequence)) = store.pending_checkpoint()? else {
-        return Ok(());
-    };
-    let offsets: Vec<(String, i32, i64)> = txn_offsets
-        .iter()
-        .map(|o| (o.topic.clone(), o.partition, o.offset))
-        .collect();
-    let committed = pipeline::transaction_committed(settings, &offsets, sequence)
-        .context("settle the pending exactly-once checkpoint")?;
-    store.resolve_pending(committed)?;
-    Ok(())
 }
 
 /// Wall-clock time in epoch milliseconds.
