@@ -1,20 +1,27 @@
-//! Crash recovery on a real broker: `kill -9` at ten points of a 200k-event stream, a restart
-//! after each; no event without a decision, every decision (duplicates included) equal to a
-//! crash-free replay's, the same final state, and no `auth_without_capture` timer lost.
-//! `VETO_CRASH_EVENTS` and `VETO_CRASH_KILLS` resize it. With `VETO_KAFKA__DELIVERY=exactly_once`
-//! (and `VETO_KAFKA__TRANSACTIONAL_ID`, inherited by the `veto` processes) it runs exactly-once
-//! mode and also checks that transactions committed; the mock broker does not hide aborted
-//! transactions from readers, so duplicates are still counted, not rejected (docs/pipeline.md).
+//! Crash recovery on Apache Kafka: `kill -9` of `veto run` at random points of a stream with
+//! timers and tags in play, a restart after each, in both delivery modes.
+//! - at-least-once: no event without a decision, every decision (duplicates included) equal to a
+//!   crash-free replay's, no `auth_without_capture` timeout lost;
+//! - exactly-once: an independent `read_committed` reader (the confluent-kafka Python client,
+//!   `tests/compose/read_topic.py`) sees exactly one decision per event and at most one timeout
+//!   decision per sequence, every never-captured authorization's among them;
+//! - both: the final state equals the crash-free replay's.
+//!
+//! The default is 60,000 events and 5 kills per mode; `VETO_CRASH_EVENTS` and `VETO_CRASH_KILLS`
+//! resize it (docs/kafka.md: the 200,000-event, 10-kill run). The Python client comes from
+//! `$VETO_PYTHON` (tests/run.sh installs it), else `python3`.
 
 mod support;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
-use rdkafka::consumer::BaseConsumer;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::Message;
 use veto::decider::{Engine, EventTimeTimers};
 use veto::event::{decode_decision, Decision, InputFormat, Outcome, PaymentEvent, Trigger};
@@ -23,8 +30,18 @@ use veto::synth::{Synth, SynthConfig};
 
 use support::*;
 
-/// How far production runs ahead of the decisions seen.
+/// How far production runs ahead of the decisions seen (so the kills land mid-stream).
 const STREAM_AHEAD: usize = 15_000;
+
+/// The two modes run one after the other: each starts a broker and `veto` processes, and on two
+/// cores side by side they would only slow each other down.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Delivery {
+    AtLeastOnce,
+    ExactlyOnce,
+}
 
 /// What must be identical between two decisions of one event.
 type Verdict = (Outcome, Vec<String>, String);
@@ -143,6 +160,69 @@ fn restored_store(dir: &std::path::Path) -> TagStore {
     store
 }
 
+/// Veto's decisions as read by the test while it runs (progress), in `isolation.level`.
+fn progress_reader(brokers: &str, delivery: Delivery) -> BaseConsumer {
+    let isolation = match delivery {
+        Delivery::AtLeastOnce => "read_uncommitted",
+        Delivery::ExactlyOnce => "read_committed",
+    };
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "crash-reader")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", isolation)
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&["decisions"]).expect("subscribe");
+    consumer
+}
+
+/// Every decision on the topic, read by the confluent-kafka client with `read_committed`:
+/// `(trigger, event_id) → verdicts`, parsed from JSON with serde_json (not Veto's decoder).
+fn independent_read_committed(brokers: &str) -> HashMap<(String, String), Vec<Verdict>> {
+    let python = std::env::var("VETO_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/compose/read_topic.py");
+    let out = Command::new(&python)
+        .arg(script)
+        .args(["--brokers", brokers, "--topic", "decisions"])
+        .args(["--isolation", "read_committed", "--timeout", "120"])
+        .output()
+        .expect("run tests/compose/read_topic.py");
+    assert!(
+        out.status.success(),
+        "{python} tests/compose/read_topic.py failed ({}): {} (tests/run.sh installs confluent-kafka; \
+         or set VETO_PYTHON)",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut seen: HashMap<(String, String), Vec<Verdict>> = HashMap::new();
+    for line in out.stdout.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        let d: serde_json::Value = serde_json::from_slice(line).expect("a JSON decision");
+        let field = |k: &str| {
+            d[k].as_str()
+                .unwrap_or_else(|| panic!("{k} in {d}"))
+                .to_string()
+        };
+        let outcome = match field("outcome").as_str() {
+            "allow" => Outcome::Allow,
+            "review" => Outcome::Review,
+            "challenge" => Outcome::Challenge,
+            "block" => Outcome::Block,
+            other => panic!("outcome {other}"),
+        };
+        let hits = d["hits"]
+            .as_array()
+            .expect("hits")
+            .iter()
+            .map(|h| h["rule"].as_str().expect("rule").to_string())
+            .collect();
+        seen.entry((field("trigger"), field("event_id")))
+            .or_default()
+            .push((outcome, hits, field("ruleset_version")));
+    }
+    seen
+}
+
 fn kill_9(mut veto: Killed) {
     assert!(
         veto.0.try_wait().expect("wait").is_none(),
@@ -153,23 +233,26 @@ fn kill_9(mut veto: Killed) {
 }
 
 #[test]
-fn kill_9_at_ten_points_loses_nothing_and_counts_nothing_twice() {
-    let total = env_usize("VETO_CRASH_EVENTS", 200_000);
-    let kills = env_usize("VETO_CRASH_KILLS", 10);
-    // The broker: librdkafka's mock cluster, a Kafka-protocol broker the test process serves
-    // over TCP to the `veto` processes it kills. tansu 0.6 (`VETO_CRASH_BROKER=tansu`) loses
-    // records here: decisions it acknowledged never reach a consumer (docs/decisions.md).
+fn at_least_once_kill_9_loses_nothing_and_counts_nothing_twice() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    crash_and_restart(Delivery::AtLeastOnce);
+}
+
+#[test]
+fn exactly_once_kill_9_shows_a_read_committed_reader_each_decision_once() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    crash_and_restart(Delivery::ExactlyOnce);
+}
+
+fn crash_and_restart(delivery: Delivery) {
+    let total = env_usize("VETO_CRASH_EVENTS", 60_000);
+    let kills = env_usize("VETO_CRASH_KILLS", 5);
     // One payments partition: the stream order is the decision order, so a replay after a
     // crash must reproduce every decision exactly (across partitions, entities shared by
     // several partitions may see events in another interleaving).
-    let (_mock, _tansu, brokers) = if std::env::var("VETO_CRASH_BROKER").as_deref() == Ok("tansu") {
-        let (tansu, brokers) = start_broker();
-        create_topics(&brokers, 1);
-        (None, Some(tansu), brokers)
-    } else {
-        let (mock, brokers) = start_mock_broker(1);
-        (Some(mock), None, brokers)
-    };
+    let kafka = Kafka::start();
+    let brokers = kafka.brokers.clone();
+    create_topics(&brokers, 1);
     let events: Vec<PaymentEvent> = Synth::new(SynthConfig {
         seed: 77,
         users: 3_000,
@@ -177,8 +260,6 @@ fn kill_9_at_ten_points_loses_nothing_and_counts_nothing_twice() {
     })
     .take(total)
     .collect();
-    // The stream is produced while Veto runs (and dies), at most STREAM_AHEAD events ahead of
-    // the decisions seen: the mock broker keeps only the newest ~5 MB of each partition.
     let mut produced = 0;
     let feed = |seen: &Seen, produced: &mut usize| {
         while *produced < total && *produced < seen.event.len() + STREAM_AHEAD {
@@ -190,20 +271,36 @@ fn kill_9_at_ten_points_loses_nothing_and_counts_nothing_twice() {
 
     let data = tempfile::tempdir().expect("tempdir");
     let rules = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("rules/payments.veto");
-    // A killed member never leaves its group, and tansu 0.6 does not expire it: a restart in
-    // the same group may be assigned nothing. Each run therefore joins a fresh group, so every
-    // restart starts where the state checkpoint says (there is no Kafka commit to fall back on).
-    let config = |run: usize| {
-        write_config_with(
-            data.path(),
-            &brokers,
-            &format!("veto-crash-{run}"),
-            &rules,
-            "checkpoint_interval = \"300ms\"",
-            &[],
-        )
+    // Every run joins the same group: a restart resumes from the group's committed offsets and
+    // the state checkpoint. A killed member never leaves the group; the broker expires it after
+    // `session.timeout.ms`, so a short one lets the restart get the partition within seconds.
+    let delivery_line = match delivery {
+        Delivery::AtLeastOnce => "delivery = \"at_least_once\"",
+        Delivery::ExactlyOnce => "delivery = \"exactly_once\"",
     };
-    let consumer = decisions_reader(&brokers, "crash-reader");
+    let config = write_config_with(
+        data.path(),
+        &brokers,
+        "veto-crash",
+        &rules,
+        "checkpoint_interval = \"300ms\"",
+        &[
+            ("session.timeout.ms", "2000"),
+            ("heartbeat.interval.ms", "300"),
+        ],
+    );
+    // The kafka section gains the mode and JSON decisions (read back by the Python client).
+    let text = std::fs::read_to_string(&config).expect("read config");
+    std::fs::write(
+        &config,
+        text.replacen(
+            "[kafka]\n",
+            &format!("[kafka]\n{delivery_line}\noutput_format = \"json\"\n"),
+            1,
+        ),
+    )
+    .expect("write config");
+    let consumer = progress_reader(&brokers, delivery);
     let mut seen = Seen::default();
     let mut rng = rand::rngs::StdRng::seed_from_u64(2026);
     let log_path = |i: usize| data.path().join(format!("veto-{i}.log"));
@@ -212,7 +309,7 @@ fn kill_9_at_ten_points_loses_nothing_and_counts_nothing_twice() {
     // Each run is killed at a random instant 0.2–2 s after it got its partition.
     for i in 0..kills {
         feed(&seen, &mut produced);
-        let veto = start_veto_logging(&config(i), log(i));
+        let veto = start_veto_logging(&config, log(i));
         wait_for_log(&log_path(i), "(\"payments\", 0)", Duration::from_secs(60));
         let kill_at = Instant::now() + Duration::from_millis(rng.random_range(200..2000));
         while Instant::now() < kill_at {
@@ -226,7 +323,7 @@ fn kill_9_at_ten_points_loses_nothing_and_counts_nothing_twice() {
     let reference_dir = tempfile::tempdir().expect("tempdir");
     let reference = reference(&rules, &events, reference_dir.path());
 
-    let veto = start_veto_logging(&config(kills), log(kills));
+    let veto = start_veto_logging(&config, log(kills));
     // Up and assigned before the checks can end the run: when the killed runs already decided
     // everything, an immediate SIGTERM would reach the process before its signal handlers.
     wait_for_log(
@@ -263,14 +360,14 @@ fn kill_9_at_ten_points_loses_nothing_and_counts_nothing_twice() {
         feed(&seen, &mut produced);
     }
     sigterm_and_wait(veto);
-    seen.read_for(&consumer, Duration::from_secs(2));
 
-    // 1. every event has a decision, and every decision equals the crash-free one.
+    // 1. what a downstream reader sees: every event decided as the crash-free replay decided
+    //    it; exactly once in exactly-once mode.
+    let decisions = independent_read_committed(&brokers);
     let mut duplicated = 0;
     for e in &events {
-        let got = seen
-            .event
-            .get(&e.event_id)
+        let got = decisions
+            .get(&("event".to_string(), e.event_id.clone()))
             .unwrap_or_else(|| panic!("event {} has no decision", e.event_id));
         let want = &reference.verdicts[&e.event_id];
         duplicated += got.len() - 1;
@@ -282,28 +379,56 @@ fn kill_9_at_ten_points_loses_nothing_and_counts_nothing_twice() {
             );
         }
     }
-    assert!(
-        duplicated > 0,
-        "{kills} kills replayed nothing: the test did not crash mid-stream"
+    let event_decisions = decisions.keys().filter(|(t, _)| t == "event").count();
+    assert_eq!(
+        event_decisions, total,
+        "decisions for events never produced"
     );
     // 2. no timer lost: every authorization never captured got its timeout decision.
     assert!(
         !reference.never_captured.is_empty(),
         "the workload has uncaptured authorizations"
     );
+    for id in &reference.never_captured {
+        assert!(
+            decisions.contains_key(&("timeout".to_string(), id.clone())),
+            "no timeout decision for the never-captured authorization {id}"
+        );
+    }
+    let timeouts: Vec<usize> = decisions
+        .iter()
+        .filter(|((t, _), _)| t == "timeout")
+        .map(|(_, v)| v.len())
+        .collect();
+    let duplicate_timeouts: usize = timeouts.iter().map(|n| n - 1).sum();
+    match delivery {
+        Delivery::AtLeastOnce => assert!(
+            duplicated > 0,
+            "{kills} kills replayed nothing: the test did not crash mid-stream"
+        ),
+        Delivery::ExactlyOnce => {
+            assert_eq!(
+                duplicated, 0,
+                "a read_committed reader saw duplicate decisions"
+            );
+            assert_eq!(
+                duplicate_timeouts, 0,
+                "a read_committed reader saw duplicate timeout decisions"
+            );
+        }
+    }
     let logs: Vec<String> = (0..=kills)
         .map(|i| std::fs::read_to_string(log_path(i)).expect("log"))
         .collect();
-    if std::env::var("VETO_KAFKA__DELIVERY").as_deref() == Ok("exactly_once") {
-        let transactions: usize = logs
-            .iter()
-            .map(|log| log.matches("kafka transaction committed").count())
-            .sum();
+    let transactions: usize = logs
+        .iter()
+        .map(|log| log.matches("kafka transaction committed").count())
+        .sum();
+    if delivery == Delivery::ExactlyOnce {
         assert!(
             transactions > 0,
             "exactly-once mode committed no transaction"
         );
-        eprintln!("exactly-once mode: {transactions} transactions committed");
     }
     let restored_timers = logs
         .iter()
@@ -361,8 +486,11 @@ fn kill_9_at_ten_points_loses_nothing_and_counts_nothing_twice() {
         }
     }
     eprintln!(
-        "{total} events, {kills} kills: {duplicated} duplicate decisions (all identical), \
-         {} never-captured authorizations timed out, {compared} feature values equal",
+        "{delivery:?} on Apache Kafka: {total} events, {kills} kills: {duplicated} duplicate \
+         decisions (all identical), {} timeout decisions ({duplicate_timeouts} duplicates), all {} \
+         never-captured authorizations among them, {transactions} transactions committed, \
+         {compared} feature values equal",
+        timeouts.len(),
         reference.never_captured.len()
     );
 }

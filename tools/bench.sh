@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # One command per benchmark scenario: `bash tools/bench.sh core|e2e|timers|swap|spill [veto-bench args]`.
-# Builds veto + veto-bench (release; VETO_BENCH_PROFILE=dev for a quick unoptimised run), builds
-# the tansu broker once for e2e if missing (as tests/run.sh does), then runs the scenario with
-# --out bench-out/<scenario> unless --out is given. Prints where report.json and the plots are;
-# a run into the default folder copies its headline plots into docs/img/ (VETO_BENCH_DOCS_IMG=0: not).
+# Builds veto + veto-bench (release; VETO_BENCH_PROFILE=dev for a quick unoptimised run), fetches
+# Apache Kafka once for e2e (tests/kafka/broker.sh; the harness starts the broker), then runs the
+# scenario with --out bench-out/<scenario> unless --out is given. Prints where report.json and the
+# plots are; a run into the default folder copies its headline plots into docs/img/
+# (VETO_BENCH_DOCS_IMG=0: not).
 #   core    engine events/s per core            e2e     Kafka end to end vs passthrough;
 #   timers  timer lateness vs tokio interval            --garbage 0.10 [--garbage-only]: clean vs
 #           (--ticks 1000000 for 10^6-tick drift)       10 % garbage stream, dead letters checked
@@ -20,17 +21,10 @@ scenario="$1"; shift
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/veto-target}"
 PROFILE="${VETO_BENCH_PROFILE:-release}"
-TOOLS="${VETO_TOOLS_DIR:-$HOME/.cache/veto-tools}"
-TANSU_VERSION=0.6.0
-
-if [ "$scenario" = e2e ] && [ -z "${VETO_TANSU:-}" ] && [ ! -x "$TOOLS/bin/tansu" ]; then
+if [ "$scenario" = e2e ]; then
   case " $* " in
     *" --brokers"*) ;;
-    *)
-      echo "==> building the tansu broker $TANSU_VERSION into $TOOLS (once)"
-      cargo install tansu --version "$TANSU_VERSION" --no-default-features --features dynostore \
-        --locked --root "$TOOLS" --target-dir "$HOME/.cache/tansu-target"
-      ;;
+    *) bash tests/kafka/broker.sh fetch >/dev/null ;;
   esac
 fi
 

@@ -4,14 +4,13 @@
 Records Veto's RSS, consumer lag, decisions/s, entities, store bytes, armed timers and
 eval-latency p99 (from /metrics) into
 <out>/soak.csv and prints a verdict: RSS after warm-up must stay within ±10 % of its mean and the
-lag must stay bounded (below 10 s worth of events). Usage (release binaries, tansu from
-tests/run.sh):
+lag must stay bounded (below 10 s worth of events). Usage (release binaries):
 
     python3 tools/soak.py --duration 600 --rate 20000 --out bench-out/soak
 
-`--broker mock` (default) uses `veto-mock-broker` (librdkafka's mock cluster, in-memory, keeps
-the newest few MB per partition, so its footprint stays flat); `--broker tansu` uses tansu 0.6,
-whose memory storage grows and slows without bound over a long run.
+`--broker kafka` (default) starts Apache Kafka with tests/kafka/broker.sh (fetched with Maven
+once) in the work folder and stops it at the end; `--broker mock` uses `veto-mock-broker`
+(librdkafka's mock cluster, in-memory, keeps the newest few MB per partition).
 
 `--rate` defaults to 70 % of `--max-rate` (the e2e saturation you measured). Stdlib only.
 """
@@ -28,6 +27,7 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+BROKER_SH = ROOT / "tests/kafka/broker.sh"
 
 
 def free_port() -> int:
@@ -107,8 +107,7 @@ def main() -> int:
     parser.add_argument("--out", default="bench-out/soak")
     parser.add_argument("--bin", help="folder with release veto, veto-loadgen and veto-mock-broker "
                         "(default: built here with cargo into $CARGO_TARGET_DIR, else ~/.cache/veto-target)")
-    parser.add_argument("--broker", choices=["mock", "tansu"], default="mock")
-    parser.add_argument("--tansu", default=os.environ.get("VETO_TANSU", os.path.expanduser("~/.cache/veto-tools/bin/tansu")))
+    parser.add_argument("--broker", choices=["kafka", "mock"], default="kafka")
     args = parser.parse_args()
     if args.bin is None:
         target = os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/veto-target"))
@@ -120,6 +119,7 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="veto-soak-"))
     procs = []
+    stop_kafka = []
 
     def stop_all():
         for p in reversed(procs):
@@ -129,6 +129,8 @@ def main() -> int:
                     p.wait(30)
                 except subprocess.TimeoutExpired:
                     p.kill()
+        for kafka_dir in stop_kafka:
+            subprocess.run(["bash", str(BROKER_SH), "stop", str(kafka_dir)], check=False)
 
     try:
         mport = free_port()
@@ -140,13 +142,10 @@ def main() -> int:
             if not brokers:
                 raise SystemExit(f"veto-mock-broker printed no address; see {work / 'broker.log'}")
         else:
-            kport = free_port()
-            brokers = f"127.0.0.1:{kport}"
-            procs.append(subprocess.Popen(
-                [args.tansu, "broker", "--listener-url", f"tcp://{brokers}", "--advertised-listener-url",
-                 f"tcp://{brokers}", "--storage-engine", "memory://tansu/"],
-                stdout=subprocess.DEVNULL, stderr=open(work / "broker.log", "w")))
-            wait_port(kport)
+            kafka_dir = work / "kafka"
+            brokers = subprocess.run(["bash", str(BROKER_SH), "start", str(kafka_dir)], check=True,
+                                     stdout=subprocess.PIPE, text=True).stdout.strip()
+            stop_kafka.append(kafka_dir)
             subprocess.run([f"{args.bin}/veto-loadgen", "--brokers", brokers, "--quiet", "--create-only",
                             "--create-topics", "payments,decisions,dead-letters,entity-tags,decisions-shadow",
                             "--partitions", "4"], check=True)

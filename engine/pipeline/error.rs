@@ -44,6 +44,16 @@ pub enum PipelineError {
         unacknowledged: i64,
         busy_workers: usize,
     },
+    #[error(
+        "fenced by another instance with transactional id {transactional_id:?} ({reason}): it \
+         has taken over this deployment's transactions; stopping (this instance's open \
+         transaction is aborted and invisible to read_committed readers). Give each instance \
+         its own kafka.transactional_id unless it is meant to replace this one"
+    )]
+    Fenced {
+        transactional_id: String,
+        reason: String,
+    },
     #[error("kafka transaction failed ({context}): {source}; the next start settles it")]
     Transaction {
         context: &'static str,

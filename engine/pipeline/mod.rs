@@ -40,7 +40,7 @@ pub use settings::PipelineSettings;
 pub use sink::{Delivered, PRODUCER_SETTINGS};
 pub(crate) use source::wait_until;
 pub use status::{PipelineStatus, RunSummary};
-pub use transaction::transaction_committed;
+pub use transaction::{checkpoint_metadata, transaction_committed};
 
 use sink::{AckToken, Sink};
 use source::Source;
@@ -78,16 +78,18 @@ pub trait Decider: Send + Sync + 'static {
     /// message's outputs are acknowledged, so `offsets` (next offset to consume of every owned
     /// partition) describe exactly the state. Then calls `publish` once to hand those offsets
     /// to Kafka: a consumer commit, or in exactly-once mode the transaction commit (decisions
-    /// and offsets together); its error says the offsets are not committed. A decider that
+    /// and offsets together), given the checkpoint's sequence (`Some`), which the transaction
+    /// carries as the offsets' commit metadata (see [`transaction_committed`]); its error says
+    /// the offsets are not committed. A decider that
     /// cannot checkpoint now may skip both (the next interval tries again). Runs on the source
     /// thread; dispatch resumes when it returns.
     fn checkpoint(
         &self,
         offsets: &[(String, i32, i64)],
-        publish: &mut dyn FnMut() -> Result<(), String>,
+        publish: &mut dyn FnMut(Option<u64>) -> Result<(), String>,
     ) {
         let _ = offsets;
-        let _ = publish();
+        let _ = publish(None);
     }
 
     /// Shutdown has begun: stop producing timeout decisions (a timer that fired now could

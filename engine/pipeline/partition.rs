@@ -87,6 +87,19 @@ impl PartitionSlot {
         (safe != self.committed_next.load(Ordering::Acquire)).then_some(safe)
     }
 
+    /// Where the partition starts: `next` is its position before anything is consumed (where
+    /// the state stands, or Kafka's committed offset `committed`), so a checkpoint before the
+    /// first message still has an offset to commit (an exactly-once transaction holding only
+    /// timeout decisions needs one).
+    pub fn start_at(&self, next: i64, committed: Option<i64>) {
+        let _ =
+            self.safe_next
+                .compare_exchange(NO_OFFSET, next, Ordering::AcqRel, Ordering::Acquire);
+        if let Some(committed) = committed {
+            self.mark_committed(committed);
+        }
+    }
+
     /// Records a confirmed commit. Only forward: a late confirmation of an older commit
     /// (e.g. one issued for the partition's previous assignment) changes nothing.
     pub fn mark_committed(&self, next: i64) {

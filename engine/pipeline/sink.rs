@@ -24,6 +24,7 @@ use super::events;
 use super::partition::PartitionSlot;
 use super::settings::PipelineSettings;
 use super::status::PipelineStatus;
+use super::transaction::checkpoint_metadata;
 
 /// The broker aborts a transaction left open longer than this (a crashed instance's).
 const TRANSACTION_TIMEOUT_MS: &str = "60000";
@@ -194,6 +195,18 @@ pub struct Sink {
     in_flight: Arc<AtomicI64>,
     /// Set when the drain deadline passed: senders stop waiting and give up.
     abort: Arc<AtomicBool>,
+    /// Exactly-once mode: the producer's `transactional.id`.
+    transactional_id: Option<String>,
+}
+
+/// Whether `code` says another producer with the same `transactional.id` took over.
+fn is_fencing(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::Fenced
+            | RDKafkaErrorCode::ProducerFenced
+            | RDKafkaErrorCode::InvalidProducerEpoch
+    )
 }
 
 /// Outcome of one attempt to hand a message to the producer.
@@ -247,6 +260,7 @@ impl Sink {
             producer,
             in_flight,
             abort,
+            transactional_id: settings.transactional_id.clone(),
         });
         if settings.transactional_id.is_some() {
             sink.start_transactions()?;
@@ -375,7 +389,7 @@ impl Sink {
     /// Exactly-once mode: fences any earlier instance with the same `transactional.id`
     /// (its open transaction is aborted, a committing one completes) and opens a transaction.
     fn start_transactions(&self) -> Result<(), PipelineError> {
-        let transaction = |context, source| PipelineError::Transaction { context, source };
+        let transaction = |context, source| self.transaction_error(context, source);
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -394,18 +408,24 @@ impl Sink {
     }
 
     /// Exactly-once mode: commits the open transaction (every message produced since the last
-    /// commit) together with the consumer `offsets`, then opens the next transaction.
+    /// commit) together with the consumer `offsets`, then opens the next transaction. The
+    /// checkpoint `sequence` goes into each offset's commit metadata ([`checkpoint_metadata`]).
     pub fn commit_transaction(
         &self,
         offsets: &[(String, i32, i64)],
         group: &ConsumerGroupMetadata,
+        sequence: Option<u64>,
     ) -> Result<(), PipelineError> {
-        let transaction = |context, source| PipelineError::Transaction { context, source };
+        let transaction = |context, source| self.transaction_error(context, source);
         if !offsets.is_empty() {
             let mut tpl = TopicPartitionList::with_capacity(offsets.len());
             for (topic, partition, next) in offsets {
-                tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))
+                let mut elem = tpl.add_partition(topic, *partition);
+                elem.set_offset(Offset::Offset(*next))
                     .map_err(|source| transaction("offsets", source))?;
+                if let Some(sequence) = sequence {
+                    elem.set_metadata(checkpoint_metadata(sequence));
+                }
             }
             self.producer
                 .send_offsets_to_transaction(&tpl, group, TRANSACTION_CALL_TIMEOUT)
@@ -428,12 +448,32 @@ impl Sink {
         self.producer.flush(timeout)
     }
 
-    /// The producer's fatal error, if any (idempotence guarantees can no longer be kept).
-    pub fn fatal_error(&self) -> Option<(String, String)> {
-        self.producer
-            .client()
-            .fatal_error()
-            .map(|(code, reason)| (code.to_string(), reason))
+    /// The producer's fatal error, if any (idempotence guarantees can no longer be kept);
+    /// [`PipelineError::Fenced`] when another instance took over the transactional id.
+    pub fn fatal_error(&self) -> Option<PipelineError> {
+        let (code, reason) = self.producer.client().fatal_error()?;
+        Some(match &self.transactional_id {
+            Some(id) if is_fencing(code) => PipelineError::Fenced {
+                transactional_id: id.clone(),
+                reason,
+            },
+            _ => PipelineError::ProducerFatal {
+                code: code.to_string(),
+                reason,
+            },
+        })
+    }
+
+    /// A failed transactional call as an error: [`PipelineError::Fenced`] when another
+    /// instance with the same transactional id took over.
+    fn transaction_error(&self, context: &'static str, source: KafkaError) -> PipelineError {
+        match (&self.transactional_id, source.rdkafka_error_code()) {
+            (Some(id), Some(code)) if is_fencing(code) => PipelineError::Fenced {
+                transactional_id: id.clone(),
+                reason: source.to_string(),
+            },
+            _ => PipelineError::Transaction { context, source },
+        }
     }
 }
 

@@ -119,10 +119,11 @@ impl SourceContext {
         }
     }
 
-    /// New partitions: fresh slots, and the start offset where the decider's state stands when
-    /// it differs from the committed one.
+    /// New partitions: fresh slots starting where the decider's state stands, else at Kafka's
+    /// committed offset (the start offset is moved to the state's when they differ).
     fn on_assign(&self, consumer: &BaseConsumer<SourceContext>, tpl: &mut TopicPartitionList) {
         let mut added = Vec::new();
+        let mut slots = Vec::new();
         let mut from_state = Vec::new();
         {
             let mut assignment = self.assignment.lock();
@@ -132,7 +133,8 @@ impl SourceContext {
                     continue;
                 };
                 let slot = Arc::new(PartitionSlot::new(topic, partition, kind));
-                assignment.slots_mut(kind).insert(partition, slot);
+                assignment.slots_mut(kind).insert(partition, slot.clone());
+                slots.push(slot);
                 self.status.add_partition(topic, partition);
                 added.push((topic.to_owned(), partition));
                 if let Some(offset) = self.decider.state_offset(topic, partition) {
@@ -141,38 +143,38 @@ impl SourceContext {
             }
             events::partitions_assigned(&added, assignment.len());
         }
-        if !from_state.is_empty() {
-            self.start_from_state(consumer, tpl, &from_state);
-        }
-        self.status.set_joined();
-        self.mark_reachable();
-    }
-
-    fn start_from_state(
-        &self,
-        consumer: &BaseConsumer<SourceContext>,
-        tpl: &mut TopicPartitionList,
-        states: &[(String, i32, i64)],
-    ) {
         let committed = consumer
             .committed_offsets(tpl.clone(), COMMITTED_LOOKUP_TIMEOUT)
             .map(|list| list.to_topic_map())
             .unwrap_or_default();
-        for (topic, partition, state) in states {
-            let committed = committed
-                .get(&(topic.clone(), *partition))
+        let committed_of = |topic: &str, partition: i32| {
+            committed
+                .get(&(topic.to_owned(), partition))
                 .and_then(|offset| offset.to_raw())
-                .filter(|&o| o >= 0);
-            if committed == Some(*state) {
-                continue;
+                .filter(|&o| o >= 0)
+        };
+        for slot in &slots {
+            let committed = committed_of(&slot.topic, slot.partition);
+            let state = from_state
+                .iter()
+                .find(|(t, p, _)| *t == slot.topic && *p == slot.partition)
+                .map(|(_, _, offset)| *offset);
+            if let Some(next) = state.or(committed) {
+                slot.start_at(next, committed);
             }
-            if tpl
-                .set_partition_offset(topic, *partition, Offset::Offset(*state))
-                .is_ok()
+        }
+        for (topic, partition, state) in &from_state {
+            let committed = committed_of(topic, *partition);
+            if committed != Some(*state)
+                && tpl
+                    .set_partition_offset(topic, *partition, Offset::Offset(*state))
+                    .is_ok()
             {
                 events::partition_starts_from_state(topic, *partition, *state, committed);
             }
         }
+        self.status.set_joined();
+        self.mark_reachable();
     }
 
     /// Revoked partitions: queued messages are skipped (never decided here, so the new owner
@@ -501,7 +503,7 @@ fn checkpoint_and_commit(
     let offsets = safe_offsets(slots);
     let mut failed = None;
     let mut published = false;
-    decider.checkpoint(&offsets, &mut || {
+    decider.checkpoint(&offsets, &mut |sequence| {
         published = true;
         let Some(sink) = &context.transactional else {
             return commit_offsets(consumer, decider, slots, offsets.clone(), mode)
@@ -512,7 +514,7 @@ fn checkpoint_and_commit(
         let group = consumer
             .group_metadata()
             .ok_or_else(|| "no consumer group metadata".to_owned())?;
-        match sink.commit_transaction(&offsets, &group) {
+        match sink.commit_transaction(&offsets, &group, sequence) {
             Ok(()) => {
                 events::transaction_committed(offsets.len());
                 mark_committed(slots, &offsets);
@@ -653,8 +655,8 @@ impl Source {
                 return self.shut_down(deadline, None);
             }
             if busy == 0 {
-                if let Some((code, reason)) = self.sink.fatal_error() {
-                    break PipelineError::ProducerFatal { code, reason };
+                if let Some(fatal) = self.sink.fatal_error() {
+                    break fatal;
                 }
             }
             let message = self.consumer.poll(IDLE_POLL);
@@ -732,8 +734,8 @@ impl Source {
                         events::lane_full(&slot.topic, slot.partition);
                         waited = true;
                     }
-                    if let Some((code, reason)) = self.sink.fatal_error() {
-                        return Err(PipelineError::ProducerFatal { code, reason });
+                    if let Some(fatal) = self.sink.fatal_error() {
+                        return Err(fatal);
                     }
                     if self.context().stop_at.get().is_some() || slot.is_revoked() {
                         return Ok(());

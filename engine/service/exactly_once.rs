@@ -21,14 +21,14 @@ pub(super) fn settle_pending_checkpoint(
     store: &TagStore,
     settings: &PipelineSettings,
 ) -> anyhow::Result<()> {
-    let Some(txn_offsets) = store.pending_checkpoint()? else {
+    let Some((txn_offsets, sequence)) = store.pending_checkpoint()? else {
         return Ok(());
     };
     let offsets: Vec<(String, i32, i64)> = txn_offsets
         .iter()
         .map(|o| (o.topic.clone(), o.partition, o.offset))
         .collect();
-    let committed = pipeline::transaction_committed(settings, &offsets)
+    let committed = pipeline::transaction_committed(settings, &offsets, sequence)
         .context("settle the pending exactly-once checkpoint")?;
     store.resolve_pending(committed)?;
     Ok(())
@@ -42,10 +42,10 @@ impl LiveDecider {
     pub(super) fn checkpoint_exactly_once(
         &self,
         offsets: &[(String, i32, i64)],
-        publish: &mut dyn FnMut() -> Result<(), String>,
+        publish: &mut dyn FnMut(Option<u64>) -> Result<(), String>,
     ) {
         if offsets.is_empty() {
-            return; // nothing consumed yet: no offsets to tie the transaction to
+            return; // no partition with a known position: no offsets to tie the transaction to
         }
         let paused = self.timers.0.pause();
         let published = pipeline::wait_until(Instant::now() + TIMEOUTS_PUBLISHED_WAIT, || {
@@ -70,7 +70,7 @@ impl LiveDecider {
             &state_offsets,
             &timers,
             &txn_offsets,
-            publish,
+            &mut |sequence| publish(Some(sequence)),
         );
         drop(paused);
         if let Err(e) = result {

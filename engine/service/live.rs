@@ -83,7 +83,7 @@ impl Decider for LiveDecider {
     fn checkpoint(
         &self,
         offsets: &[(String, i32, i64)],
-        publish: &mut dyn FnMut() -> Result<(), String>,
+        publish: &mut dyn FnMut(Option<u64>) -> Result<(), String>,
     ) {
         self.merge_offsets(offsets);
         if self.exactly_once {
@@ -93,7 +93,7 @@ impl Decider for LiveDecider {
             tracing::error!(error = %e, "periodic checkpoint failed; the previous one stands");
         }
         // Failures are logged by the pipeline; a restart seeks to the checkpoint anyway.
-        let _ = publish();
+        let _ = publish(None);
     }
 
     fn stopping(&self) {

@@ -1,25 +1,19 @@
 #!/usr/bin/env bash
-# The compose flow as plain processes (no Docker): a tansu broker, `veto run`, `veto-loadgen`;
+# The compose flow as plain processes (no Docker): Apache Kafka (the version docker-compose.yml
+# runs, started by tests/kafka/broker.sh), `veto run`, `veto-loadgen`;
 # then every produced event must have exactly one decision (read with tests/compose/read_topic.py),
 # some of them not `allow`, and Veto must stop cleanly on SIGTERM. Installs the confluent-kafka
-# Python client into ~/.cache/veto-tools/py when missing (Debian's kcat is too old for tansu).
-# Needs tansu (built once by `bash tests/run.sh`, or $VETO_TANSU). Builds release binaries into
-# $VETO_RELEASE_TARGET (default ~/.cache/target-timer-release).
+# Python client into ~/.cache/veto-tools/py when missing. Builds release binaries into
+# $CARGO_TARGET_DIR (default ~/.cache/veto-target).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT="$PWD"
 
-export CARGO_TARGET_DIR="${VETO_RELEASE_TARGET:-$HOME/.cache/target-timer-release}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/veto-target}"
 PY="$HOME/.cache/veto-tools/py/bin/python"
 EVENTS="${EVENTS:-3000}"
 RATE="${RATE:-1000}"
 TIMEOUT="${TIMEOUT_SECONDS:-120}"
-TANSU="${VETO_TANSU:-$HOME/.cache/veto-tools/bin/tansu}"
-
-if [ ! -x "$TANSU" ]; then
-  echo "tansu not found at $TANSU: run 'bash tests/run.sh' once (it builds tansu) or set VETO_TANSU" >&2
-  exit 1
-fi
 if ! "$PY" -c "import confluent_kafka" 2>/dev/null; then
   python3 -m venv "$HOME/.cache/veto-tools/py"
   "$PY" -m pip install -q confluent-kafka
@@ -31,24 +25,19 @@ BIN="$CARGO_TARGET_DIR/release"
 
 work="$(mktemp -d)"
 pids=()
+kafka_dir=""
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  [ -z "$kafka_dir" ] || bash tests/kafka/broker.sh stop "$kafka_dir"
   if [ "${KEEP_WORK:-0}" = 1 ]; then echo "work dir kept: $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
 
-port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-BROKERS="127.0.0.1:$port"
-echo "==> tansu on $BROKERS"
-RUST_LOG=warn "$TANSU" broker \
-  --listener-url "tcp://$BROKERS" --advertised-listener-url "tcp://$BROKERS" \
-  --storage-engine memory://tansu/ >"$work/tansu.log" 2>&1 &
-pids+=("$!")
-for _ in $(seq 1 100); do
-  (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-  sleep 0.1
-done
+echo "==> Apache Kafka (tests/kafka/broker.sh, the broker image docker-compose.yml runs)"
+kafka_dir="$work/kafka"
+BROKERS="$(bash tests/kafka/broker.sh start "$kafka_dir")"
+echo "    on $BROKERS"
 
 "$BIN/veto-loadgen" --brokers "$BROKERS" --quiet --create-only \
   --create-topics payments,decisions,dead-letters,entity-tags,decisions-shadow --partitions 4

@@ -1,4 +1,5 @@
-//! Helpers shared by the tests that run the real `veto` binary on a real broker (tansu).
+//! Helpers shared by the tests that run the real `veto` binary on a real broker (Apache Kafka,
+//! started by `tests/kafka/broker.sh`) or on librdkafka's mock cluster.
 #![allow(dead_code)] // each test crate uses a different subset
 
 use std::collections::HashMap;
@@ -26,51 +27,76 @@ impl Drop for Killed {
     }
 }
 
-pub fn tansu_binary() -> PathBuf {
-    if let Ok(p) = std::env::var("VETO_TANSU") {
-        return PathBuf::from(p);
-    }
-    let home = std::env::var("HOME").expect("HOME");
-    let path = PathBuf::from(home).join(".cache/veto-tools/bin/tansu");
+/// A single-node Apache Kafka (KRaft) in a temporary folder, run by `tests/kafka/broker.sh`
+/// (which fetches Kafka with Maven once); stopped when dropped.
+pub struct Kafka {
+    dir: tempfile::TempDir,
+    pub brokers: String,
+}
+
+fn broker_script(args: &[&std::ffi::OsStr]) -> String {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/kafka/broker.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .args(args)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run tests/kafka/broker.sh");
     assert!(
-        path.exists(),
-        "the tansu broker is missing: run `bash tests/run.sh`, which installs it, or set VETO_TANSU"
+        out.status.success(),
+        "tests/kafka/broker.sh {args:?} failed with {}",
+        out.status
     );
-    path
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-pub fn start_broker() -> (Killed, String) {
-    let port = free_port();
-    let url = format!("tcp://127.0.0.1:{port}");
-    let child = Command::new(tansu_binary())
-        .args([
-            "broker",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &url,
-            "--storage-engine",
-            "memory://tansu/",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start tansu");
-    let brokers = format!("127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(&brokers).is_err() {
-        assert!(Instant::now() < deadline, "tansu did not start listening");
-        std::thread::sleep(Duration::from_millis(100));
+impl Kafka {
+    /// Starts a fresh broker on free 127.0.0.1 ports and waits until it serves requests.
+    pub fn start() -> Kafka {
+        let dir = tempfile::Builder::new()
+            .prefix("veto-kafka-")
+            .tempdir()
+            .expect("broker dir");
+        let brokers = broker_script(&["start".as_ref(), dir.path().as_os_str()]);
+        Kafka { dir, brokers }
     }
-    (Killed(child), brokers)
+
+    /// `kill -9` of the broker process; its log dir stays for [`Kafka::restart`].
+    pub fn kill_9(&self) {
+        broker_script(&["kill".as_ref(), self.dir.path().as_os_str()]);
+    }
+
+    /// Starts the broker again on the same ports and log dir.
+    pub fn restart(&self) {
+        let brokers = broker_script(&["start".as_ref(), self.dir.path().as_os_str()]);
+        assert_eq!(
+            brokers, self.brokers,
+            "a restarted broker keeps its address"
+        );
+    }
+
+    /// The broker's own log (for a failing test's message).
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("broker.log")
+    }
+}
+
+impl Drop for Kafka {
+    fn drop(&mut self) {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/kafka/broker.sh");
+        let _ = Command::new("bash")
+            .arg(script)
+            .arg("stop")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// A fresh Apache Kafka broker and its bootstrap address.
+pub fn start_broker() -> (Kafka, String) {
+    let kafka = Kafka::start();
+    let brokers = kafka.brokers.clone();
+    (kafka, brokers)
 }
 
 /// A broker for tests that kill Veto: librdkafka's mock cluster, served over TCP by the test

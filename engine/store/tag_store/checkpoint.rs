@@ -71,7 +71,7 @@ struct Counts {
 /// The Kafka side of an exactly-once checkpoint: the transaction's offsets and its commit.
 struct Publish<'a> {
     txn_offsets: &'a [PartitionOffset],
-    publish: &'a mut dyn FnMut() -> Result<(), String>,
+    publish: &'a mut dyn FnMut(u64) -> Result<(), String>,
 }
 
 impl TagStore {
@@ -87,7 +87,9 @@ impl TagStore {
     }
 
     /// The exactly-once checkpoint: the file is first recorded as *pending*, then `publish`
-    /// commits the Kafka transaction that carries `txn_offsets`, then the file is applied.
+    /// commits the Kafka transaction that carries `txn_offsets` (it is given the checkpoint's
+    /// sequence, which the transaction carries as the offsets' commit metadata so that two
+    /// transactions with equal offsets are told apart), then the file is applied.
     /// When `publish` fails the state stays dirty and the pending copy stays on disk, settled
     /// by [`TagStore::resolve_pending`] at the next start once Kafka tells the outcome.
     pub fn checkpoint_published(
@@ -95,7 +97,7 @@ impl TagStore {
         offsets: &[PartitionOffset],
         timers: &[u8],
         txn_offsets: &[PartitionOffset],
-        publish: &mut dyn FnMut() -> Result<(), String>,
+        publish: &mut dyn FnMut(u64) -> Result<(), String>,
     ) -> Result<CheckpointStats, StoreError> {
         self.write_checkpoint(
             offsets,
@@ -107,9 +109,13 @@ impl TagStore {
         )
     }
 
-    /// The Kafka offsets of the pending exactly-once checkpoint, if one is waiting.
-    pub fn pending_checkpoint(&self) -> Result<Option<Vec<PartitionOffset>>, StoreError> {
-        Ok(self.disk.pending()?.map(|pending| pending.txn_offsets))
+    /// The Kafka offsets and the sequence of the pending exactly-once checkpoint, if one is
+    /// waiting.
+    pub fn pending_checkpoint(&self) -> Result<Option<(Vec<PartitionOffset>, u64)>, StoreError> {
+        Ok(self
+            .disk
+            .pending()?
+            .map(|pending| (pending.txn_offsets, pending.sequence)))
     }
 
     /// Applies the pending checkpoint if its transaction `committed`, else discards it; call
@@ -208,7 +214,7 @@ impl TagStore {
                 publish,
             }) => {
                 let pending = self.disk.write_pending(txn_offsets, writer, &manifest)?;
-                publish().map_err(StoreError::NotPublished)?;
+                publish(sequence).map_err(StoreError::NotPublished)?;
                 if let Err(error) = self.disk.commit_pending(&pending) {
                     // its transaction committed: no other checkpoint before this one is in
                     *self.unapplied.lock() = Some(pending);

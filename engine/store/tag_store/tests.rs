@@ -201,33 +201,34 @@ fn pending_checkpoints_apply_only_when_their_transaction_committed() {
         let dir = tempfile::tempdir().unwrap();
         let store = TagStore::open(config(dir.path())).unwrap();
         count_one(&store);
-        let mut published = 0;
+        let mut published = Vec::new();
         store
-            .checkpoint_published(&offsets(1), b"t1", &offsets(1), &mut || {
-                published += 1;
+            .checkpoint_published(&offsets(1), b"t1", &offsets(1), &mut |sequence| {
+                published.push(sequence);
                 Ok(())
             })
             .unwrap();
-        assert_eq!(published, 1);
+        assert_eq!(published, [1], "publish is given the checkpoint's sequence");
         assert_eq!(store.pending_checkpoint().unwrap(), None);
 
         // The second transaction "crashes": publish fails after the pending copy is written.
         count_one(&store);
         let error = store
-            .checkpoint_published(&offsets(2), b"t2", &offsets(2), &mut || {
+            .checkpoint_published(&offsets(2), b"t2", &offsets(2), &mut |sequence| {
+                assert_eq!(sequence, 2);
                 Err("broker gone".into())
             })
             .unwrap_err();
         assert!(matches!(error, StoreError::NotPublished(_)), "{error}");
         // its transaction may have committed: no later checkpoint may replace it
         let error = store
-            .checkpoint_published(&offsets(3), b"t3", &offsets(3), &mut || Ok(()))
+            .checkpoint_published(&offsets(3), b"t3", &offsets(3), &mut |_| Ok(()))
             .unwrap_err();
         assert!(matches!(error, StoreError::PendingUnsettled), "{error}");
         drop(store);
 
         let store = TagStore::open(config(dir.path())).unwrap();
-        assert_eq!(store.pending_checkpoint().unwrap(), Some(offsets(2)));
+        assert_eq!(store.pending_checkpoint().unwrap(), Some((offsets(2), 2)));
         store.resolve_pending(committed).unwrap();
         assert_eq!(store.pending_checkpoint().unwrap(), None);
         let restored = store.restore().unwrap().unwrap();
@@ -258,7 +259,7 @@ fn a_committed_checkpoint_that_failed_to_apply_is_applied_by_the_next() {
     count_one(&store);
     let mut name = None;
     let error = store
-        .checkpoint_published(&offsets(1), b"t1", &offsets(1), &mut || {
+        .checkpoint_published(&offsets(1), b"t1", &offsets(1), &mut |_| {
             let file = std::fs::read_dir(&incoming)
                 .unwrap()
                 .next()
@@ -273,7 +274,7 @@ fn a_committed_checkpoint_that_failed_to_apply_is_applied_by_the_next() {
     std::fs::rename(&held, incoming.join(name.unwrap())).unwrap();
     count_one(&store);
     store
-        .checkpoint_published(&offsets(2), b"t2", &offsets(2), &mut || Ok(()))
+        .checkpoint_published(&offsets(2), b"t2", &offsets(2), &mut |_| Ok(()))
         .unwrap();
     drop(store);
 

@@ -1,71 +1,65 @@
-//! The broker under test: a tansu process started on a free 127.0.0.1 port, or brokers given by the user.
+//! The broker under test: a single-node Apache Kafka started by `tests/kafka/broker.sh` on free
+//! 127.0.0.1 ports in the output folder, or brokers given by the user.
 
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 use super::BenchError;
 
 /// Where the broker comes from.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct BrokerInfo {
-    /// "tansu (started by the harness)" or "external".
+    /// "Apache Kafka (started by the harness)" or "external".
     pub kind: String,
     pub bootstrap: String,
     pub version: String,
 }
 
-/// A running broker; a tansu child process is killed when this is dropped.
+/// A running broker; one the harness started is stopped when this is dropped.
 pub struct Broker {
     pub info: BrokerInfo,
-    child: Option<Child>,
+    /// The state folder of a broker the harness started.
+    dir: Option<PathBuf>,
 }
 
-/// The tansu binary: `$VETO_TANSU`, else `~/.cache/veto-tools/bin/tansu`.
-pub fn tansu_path() -> PathBuf {
-    if let Some(p) = std::env::var_os("VETO_TANSU") {
-        return PathBuf::from(p);
+/// The Kafka version `tests/kafka/broker.sh` runs.
+pub const KAFKA_VERSION: &str = "4.4.0";
+
+/// `tests/kafka/broker.sh`: `$VETO_KAFKA_SCRIPT`, else the repository's copy.
+pub fn broker_script() -> PathBuf {
+    match std::env::var_os("VETO_KAFKA_SCRIPT") {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/kafka/broker.sh"),
     }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_default();
-    home.join(".cache/veto-tools/bin/tansu")
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago.
-pub fn free_port() -> Result<u16, BenchError> {
-    let listener =
-        TcpListener::bind("127.0.0.1:0").map_err(|e| BenchError::Broker(e.to_string()))?;
-    let port = listener
-        .local_addr()
-        .map_err(|e| BenchError::Broker(e.to_string()))?
-        .port();
-    Ok(port)
-}
-
-/// The arguments that start tansu as a single in-memory broker on `port`.
-pub fn tansu_args(port: u16) -> Vec<String> {
-    let url = format!("tcp://127.0.0.1:{port}");
-    vec![
-        "broker".into(),
-        "--kafka-listener-url".into(),
-        url.clone(),
-        "--advertised-listener-url".into(),
-        url,
-        "--storage-engine".into(),
-        "memory://tansu/".into(),
-    ]
+/// Runs `broker.sh <command> <dir>`; its standard output, trimmed.
+fn script(command: &str, dir: &Path) -> Result<String, BenchError> {
+    let script = broker_script();
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg(command)
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| BenchError::Broker(format!("run {}: {e}", script.display())))?;
+    if !out.status.success() {
+        return Err(BenchError::Broker(format!(
+            "{} {command} {} failed ({}); see {}/broker.log",
+            script.display(),
+            dir.display(),
+            out.status,
+            dir.display()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 impl Broker {
-    /// Uses `brokers` when given, else starts tansu (logging to `tansu-<label>.log` in `log_dir`)
-    /// and waits until it accepts connections.
-    pub fn start(
-        brokers: Option<&str>,
-        log_dir: &std::path::Path,
-        label: &str,
-    ) -> Result<Broker, BenchError> {
+    /// Uses `brokers` when given, else starts Apache Kafka with its state and log in
+    /// `<out>/kafka-<label>` and waits until it serves requests.
+    pub fn start(brokers: Option<&str>, out: &Path, label: &str) -> Result<Broker, BenchError> {
         if let Some(b) = brokers {
             return Ok(Broker {
                 info: BrokerInfo {
@@ -73,84 +67,38 @@ impl Broker {
                     bootstrap: b.to_string(),
                     version: "unknown".into(),
                 },
-                child: None,
+                dir: None,
             });
         }
-        let tansu = tansu_path();
-        if !tansu.exists() {
-            return Err(BenchError::Broker(format!(
-                "{} not found: run `bash tests/run.sh` once (it builds tansu), or set VETO_TANSU, or pass --brokers",
-                tansu.display()
-            )));
+        let dir = out.join(format!("kafka-{label}"));
+        // a fresh broker: a previous run's log would be read as this run's input
+        let _ = script("stop", &dir);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(|source| BenchError::Io {
+                path: dir.clone(),
+                source,
+            })?;
         }
-        let version = Command::new(&tansu)
-            .arg("--version")
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-            .unwrap_or_else(|_| "unknown".into());
-        let port = free_port()?;
-        let log_path = log_dir.join(format!("tansu-{label}.log"));
-        let log = std::fs::File::create(&log_path).map_err(|source| BenchError::Io {
-            path: log_path.clone(),
+        let dir = std::path::absolute(&dir).map_err(|source| BenchError::Io {
+            path: dir.clone(),
             source,
         })?;
-        let log_err = log.try_clone().map_err(|source| BenchError::Io {
-            path: log_path.clone(),
-            source,
-        })?;
-        let child = Command::new(&tansu)
-            .args(tansu_args(port))
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err)
-            .spawn()
-            .map_err(|e| BenchError::Broker(format!("spawn {}: {e}", tansu.display())))?;
-        let mut broker = Broker {
+        let bootstrap = script("start", &dir)?;
+        Ok(Broker {
             info: BrokerInfo {
-                kind: "tansu (started by the harness, memory storage)".into(),
-                bootstrap: format!("127.0.0.1:{port}"),
-                version,
+                kind: "Apache Kafka, single-node KRaft (started by the harness)".into(),
+                bootstrap,
+                version: KAFKA_VERSION.into(),
             },
-            child: Some(child),
-        };
-        broker.wait_listening(port, Duration::from_secs(20), &log_path)?;
-        Ok(broker)
-    }
-
-    fn wait_listening(
-        &mut self,
-        port: u16,
-        timeout: Duration,
-        log_path: &std::path::Path,
-    ) -> Result<(), BenchError> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    return Err(BenchError::Broker(format!(
-                        "tansu exited with {status}; see {}",
-                        log_path.display()
-                    )));
-                }
-            }
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Err(BenchError::Timeout(format!(
-            "tansu did not listen on 127.0.0.1:{port} within {timeout:?}; see {}",
-            log_path.display()
-        )))
+            dir: Some(dir),
+        })
     }
 }
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(dir) = &self.dir {
+            let _ = script("stop", dir);
         }
     }
 }
@@ -160,11 +108,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tansu_listens_where_it_advertises() {
-        let args = tansu_args(19092);
-        assert_eq!(args[0], "broker");
-        assert!(args.contains(&"tcp://127.0.0.1:19092".to_string()));
-        assert!(free_port().expect("a free port") > 0);
+    fn the_broker_script_is_the_repositorys() {
+        let script = broker_script();
+        assert!(script.ends_with("tests/kafka/broker.sh"));
+        assert!(script.exists(), "{}", script.display());
     }
 
     #[test]

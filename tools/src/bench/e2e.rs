@@ -1,8 +1,7 @@
 //! Scenario `e2e`: Kafka end-to-end throughput and latency of `veto run` beside a no-rules passthrough.
 //!
-//! For each system, on the same broker software in the same run, with its own input and output
-//! topics (and, when the harness starts tansu, on a fresh tansu process of its own: tansu's
-//! memory storage gets slower as it fills, which would penalise whichever system runs second):
+//! For each system, on the same broker (Apache Kafka, started once per run by the harness unless
+//! `--brokers` is given) in the same run, with its own input and output topics:
 //! 1. saturation: `--saturation-events` events are produced before the system starts; its
 //!    throughput is the rate between the arrival of 20 % and of 95 % of its decisions (the first
 //!    burst, work done while its producer was starting, is left out);
@@ -67,7 +66,8 @@ pub struct E2eArgs {
     /// Output folder for report.json, plots and logs.
     #[arg(long, default_value = "bench-out/e2e")]
     pub out: PathBuf,
-    /// Kafka bootstrap servers; default: start tansu on a free 127.0.0.1 port.
+    /// Kafka bootstrap servers; default: start Apache Kafka (tests/kafka/broker.sh) on free
+    /// 127.0.0.1 ports, once for the whole run.
     #[arg(long)]
     pub brokers: Option<String>,
     /// The `veto` binary; default: `veto` next to this executable.
@@ -999,13 +999,11 @@ pub fn run(args: &E2eArgs) -> Result<PathBuf, BenchError> {
         .build()
         .map_err(|e| BenchError::Invalid(e.to_string()))?;
     let mut results = Vec::new();
-    let mut broker_info = None;
+    let broker = Broker::start(args.brokers.as_deref(), &args.out, "e2e")?;
+    let broker_info = Some(broker.info.clone());
     let rounds = if args.garbage_only { 0 } else { args.rounds };
     for round in 1..=rounds {
         for kind in round_order(&args.systems, round) {
-            // a fresh tansu per system (or the same external brokers for all)
-            let broker =
-                Broker::start(args.brokers.as_deref(), &args.out, &round_name(kind, round))?;
             results.push(run_system(
                 kind,
                 round,
@@ -1013,20 +1011,15 @@ pub fn run(args: &E2eArgs) -> Result<PathBuf, BenchError> {
                 &broker.info.bootstrap,
                 &runtime,
             )?);
-            broker_info = Some(broker.info.clone());
         }
     }
     let bad_input = match args.garbage {
-        Some(fraction) => {
-            let broker = Broker::start(args.brokers.as_deref(), &args.out, "bad-input")?;
-            broker_info = Some(broker.info.clone());
-            Some(super::badinput::run(
-                args,
-                fraction,
-                &broker.info.bootstrap,
-                &runtime,
-            )?)
-        }
+        Some(fraction) => Some(super::badinput::run(
+            args,
+            fraction,
+            &broker.info.bootstrap,
+            &runtime,
+        )?),
         None => None,
     };
     let (ratio, round_ratios) = ratios(&results, rounds);

@@ -1,6 +1,6 @@
-//! End to end against a real Kafka-protocol broker process (tansu) and the real `veto` binary:
-//! every event gets exactly one decision across a SIGTERM mid-stream and a restart.
-//! The broker binary comes from `$VETO_TANSU` (set by tests/run.sh) or `~/.cache/veto-tools/bin/tansu`.
+//! End to end against Apache Kafka (a single-node KRaft broker per test, `tests/kafka/broker.sh`)
+//! and the real `veto` binary: every event gets exactly one decision across a SIGTERM mid-stream
+//! and a restart; SIGUSR1 swaps rule files live.
 
 mod support;
 
@@ -157,4 +157,134 @@ fn a_burst_of_50_sigusr1_keeps_the_service_up_and_ends_on_the_last_file() {
         assert!(Instant::now() < deadline, "the last file never went live");
     }
     sigterm_and_wait(veto);
+}
+
+/// Adds lines to the `[kafka]` section of a config written by `write_config*`.
+fn with_kafka_lines(config: &std::path::Path, lines: &str) {
+    let text = std::fs::read_to_string(config).expect("read config");
+    std::fs::write(
+        config,
+        text.replacen("[kafka]\n", &format!("[kafka]\n{lines}\n"), 1),
+    )
+    .expect("write config");
+}
+
+#[test]
+fn kill_9_of_the_broker_mid_stream_loses_no_decision() {
+    let kafka = Kafka::start();
+    let brokers = kafka.brokers.clone();
+    create_topics(&brokers, 2);
+    let events: Vec<_> = Synth::new(SynthConfig {
+        seed: 23,
+        users: 800,
+        ..SynthConfig::default()
+    })
+    .take(6_000)
+    .collect();
+    let (first, second) = events.split_at(3_000);
+    let data = tempfile::tempdir().expect("tempdir");
+    let rules = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("rules/payments.veto");
+    let config = write_config_with(
+        data.path(),
+        &brokers,
+        "veto-outage",
+        &rules,
+        "checkpoint_interval = \"500ms\"",
+        &[],
+    );
+    let log_path = data.path().join("veto.log");
+    let mut veto = start_veto_logging(&config, std::fs::File::create(&log_path).expect("log"));
+    let consumer = decisions_reader(&brokers, "outage-reader");
+    let mut seen = HashMap::new();
+    produce_events(&brokers, first);
+    read_decisions(&consumer, &mut seen, |s| s.len() >= 1_000);
+
+    // The broker dies mid-stream (decisions in flight, offsets uncommitted), stays down for a
+    // while, and comes back on the same log dir and port.
+    kafka.kill_9();
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(
+        veto.0.try_wait().expect("wait").is_none(),
+        "veto exited during the broker outage"
+    );
+    kafka.restart();
+    produce_events(&brokers, second);
+    let total = events.len();
+    read_decisions(&consumer, &mut seen, |s| s.len() >= total);
+    sigterm_and_wait(veto);
+    for e in &events {
+        assert!(
+            seen.contains_key(&e.event_id),
+            "event {} has no decision after the broker outage",
+            e.event_id
+        );
+    }
+    let log = std::fs::read_to_string(&log_path).expect("log");
+    assert!(
+        log.contains("kafka brokers unreachable") && log.contains("kafka broker reachable"),
+        "the outage is logged: {}",
+        &log[..log.len().min(4_000)]
+    );
+}
+
+#[test]
+fn a_second_instance_with_the_same_transactional_id_fences_the_first() {
+    let kafka = Kafka::start();
+    let brokers = kafka.brokers.clone();
+    create_topics(&brokers, 2);
+    let rules = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("rules/payments.veto");
+    let start = |name: &str| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = write_config_with(
+            dir.path(),
+            &brokers,
+            "veto-fence",
+            &rules,
+            "checkpoint_interval = \"300ms\"",
+            &[],
+        );
+        with_kafka_lines(
+            &config,
+            "delivery = \"exactly_once\"\ntransactional_id = \"veto-shared\"",
+        );
+        let log_path = dir.path().join(format!("{name}.log"));
+        let veto = start_veto_logging(&config, std::fs::File::create(&log_path).expect("log"));
+        wait_for_log(&log_path, "partitions assigned", Duration::from_secs(60));
+        (dir, log_path, veto)
+    };
+    let mut synth = Synth::new(SynthConfig {
+        seed: 3,
+        ..SynthConfig::default()
+    });
+    let (_first_dir, first_log, mut first) = start("first");
+    let batch: Vec<_> = synth.by_ref().take(200).collect();
+    produce_events(&brokers, &batch);
+    wait_for_log(
+        &first_log,
+        "kafka transaction committed",
+        Duration::from_secs(60),
+    );
+
+    let (_second_dir, _second_log, second) = start("second");
+    let batch: Vec<_> = synth.by_ref().take(200).collect();
+    produce_events(&brokers, &batch);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = first.0.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the fenced instance kept running: {}",
+            std::fs::read_to_string(&first_log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(!status.success(), "a fenced instance exits with an error");
+    let log = std::fs::read_to_string(&first_log).expect("log");
+    assert!(
+        log.contains("fenced by another instance with transactional id \"veto-shared\""),
+        "the fenced instance says why it stopped: {log}"
+    );
+    sigterm_and_wait(second);
 }
