@@ -1,5 +1,8 @@
 //! Veto: a real-time risk-control rule engine for payments.
 //!
+//! The contract it keeps (event time and windows, tags, timers, delivery, metric names) is
+//! `docs/semantics.md`; the other pages in `docs/` say how each part is built.
+//!
 //! # Layout
 //!
 //! Dependencies point one way: `pipeline` → `rules` / `store` / `timer` → `event`.
