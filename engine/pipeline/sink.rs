@@ -307,20 +307,11 @@ impl Sink {
         let mut delivery = Box::new(Delivery { token, attempt: 0 });
         let mut waited = false;
         loop {
-            match self.attempt(topic, key, payload, delivery) {
-                Attempt::Sent => return true,
-                Attempt::QueueFull(back) => {
-                    if self.give_up() {
-                        return false;
-                    }
-                    if !waited {
-                        events::producer_queue_full();
-                        waited = true;
-                    }
-                    delivery = back;
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
+            match self.send_step(topic, key, payload, delivery, &mut waited) {
+                Ok(sent) => return sent,
+                Err(back) => delivery = back,
             }
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
 
@@ -333,19 +324,36 @@ impl Sink {
     ) -> bool {
         let mut waited = false;
         loop {
-            match self.attempt(topic, key, payload, delivery) {
-                Attempt::Sent => return true,
-                Attempt::QueueFull(back) => {
-                    if self.give_up() {
-                        return false;
-                    }
-                    if !waited {
-                        events::producer_queue_full();
-                        waited = true;
-                    }
-                    delivery = back;
-                    std::thread::sleep(Duration::from_millis(1));
+            match self.send_step(topic, key, payload, delivery, &mut waited) {
+                Ok(sent) => return sent,
+                Err(back) => delivery = back,
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// One pass of a send loop: `Ok(true)` sent, `Ok(false)` given up (drain deadline passed),
+    /// `Err(delivery)` the producer queue is full: wait a moment and pass again (the first
+    /// full queue of a message is reported once, through `waited`).
+    fn send_step(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        delivery: Box<Delivery>,
+        waited: &mut bool,
+    ) -> Result<bool, Box<Delivery>> {
+        match self.attempt(topic, key, payload, delivery) {
+            Attempt::Sent => Ok(true),
+            Attempt::QueueFull(back) => {
+                if self.give_up() {
+                    return Ok(false);
                 }
+                if !*waited {
+                    events::producer_queue_full();
+                    *waited = true;
+                }
+                Err(back)
             }
         }
     }
