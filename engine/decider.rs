@@ -1,6 +1,11 @@
 //! The engine core: one event in, one decision out — feature updates, rule evaluation, tags and
 //! timer arm/cancel, plus an optional shadow set — with no Kafka in sight. Used by the pipeline,
-//! `veto test`, `veto backtest` and the benches.
+//! `veto test`, `veto backtest` and the benches. The event-time timers of replays are in
+//! `event_time`.
+
+mod event_time;
+
+pub use event_time::{DueTimer, EventTimeTimers};
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -520,86 +525,6 @@ fn observe<'e>(agg: Aggregate, value: Option<Field>, event: &Frame<'e>) -> Obser
             .map(Observation::Num)
             .unwrap_or(Observation::Missing),
         (_, None) => Observation::Missing,
-    }
-}
-
-/// A timer that fired: which sequence rule, for which original event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DueTimer {
-    pub rule: Arc<str>,
-    pub key: String,
-    pub event_id: String,
-    pub txn_id: Option<String>,
-    pub deadline_ms: i64,
-}
-
-/// Timers in event time, for `veto test` and `veto backtest`: a timer armed by an event at `t`
-/// with `within d` is due once an event at or after `t + d` is seen (or the stream ends), so
-/// replays decide the same way every time.
-#[derive(Default)]
-pub struct EventTimeTimers {
-    inner: parking_lot::Mutex<EventTimeTimersInner>,
-}
-
-#[derive(Default)]
-struct EventTimeTimersInner {
-    by_deadline: std::collections::BTreeMap<(i64, u64), DueTimer>,
-    armed: ahash::AHashMap<(Arc<str>, String), (i64, u64)>,
-    seq: u64,
-}
-
-impl EventTimeTimers {
-    /// Removes and returns, in deadline order, every timer due at or before `now_ms`.
-    pub fn due(&self, now_ms: i64) -> Vec<DueTimer> {
-        let mut inner = self.inner.lock();
-        let mut due = Vec::new();
-        while let Some(entry) = inner.by_deadline.first_entry() {
-            if entry.key().0 > now_ms {
-                break;
-            }
-            let timer = entry.remove();
-            inner.armed.remove(&(timer.rule.clone(), timer.key.clone()));
-            due.push(timer);
-        }
-        due
-    }
-
-    /// Number of armed timers.
-    pub fn armed(&self) -> usize {
-        self.inner.lock().armed.len()
-    }
-}
-
-impl TimerSink for EventTimeTimers {
-    fn arm(&self, rule: &Arc<str>, key: &str, event: &PaymentEvent, within: Duration) {
-        let mut inner = self.inner.lock();
-        let id = (rule.clone(), key.to_owned());
-        if inner.armed.contains_key(&id) {
-            return;
-        }
-        inner.seq += 1;
-        let deadline_ms = event
-            .event_time_ms
-            .saturating_add(i64::try_from(within.as_millis()).unwrap_or(i64::MAX));
-        let slot = (deadline_ms, inner.seq);
-        inner.armed.insert(id, slot);
-        inner.by_deadline.insert(
-            slot,
-            DueTimer {
-                rule: rule.clone(),
-                key: key.to_owned(),
-                event_id: event.event_id.clone(),
-                txn_id: event.txn_id.clone(),
-                deadline_ms,
-            },
-        );
-    }
-
-    fn cancel(&self, rule: &Arc<str>, key: &str) {
-        let mut inner = self.inner.lock();
-        if let Some(slot) = inner.armed.remove(&(rule.clone(), key.to_owned())) {
-            inner.by_deadline.remove(&slot);
-        }
     }
 }
 

@@ -1,5 +1,8 @@
 //! Veto: a real-time risk-control rule engine for payments.
 //!
+//! The contract it keeps (event time and windows, tags, timers, delivery, metric names) is
+//! `docs/semantics.md`; the other pages in `docs/` say how each part is built.
+//!
 //! # Layout
 //!
 //! Dependencies point one way: `pipeline` → `rules` / `store` / `timer` → `event`.
@@ -21,12 +24,10 @@
 //! | [`demo`]      | `veto demo`: the service on an embedded broker with synthetic payments |
 //! | [`config`]    | `veto.toml` + environment overrides |
 //! | [`telemetry`] | logging, Prometheus recorder, `/metrics` `/healthz` `/readyz` |
-//! | [`synth`]     | synthetic payment workload (demo, load generator, benches) |
-//! | [`benchkit`]  | workloads and probes shared by the criterion benches and `veto-bench` |
+//! | [`synth`]     | synthetic payment workload (`veto demo`; also the load generator and benchmarks) |
 //! | [`cli`]       | the `veto` subcommands |
 
 pub mod backtest;
-pub mod benchkit;
 pub mod cli;
 pub mod config;
 pub mod decider;

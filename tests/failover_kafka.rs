@@ -184,7 +184,16 @@ fn strip_ansi(line: &str) -> String {
 /// User + system CPU seconds of a running process.
 fn cpu_of(veto: &Killed) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{}/stat", veto.0.id())).unwrap_or_default();
-    veto::benchkit::process::parse_cpu_seconds(&stat)
+    // utime and stime: the 12th and 13th fields after the parenthesised command name, in
+    // ticks of 1/100 s
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    after
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse::<f64>().ok())
+        .sum::<f64>()
+        / 100.0
 }
 
 /// One of the three instances: its own data dir and config, a log file per run.

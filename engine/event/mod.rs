@@ -6,6 +6,7 @@
 mod codec;
 mod error;
 mod fastpb;
+mod hash;
 mod json;
 mod model;
 mod parse;
@@ -22,6 +23,7 @@ pub use codec::{
 #[cfg(test)]
 pub(crate) use codec::{decode_event_prost, encode_decision_prost};
 pub use error::EventError;
+pub use hash::stable_hash;
 pub use model::{
     currency_exponent, Aggregate, Decision, Field, Outcome, PaymentEvent, RuleHit, TagUpdate,
     Trigger,

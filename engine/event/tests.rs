@@ -1,4 +1,5 @@
 //! Tests of the wire codecs: round trips, hostile input, and one test per validation error.
+//! (Over 800 lines: one table-like file of codec and validation cases, one test per error.)
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -5,6 +5,9 @@
 //! off: the source commits the offsets up to which every message's outputs are acknowledged
 //! (see [`super::ack`]): every `commit_interval`, or, with a stateful decider, right after each
 //! quiesced checkpoint with exactly the checkpoint's offsets.
+//!
+//! Over 800 lines on purpose: the poll loop, the rebalance callbacks and the checkpoint/commit
+//! steps are one state machine over the same assignment and slots.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -596,8 +599,8 @@ impl Source {
             // default holds up to 64 MiB of fetched messages, the RSS spikes of the soak).
             .set("queued.max.messages.kbytes", PREFETCH_KBYTES)
             // Once the prefetch is full librdkafka pauses a partition's fetches for this long
-            // (default 1 s): Veto drained it in ~0.5 s and then idled, running in bursts
-            // (docs/benchmarks.md, session 6). 10 ms resumes fetching soon after there is room.
+            // (default 1 s): Veto drained it in ~0.5 s and then idled, running in bursts.
+            // 10 ms resumes fetching soon after there is room.
             .set("fetch.queue.backoff.ms", "10")
             .set("statistics.interval.ms", "1000");
         if let Some((session, heartbeat)) = settings.session {

@@ -204,15 +204,8 @@ pub struct Checked {
     pub list_count: usize,
 }
 
-/// FNV-1a, 64 bit: a stable hash for fingerprints and content versions.
-pub fn stable_hash(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
-}
+/// The stable hash of fingerprints and content versions (FNV-1a, 64 bit).
+pub use crate::event::stable_hash;
 
 /// Folds constants, builds the type index and the version.
 pub fn compile(checked: Checked, content: &[&str]) -> RuleSet {

@@ -1,4 +1,5 @@
 //! Recursive-descent parser: tokens to the syntax tree, recovering at the next item after an error.
+//! (Over 800 lines: one function per grammar rule, kept in one file so the grammar reads top to bottom.)
 
 use super::ast::*;
 use super::diagnostic::Diagnostic;

@@ -1,4 +1,5 @@
 //! Tests of the rule pipeline: each checker error class, evaluation semantics, and the shipped rule set.
+//! (Over 800 lines: one test per checker error class plus the evaluation reference, kept together.)
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -547,7 +548,7 @@ fn shipped_rules_check_clean() {
     );
 }
 
-/// A naive reference of DESIGN §4 feature semantics, recomputed from the whole history.
+/// A naive reference of the feature semantics of docs/semantics.md ("Feature windows"), recomputed from the whole history.
 struct Reference {
     /// `(feature slot, entity value)` -> newest event time seen.
     newest: HashMap<(usize, String), i64>,

@@ -17,11 +17,7 @@ pub const SKETCH_STANDARD_ERROR: f64 = 0.0325;
 /// Stable 64-bit hash of a distinct item (FNV-1a then a splitmix64 finaliser); persisted, so it
 /// must never change between versions.
 pub fn item_hash(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
+    let mut h = crate::event::stable_hash(bytes);
     h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     h ^ (h >> 31)

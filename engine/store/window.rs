@@ -1,6 +1,6 @@
 //! Sliding-window feature state: sparse sorted buckets per (feature, entity) with lazy expiry.
 //!
-//! Semantics (DESIGN §4): with resolution r and n = window / r buckets, an event at t counts at
+//! Semantics (docs/semantics.md, "Feature windows"): with resolution r and n = window / r buckets, an event at t counts at
 //! evaluation time T iff floor(t/r) > floor(T/r) - n. Only non-empty buckets are stored, sorted
 //! by bucket index; buckets that fall out of the window are dropped on the next update.
 //! Numbers are kept as fixed-point i64 in units of 1e-4 so money sums are exact to the cent

@@ -422,7 +422,7 @@ mod tests {
     }
 
     /// Real time: 100k timers between 1 ms and 2 s each fire exactly once and never before
-    /// their deadline. Lateness is measured in `benches/timers.rs`, not asserted here.
+    /// their deadline. Lateness is measured in `tools/benches/timers.rs`, not asserted here.
     #[test]
     fn real_time_100k_timers_fire_exactly_once_and_never_early() {
         const TIMERS: usize = 100_000;

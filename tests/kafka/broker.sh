@@ -40,7 +40,7 @@ free_port() {
 }
 
 # A bounded heap; G1 with short pauses (latency figures are taken against this broker).
-JVM_OPTS=(-Xms256m -Xmx"${VETO_KAFKA_HEAP:-768m}" -XX:+UseG1GC -XX:MaxGCPauseMillis=20
+JVM_OPTS=(-Xms"${VETO_KAFKA_HEAP:-768m}" -Xmx"${VETO_KAFKA_HEAP:-768m}" -XX:+UseG1GC -XX:MaxGCPauseMillis=20
   -Djava.awt.headless=true -Dorg.slf4j.simpleLogger.defaultLogLevel=info
   -Dorg.slf4j.simpleLogger.showDateTime=true -cp "$LIBS/*")
 jvm() { "$JAVA" "${JVM_OPTS[@]}" "$@"; }
@@ -101,7 +101,7 @@ start() {
   from=$(($(wc -c <"$dir/broker.log") + 1))
   # Its own session, so a signal to the test's process group does not reach it: only `stop`
   # and `kill` end it (setsid execs in place here, so $! is the JVM's pid).
-  setsid "$JAVA" "${JVM_OPTS[@]}" kafka.Kafka "$dir/server.properties" \
+  setsid "$JAVA" "${JVM_OPTS[@]}" -Xlog:gc:file="$dir/gc.log":uptime kafka.Kafka "$dir/server.properties" \
     >>"$dir/broker.log" 2>&1 </dev/null &
   pid=$!
   echo "$pid" >"$dir/pid"

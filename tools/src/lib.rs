@@ -1,4 +1,4 @@
-//! Shared code of the `veto-loadgen` and `veto-bench` tools.
+//! Shared code of the `veto-loadgen` and `veto-bench` tools and the criterion benches.
 //!
 //! | module | role |
 //! |--------|------|
@@ -7,8 +7,10 @@
 //! | [`loadgen`] | the load generator (Kafka or file) |
 //! | [`topics`] | topic creation (Veto never creates topics) |
 //! | [`bench`] | the benchmark harness: scenarios, report, machine info, plots |
+//! | [`kit`] | workloads and probes shared by the harness and the criterion benches (`tools/benches/`) |
 
 pub mod bench;
+pub mod kit;
 pub mod loadgen;
 pub mod pace;
 pub mod topics;

@@ -579,7 +579,7 @@ pub struct SaturationResult {
     pub seconds: f64,
     /// Decisions per second between the 20 % and the 95 % arrival marks.
     pub events_per_sec: f64,
-    /// Decisions per second from the first decision to the last (before session 6, the figure).
+    /// Decisions per second from the first decision to the last (an initial burst inflates it).
     pub first_to_last_events_per_sec: f64,
     /// Decisions received in each 250 ms from the first one: the shape of the run.
     pub per_quarter_second: Vec<u64>,
@@ -1193,7 +1193,7 @@ mod tests {
             &topics,
             Path::new("rules/payments.veto"),
             EventFormat::Protobuf,
-            Path::new("/tmp/state"),
+            Path::new("bench-out/state"),
         );
         let parsed: toml::Table = text.parse().expect("valid toml");
         assert_eq!(parsed["kafka"]["brokers"].as_str(), Some("127.0.0.1:9092"));

@@ -26,7 +26,7 @@ pub fn consumer_config(brokers: &str, group: &str) -> ClientConfig {
         .set("fetch.wait.max.ms", "5")
         // No fetch pause: librdkafka's default stops fetching for 1 s whenever 100k fetched
         // messages wait, and the passthrough then ran in bursts at 150k events/s instead of
-        // ~850k on tansu (docs/benchmarks.md, session 6); the receiver measures, it must not lag.
+        // several times that without it; the receiver measures, it must not lag.
         .set("fetch.queue.backoff.ms", "1")
         .set("session.timeout.ms", "10000");
     config

@@ -5,13 +5,13 @@
 //! stream in which every event names a new user, card, device and IP, so the entity count grows
 //! linearly. After each `--step` events the harness records the step's throughput, the store's
 //! counters and this process's RSS. RSS is the whole process (harness, rule set, RocksDB
-//! memtables and block cache included) and is compared with the budget as DESIGN §9 states it.
+//! memtables and block cache included) and is compared with the budget as the target in docs/benchmarks.md states it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use veto::benchkit::process::{cpu_seconds, dir_bytes, rss_bytes};
+use crate::kit::process::{cpu_seconds, dir_bytes, rss_bytes};
 use veto::decider::{Engine, EventTimeTimers};
 use veto::event::PaymentEvent;
 use veto::reload::load_rules_blocking;
@@ -83,7 +83,7 @@ pub struct BudgetCheck {
     /// The store's RSS (process RSS minus the RSS before the store opened: binary, rule set,
     /// harness) / budget.
     pub store_rss_over_budget_max: Option<f64>,
-    /// DESIGN §9: "RSS within 10 % of budget when spilling": the store's RSS ≤ 1.10 × budget at
+    /// Target (docs/benchmarks.md): "RSS within 10 % of budget when spilling": the store's RSS ≤ 1.10 × budget at
     /// every spilling point.
     pub within_10_percent: bool,
     pub accounted_over_budget_max: Option<f64>,
@@ -352,7 +352,7 @@ pub fn run(args: &SpillArgs) -> Result<PathBuf, BenchError> {
         fmt(throughput_ratio, 2)
     );
     eprintln!(
-        "spill: while spilling, store RSS (RSS - RSS before the store) / budget max {} (DESIGN ≤ 1.10: {}); process RSS / budget max {}, last {}; store accounted / budget max {}",
+        "spill: while spilling, store RSS (RSS - RSS before the store) / budget max {} (target ≤ 1.10: {}); process RSS / budget max {}, last {}; store accounted / budget max {}",
         fmt(check.store_rss_over_budget_max, 2),
         if check.points_spilling == 0 { "not reached: no spill" } else { met(check.within_10_percent) },
         fmt(check.rss_over_budget_max, 2),

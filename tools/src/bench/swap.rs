@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use veto::benchkit::swap::{decide_until, write_rule_files, DecideSample};
+use crate::kit::swap::{decide_until, write_rule_files, DecideSample};
 use veto::decider::{Engine, EventTimeTimers};
 use veto::reload::{listen_signals, load_rules_blocking, run_reloader, ReloadStatus, RulePaths};
 use veto::store::{StoreConfig, TagStore};
@@ -66,7 +66,7 @@ pub struct LatencyPhases {
     pub no_swaps: Option<LatencySummary>,
     pub swap_phase_all: Option<LatencySummary>,
     pub while_swapping: Option<LatencySummary>,
-    /// p99 of events decided while a swap ran / p99 without swaps (DESIGN: ≤ 1.5).
+    /// p99 of events decided while a swap ran / p99 without swaps (target: ≤ 1.5).
     pub p99_ratio_while_swapping: Option<f64>,
     /// p99 of the whole swap phase / p99 without swaps.
     pub p99_ratio_swap_phase: Option<f64>,

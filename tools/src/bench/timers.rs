@@ -1,12 +1,12 @@
 //! Scenario `timers`: timer lateness and drift of Veto's timer service beside a tokio `interval`,
 //! measured at once in the same run while spinning threads keep every core busy.
 //!
-//! The measuring code is the engine's `veto::benchkit::timers`, which `benches/timers.rs` runs too.
+//! The measuring code is [`crate::kit::timers`], which `tools/benches/timers.rs` runs too.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use veto::benchkit::timers::{compare, quantile, LatenessSeries, LatenessSummary, Method, PERIOD};
+use crate::kit::timers::{compare, quantile, LatenessSeries, LatenessSummary, Method, PERIOD};
 
 use super::machine::MachineInfo;
 use super::plot::{self, Chart, Series};
@@ -30,7 +30,7 @@ pub struct TimersArgs {
     pub all_methods: bool,
 }
 
-/// DESIGN §9 targets for the timer service, checked against its measured summary.
+/// The timer service's targets (docs/benchmarks.md), checked against its measured summary.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct TargetCheck {
     pub p99_ms_max: f64,
@@ -235,7 +235,7 @@ pub fn run(args: &TimersArgs) -> Result<PathBuf, BenchError> {
     };
     if let Some(t) = &targets {
         eprintln!(
-            "timer service vs DESIGN: p99 ≤ 1 ms {}, p99.9 ≤ 2 ms {}, drift ≤ 1 tick {}; p99 service / tokio interval: {}",
+            "timer service vs targets: p99 ≤ 1 ms {}, p99.9 ≤ 2 ms {}, drift ≤ 1 tick {}; p99 service / tokio interval: {}",
             met(t.p99_met),
             met(t.p999_met),
             met(t.drift_met),

@@ -6,9 +6,9 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 use rand_distr::{Distribution, Zipf};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
-use veto::benchkit::process::{cpu_seconds, dir_bytes, rss_bytes};
 use veto::event::{Aggregate, Field};
 use veto::store::{FeatureInput, FeatureSpec, Observation, StoreConfig, TagStore};
+use veto_tools::kit::process::{cpu_seconds, dir_bytes, rss_bytes};
 
 const KEYS_PER_KIND: u64 = 200_000;
 const EVENTS: usize = 100_000;

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::timer::{
+use veto::timer::{
     raise_to_realtime, SystemClock, Ticker, TimerConfig, TimerKey, TimerPayload, TimerService,
     TimingWheel,
 };

@@ -10,8 +10,10 @@
 use criterion::{BatchSize, Criterion};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
-use veto::benchkit::timers::{compare, timer_key as key, timer_payload as payload, Method, PERIOD};
 use veto::timer::{ManualClock, TimerCore, TimingWheel};
+use veto_tools::kit::timers::{
+    compare, timer_key as key, timer_payload as payload, Method, PERIOD,
+};
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)

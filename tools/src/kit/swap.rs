@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::decider::Engine;
-use crate::synth::{Synth, SynthConfig};
+use veto::decider::Engine;
+use veto::synth::{Synth, SynthConfig};
 
 /// Rules in a rule file: lines starting with `rule `.
 pub fn count_rules(text: &str) -> usize {
@@ -104,17 +104,17 @@ mod tests {
     #[test]
     fn generated_set_has_the_requested_size_and_loads() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let shipped = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("rules/payments.veto");
+        let shipped = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../rules/payments.veto");
         let paths = write_rule_files(dir.path(), &shipped, 200, 0).expect("write");
-        let rules = crate::reload::load_rules_blocking(&paths).expect("loads and its tests pass");
+        let rules = veto::reload::load_rules_blocking(&paths).expect("loads and its tests pass");
         assert_eq!(rules.rules().len() + rules.sequences().len(), 200);
         let paths = write_rule_files(dir.path(), &shipped, 200, 1).expect("write");
-        let other = crate::reload::load_rules_blocking(&paths).expect("variant loads");
+        let other = veto::reload::load_rules_blocking(&paths).expect("variant loads");
         assert_eq!(other.rules().len(), rules.rules().len());
         assert_ne!(generated_rules(51, 60, 0), generated_rules(51, 60, 1));
 
         let store_dir = tempfile::tempdir().expect("tempdir");
-        let store = crate::store::TagStore::open(crate::store::StoreConfig {
+        let store = veto::store::TagStore::open(veto::store::StoreConfig {
             data_dir: store_dir.path().to_path_buf(),
             ..Default::default()
         })
@@ -122,7 +122,7 @@ mod tests {
         let engine = Engine::new(
             rules,
             Arc::new(store),
-            Arc::new(crate::decider::EventTimeTimers::default()),
+            Arc::new(veto::decider::EventTimeTimers::default()),
         );
         let flag = AtomicBool::new(true);
         let samples = decide_for(&engine, Duration::from_millis(50), &flag);

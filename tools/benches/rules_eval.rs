@@ -22,7 +22,7 @@ impl EvalContext for Precomputed {
 }
 
 fn payments() -> RuleSet {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules");
     let report = load(&[dir]);
     match report.ruleset {
         Some(r) => r,

@@ -1,5 +1,5 @@
-//! Workloads and probes shared by the criterion benches (`benches/`) and `veto-bench` (tools/),
-//! so both measure exactly the same thing.
+//! Workloads and probes shared by the criterion benches (`tools/benches/`) and `veto-bench`, so
+//! both measure exactly the same thing.
 //!
 //! | module | what |
 //! |--------|------|

@@ -12,10 +12,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use veto::benchkit::swap::{decide_for, write_rule_files};
 use veto::decider::{Engine, EventTimeTimers};
 use veto::reload::load_rules_blocking;
 use veto::store::{StoreConfig, TagStore};
+use veto_tools::kit::swap::{decide_for, write_rule_files};
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -26,7 +26,7 @@ fn env_usize(name: &str, default: usize) -> usize {
 
 /// Writes the generated rules next to the shipped set; returns the paths of the whole set.
 fn rule_files(dir: &Path, total_rules: usize) -> Vec<PathBuf> {
-    let shipped = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("rules/payments.veto");
+    let shipped = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../rules/payments.veto");
     write_rule_files(dir, &shipped, total_rules, 0).expect("write the rule files")
 }
 

@@ -1,0 +1,114 @@
+//! One rule set replaying the batches on its own tag store, with timers in event time.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use super::{BacktestError, Batch, BatchResult};
+use crate::decider::{Engine, EventTimeTimers};
+use crate::event::{encode_decision, Decision, OutputFormat};
+use crate::rules::RuleSet;
+use crate::store::{StoreConfig, TagStore};
+
+/// One rule set replaying the events on its own tag store, with timers in event time.
+pub(super) struct SetRunner {
+    engine: Engine,
+    timers: Arc<EventTimeTimers>,
+    pub(super) name: &'static str,
+    out: Option<(PathBuf, BufWriter<File>)>,
+    pub(super) channels: Option<(Receiver<Batch>, Sender<BatchResult>)>,
+    /// Keeps the scratch store's directory until the run ends.
+    _dir: tempfile::TempDir,
+}
+
+impl SetRunner {
+    pub(super) fn new(
+        rules: Arc<RuleSet>,
+        name: &'static str,
+        out: Option<(PathBuf, BufWriter<File>)>,
+    ) -> Result<SetRunner, BacktestError> {
+        let dir = tempfile::tempdir().map_err(|source| BacktestError::Io {
+            path: std::env::temp_dir(),
+            source,
+        })?;
+        let store = TagStore::open(StoreConfig {
+            data_dir: dir.path().to_path_buf(),
+            ..StoreConfig::default()
+        })?;
+        let timers = Arc::new(EventTimeTimers::default());
+        Ok(SetRunner {
+            engine: Engine::new(rules, Arc::new(store), timers.clone()),
+            timers,
+            name,
+            out,
+            channels: None,
+            _dir: dir,
+        })
+    }
+
+    pub(super) fn run(mut self) -> Result<(), BacktestError> {
+        let Some((batches, results)) = self.channels.take() else {
+            return Ok(());
+        };
+        while let Ok(batch) = batches.recv() {
+            let mut result = BatchResult {
+                decisions: Vec::with_capacity(batch.len()),
+                timeouts: Vec::new(),
+            };
+            for event in batch.iter() {
+                // Timers whose deadline passed fire before the event that reveals it.
+                self.fire_due(event.event_time_ms, &mut result)?;
+                let decision = self.engine.decide(event, event.event_time_ms).decision;
+                self.write(&decision)?;
+                result.decisions.push(decision);
+            }
+            if results.send(result).is_err() {
+                return Ok(());
+            }
+        }
+        // The end of the stream fires every remaining timer.
+        let mut last = BatchResult {
+            decisions: Vec::new(),
+            timeouts: Vec::new(),
+        };
+        self.fire_due(i64::MAX, &mut last)?;
+        let _ = results.send(last);
+        if let Some((path, out)) = &mut self.out {
+            out.flush().map_err(|source| BacktestError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        }
+        tracing::debug!(set = self.name, "replay finished");
+        Ok(())
+    }
+
+    fn fire_due(&mut self, now_ms: i64, result: &mut BatchResult) -> Result<(), BacktestError> {
+        for timer in self.timers.due(now_ms) {
+            let decided_at = timer.deadline_ms;
+            if let Some(decision) =
+                self.engine
+                    .timeout_decision(&timer.rule, timer.event_id, timer.txn_id, decided_at)
+            {
+                self.write(&decision)?;
+                result.timeouts.push(decision);
+            }
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, decision: &Decision) -> Result<(), BacktestError> {
+        let Some((path, out)) = &mut self.out else {
+            return Ok(());
+        };
+        let mut line = encode_decision(decision, OutputFormat::Json);
+        line.push(b'\n');
+        out.write_all(&line).map_err(|source| BacktestError::Io {
+            path: path.clone(),
+            source,
+        })
+    }
+}

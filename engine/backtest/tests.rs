@@ -1,0 +1,197 @@
+//! Tests of `veto backtest`: replays, comparisons, bad records, protobuf framing.
+
+use super::*;
+use crate::event::{
+    decode_decision, decode_event, encode_event, InputFormat, OutputFormat, Trigger,
+};
+
+const BASELINE: &str = r#"version "base-1"
+feature card_auths = count() by card_id over 10m
+rule velocity when card_auths > 2 then review
+rule big when amount > 1000 then block
+"#;
+
+const NEW: &str = r#"version "new-1"
+feature card_auths = count() by card_id over 10m
+rule velocity when card_auths > 1 then review
+rule big when amount > 500 then block
+rule no_capture after type == "authorization" expect type == "capture" with same txn_id within 2s then challenge
+"#;
+
+fn event_line(id: &str, card: &str, at_s: i64, amount: &str, txn: Option<&str>) -> String {
+    let txn = txn.map_or(String::new(), |t| format!(r#","txn_id":"{t}""#));
+    format!(
+        r#"{{"event_id":"{id}","type":"authorization","event_time_ms":{},"card_id":"{card}","amount":"{amount}","currency":"EUR"{txn}}}"#,
+        1_767_225_600_000 + at_s * 1000
+    )
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("base.veto"), BASELINE).expect("write");
+        std::fs::write(dir.path().join("new.veto"), NEW).expect("write");
+        Fixture { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn options(&self, events: &str) -> BacktestOptions {
+        BacktestOptions {
+            rules: vec![self.path("new.veto")],
+            baseline: vec![self.path("base.veto")],
+            events: self.path(events),
+            format: None,
+            decisions_out: Some(self.path("decisions.jsonl")),
+            samples: 5,
+            progress: false,
+        }
+    }
+}
+
+fn crafted_lines() -> Vec<String> {
+    vec![
+        event_line("e1", "c1", 0, "100.00", Some("t1")),
+        event_line("e2", "c1", 1, "700.00", None),
+        event_line("e3", "c1", 2, "50.00", None),
+        event_line("e4", "c2", 3, "2000.00", None),
+        "{not json".to_string(),
+        event_line("e5", "c2", 4, "600.00", None),
+        String::new(),
+        event_line("e6", "c3", 5, "10.00", None),
+    ]
+}
+
+#[test]
+fn crafted_events_give_the_exact_expected_diff() {
+    let fx = Fixture::new();
+    std::fs::write(fx.path("events.jsonl"), crafted_lines().join("\n")).expect("write");
+    let report = backtest(&fx.options("events.jsonl")).expect("backtest");
+
+    assert_eq!(report.events, 6);
+    assert_eq!(report.bad_records, 1);
+    assert_eq!(report.bad_record_samples[0].line, 5);
+    let base = report.baseline.as_ref().expect("baseline");
+    assert_eq!(base.version, "base-1");
+    assert_eq!(report.new.version, "new-1");
+    let counts = |s: &SetReport| -> Vec<u64> {
+        ["allow", "review", "challenge", "block"]
+            .iter()
+            .map(|o| s.decisions[o])
+            .collect()
+    };
+    assert_eq!(counts(base), [4, 1, 0, 1]);
+    assert_eq!(counts(&report.new), [2, 1, 0, 3]);
+    assert_eq!(report.new.timeout_decisions["challenge"], 1);
+    assert_eq!(base.timeout_decisions.values().sum::<u64>(), 0);
+
+    let changes = report.changes.as_ref().expect("changes");
+    assert_eq!(changes.changed_events, 2);
+    assert_eq!(changes.hits_changed_events, 0);
+    assert_eq!(
+        changes.transitions,
+        [Transition {
+            from: "allow",
+            to: "block",
+            events: 2,
+            sample_event_ids: vec!["e2".into(), "e5".into()],
+        }]
+    );
+    assert_eq!(changes.matrix["allow"]["allow"], 2);
+    assert_eq!(changes.matrix["review"]["review"], 1);
+    assert_eq!(changes.matrix["block"]["block"], 1);
+    let deltas: Vec<(&str, u64, u64, i64)> = changes
+        .rule_hit_deltas
+        .iter()
+        .map(|d| (d.rule.as_str(), d.baseline, d.new, d.delta))
+        .collect();
+    assert_eq!(
+        deltas,
+        [
+            ("big", 1, 3, 2),
+            ("velocity", 1, 3, 2),
+            ("no_capture", 0, 1, 1)
+        ]
+    );
+
+    // Every decision of the new set, the timeout where it fired in event time (before e3).
+    let written = std::fs::read_to_string(fx.path("decisions.jsonl")).expect("read");
+    let decisions: Vec<Decision> = written
+        .lines()
+        .map(|l| decode_decision(l.as_bytes(), InputFormat::Json).expect("decision"))
+        .collect();
+    let order: Vec<(&str, Trigger)> = decisions
+        .iter()
+        .map(|d| (d.event_id.as_str(), d.trigger))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            ("e1", Trigger::Event),
+            ("e2", Trigger::Event),
+            ("e1", Trigger::Timeout),
+            ("e3", Trigger::Event),
+            ("e4", Trigger::Event),
+            ("e5", Trigger::Event),
+            ("e6", Trigger::Event),
+        ]
+    );
+    assert!(decisions.iter().all(|d| &*d.ruleset_version == "new-1"));
+    assert!(render_human(&report).contains("bad record at line 5"));
+}
+
+#[test]
+fn protobuf_files_replay_like_json_and_bad_records_are_numbered() {
+    let fx = Fixture::new();
+    let mut pb = Vec::new();
+    let mut record = 0;
+    for line in crafted_lines() {
+        if line.is_empty() {
+            continue;
+        }
+        record += 1;
+        let bytes = match decode_event(line.as_bytes(), InputFormat::Json, 1 << 16) {
+            Ok(event) => encode_event(&event, OutputFormat::Protobuf),
+            Err(_) => b"\xff\xff garbage".to_vec(),
+        };
+        prost::encoding::encode_varint(bytes.len() as u64, &mut pb);
+        pb.extend_from_slice(&bytes);
+    }
+    assert_eq!(record, 7);
+    // A truncated last record: announced 50 bytes, 3 present.
+    pb.extend_from_slice(&[50, 1, 2, 3]);
+    std::fs::write(fx.path("events.pb"), &pb).expect("write");
+    let mut options = fx.options("events.pb");
+    options.decisions_out = None;
+    let report = backtest(&options).expect("backtest");
+    assert_eq!(report.events, 6);
+    assert_eq!(report.bad_records, 2);
+    assert_eq!(report.bad_record_samples[0].line, 5);
+    assert_eq!(report.bad_record_samples[1].line, 8);
+    assert!(report.bad_record_samples[1].error.contains("truncated"));
+    let changes = report.changes.expect("changes");
+    assert_eq!(changes.changed_events, 2);
+}
+
+#[test]
+fn a_missing_file_and_a_bad_rule_file_are_errors_not_panics() {
+    let fx = Fixture::new();
+    let err = backtest(&fx.options("absent.jsonl")).expect_err("missing file");
+    assert!(err.to_string().contains("absent.jsonl"), "{err}");
+    std::fs::write(fx.path("x.txt"), "").expect("write");
+    let err = backtest(&fx.options("x.txt")).expect_err("unknown extension");
+    assert!(matches!(err, BacktestError::UnknownFormat(_)), "{err}");
+    std::fs::write(fx.path("new.veto"), "rule broken when then block\n").expect("write");
+    std::fs::write(fx.path("e.jsonl"), "").expect("write");
+    let err = backtest(&fx.options("e.jsonl")).expect_err("bad rules");
+    assert!(
+        err.to_string().starts_with("--rules rule files rejected"),
+        "{err}"
+    );
+}

@@ -1,0 +1,435 @@
+//! Tests of the tag store: updates, tags, spill, checkpoints (incl. exactly-once), restore.
+
+use super::spill::entity_budget;
+use super::{entity_key, TagStore};
+use crate::event::{Aggregate, Field, TagUpdate};
+use crate::store::{
+    FeatureInput, FeatureSpec, Observation, PartitionOffset, StoreConfig, StoreError,
+};
+
+#[test]
+fn the_budget_covers_rocksdb_and_an_allocator_reserve() {
+    const MIB: u64 = 1 << 20;
+    assert_eq!(entity_budget(160 * MIB, 0), 128 * MIB);
+    assert_eq!(entity_budget(160 * MIB, 10 * MIB), 120 * MIB);
+    // RocksDB over the budget still leaves a quarter of it for entities.
+    assert_eq!(entity_budget(160 * MIB, 200 * MIB), 40 * MIB);
+}
+
+fn config(dir: &std::path::Path) -> StoreConfig {
+    StoreConfig {
+        shards: 8,
+        data_dir: dir.to_path_buf(),
+        ..StoreConfig::default()
+    }
+}
+
+fn spec(id: u64, agg: Aggregate, by: Field) -> FeatureSpec {
+    FeatureSpec {
+        id,
+        agg,
+        by,
+        window_ms: 600_000,
+        resolution_ms: 10_000,
+    }
+}
+
+/// The offsets of a checkpoint that consumed `payments` partition 0 up to `next`.
+fn offsets(next: i64) -> Vec<PartitionOffset> {
+    vec![PartitionOffset {
+        topic: "payments".into(),
+        partition: 0,
+        offset: next,
+    }]
+}
+
+/// Counts one event of card `c1` at t = 1 s.
+fn count_card_c1(store: &TagStore, specs: &[FeatureSpec; 1]) {
+    let mut out = [None];
+    store.update(
+        1_000,
+        specs,
+        &[input(Some("c1"), Observation::Count)],
+        &mut out,
+    );
+}
+
+fn input<'a>(entity: Option<&'a str>, observation: Observation<'a>) -> FeatureInput<'a> {
+    FeatureInput {
+        entity,
+        counted: true,
+        observation,
+    }
+}
+
+#[test]
+fn update_counts_each_feature_and_skips_missing_entities() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = TagStore::open(config(dir.path())).unwrap();
+    let specs = [
+        spec(1, Aggregate::Count, Field::CardId),
+        spec(2, Aggregate::Sum, Field::CardId),
+        spec(3, Aggregate::Distinct, Field::UserId),
+        spec(4, Aggregate::Count, Field::Ip),
+    ];
+    let mut out = [None; 4];
+    for (i, device) in ["d1", "d2", "d1"].iter().enumerate() {
+        let inputs = [
+            input(Some("card-1"), Observation::Count),
+            input(Some("card-1"), Observation::Num(10.25)),
+            input(Some("user-1"), Observation::Item(device)),
+            input(None, Observation::Count),
+        ];
+        store.update(1_000 + i as i64, &specs, &inputs, &mut out);
+    }
+    assert_eq!(out, [Some(3.0), Some(30.75), Some(2.0), None]);
+    assert_eq!(store.feature_value(&specs[0], "card-1", 1_002), Some(3.0));
+    assert_eq!(store.feature_value(&specs[0], "card-1", 700_000), Some(0.0));
+    assert_eq!(store.feature_value(&specs[0], "nobody", 0), Some(0.0));
+    assert_eq!(store.stats().entities_in_memory, 2);
+}
+
+#[test]
+fn many_threads_on_overlapping_keys_count_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = TagStore::open(config(dir.path())).unwrap();
+    let specs = [
+        spec(1, Aggregate::Count, Field::CardId),
+        spec(2, Aggregate::Count, Field::UserId),
+        spec(3, Aggregate::Sum, Field::CardId),
+    ];
+    let threads = 8;
+    let per_thread = 5_000;
+    let keys = 37;
+    std::thread::scope(|scope| {
+        for t in 0..threads {
+            let store = &store;
+            let specs = &specs;
+            scope.spawn(move || {
+                let mut out = [None; 3];
+                for i in 0..per_thread {
+                    let card = format!("c{}", (i * 7 + t) % keys);
+                    let user = format!("u{}", (i + t * 3) % keys);
+                    let inputs = [
+                        input(Some(&card), Observation::Count),
+                        input(Some(&user), Observation::Count),
+                        input(Some(&card), Observation::Num(0.01)),
+                    ];
+                    store.update(1_000, specs, &inputs, &mut out);
+                }
+            });
+        }
+    });
+    let mut cards = 0.0;
+    let mut users = 0.0;
+    let mut cents = 0.0;
+    for k in 0..keys {
+        cards += store
+            .feature_value(&specs[0], &format!("c{k}"), 1_000)
+            .unwrap();
+        users += store
+            .feature_value(&specs[1], &format!("u{k}"), 1_000)
+            .unwrap();
+        cents += store
+            .feature_value(&specs[2], &format!("c{k}"), 1_000)
+            .unwrap()
+            * 100.0;
+    }
+    let events = (threads * per_thread) as f64;
+    assert_eq!(cards, events);
+    assert_eq!(users, events);
+    assert_eq!(cents.round(), events);
+}
+
+#[test]
+fn a_new_tag_beyond_the_per_entity_limit_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = TagStore::open(config(dir.path())).unwrap();
+    let tag = |tag: &str, remove| TagUpdate {
+        entity: Field::UserId,
+        value: "u1".into(),
+        tag: tag.into(),
+        expires_at_ms: None,
+        remove,
+    };
+    for i in 0..crate::store::MAX_TAGS {
+        assert!(store.apply_tag(&tag(&format!("t{i}"), false)));
+    }
+    assert!(!store.apply_tag(&tag("one-too-many", false)));
+    assert!(!store.has_tag(Field::UserId, "u1", "one-too-many", 0));
+    // a held tag is renewed, a removal makes room
+    assert!(store.apply_tag(&tag("t0", false)));
+    assert!(store.apply_tag(&tag("t1", true)));
+    assert!(store.apply_tag(&tag("one-too-many", false)));
+    assert!(store.has_tag(Field::UserId, "u1", "one-too-many", 0));
+}
+
+#[test]
+fn tags_expire_and_survive_spill_and_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = TagStore::open(config(dir.path())).unwrap();
+    let tag = |tag: &str, expires_at_ms, remove| TagUpdate {
+        entity: Field::UserId,
+        value: "u1".into(),
+        tag: tag.into(),
+        expires_at_ms,
+        remove,
+    };
+    store.apply_tag(&tag("trusted", Some(5_000), false));
+    store.apply_tag(&tag("vip", None, false));
+    assert!(store.has_tag(Field::UserId, "u1", "trusted", 4_999));
+    assert!(!store.has_tag(Field::UserId, "u1", "trusted", 5_000));
+    assert!(!store.has_tag(Field::CardId, "u1", "trusted", 0));
+    store.apply_tag(&tag("vip", None, true));
+    assert!(!store.has_tag(Field::UserId, "u1", "vip", 0));
+    store.checkpoint(&[], b"timers").unwrap();
+    drop(store);
+    let store = TagStore::open(config(dir.path())).unwrap();
+    let restored = store.restore().unwrap().unwrap();
+    assert_eq!(restored.timers, b"timers");
+    assert_eq!(restored.entities, 1);
+    assert!(store.has_tag(Field::UserId, "u1", "trusted", 10));
+}
+
+/// The exactly-once two-phase checkpoint: a failed publish leaves the previous checkpoint
+/// in force plus a pending copy, which the next start applies or discards.
+#[test]
+fn pending_checkpoints_apply_only_when_their_transaction_committed() {
+    let specs = [spec(1, Aggregate::Count, Field::CardId)];
+    let count_one = |store: &TagStore| count_card_c1(store, &specs);
+    for committed in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TagStore::open(config(dir.path())).unwrap();
+        count_one(&store);
+        let mut published = Vec::new();
+        store
+            .checkpoint_published(&offsets(1), b"t1", &offsets(1), &mut |sequence| {
+                published.push(sequence);
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(published, [1], "publish is given the checkpoint's sequence");
+        assert_eq!(store.pending_checkpoint().unwrap(), None);
+
+        // The second transaction "crashes": publish fails after the pending copy is written.
+        count_one(&store);
+        let error = store
+            .checkpoint_published(&offsets(2), b"t2", &offsets(2), &mut |sequence| {
+                assert_eq!(sequence, 2);
+                Err("broker gone".into())
+            })
+            .unwrap_err();
+        assert!(matches!(error, StoreError::NotPublished(_)), "{error}");
+        // its transaction may have committed: no later checkpoint may replace it
+        let error = store
+            .checkpoint_published(&offsets(3), b"t3", &offsets(3), &mut |_| Ok(()))
+            .unwrap_err();
+        assert!(matches!(error, StoreError::PendingUnsettled), "{error}");
+        drop(store);
+
+        let store = TagStore::open(config(dir.path())).unwrap();
+        assert_eq!(store.pending_checkpoint().unwrap(), Some((offsets(2), 2)));
+        store.resolve_pending(committed).unwrap();
+        assert_eq!(store.pending_checkpoint().unwrap(), None);
+        let restored = store.restore().unwrap().unwrap();
+        let (want_offset, want_timers, want_count) = if committed {
+            (2, b"t2", 2.0)
+        } else {
+            (1, b"t1", 1.0)
+        };
+        assert_eq!(restored.offsets, offsets(want_offset));
+        assert_eq!(restored.timers, want_timers);
+        assert_eq!(
+            store.feature_value(&specs[0], "c1", 1_000),
+            Some(want_count)
+        );
+    }
+}
+
+/// The transaction committed but the file could not be ingested (here: it vanished for a
+/// moment): the next checkpoint applies it first, then writes its own on top.
+#[test]
+fn a_committed_checkpoint_that_failed_to_apply_is_applied_by_the_next() {
+    let specs = [spec(1, Aggregate::Count, Field::CardId)];
+    let count_one = |store: &TagStore| count_card_c1(store, &specs);
+    let dir = tempfile::tempdir().unwrap();
+    let incoming = dir.path().join("incoming");
+    let held = dir.path().join("held.sst");
+    let store = TagStore::open(config(dir.path())).unwrap();
+    count_one(&store);
+    let mut name = None;
+    let error = store
+        .checkpoint_published(&offsets(1), b"t1", &offsets(1), &mut |_| {
+            let file = std::fs::read_dir(&incoming)
+                .unwrap()
+                .next()
+                .unwrap()
+                .unwrap();
+            std::fs::rename(file.path(), &held).unwrap();
+            name = Some(file.file_name());
+            Ok(())
+        })
+        .unwrap_err();
+    assert!(matches!(error, StoreError::Rocks { .. }), "{error}");
+    std::fs::rename(&held, incoming.join(name.unwrap())).unwrap();
+    count_one(&store);
+    store
+        .checkpoint_published(&offsets(2), b"t2", &offsets(2), &mut |_| Ok(()))
+        .unwrap();
+    drop(store);
+
+    let store = TagStore::open(config(dir.path())).unwrap();
+    assert_eq!(store.pending_checkpoint().unwrap(), None);
+    let restored = store.restore().unwrap().unwrap();
+    assert_eq!(restored.offsets, offsets(2));
+    assert_eq!(restored.entities, 1);
+    assert_eq!(store.feature_value(&specs[0], "c1", 1_000), Some(2.0));
+    assert_eq!(std::fs::read_dir(&incoming).unwrap().count(), 0);
+}
+
+#[test]
+fn sweep_deletes_idle_entities_and_purges_tags() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.shards = 1;
+    cfg.expiry_grace_ms = 0;
+    let store = TagStore::open(cfg).unwrap();
+    let specs = [spec(1, Aggregate::Count, Field::CardId)];
+    let mut out = [None];
+    store.update(
+        0,
+        &specs,
+        &[input(Some("old"), Observation::Count)],
+        &mut out,
+    );
+    store.apply_tag(&TagUpdate {
+        entity: Field::CardId,
+        value: "tagged".into(),
+        tag: "t".into(),
+        expires_at_ms: Some(100_000),
+        remove: false,
+    });
+    store.update(
+        650_000,
+        &specs,
+        &[input(Some("new"), Observation::Count)],
+        &mut out,
+    );
+    let stats = store.sweep();
+    assert_eq!(stats.entities_in_memory, 1, "old and tagged are idle");
+    assert_eq!(store.feature_value(&specs[0], "new", 650_000), Some(1.0));
+}
+
+#[test]
+fn retained_features_drop_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = TagStore::open(config(dir.path())).unwrap();
+    let specs = [
+        spec(1, Aggregate::Count, Field::CardId),
+        spec(2, Aggregate::Count, Field::CardId),
+    ];
+    let inputs = [
+        input(Some("c"), Observation::Count),
+        input(Some("c"), Observation::Count),
+    ];
+    let mut out = [None; 2];
+    store.update(0, &specs, &inputs, &mut out);
+    let before = store.stats().accounted_bytes;
+    store.retain_features(&[2u64].into_iter().collect());
+    assert!(store.stats().accounted_bytes < before);
+    assert_eq!(store.feature_value(&specs[0], "c", 0), Some(0.0));
+    assert_eq!(store.feature_value(&specs[1], "c", 0), Some(1.0));
+}
+
+#[test]
+fn damaged_checkpoints_are_rejected_and_nothing_stays_loaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let specs = [spec(1, Aggregate::Count, Field::CardId)];
+    {
+        let store = TagStore::open(config(dir.path())).unwrap();
+        let mut out = [None];
+        for card in ["a", "b", "c"] {
+            store.update(
+                0,
+                &specs,
+                &[input(Some(card), Observation::Count)],
+                &mut out,
+            );
+        }
+        store.checkpoint(&[], &[]).unwrap();
+    }
+    // flip a byte of one checkpointed entity behind the store's back
+    {
+        let cfs = [
+            crate::store::disk::CF_SPILL,
+            crate::store::disk::CF_CHECKPOINT_ENTITIES,
+            crate::store::disk::CF_CHECKPOINT_META,
+        ];
+        let mut opts = rocksdb::Options::default();
+        opts.create_if_missing(false);
+        let db = rocksdb::DB::open_cf(&opts, dir.path(), cfs).unwrap();
+        let cf = db
+            .cf_handle(crate::store::disk::CF_CHECKPOINT_ENTITIES)
+            .unwrap();
+        let key = entity_key(Field::CardId as u8, "b");
+        let mut value = db.get_cf(cf, &key).unwrap().unwrap();
+        value[2] ^= 0x40;
+        db.put_cf(cf, &key, value).unwrap();
+    }
+    let store = TagStore::open(config(dir.path())).unwrap();
+    let error = store.restore().unwrap_err();
+    assert!(matches!(error, StoreError::CorruptCheckpoint(_)), "{error}");
+    assert!(error.to_string().contains("card_id:b"), "{error}");
+    assert_eq!(store.stats().entities_in_memory, 0);
+}
+
+#[test]
+fn missing_entities_are_detected_by_the_manifest_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let specs = [spec(1, Aggregate::Count, Field::CardId)];
+    {
+        let store = TagStore::open(config(dir.path())).unwrap();
+        let mut out = [None];
+        for card in ["a", "b"] {
+            store.update(
+                0,
+                &specs,
+                &[input(Some(card), Observation::Count)],
+                &mut out,
+            );
+        }
+        store.checkpoint(&[], &[]).unwrap();
+    }
+    {
+        let cfs = [
+            crate::store::disk::CF_SPILL,
+            crate::store::disk::CF_CHECKPOINT_ENTITIES,
+            crate::store::disk::CF_CHECKPOINT_META,
+        ];
+        let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), dir.path(), cfs).unwrap();
+        let cf = db
+            .cf_handle(crate::store::disk::CF_CHECKPOINT_ENTITIES)
+            .unwrap();
+        db.delete_cf(cf, entity_key(Field::CardId as u8, "a"))
+            .unwrap();
+    }
+    let store = TagStore::open(config(dir.path())).unwrap();
+    let error = store.restore().unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("manifest lists 2 entities but 1"),
+        "{error}"
+    );
+}
+
+#[test]
+fn no_checkpoint_restores_nothing_and_open_rejects_bad_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = TagStore::open(config(dir.path())).unwrap();
+    assert_eq!(store.restore().unwrap(), None);
+    drop(store);
+    let mut cfg = config(dir.path());
+    cfg.shards = 6;
+    assert!(matches!(TagStore::open(cfg), Err(StoreError::Config(_))));
+}
