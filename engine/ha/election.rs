@@ -26,6 +26,8 @@ use tokio::sync::watch;
 use super::error::HaError;
 use super::{events, Role};
 
+/// Deadline of the control topic's metadata request and creation.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the election thread's `poll` blocks; bounds how fast a lost role is acted on.
 const ELECTION_POLL: Duration = Duration::from_millis(100);
 
@@ -63,8 +65,23 @@ pub async fn ensure_control_topic(settings: &ElectionSettings) {
             return events::control_topic_not_created(&settings.control_topic, &e.to_string())
         }
     };
+    // Most starts find it: one metadata request, no admin call (some brokers, and librdkafka's
+    // mock cluster, never answer a CreateTopics for an existing topic in time).
+    let exists = admin
+        .inner()
+        .fetch_metadata(Some(&settings.control_topic), ADMIN_TIMEOUT)
+        .is_ok_and(|m| {
+            m.topics()
+                .first()
+                .is_some_and(|t| t.error().is_none() && !t.partitions().is_empty())
+        });
+    if exists {
+        return;
+    }
     let topic = NewTopic::new(&settings.control_topic, 1, TopicReplication::Fixed(-1));
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let options = AdminOptions::new()
+        .operation_timeout(Some(ADMIN_TIMEOUT))
+        .request_timeout(Some(ADMIN_TIMEOUT));
     match admin.create_topics([&topic], &options).await {
         Ok(results) => match results.into_iter().next() {
             Some(Ok(_)) => events::control_topic_created(&settings.control_topic),
