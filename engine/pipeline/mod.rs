@@ -41,7 +41,7 @@ pub use settings::PipelineSettings;
 pub use sink::{Delivered, PRODUCER_SETTINGS};
 pub(crate) use source::wait_until;
 pub use status::{PipelineStatus, RunSummary};
-pub use transaction::{checkpoint_metadata, fence, transaction_committed};
+pub use transaction::{checkpoint_metadata, fence};
 
 use sink::{AckToken, Sink};
 use source::Source;
@@ -80,7 +80,7 @@ pub trait Decider: Send + Sync + 'static {
     /// partition) describe exactly the state. Then calls `publish` once to hand those offsets
     /// to Kafka: a consumer commit, or in exactly-once mode the transaction commit (decisions
     /// and offsets together), given the checkpoint's sequence (`Some`), which the transaction
-    /// carries as the offsets' commit metadata (see [`transaction_committed`]); its error says
+    /// carries as the offsets' commit metadata (see [`checkpoint_metadata`]); its error says
     /// the offsets are not committed. A decider that
     /// cannot checkpoint now may skip both (the next interval tries again). Runs on the source
     /// thread; dispatch resumes when it returns.
