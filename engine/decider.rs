@@ -18,8 +18,9 @@ use crate::event::{
     Aggregate, Decision, EventError, Field, Outcome, PaymentEvent, TagUpdate, Trigger,
 };
 use crate::rules::eval::{Frame, NoContext};
-use crate::rules::{EvalContext, Evaluation, RuleSet};
-use crate::store::{FeatureInput, FeatureSpec, Observation, TagStore};
+use crate::rules::filters::FeatureFilters;
+use crate::rules::{EvalContext, Evaluation, FeatureDef, RuleSet};
+use crate::store::{FeatureInput, FeaturePlan, FeatureSpec, Observation, TagStore};
 
 /// A compiled rule set together with the store's view of its features.
 pub struct LoadedRules {
@@ -76,12 +77,23 @@ struct ShadowPlan {
     timer_names: Vec<Arc<str>>,
 }
 
-/// What the engine evaluates: the live set, an optional shadow set, and the feature specs the
-/// store updates for both (live features first, then features only the shadow defines).
+/// What the engine evaluates: the live set, an optional shadow set, and the features the store
+/// updates for both (live features first, then features only the shadow defines): their specs,
+/// the store's plan of them, what each takes from an event and their filters per event type.
 struct Sets {
     live: LoadedRules,
     shadow: Option<ShadowPlan>,
     specs: Vec<FeatureSpec>,
+    plan: FeaturePlan,
+    inputs: Vec<InputDef>,
+    filters: FeatureFilters,
+}
+
+/// What a feature takes from an event: its entity field, aggregate and aggregated field.
+struct InputDef {
+    by: Field,
+    agg: Aggregate,
+    value: Option<Field>,
 }
 
 impl Sets {
@@ -115,7 +127,24 @@ impl Sets {
                 timer_names,
             }
         });
+        let live_defs = live.rules.features().iter();
+        let shadow_defs = shadow.iter().flat_map(|plan| {
+            let defs = plan.loaded.rules.features();
+            plan.extra.iter().filter_map(move |&i| defs.get(i))
+        });
+        let defs: Vec<&FeatureDef> = live_defs.chain(shadow_defs).collect();
+        let inputs = defs
+            .iter()
+            .map(|f| InputDef {
+                by: f.by,
+                agg: f.agg,
+                value: f.value,
+            })
+            .collect();
         Sets {
+            plan: FeaturePlan::new(&specs),
+            filters: FeatureFilters::new(defs.iter().copied()),
+            inputs,
             live,
             shadow,
             specs,
@@ -180,7 +209,7 @@ struct StoreContext<'a> {
     event: &'a PaymentEvent,
     values: &'a [Option<f64>],
     store: &'a TagStore,
-    /// Tags read so far in this evaluation (cleared by `new`).
+    /// Tags of the event's entities: those the feature update saw, and those read since.
     tags: RefCell<&'a mut Vec<EntityTags>>,
 }
 
@@ -191,7 +220,6 @@ impl<'a> StoreContext<'a> {
         store: &'a TagStore,
         tags: &'a mut Vec<EntityTags>,
     ) -> StoreContext<'a> {
-        tags.clear();
         StoreContext {
             event,
             values,
@@ -325,7 +353,7 @@ impl Engine {
         SCRATCH.with(|cell| {
             let mut guard = cell.borrow_mut();
             let scratch = &mut *guard;
-            self.update_features(&sets, event, &mut scratch.values);
+            self.update_features(&sets, event, &mut scratch.values, &mut scratch.tags);
             let live = &sets.live;
             {
                 let ctx = StoreContext::new(event, &scratch.values, &self.store, &mut scratch.tags);
@@ -402,26 +430,45 @@ impl Engine {
         }
     }
 
-    fn update_features(&self, sets: &Sets, event: &PaymentEvent, values: &mut Vec<Option<f64>>) {
-        let live = sets.live.rules.features();
-        let shadow_defs = sets.shadow.as_ref().map(|plan| {
-            let defs = plan.loaded.rules.features();
-            plan.extra.iter().filter_map(move |&i| defs.get(i))
-        });
+    /// Counts the event into every feature, writing their values to `values`, and caches the
+    /// live tags of each entity it updated in `tags` (rules then read them without a lookup).
+    fn update_features(
+        &self,
+        sets: &Sets,
+        event: &PaymentEvent,
+        values: &mut Vec<Option<f64>>,
+        tags: &mut Vec<EntityTags>,
+    ) {
+        tags.clear();
         let frame = Frame::new(event, &NoContext);
-        let inputs: Vec<FeatureInput<'_>> = live
-            .iter()
-            .chain(shadow_defs.into_iter().flatten())
-            .map(|f| FeatureInput {
-                entity: event.str_field(f.by),
-                counted: f.applies_in(&frame),
-                observation: observe(f.agg, f.value, &frame),
-            })
-            .collect();
+        let filters = sets.filters.for_type(&event.kind);
         values.clear();
         values.resize(sets.specs.len(), None);
-        self.store
-            .update(event.event_time_ms, &sets.specs, &inputs, values);
+        self.store.update_planned(
+            event.event_time_ms,
+            &sets.plan,
+            |i| {
+                let f = &sets.inputs[i];
+                let counted = filters.get(i).is_some_and(|filter| filter.holds(&frame));
+                FeatureInput {
+                    entity: event.str_field(f.by),
+                    counted,
+                    // an event the filter rejects contributes nothing: skip reading the value
+                    observation: if counted {
+                        observe(f.agg, f.value, &frame)
+                    } else {
+                        Observation::Missing
+                    },
+                }
+            },
+            values,
+            |kind, live| {
+                tags.push(EntityTags {
+                    kind,
+                    names: live.names().map(Box::from).collect(),
+                })
+            },
+        );
     }
 
     fn apply_effects(&self, rules: &RuleSet, event: &PaymentEvent, eval: &Evaluation) {

@@ -28,7 +28,8 @@ pub struct EventTimeTimers {
 #[derive(Default)]
 struct EventTimeTimersInner {
     by_deadline: std::collections::BTreeMap<(i64, u64), DueTimer>,
-    armed: ahash::AHashMap<(Arc<str>, String), (i64, u64)>,
+    /// Armed timers by rule, then key (looked up by `&str`: no allocation to cancel).
+    armed: ahash::AHashMap<Arc<str>, ahash::AHashMap<String, (i64, u64)>>,
     seq: u64,
 }
 
@@ -42,7 +43,9 @@ impl EventTimeTimers {
                 break;
             }
             let timer = entry.remove();
-            inner.armed.remove(&(timer.rule.clone(), timer.key.clone()));
+            if let Some(keys) = inner.armed.get_mut(&*timer.rule) {
+                keys.remove(&timer.key);
+            }
             due.push(timer);
         }
         due
@@ -50,15 +53,26 @@ impl EventTimeTimers {
 
     /// Number of armed timers.
     pub fn armed(&self) -> usize {
-        self.inner.lock().armed.len()
+        self.inner
+            .lock()
+            .armed
+            .values()
+            .map(|keys| keys.len())
+            .sum()
     }
 }
 
 impl TimerSink for EventTimeTimers {
     fn arm(&self, rule: &Arc<str>, key: &str, event: &PaymentEvent, within: Duration) {
         let mut inner = self.inner.lock();
-        let id = (rule.clone(), key.to_owned());
-        if inner.armed.contains_key(&id) {
+        let inner = &mut *inner;
+        if !inner.armed.contains_key(&**rule) {
+            inner.armed.insert(rule.clone(), Default::default());
+        }
+        let Some(keys) = inner.armed.get_mut(&**rule) else {
+            return;
+        };
+        if keys.contains_key(key) {
             return;
         }
         inner.seq += 1;
@@ -66,7 +80,7 @@ impl TimerSink for EventTimeTimers {
             .event_time_ms
             .saturating_add(i64::try_from(within.as_millis()).unwrap_or(i64::MAX));
         let slot = (deadline_ms, inner.seq);
-        inner.armed.insert(id, slot);
+        keys.insert(key.to_owned(), slot);
         inner.by_deadline.insert(
             slot,
             DueTimer {
@@ -81,7 +95,12 @@ impl TimerSink for EventTimeTimers {
 
     fn cancel(&self, rule: &Arc<str>, key: &str) {
         let mut inner = self.inner.lock();
-        if let Some(slot) = inner.armed.remove(&(rule.clone(), key.to_owned())) {
+        let inner = &mut *inner;
+        if let Some(slot) = inner
+            .armed
+            .get_mut(&**rule)
+            .and_then(|keys| keys.remove(key))
+        {
             inner.by_deadline.remove(&slot);
         }
     }

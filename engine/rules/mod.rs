@@ -5,6 +5,7 @@ pub mod checker;
 pub mod compiler;
 pub mod diagnostic;
 pub mod eval;
+pub mod filters;
 pub mod lexer;
 pub mod parser;
 

@@ -9,6 +9,7 @@ mod disk;
 mod entity;
 mod hll;
 mod packed;
+mod plan;
 mod tag_store;
 mod telemetry;
 mod window;
@@ -16,7 +17,8 @@ mod window;
 pub use disk::CHECKPOINT_FORMAT_VERSION;
 pub use entity::MAX_TAGS;
 pub use hll::SKETCH_STANDARD_ERROR;
-pub use tag_store::TagStore;
+pub use plan::FeaturePlan;
+pub use tag_store::{LiveTags, TagStore};
 
 use crate::event::{Aggregate, Field};
 use std::path::PathBuf;

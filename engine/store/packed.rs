@@ -127,9 +127,12 @@ pub fn update_packed(
     let expired = (0..records)
         .take_while(|&i| i64_at(block, rec(i)) <= cutoff)
         .count();
-    let at = (expired..records)
-        .find(|&i| i64_at(block, rec(i)) >= index)
-        .unwrap_or(records);
+    // the first record at or after `index`, searched from the newest: an in-order event lands
+    // in the newest bucket or just after it
+    let mut at = records;
+    while at > expired && i64_at(block, rec(at - 1)) >= index {
+        at -= 1;
+    }
     let mut kept = records - expired;
     if adds && at < records && i64_at(block, rec(at)) == index {
         let r = rec(at);
@@ -242,8 +245,8 @@ pub struct Scratch {
     pub(super) updates: Vec<super::entity::FeatureUpdate>,
     /// The input index of each of `updates`.
     pub(super) update_inputs: Vec<usize>,
-    /// Per input of an event: the hash of its entity while it is still to be applied.
-    pub(super) pending: Vec<Option<u64>>,
+    /// Positions in a plan group of the features still to apply.
+    pub(super) todo: Vec<usize>,
 }
 
 /// The packed features of one entity (16 bytes inline, one exact-size heap block).

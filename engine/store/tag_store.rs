@@ -6,6 +6,7 @@
 //! [`restore`] (loading a checkpoint on every core).
 
 mod checkpoint;
+mod disk_keys;
 mod restore;
 mod retention;
 mod spill;
@@ -14,13 +15,15 @@ mod tags;
 mod tests;
 
 use super::disk::{printable_key, Disk, Pending};
-use super::entity::{alloc_size, Entity, FeatureUpdate, MAP_SLOT_ACCOUNTED};
+use super::entity::{alloc_size, Entity, FeatureUpdate, Tag, MAP_SLOT_ACCOUNTED};
 use super::hll::item_hash;
 use super::packed::Scratch;
+use super::plan::FeaturePlan;
 use super::window::{empty_value, to_fixed, Contribution, Geometry};
 use super::{FeatureInput, FeatureSpec, Observation, StoreConfig, StoreError, StoreStats};
 use crate::event::{Aggregate, Field};
 use ahash::{AHashSet, RandomState};
+use disk_keys::DiskKeys;
 use hashbrown::hash_map::RawEntryMut;
 use parking_lot::{Mutex, MutexGuard, RwLock};
 use spill::shard_budget;
@@ -78,6 +81,8 @@ struct Shard {
     spilled: u64,
     /// Keys of checkpointed entities deleted since the last checkpoint.
     deleted: AHashSet<Box<[u8]>>,
+    /// The entities of this shard that may be on disk.
+    disk_keys: DiskKeys,
 }
 
 impl Shard {
@@ -105,7 +110,7 @@ impl Shard {
             self.tables_changed = false;
         }
         debug_assert_eq!(self.tables, self.table_excess(), "a map changed unflagged");
-        self.bytes + self.tables
+        self.bytes + self.tables + self.disk_keys.bytes()
     }
 }
 
@@ -159,6 +164,23 @@ fn split_key(key: &[u8]) -> Result<(Field, &str), StoreError> {
     let kind = Field::from_u8(kind).ok_or_else(|| bad("unknown entity kind"))?;
     let value = std::str::from_utf8(value).map_err(|_| bad("value not utf-8"))?;
     Ok((kind, value))
+}
+
+/// The tags of an entity live at an event's time ([`TagStore::update_planned`]).
+pub struct LiveTags<'e> {
+    tags: &'e [Tag],
+    now_ms: i64,
+}
+
+impl LiveTags<'_> {
+    /// The names of the live tags.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        let now_ms = self.now_ms;
+        self.tags
+            .iter()
+            .filter(move |t| t.is_live(now_ms))
+            .map(|t| &*t.name)
+    }
 }
 
 /// What an input adds to a feature of aggregate `agg`.
@@ -223,8 +245,8 @@ impl TagStore {
     }
 
     /// Updates every feature of one event and writes each feature's value after counting into
-    /// `out[i]`. `specs[i]` and `inputs[i]` correspond. Entities are updated one at a time, each
-    /// under its shard's lock with all of its features.
+    /// `out[i]`. `specs[i]` and `inputs[i]` correspond. Plans the features on every call: the
+    /// engine keeps a [`FeaturePlan`] per rule set and calls [`TagStore::update_planned`].
     pub fn update(
         &self,
         event_time_ms: i64,
@@ -232,75 +254,105 @@ impl TagStore {
         inputs: &[FeatureInput<'_>],
         out: &mut [Option<f64>],
     ) {
-        out.iter_mut().for_each(|o| *o = None);
         let n = specs.len().min(inputs.len()).min(out.len());
+        out.iter_mut().for_each(|o| *o = None);
+        let plan = FeaturePlan::new(&specs[..n]);
+        self.update_planned(
+            event_time_ms,
+            &plan,
+            |i| inputs[i],
+            &mut out[..n],
+            |_, _| {},
+        );
+    }
+
+    /// Updates every feature of `plan` with the event's `input(i)` for feature `i` and writes
+    /// each feature's value after counting into `out[i]` (`None` when the entity is missing).
+    /// `input` is called once per feature (again only for an input naming another entity than
+    /// the first of its kind). Entities are updated one at a time, each under its shard's lock
+    /// with all of its features; `seen` then gets each entity's kind and its tags live at the
+    /// event's time (read in the same lookup, for callers that ask about them next).
+    pub fn update_planned<'a>(
+        &self,
+        event_time_ms: i64,
+        plan: &FeaturePlan,
+        input: impl Fn(usize) -> FeatureInput<'a>,
+        out: &mut [Option<f64>],
+        mut seen: impl FnMut(Field, LiveTags<'_>),
+    ) {
+        out.iter_mut().for_each(|o| *o = None);
         let mut scratch = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
-        // the entity hash of every input still to apply (features by the same field usually
-        // name the same entity: hash it once)
-        let mut pending = std::mem::take(&mut scratch.pending);
-        pending.clear();
-        let mut hashed: [Option<(&str, u64)>; KINDS] = [None; KINDS];
-        pending.extend(specs.iter().zip(inputs).take(n).map(|(spec, input)| {
-            let value = input.entity?;
-            let cached = &mut hashed[spec.by as usize];
-            Some(match *cached {
-                Some((seen, hash)) if std::ptr::eq(seen, value) || seen == value => hash,
-                _ => {
-                    let hash = entity_hash(value);
-                    *cached = Some((value, hash));
-                    hash
-                }
-            })
-        }));
+        let mut updates = std::mem::take(&mut scratch.updates);
+        let mut of_input = std::mem::take(&mut scratch.update_inputs);
+        let mut todo = std::mem::take(&mut scratch.todo);
         let limit = self.cfg.distinct_exact_limit;
         let _gate = self.gate.read();
-        // one entity at a time, in order of first use, with all of its features
-        for first in 0..n {
-            let (Some(hash), kind, Some(value)) =
-                (pending[first], specs[first].by, inputs[first].entity)
-            else {
-                continue;
-            };
-            let mut updates = std::mem::take(&mut scratch.updates);
-            let mut of_input = std::mem::take(&mut scratch.update_inputs);
-            updates.clear();
-            of_input.clear();
-            for i in first..n {
-                let same = pending[i] == Some(hash)
-                    && specs[i].by == kind
-                    && inputs[i]
-                        .entity
-                        .is_some_and(|v| std::ptr::eq(v, value) || v == value);
-                if !same {
-                    continue;
+        for (kind, features) in &plan.groups {
+            todo.clear();
+            todo.extend(0..features.len());
+            // one entity per round: the first value seen; inputs naming another wait
+            while !todo.is_empty() {
+                let mut value: Option<&str> = None;
+                updates.clear();
+                of_input.clear();
+                let mut waiting = 0;
+                for j in 0..todo.len() {
+                    let (i, template) = &features[todo[j]];
+                    if *i >= out.len() {
+                        continue;
+                    }
+                    let input = input(*i);
+                    let Some(entity) = input.entity else {
+                        continue;
+                    };
+                    match value {
+                        None => value = Some(entity),
+                        Some(v) if std::ptr::eq(v, entity) || v == entity => {}
+                        Some(_) => {
+                            todo[waiting] = todo[j];
+                            waiting += 1;
+                            continue;
+                        }
+                    }
+                    updates.push(FeatureUpdate {
+                        contribution: contribution(template.agg, &input),
+                        ..*template
+                    });
+                    of_input.push(*i);
                 }
-                pending[i] = None;
-                let spec = &specs[i];
-                of_input.push(i);
-                updates.push(FeatureUpdate {
-                    id: spec.id,
-                    agg: spec.agg,
-                    geometry: Geometry::new(spec.window_ms, spec.resolution_ms),
-                    window_ms: i64::try_from(spec.window_ms).unwrap_or(i64::MAX),
-                    contribution: contribution(spec.agg, &inputs[i]),
-                });
+                todo.truncate(waiting);
+                let Some(value) = value else {
+                    break;
+                };
+                let hash = entity_hash(value);
+                let mut shard = self.lock(self.shard_of(hash));
+                shard.watermark_ms = shard.watermark_ms.max(event_time_ms);
+                if let Some(entity) = self.entity_mut(&mut shard, *kind, value, hash, true) {
+                    let before = entity.accounted_bytes(value.len());
+                    entity.update_features(
+                        event_time_ms,
+                        &updates,
+                        limit,
+                        &mut scratch,
+                        |k, v, _| out[of_input[k]] = v,
+                    );
+                    entity.dirty = true;
+                    seen(
+                        *kind,
+                        LiveTags {
+                            tags: entity.tags(),
+                            now_ms: event_time_ms,
+                        },
+                    );
+                    let after = entity.accounted_bytes(value.len());
+                    shard.bytes = (shard.bytes + after as u64).saturating_sub(before as u64);
+                }
+                self.keep_within_budget(&mut shard);
             }
-            let mut shard = self.lock(self.shard_of(hash));
-            shard.watermark_ms = shard.watermark_ms.max(event_time_ms);
-            if let Some(entity) = self.entity_mut(&mut shard, kind, value, hash, true) {
-                let before = entity.accounted_bytes(value.len());
-                entity.update_features(event_time_ms, &updates, limit, &mut scratch, |k, v, _| {
-                    out[of_input[k]] = v;
-                });
-                entity.dirty = true;
-                let after = entity.accounted_bytes(value.len());
-                shard.bytes = (shard.bytes + after as u64).saturating_sub(before as u64);
-            }
-            self.keep_within_budget(&mut shard);
-            scratch.updates = updates;
-            scratch.update_inputs = of_input;
         }
-        scratch.pending = pending;
+        scratch.updates = updates;
+        scratch.update_inputs = of_input;
+        scratch.todo = todo;
         SCRATCH.with(|s| *s.borrow_mut() = scratch);
     }
 
@@ -321,6 +373,7 @@ impl TagStore {
             clock,
             spilled,
             deleted,
+            disk_keys,
             ..
         } = shard;
         let entity = match maps[kind as usize]
@@ -329,7 +382,7 @@ impl TagStore {
         {
             RawEntryMut::Occupied(entry) => entry.into_mut(),
             RawEntryMut::Vacant(entry) => {
-                let entity = match self.read_back(spilled, deleted, kind, value) {
+                let entity = match self.read_back(spilled, deleted, disk_keys, kind, value, hash) {
                     Some(entity) => entity,
                     None if create => {
                         let mut entity = Entity::fresh();

@@ -143,6 +143,10 @@ impl TagStore {
                     })?;
                     if cold.load(Ordering::Relaxed) || stop.load(Ordering::Relaxed) {
                         cold.store(true, Ordering::Relaxed);
+                        let hash = entity_hash(value);
+                        self.lock(self.shard_of(hash))
+                            .disk_keys
+                            .insert(kind as u8, hash);
                         return Ok(());
                     }
                     entity.persisted = true;
@@ -151,11 +155,15 @@ impl TagStore {
                         retain_features(&mut entity, keep);
                     }
                     let bytes = entity.accounted_bytes(value.len()) as u64;
+                    let hash = entity_hash(value);
                     if loaded_bytes.fetch_add(bytes, Ordering::Relaxed) >= load_limit {
                         cold.store(true, Ordering::Relaxed);
+                        self.lock(self.shard_of(hash))
+                            .disk_keys
+                            .insert(kind as u8, hash);
                         return Ok(());
                     }
-                    let mut shard = self.lock(self.shard_of(entity_hash(value)));
+                    let mut shard = self.lock(self.shard_of(hash));
                     shard.bytes += bytes;
                     shard.maps[kind as usize].insert(value.into(), entity);
                     shard.tables_changed = true;

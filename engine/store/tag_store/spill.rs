@@ -1,7 +1,8 @@
 //! The memory budget: evicting the coldest entities of a shard to RocksDB (or dropping clean
 //! ones) and reading them back on access.
 
-use super::{entity_key, split_key, Shard, TagStore};
+use super::disk_keys::DiskKeys;
+use super::{entity_hash, entity_key, split_key, Shard, TagStore};
 use crate::event::Field;
 use crate::store::codec::DecodeError;
 use crate::store::disk::printable_key;
@@ -33,18 +34,21 @@ pub(super) fn shard_budget(memory_budget: u64, rocksdb_bytes: u64, shards: usize
 }
 
 impl TagStore {
-    /// Looks for an entity that is not in memory in the spill, then in the checkpoint.
+    /// Looks for an entity that is not in memory in the spill, then in the checkpoint; not at
+    /// all when the shard's [`DiskKeys`] say it never left memory.
     pub(super) fn read_back(
         &self,
         spilled: &mut u64,
         deleted: &AHashSet<Box<[u8]>>,
+        disk_keys: &DiskKeys,
         kind: Field,
         value: &str,
+        hash: u64,
     ) -> Option<Entity> {
         let maybe_spilled = *spilled > 0;
         let maybe_checkpointed = self.checkpoint_has_cold.load(Ordering::Relaxed)
             && self.checkpoint_live.load(Ordering::Relaxed);
-        if !maybe_spilled && !maybe_checkpointed {
+        if !maybe_spilled && !maybe_checkpointed || !disk_keys.may_contain(kind as u8, hash) {
             return None;
         }
         let key = entity_key(kind as u8, value);
@@ -135,7 +139,12 @@ impl TagStore {
         let mut freed = 0u64;
         let mut idle = 0u64;
         let mut dropped_clean = false;
-        let Shard { maps, deleted, .. } = &mut *shard;
+        let Shard {
+            maps,
+            deleted,
+            disk_keys,
+            ..
+        } = &mut *shard;
         for (kind, map) in maps.iter_mut().enumerate() {
             map.retain(|value, entity| {
                 let is_idle = entity.holds_until_ms <= horizon;
@@ -153,6 +162,8 @@ impl TagStore {
                     return false;
                 }
                 to_evict -= 1;
+                // on disk from here on (spilled, or its checkpoint copy is current)
+                disk_keys.insert(kind as u8, entity_hash(value));
                 if entity.dirty {
                     let mut payload = Vec::with_capacity(64);
                     entity.encode(&mut payload);

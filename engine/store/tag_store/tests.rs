@@ -4,7 +4,7 @@ use super::spill::entity_budget;
 use super::{entity_key, TagStore};
 use crate::event::{Aggregate, Field, TagUpdate};
 use crate::store::{
-    FeatureInput, FeatureSpec, Observation, PartitionOffset, StoreConfig, StoreError,
+    FeatureInput, FeaturePlan, FeatureSpec, Observation, PartitionOffset, StoreConfig, StoreError,
 };
 
 #[test]
@@ -87,6 +87,58 @@ fn update_counts_each_feature_and_skips_missing_entities() {
     assert_eq!(store.feature_value(&specs[0], "card-1", 700_000), Some(0.0));
     assert_eq!(store.feature_value(&specs[0], "nobody", 0), Some(0.0));
     assert_eq!(store.stats().entities_in_memory, 2);
+}
+
+#[test]
+fn planned_update_reports_each_entity_once_with_its_live_tags_and_splits_differing_entities() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = TagStore::open(config(dir.path())).unwrap();
+    let specs = [
+        spec(1, Aggregate::Count, Field::CardId),
+        spec(2, Aggregate::Count, Field::UserId),
+        spec(3, Aggregate::Sum, Field::CardId),
+    ];
+    let tag = |tag: &str, expires_at_ms| TagUpdate {
+        entity: Field::UserId,
+        value: "u1".into(),
+        tag: tag.into(),
+        expires_at_ms,
+        remove: false,
+    };
+    assert!(store.apply_tag(&tag("fraudster", None)));
+    assert!(store.apply_tag(&tag("expired", Some(500))));
+    let plan = FeaturePlan::new(&specs);
+    let inputs = [
+        input(Some("c1"), Observation::Count),
+        input(Some("u1"), Observation::Count),
+        input(Some("c1"), Observation::Num(2.5)),
+    ];
+    let mut out = [None; 3];
+    let mut seen = Vec::new();
+    store.update_planned(
+        1_000,
+        &plan,
+        |i| inputs[i],
+        &mut out,
+        |kind, tags| seen.push((kind, tags.names().map(String::from).collect::<Vec<_>>())),
+    );
+    assert_eq!(out, [Some(1.0), Some(1.0), Some(2.5)]);
+    assert_eq!(
+        seen,
+        [
+            (Field::CardId, vec![]),
+            (Field::UserId, vec!["fraudster".to_string()])
+        ]
+    );
+    // features of one kind naming two entities update each (the generic `update` path)
+    let inputs = [
+        input(Some("c1"), Observation::Count),
+        input(None, Observation::Count),
+        input(Some("c2"), Observation::Num(1.0)),
+    ];
+    store.update(2_000, &specs, &inputs, &mut out);
+    assert_eq!(out, [Some(2.0), None, Some(1.0)]);
+    assert_eq!(store.feature_value(&specs[2], "c1", 2_000), Some(2.5));
 }
 
 #[test]
