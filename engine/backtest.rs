@@ -1,15 +1,26 @@
 //! `veto backtest`: replays recorded events through a candidate rule set (and a baseline) with real state and event-time timers, and reports what changes.
 //!
 //! [`backtest`] runs the replay: one thread reads the file (`read`), one thread per rule set
-//! decides (`runner`), this thread compares (`tally`); [`render_human`] prints the summary.
+//! decides (`runner`), this thread compares (`tally`) and, with `--labels` (`labels`), judges
+//! each set against the ground truth (`quality`, `label_diff`); [`render_human`] prints the
+//! summary.
 
+mod label_diff;
+mod labels;
+mod quality;
 mod read;
 mod render;
 mod runner;
+mod tags;
 mod tally;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_labels;
 
+pub use label_diff::{LabelDiff, LabelsSummary, RuleQualityDelta};
+pub use labels::{InputError, Label};
+pub use quality::{Amounts, Flagged, LabelledSet, RuleQuality, Sweep, SweepPoint, Total};
 pub use render::render_human;
 
 use std::collections::BTreeMap;
@@ -26,6 +37,8 @@ use serde::Serialize;
 use crate::event::{Decision, PaymentEvent};
 use crate::rules::RuleSet;
 use crate::store::StoreError;
+use labels::Labels;
+use quality::LabelTally;
 use read::EventReader;
 use runner::SetRunner;
 use tally::{PairTally, SetTally};
@@ -74,10 +87,14 @@ pub enum BacktestError {
     },
     #[error("the {0} thread failed")]
     Thread(&'static str),
+    #[error("--labels {0}")]
+    Labels(InputError),
+    #[error("--tags {0}")]
+    Tags(InputError),
 }
 
 /// What to replay, through which rule sets.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct BacktestOptions {
     /// The candidate ("new") rule set.
     pub rules: Vec<PathBuf>,
@@ -92,6 +109,13 @@ pub struct BacktestOptions {
     pub samples: usize,
     /// Show a progress bar (only drawn when stderr is a terminal).
     pub progress: bool,
+    /// Ground truth (`event_id` or `txn_id`, `label` fraud/legit) joined onto the decisions.
+    pub labels: Option<PathBuf>,
+    /// Distance between the thresholds of a score sweep (0: the current threshold only).
+    pub sweep_step: u32,
+    /// External tag updates (`TagUpdate` JSON lines with `event_time_ms`) replayed in event
+    /// time, as the `entity-tags` topic would have delivered them.
+    pub tags: Option<PathBuf>,
 }
 
 /// A record of the events file that could not be used.
@@ -103,7 +127,7 @@ pub struct BadRecord {
 }
 
 /// One rule set's totals.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SetReport {
     pub version: String,
     /// Event-triggered decisions by outcome.
@@ -112,6 +136,9 @@ pub struct SetReport {
     pub timeout_decisions: BTreeMap<&'static str, u64>,
     /// Matches per rule, timeouts included.
     pub rule_hits: BTreeMap<String, u64>,
+    /// The set against the labels (with `--labels`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub labels: Option<LabelledSet>,
 }
 
 /// Events whose outcome went from `from` (baseline) to `to` (new).
@@ -133,7 +160,7 @@ pub struct RuleDelta {
 }
 
 /// Differences between the baseline and the new set, event by event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Changes {
     /// Events with a different outcome.
     pub changed_events: u64,
@@ -145,6 +172,30 @@ pub struct Changes {
     pub transitions: Vec<Transition>,
     /// Rules whose hit count changed, largest change first.
     pub rule_hit_deltas: Vec<RuleDelta>,
+    /// Timeout decisions of sequence rules, paired by rule and key.
+    pub timeouts: TimeoutChanges,
+    /// The new set minus the baseline on the labels (with `--labels`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub labels: Option<LabelDiff>,
+}
+
+/// Timeout decisions compared: the n-th firing of a sequence rule for a key (the value of its
+/// `with same` field) in the baseline is paired with the n-th in the new set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TimeoutChanges {
+    /// Timeouts that fired in both sets.
+    pub paired: u64,
+    /// Paired timeouts whose outcome differs.
+    pub changed: u64,
+    /// `matrix[baseline outcome][new outcome]` = paired timeouts.
+    pub matrix: BTreeMap<&'static str, BTreeMap<&'static str, u64>>,
+    /// The off-diagonal cells, largest first, with sample event ids (the arming events).
+    pub transitions: Vec<Transition>,
+    /// Timeouts only the new set fired, per rule (e.g. a new rule, or a capture it no longer
+    /// waits for).
+    pub only_new: BTreeMap<String, u64>,
+    /// Timeouts only the baseline fired, per rule.
+    pub only_baseline: BTreeMap<String, u64>,
 }
 
 /// The result of a backtest (also written as JSON with `--out`).
@@ -162,6 +213,26 @@ pub struct Report {
     pub new: SetReport,
     pub baseline: Option<SetReport>,
     pub changes: Option<Changes>,
+    /// The labels file and how it met the replay (with `--labels`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub labels: Option<LabelsSummary>,
+    /// The external tag updates replayed (with `--tags`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tags: Option<TagsSummary>,
+}
+
+/// External tag updates replayed with `--tags`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TagsSummary {
+    pub file: String,
+    /// Updates in the file.
+    pub updates: u64,
+    /// Updates whose time the events reached (later ones cannot matter).
+    pub applied: u64,
+    /// Updates refused by the new set's store (the entity already held 256 tags).
+    pub refused: u64,
+    /// The same for the baseline's store.
+    pub refused_baseline: Option<u64>,
 }
 
 /// `veto backtest`: runs, prints the summary (or the JSON report with `json`), writes `out`.
@@ -200,6 +271,16 @@ pub fn backtest(opts: &BacktestOptions) -> Result<Report, BacktestError> {
         .format
         .or_else(|| EventFileFormat::from_path(&opts.events))
         .ok_or_else(|| BacktestError::UnknownFormat(opts.events.clone()))?;
+    let tags = match &opts.tags {
+        Some(path) => tags::read_tags(path).map_err(BacktestError::Tags)?,
+        None => Vec::new(),
+    };
+    let tag_updates = tags.len() as u64;
+    let tags = Arc::new(tags);
+    let labels = match &opts.labels {
+        Some(path) => Some(Arc::new(Labels::read(path).map_err(BacktestError::Labels)?)),
+        None => None,
+    };
     let io_err = |path: &Path| {
         let path = path.to_path_buf();
         move |source| BacktestError::Io { path, source }
@@ -228,7 +309,7 @@ pub fn backtest(opts: &BacktestOptions) -> Result<Report, BacktestError> {
         let (result_tx, result_rx) = bounded::<BatchResult>(4);
         batch_txs.push(batch_tx);
         result_rxs.push(result_rx);
-        let mut runner = SetRunner::new(rules.clone(), name, writer.take())?;
+        let mut runner = SetRunner::new(rules.clone(), name, writer.take(), tags.clone())?;
         runner.channels = Some((batch_rx, result_tx));
         runners.push(runner);
     }
@@ -240,7 +321,16 @@ pub fn backtest(opts: &BacktestOptions) -> Result<Report, BacktestError> {
     };
     let mut tally_new = SetTally::default();
     let mut tally_base = SetTally::default();
-    let mut pairs = PairTally::new(opts.samples);
+    let mut pairs = baseline_rules
+        .as_ref()
+        .map(|b| PairTally::new(opts.samples, b, &new_rules));
+    let mut labels_new = labels
+        .as_ref()
+        .map(|l| LabelTally::new(l.clone(), &new_rules));
+    let mut labels_base = labels
+        .as_ref()
+        .zip(baseline_rules.as_ref())
+        .map(|(l, b)| LabelTally::new(l.clone(), b));
     let outcome = std::thread::scope(|scope| {
         // A thread that cannot be spawned drops its channel ends, so the others stop too.
         let thread_err = |name: &str| {
@@ -267,10 +357,18 @@ pub fn backtest(opts: &BacktestOptions) -> Result<Report, BacktestError> {
         if let Some(new_rx) = &new_rx {
             while let Ok(new) = new_rx.recv() {
                 tally_new.add(&new);
+                if let Some(l) = &mut labels_new {
+                    l.add(&new);
+                }
                 if let Some(base_rx) = &base_rx {
                     let Ok(base) = base_rx.recv() else { break };
                     tally_base.add(&base);
-                    pairs.add(&base.decisions, &new.decisions);
+                    if let Some(l) = &mut labels_base {
+                        l.add(&base);
+                    }
+                    if let Some(pairs) = &mut pairs {
+                        pairs.add(&base, &new);
+                    }
                 }
             }
         }
@@ -280,16 +378,54 @@ pub fn backtest(opts: &BacktestOptions) -> Result<Report, BacktestError> {
         let read = read?
             .join()
             .map_err(|_| BacktestError::Thread("event reader"))?;
+        let mut run_stats = Vec::new();
         for handle in running {
-            handle?
-                .join()
-                .map_err(|_| BacktestError::Thread("rule set"))??;
+            run_stats.push(
+                handle?
+                    .join()
+                    .map_err(|_| BacktestError::Thread("rule set"))??,
+            );
         }
-        read
+        Ok::<_, BacktestError>((read?, run_stats))
     });
-    let stats = outcome?;
+    let (stats, run_stats) = outcome?;
+    let tags_summary = opts.tags.as_ref().map(|path| TagsSummary {
+        file: path.display().to_string(),
+        updates: tag_updates,
+        applied: run_stats.first().map_or(0, |s| s.tags_applied),
+        refused: run_stats.first().map_or(0, |s| s.tags_refused),
+        refused_baseline: run_stats.get(1).map(|s| s.tags_refused),
+    });
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
+    let judged = |tally: &mut Option<LabelTally>| {
+        tally.as_mut().map(|t| {
+            t.finish();
+            t.report(opts.sweep_step)
+        })
+    };
+    let new_labels = judged(&mut labels_new);
+    let base_labels = judged(&mut labels_base);
+    let label_diff = match (&labels_new, &new_labels, &labels_base, &base_labels) {
+        (Some(nt), Some(n), Some(bt), Some(b)) => Some(LabelDiff::new(nt, n, bt, b)),
+        _ => None,
+    };
+    let labels_summary = labels_new
+        .as_ref()
+        .zip(opts.labels.as_ref())
+        .map(|(t, path)| LabelsSummary::new(path.display().to_string(), t));
+    let mut new_report = tally_new.report(&new_rules);
+    new_report.labels = new_labels;
+    let baseline_report = baseline_rules.as_ref().map(|b| {
+        let mut report = tally_base.report(b);
+        report.labels = base_labels;
+        report
+    });
+    let changes = pairs.as_ref().map(|pairs| {
+        let mut changes = pairs.report(&tally_base, &tally_new);
+        changes.labels = label_diff;
+        changes
+    });
     Ok(Report {
         events_file: opts.events.display().to_string(),
         events: stats.events,
@@ -301,11 +437,11 @@ pub fn backtest(opts: &BacktestOptions) -> Result<Report, BacktestError> {
         } else {
             0.0
         },
-        new: tally_new.report(&new_rules),
-        changes: baseline_rules
-            .as_ref()
-            .map(|_| pairs.report(&tally_base, &tally_new)),
-        baseline: baseline_rules.as_ref().map(|b| tally_base.report(b)),
+        new: new_report,
+        baseline: baseline_report,
+        changes,
+        labels: labels_summary,
+        tags: tags_summary,
     })
 }
 
@@ -342,6 +478,10 @@ type Batch = Arc<Vec<PaymentEvent>>;
 /// What one rule set decided for one batch: a decision per event (in order) and the timeout
 /// decisions that fired in event time while deciding it.
 struct BatchResult {
+    /// The batch's events (`events[i]` decided `decisions[i]`); empty for the final timeouts.
+    events: Batch,
     decisions: Vec<Decision>,
     timeouts: Vec<Decision>,
+    /// The key (`with same` field value) of each timeout.
+    timeout_keys: Vec<String>,
 }

@@ -117,6 +117,20 @@ pub struct BacktestArgs {
     /// No progress bar (it is never drawn when stderr is not a terminal).
     #[arg(long)]
     pub quiet: bool,
+    /// Ground truth joined onto the decisions: `.jsonl` or `.csv` with `event_id` or `txn_id`,
+    /// `label` (fraud or legit), optional `amount_minor`, `currency`, `reported_at_ms`. Adds
+    /// fraud caught, legit hurt, precision and recall per set and per rule, and score sweeps.
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+    /// Distance between the thresholds of a score sweep (`decide ... when score >= N`): N and
+    /// up to three steps either side. 0 sweeps the current threshold only.
+    #[arg(long, default_value_t = 10)]
+    pub sweep_step: u32,
+    /// External tag updates to replay, as the `entity-tags` topic delivered them: `.jsonl`,
+    /// one `TagUpdate` JSON object a line plus `event_time_ms`, applied before the first event
+    /// at or after that time.
+    #[arg(long)]
+    pub tags: Option<PathBuf>,
 }
 
 /// Runs a parsed command line and returns the process exit code.
@@ -144,6 +158,9 @@ pub fn main(cli: Cli) -> ExitCode {
                 decisions_out: args.decisions_out,
                 samples: args.samples,
                 progress: !args.quiet,
+                labels: args.labels,
+                sweep_step: args.sweep_step,
+                tags: args.tags,
             };
             crate::backtest::run_backtest(&opts, args.out.as_deref(), args.json)
         }

@@ -1,5 +1,7 @@
 //! Synthetic payment workload for `veto demo`, the load generator and benches: Zipf-distributed
 //! entities, normal authorize→capture flows, and the fraud patterns the default rules catch.
+//! [`Synth::next_labelled`] also says which pattern planted each event: the ground truth of a
+//! labelled stream (`veto-loadgen --labels-out`, `veto backtest --labels`).
 
 use std::collections::BTreeMap;
 
@@ -57,6 +59,27 @@ pub enum Pattern {
     NewDeviceBigAmount,
 }
 
+impl Pattern {
+    /// The snake-case name written next to a label.
+    pub fn name(self) -> &'static str {
+        match self {
+            Pattern::CardTesting => "card_testing",
+            Pattern::VelocityBurst => "velocity_burst",
+            Pattern::SanctionedGeo => "sanctioned_geo",
+            Pattern::AuthWithoutCapture => "auth_without_capture",
+            Pattern::NewDeviceBigAmount => "new_device_big_amount",
+        }
+    }
+
+    /// The ground-truth label of an event: `fraud` when a pattern planted it, else `legit`.
+    pub fn label(pattern: Option<Pattern>) -> &'static str {
+        match pattern {
+            Some(_) => "fraud",
+            None => "legit",
+        }
+    }
+}
+
 const PATTERNS: [Pattern; 5] = [
     Pattern::CardTesting,
     Pattern::VelocityBurst,
@@ -77,8 +100,9 @@ pub struct Synth {
     users: Zipf<f64>,
     merchants: Zipf<f64>,
     amounts: LogNormal<f64>,
-    /// Events not yet due, by (event time, planting sequence).
-    pending: BTreeMap<(i64, u64), PaymentEvent>,
+    /// Events not yet due, by (event time, planting sequence), with the pattern that planted
+    /// them (`None`: a normal flow).
+    pending: BTreeMap<(i64, u64), (PaymentEvent, Option<Pattern>)>,
     now_ms: f64,
     seq: u64,
 }
@@ -114,9 +138,10 @@ impl Synth {
         format!("{prefix}-{}-{}", self.cfg.seed, self.seq)
     }
 
-    fn schedule(&mut self, ev: PaymentEvent) {
+    fn schedule(&mut self, ev: PaymentEvent, pattern: Option<Pattern>) {
         self.seq += 1;
-        self.pending.insert((ev.event_time_ms, self.seq), ev);
+        self.pending
+            .insert((ev.event_time_ms, self.seq), (ev, pattern));
     }
 
     fn base_auth(&mut self, user: u64, at_ms: i64) -> PaymentEvent {
@@ -167,13 +192,15 @@ impl Synth {
             let auth = self.base_auth(user, at_ms);
             let delay = self.rng.random_range(50..1_500);
             let capture = self.capture_of(&auth, delay);
-            self.schedule(auth);
-            self.schedule(capture);
+            self.schedule(auth, None);
+            self.schedule(capture, None);
             return;
         }
         // Fraudsters use entities outside the normal population so patterns stay crisp.
         let fraud_user = self.cfg.users + self.rng.random_range(0..self.cfg.users.max(1));
-        match PATTERNS[self.rng.random_range(0..PATTERNS.len())] {
+        let pattern = PATTERNS[self.rng.random_range(0..PATTERNS.len())];
+        let planted = Some(pattern);
+        match pattern {
             Pattern::CardTesting => {
                 let card = format!("card-t-{}", self.seq);
                 for i in 0..12 {
@@ -181,15 +208,15 @@ impl Synth {
                     ev.card_id = Some(card.clone());
                     ev.amount_minor = Some(self.rng.random_range(50..200));
                     ev.merchant_id = Some(format!("m-{}", self.rng.random_range(0..10_000)));
-                    self.schedule(ev);
+                    self.schedule(ev, planted);
                 }
             }
             Pattern::VelocityBurst => {
                 for i in 0..8 {
                     let auth = self.base_auth(fraud_user, at_ms + i * 3_000);
                     let capture = self.capture_of(&auth, 200);
-                    self.schedule(auth);
-                    self.schedule(capture);
+                    self.schedule(auth, planted);
+                    self.schedule(capture, planted);
                 }
             }
             Pattern::SanctionedGeo => {
@@ -197,12 +224,12 @@ impl Synth {
                 let geo = SANCTIONED[self.rng.random_range(0..SANCTIONED.len())];
                 auth.ip_country = Some(geo.into());
                 let capture = self.capture_of(&auth, 300);
-                self.schedule(auth);
-                self.schedule(capture);
+                self.schedule(auth, planted);
+                self.schedule(capture, planted);
             }
             Pattern::AuthWithoutCapture => {
                 let auth = self.base_auth(fraud_user, at_ms);
-                self.schedule(auth);
+                self.schedule(auth, planted);
             }
             Pattern::NewDeviceBigAmount => {
                 for i in 0..4 {
@@ -212,8 +239,8 @@ impl Synth {
                         auth.amount_minor = Some(self.rng.random_range(600_000..2_000_000));
                     }
                     let capture = self.capture_of(&auth, 250);
-                    self.schedule(auth);
-                    self.schedule(capture);
+                    self.schedule(auth, planted);
+                    self.schedule(capture, planted);
                 }
             }
         }
@@ -224,10 +251,17 @@ impl Iterator for Synth {
     type Item = PaymentEvent;
 
     fn next(&mut self) -> Option<PaymentEvent> {
+        Some(self.next_labelled().0)
+    }
+}
+
+impl Synth {
+    /// The next event and the fraud pattern that planted it (`None`: a normal flow).
+    pub fn next_labelled(&mut self) -> (PaymentEvent, Option<Pattern>) {
         loop {
             if let Some(entry) = self.pending.first_entry() {
                 if entry.key().0 <= self.now_ms as i64 {
-                    return Some(entry.remove());
+                    return entry.remove();
                 }
             }
             let at = self.now_ms as i64;
@@ -251,6 +285,57 @@ mod tests {
             .all(|w| w[0].event_time_ms <= w[1].event_time_ms));
         let ids: ahash::AHashSet<_> = a.iter().map(|e| e.event_id.as_str()).collect();
         assert_eq!(ids.len(), a.len(), "event ids are unique");
+    }
+
+    #[test]
+    fn labels_name_the_events_each_pattern_planted() {
+        let cfg = SynthConfig {
+            fraud_rate: 0.3,
+            users: 1_000,
+            ..Default::default()
+        };
+        let mut labelled = Synth::new(cfg.clone());
+        let plain: Vec<PaymentEvent> = Synth::new(cfg.clone()).take(20_000).collect();
+        let mut seen = Vec::new();
+        for want in &plain {
+            let (ev, pattern) = labelled.next_labelled();
+            assert_eq!(&ev, want, "labelling does not change the stream");
+            let user: u64 = ev
+                .user_id
+                .as_deref()
+                .and_then(|u| u.strip_prefix("user-"))
+                .and_then(|u| u.parse().ok())
+                .expect("synthetic user id");
+            // Normal flows draw users 1..=users, fraudsters users..2*users.
+            if user < cfg.users {
+                assert_eq!(pattern, None, "{ev:?}");
+            }
+            if user > cfg.users {
+                assert!(pattern.is_some(), "{ev:?}");
+            }
+            if ev
+                .card_id
+                .as_deref()
+                .is_some_and(|c| c.starts_with("card-t-"))
+            {
+                assert_eq!(pattern, Some(Pattern::CardTesting));
+            }
+            if ev
+                .ip_country
+                .as_deref()
+                .is_some_and(|c| SANCTIONED.contains(&c))
+            {
+                assert_eq!(pattern, Some(Pattern::SanctionedGeo));
+            }
+            if let Some(p) = pattern {
+                if !seen.contains(&p) {
+                    seen.push(p);
+                }
+            }
+        }
+        assert_eq!(seen.len(), PATTERNS.len(), "every pattern is labelled");
+        assert_eq!(Pattern::label(Some(Pattern::CardTesting)), "fraud");
+        assert_eq!(Pattern::label(None), "legit");
     }
 
     #[test]

@@ -193,6 +193,7 @@ fn backtest_decides_recorded_events_exactly_like_the_service() {
             decisions_out: Some(out.clone()),
             samples: 5,
             progress: false,
+            ..Default::default()
         })
         .expect("backtest");
         assert_eq!(report.events, events.len() as u64);

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender};
 
+use super::tags::TimedTag;
 use super::{BacktestError, Batch, BatchResult};
 use crate::decider::{Engine, EventTimeTimers};
 use crate::event::{encode_decision, Decision, OutputFormat};
@@ -20,8 +21,21 @@ pub(super) struct SetRunner {
     pub(super) name: &'static str,
     out: Option<(PathBuf, BufWriter<File>)>,
     pub(super) channels: Option<(Receiver<Batch>, Sender<BatchResult>)>,
+    /// External tag updates by time (`--tags`), and the next one to apply.
+    tags: Arc<Vec<TimedTag>>,
+    next_tag: usize,
+    stats: RunStats,
     /// Keeps the scratch store's directory until the run ends.
     _dir: tempfile::TempDir,
+}
+
+/// What a set's replay did besides deciding.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct RunStats {
+    /// External tag updates applied (their time was reached).
+    pub(super) tags_applied: u64,
+    /// Of those, updates refused: the entity already held the most tags allowed.
+    pub(super) tags_refused: u64,
 }
 
 impl SetRunner {
@@ -29,6 +43,7 @@ impl SetRunner {
         rules: Arc<RuleSet>,
         name: &'static str,
         out: Option<(PathBuf, BufWriter<File>)>,
+        tags: Arc<Vec<TimedTag>>,
     ) -> Result<SetRunner, BacktestError> {
         let dir = tempfile::tempdir().map_err(|source| BacktestError::Io {
             path: std::env::temp_dir(),
@@ -45,20 +60,26 @@ impl SetRunner {
             name,
             out,
             channels: None,
+            tags,
+            next_tag: 0,
+            stats: RunStats::default(),
             _dir: dir,
         })
     }
 
-    pub(super) fn run(mut self) -> Result<(), BacktestError> {
+    pub(super) fn run(mut self) -> Result<RunStats, BacktestError> {
         let Some((batches, results)) = self.channels.take() else {
-            return Ok(());
+            return Ok(self.stats);
         };
         while let Ok(batch) = batches.recv() {
             let mut result = BatchResult {
+                events: batch.clone(),
                 decisions: Vec::with_capacity(batch.len()),
                 timeouts: Vec::new(),
+                timeout_keys: Vec::new(),
             };
             for event in batch.iter() {
+                self.apply_tags(event.event_time_ms);
                 // Timers whose deadline passed fire before the event that reveals it.
                 self.fire_due(event.event_time_ms, &mut result)?;
                 let decision = self.engine.decide(event, event.event_time_ms).decision;
@@ -66,13 +87,15 @@ impl SetRunner {
                 result.decisions.push(decision);
             }
             if results.send(result).is_err() {
-                return Ok(());
+                return Ok(self.stats);
             }
         }
         // The end of the stream fires every remaining timer.
         let mut last = BatchResult {
+            events: Batch::default(),
             decisions: Vec::new(),
             timeouts: Vec::new(),
+            timeout_keys: Vec::new(),
         };
         self.fire_due(i64::MAX, &mut last)?;
         let _ = results.send(last);
@@ -83,7 +106,21 @@ impl SetRunner {
             })?;
         }
         tracing::debug!(set = self.name, "replay finished");
-        Ok(())
+        Ok(self.stats)
+    }
+
+    /// Applies the external tag updates due by `now_ms` (event time), before the event.
+    fn apply_tags(&mut self, now_ms: i64) {
+        while let Some(tag) = self.tags.get(self.next_tag) {
+            if tag.at_ms > now_ms {
+                break;
+            }
+            self.stats.tags_applied += 1;
+            if self.engine.apply_tag_update(&tag.update).is_err() {
+                self.stats.tags_refused += 1;
+            }
+            self.next_tag += 1;
+        }
     }
 
     fn fire_due(&mut self, now_ms: i64, result: &mut BatchResult) -> Result<(), BacktestError> {
@@ -95,6 +132,7 @@ impl SetRunner {
             {
                 self.write(&decision)?;
                 result.timeouts.push(decision);
+                result.timeout_keys.push(timer.key);
             }
         }
         Ok(())

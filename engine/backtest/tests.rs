@@ -51,6 +51,7 @@ impl Fixture {
             decisions_out: Some(self.path("decisions.jsonl")),
             samples: 5,
             progress: false,
+            ..BacktestOptions::default()
         }
     }
 }
@@ -106,6 +107,13 @@ fn crafted_events_give_the_exact_expected_diff() {
     assert_eq!(changes.matrix["allow"]["allow"], 2);
     assert_eq!(changes.matrix["review"]["review"], 1);
     assert_eq!(changes.matrix["block"]["block"], 1);
+    // The baseline has no sequence rule: the new set's timeout is unpaired.
+    assert_eq!(changes.timeouts.paired, 0);
+    assert_eq!(
+        changes.timeouts.only_new,
+        BTreeMap::from([("no_capture".to_string(), 1)])
+    );
+    assert!(changes.timeouts.only_baseline.is_empty());
     let deltas: Vec<(&str, u64, u64, i64)> = changes
         .rule_hit_deltas
         .iter()
@@ -177,6 +185,138 @@ fn protobuf_files_replay_like_json_and_bad_records_are_numbered() {
     assert!(report.bad_record_samples[1].error.contains("truncated"));
     let changes = report.changes.expect("changes");
     assert_eq!(changes.changed_events, 2);
+}
+
+#[test]
+fn timeouts_are_paired_by_rule_and_key() {
+    let fx = Fixture::new();
+    let seq = |within: &str, outcome: &str| {
+        format!(
+            "version \"{outcome}\"\nrule no_capture after type == \"authorization\" expect type == \"capture\" with same txn_id within {within} then {outcome}\n"
+        )
+    };
+    std::fs::write(fx.path("base.veto"), seq("2s", "review")).expect("write");
+    std::fs::write(fx.path("new.veto"), seq("5s", "challenge")).expect("write");
+    let capture = |id: &str, at_ms: i64, txn: &str| {
+        format!(
+            r#"{{"event_id":"{id}","type":"capture","event_time_ms":{},"card_id":"c","txn_id":"{txn}","amount":"1.00","currency":"EUR"}}"#,
+            1_767_225_600_000 + at_ms
+        )
+    };
+    let lines = [
+        event_line("e1", "c1", 0, "10.00", Some("t1")),
+        event_line("e2", "c2", 1, "10.00", Some("t2")),
+        capture("e3", 3_000, "t2"),
+        event_line("e4", "c3", 10, "10.00", Some("t3")),
+        capture("e5", 10_500, "t3"),
+    ];
+    std::fs::write(fx.path("events.jsonl"), lines.join("\n")).expect("write");
+    let report = backtest(&fx.options("events.jsonl")).expect("backtest");
+    let t = report.changes.expect("changes").timeouts;
+    // t1 times out in both (review at 2 s, challenge at 5 s); t2's capture at 3 s is too late
+    // for the baseline only; t3 is captured in time by both.
+    assert_eq!((t.paired, t.changed), (1, 1));
+    assert_eq!(t.matrix["review"]["challenge"], 1);
+    assert_eq!(
+        t.transitions,
+        [Transition {
+            from: "review",
+            to: "challenge",
+            events: 1,
+            sample_event_ids: vec!["e1".into()],
+        }]
+    );
+    assert_eq!(
+        t.only_baseline,
+        BTreeMap::from([("no_capture".to_string(), 1)])
+    );
+    assert!(t.only_new.is_empty());
+    let text = render_human(&backtest(&fx.options("events.jsonl")).expect("backtest"));
+    assert!(
+        text.contains("timeouts paired by rule and key: 1 (1 changed outcome)")
+            && text.contains("only in baseline: no_capture (1)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn external_tags_are_applied_in_event_time() {
+    let fx = Fixture::new();
+    std::fs::write(
+        fx.path("new.veto"),
+        "version \"t-1\"\nrule known_fraudster when user_id has tag \"fraudster\" then block\n",
+    )
+    .expect("write");
+    let t0 = 1_767_225_600_000i64;
+    let ev = |id: &str, at_s: i64| {
+        format!(
+            r#"{{"event_id":"{id}","type":"authorization","event_time_ms":{},"user_id":"u1","amount":"5.00","currency":"EUR"}}"#,
+            t0 + at_s * 1000
+        )
+    };
+    let lines: Vec<String> = [("e0", 0), ("e1", 2), ("e2", 3), ("e3", 5), ("e4", 9)]
+        .iter()
+        .map(|(id, at)| ev(id, *at))
+        .collect();
+    std::fs::write(fx.path("events.jsonl"), lines.join("\n")).expect("write");
+    // Out of order in the file: set at 1 s until 4 s, removed at 8 s; set again at 5 s.
+    let tag = |at_s: i64, extra: &str| {
+        format!(
+            r#"{{"event_time_ms":{},"entity_kind":"user","entity_value":"u1","tag":"fraudster"{extra}}}"#,
+            t0 + at_s * 1000
+        )
+    };
+    let tags = [
+        tag(8, r#","remove":true"#),
+        tag(1, &format!(r#","expires_at_ms":{}"#, t0 + 2_500)),
+        tag(3, ""),
+        String::new(),
+        tag(60, ""),
+    ];
+    std::fs::write(fx.path("tags.jsonl"), tags.join("\n")).expect("write");
+    let mut options = fx.options("events.jsonl");
+    options.tags = Some(fx.path("tags.jsonl"));
+    let report = backtest(&options).expect("backtest");
+    let decisions: Vec<(String, &'static str)> =
+        std::fs::read_to_string(fx.path("decisions.jsonl"))
+            .expect("read")
+            .lines()
+            .map(|l| {
+                let d = decode_decision(l.as_bytes(), InputFormat::Json).expect("decision");
+                (d.event_id, d.outcome.name())
+            })
+            .collect();
+    let want = [
+        ("e0", "allow"), // before the first update
+        ("e1", "block"), // set at 1 s, expires at 2.5 s
+        ("e2", "block"), // set again at 3 s
+        ("e3", "block"),
+        ("e4", "allow"), // removed at 8 s
+    ];
+    let want: Vec<(String, &str)> = want.iter().map(|(e, o)| (e.to_string(), *o)).collect();
+    assert_eq!(decisions, want);
+    let summary = report.tags.expect("tags summary");
+    assert_eq!(
+        (summary.updates, summary.applied, summary.refused),
+        (4, 3, 0)
+    );
+    assert_eq!(summary.refused_baseline, Some(0));
+    // Without --tags the same events are all allowed.
+    let mut options = fx.options("events.jsonl");
+    options.decisions_out = None;
+    assert_eq!(
+        backtest(&options).expect("backtest").new.decisions["block"],
+        0
+    );
+
+    std::fs::write(fx.path("tags.jsonl"), "{\"event_time_ms\":1}\n").expect("write");
+    let mut options = fx.options("events.jsonl");
+    options.tags = Some(fx.path("tags.jsonl"));
+    let err = backtest(&options).expect_err("bad tags").to_string();
+    assert!(
+        err.starts_with("--tags ") && err.contains("tags.jsonl:1:1: "),
+        "{err}"
+    );
 }
 
 #[test]

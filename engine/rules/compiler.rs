@@ -341,7 +341,14 @@ impl RuleSet {
 
     /// The outcome of the first `decide` threshold the score meets.
     fn decide(&self, score: i32) -> Outcome {
-        self.decides
+        RuleSet::decide_with(&self.decides, score)
+    }
+
+    /// The outcome `decide` lines (`(outcome, minimum score)`, in file order) give a summed
+    /// score: the first line whose threshold it meets, else allow. `veto backtest` calls it with
+    /// moved thresholds for its score sweep.
+    pub fn decide_with(lines: &[(Outcome, i32)], score: i32) -> Outcome {
+        lines
             .iter()
             .find(|(_, threshold)| score >= *threshold)
             .map_or(Outcome::Allow, |(o, _)| *o)

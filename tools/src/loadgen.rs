@@ -13,7 +13,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
-use veto::synth::{Synth, SynthConfig};
+use veto::synth::{Pattern, Synth, SynthConfig};
 
 use crate::pace::Pacer;
 use crate::wire::{self, EventFormat};
@@ -36,6 +36,11 @@ pub struct LoadgenArgs {
     /// `.pb` (length-delimited `veto.v1.PaymentEvent`), the inputs of `veto backtest`.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// With --out, also write each event's ground truth here (`.jsonl` or `.csv`): `event_id`,
+    /// `label` (`fraud` when a fraud pattern planted the event, else `legit`) and `pattern`,
+    /// the input of `veto backtest --labels`.
+    #[arg(long, requires = "out")]
+    pub labels_out: Option<PathBuf>,
     /// Events per second; 0 = flat out.
     #[arg(long, default_value_t = 1000.0)]
     pub rate: f64,
@@ -102,6 +107,13 @@ pub enum LoadgenError {
     OutExtension(PathBuf),
     #[error("--out {path}: {source}")]
     Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("--labels-out {0}: unknown extension, expected .jsonl or .csv")]
+    LabelsExtension(PathBuf),
+    #[error("--labels-out {path}: {source}")]
+    LabelsIo {
         path: PathBuf,
         source: std::io::Error,
     },
@@ -231,10 +243,71 @@ pub fn run(args: &LoadgenArgs) -> Result<LoadgenSummary, LoadgenError> {
     }
 }
 
+/// The ground truth of a synthetic stream, one line per event.
+struct LabelsOut {
+    path: PathBuf,
+    csv: bool,
+    out: BufWriter<File>,
+}
+
+impl LabelsOut {
+    fn create(path: &Path) -> Result<LabelsOut, LoadgenError> {
+        let csv = match path.extension().and_then(|e| e.to_str()) {
+            Some("csv") => true,
+            Some("jsonl") => false,
+            _ => return Err(LoadgenError::LabelsExtension(path.to_path_buf())),
+        };
+        let mut labels = LabelsOut {
+            path: path.to_path_buf(),
+            csv,
+            out: BufWriter::new(File::create(path).map_err(|source| LoadgenError::LabelsIo {
+                path: path.to_path_buf(),
+                source,
+            })?),
+        };
+        if csv {
+            labels.put(b"event_id,label,pattern\n")?;
+        }
+        Ok(labels)
+    }
+
+    fn put(&mut self, bytes: &[u8]) -> Result<(), LoadgenError> {
+        self.out
+            .write_all(bytes)
+            .map_err(|source| LoadgenError::LabelsIo {
+                path: self.path.clone(),
+                source,
+            })
+    }
+
+    fn write(&mut self, event_id: &str, pattern: Option<Pattern>) -> Result<(), LoadgenError> {
+        let label = Pattern::label(pattern);
+        let name = pattern.map_or("", Pattern::name);
+        let line = if self.csv {
+            // Synthetic event ids are `ev-<seed>-<n>`: nothing to quote.
+            format!("{event_id},{label},{name}\n")
+        } else {
+            let mut line = serde_json::json!({ "event_id": event_id, "label": label });
+            if let Some(p) = pattern {
+                line["pattern"] = p.name().into();
+            }
+            format!("{line}\n")
+        };
+        self.put(line.as_bytes())
+    }
+
+    fn finish(mut self) -> Result<(), LoadgenError> {
+        self.out.flush().map_err(|source| LoadgenError::LabelsIo {
+            path: self.path.clone(),
+            source,
+        })
+    }
+}
+
 fn write_file(
     args: &LoadgenArgs,
     path: &Path,
-    synth: Synth,
+    mut synth: Synth,
 ) -> Result<LoadgenSummary, LoadgenError> {
     let format = FileFormat::from_path(path)?;
     let io_err = |source| LoadgenError::Io {
@@ -242,13 +315,22 @@ fn write_file(
         source,
     };
     let mut out = BufWriter::new(File::create(path).map_err(io_err)?);
+    let mut labels = args
+        .labels_out
+        .as_deref()
+        .map(LabelsOut::create)
+        .transpose()?;
     let bar = progress_bar(args);
     let pacer = Pacer::new(None);
     let (mut events, mut bytes) = (0u64, 0u64);
     let mut buf = Vec::new();
-    for event in synth {
+    loop {
         if args.limit_reached(events, pacer.start()) {
             break;
+        }
+        let (event, pattern) = synth.next_labelled();
+        if let Some(labels) = &mut labels {
+            labels.write(&event.event_id, pattern)?;
         }
         buf.clear();
         match format {
@@ -270,6 +352,9 @@ fn write_file(
         }
     }
     out.flush().map_err(io_err)?;
+    if let Some(labels) = labels {
+        labels.finish()?;
+    }
     bar.finish_and_clear();
     Ok(summary(events, bytes, pacer.start(), 0))
 }
@@ -412,6 +497,84 @@ mod tests {
         }
         assert_eq!(json_ids.len(), 500);
         assert_eq!(json_ids, pb_ids);
+    }
+
+    #[test]
+    fn labels_out_gives_every_event_its_ground_truth() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let events = dir.path().join("e.jsonl");
+        let path = |p: &Path| p.to_str().expect("utf-8 path").to_string();
+        let mut planted = Synth::new(
+            args(&["--seed", "3", "--fraud-rate", "0.2", "--start-ms", "1000"])
+                .synth_config()
+                .expect("valid"),
+        );
+        let expected: Vec<(String, Option<Pattern>)> = (0..2_000)
+            .map(|_| {
+                let (ev, p) = planted.next_labelled();
+                (ev.event_id, p)
+            })
+            .collect();
+        assert!(expected.iter().any(|(_, p)| p.is_some()));
+        assert!(expected.iter().any(|(_, p)| p.is_none()));
+        for name in ["l.csv", "l.jsonl"] {
+            let labels = dir.path().join(name);
+            let a = args(&[
+                "--count",
+                "2000",
+                "--seed",
+                "3",
+                "--fraud-rate",
+                "0.2",
+                "--start-ms",
+                "1000",
+                "--out",
+                &path(&events),
+                "--labels-out",
+                &path(&labels),
+            ]);
+            assert_eq!(run(&a).expect("run").events, 2_000);
+            let text = std::fs::read_to_string(&labels).expect("read labels");
+            let got: Vec<(String, String, String)> = if name.ends_with(".csv") {
+                let mut lines = text.lines();
+                assert_eq!(lines.next(), Some("event_id,label,pattern"));
+                lines
+                    .map(|l| {
+                        let f: Vec<&str> = l.split(',').collect();
+                        (f[0].to_string(), f[1].to_string(), f[2].to_string())
+                    })
+                    .collect()
+            } else {
+                text.lines()
+                    .map(|l| {
+                        let v: serde_json::Value = serde_json::from_str(l).expect("json");
+                        let s = |k: &str| v[k].as_str().unwrap_or("").to_string();
+                        (s("event_id"), s("label"), s("pattern"))
+                    })
+                    .collect()
+            };
+            let want: Vec<(String, String, String)> = expected
+                .iter()
+                .map(|(id, p)| {
+                    let label = if p.is_some() { "fraud" } else { "legit" };
+                    (
+                        id.clone(),
+                        label.to_string(),
+                        p.map_or("", Pattern::name).to_string(),
+                    )
+                })
+                .collect();
+            assert_eq!(got, want, "{name}");
+        }
+        let bad = args(&[
+            "--count",
+            "1",
+            "--out",
+            &path(&events),
+            "--labels-out",
+            "l.txt",
+        ]);
+        assert!(matches!(run(&bad), Err(LoadgenError::LabelsExtension(_))));
     }
 
     #[test]
