@@ -24,8 +24,8 @@ pub enum LoadError {
     Rejected(String),
     /// The set was not read, checked, compiled and tested within `rules.swap_deadline`.
     #[error(
-        "abandoned: not ready within rules.swap_deadline ({})",
-        humantime::format_duration(*deadline)
+        "abandoned: not ready within rules.swap_deadline ({}ms)",
+        .deadline.as_millis()
     )]
     DeadlineExceeded { deadline: Duration },
     /// The loading thread failed (a bug, not the files).
