@@ -25,6 +25,10 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the service: consume payments from Kafka, publish decisions.
+    ///
+    /// Signals: SIGUSR1 reloads the rule files (abandoned past `rules.swap_deadline`, the
+    /// running set kept); SIGUSR2 rolls back to the rule set the last swap replaced;
+    /// SIGTERM/SIGINT drain in-flight events, checkpoint and exit.
     Run(RunArgs),
     /// Run everything on an embedded broker with synthetic payments and a live summary.
     Demo(DemoArgs),

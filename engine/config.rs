@@ -125,6 +125,10 @@ pub struct RulesConfig {
     /// Rule files or directories of a shadow set, evaluated beside the live one; its decisions
     /// go to `kafka.topics.shadow` and are never enforced. Empty: no shadow set.
     pub shadow_paths: Vec<PathBuf>,
+    /// How long a reload (SIGUSR1) may spend reading, checking, compiling and testing a set
+    /// before it is abandoned and the running set kept, e.g. "500ms"; between 1ms and 10m.
+    #[serde(with = "humantime_serde")]
+    pub swap_deadline: Duration,
 }
 
 /// `[store]`: the sharded tag store.
@@ -265,6 +269,7 @@ impl Default for RulesConfig {
         RulesConfig {
             paths: vec![PathBuf::from("rules/payments.veto")],
             shadow_paths: Vec::new(),
+            swap_deadline: DEFAULT_SWAP_DEADLINE,
         }
     }
 }
@@ -331,6 +336,13 @@ const MAX_EXACTLY_ONCE_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(30);
 
 const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(86_400);
+
+/// Default `rules.swap_deadline`.
+pub const DEFAULT_SWAP_DEADLINE: Duration = Duration::from_millis(500);
+
+/// Bounds of `rules.swap_deadline`.
+const SWAP_DEADLINE_RANGE: (Duration, Duration) =
+    (Duration::from_millis(1), Duration::from_secs(600));
 
 /// Default `pipeline.max_future_skew`.
 pub const DEFAULT_MAX_FUTURE_SKEW: Duration = Duration::from_secs(600);
@@ -449,6 +461,17 @@ impl Config {
             return Err((
                 "rules.paths",
                 "needs at least one rule file or directory".into(),
+            ));
+        }
+        let (min_deadline, max_deadline) = SWAP_DEADLINE_RANGE;
+        let deadline = self.rules.swap_deadline;
+        if deadline < min_deadline || deadline > max_deadline {
+            return Err((
+                "rules.swap_deadline",
+                format!(
+                    "{} is outside 1ms..10m",
+                    humantime::format_duration(deadline)
+                ),
             ));
         }
         let shards = self.store.shards;

@@ -77,7 +77,7 @@ pub fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
             shutdown.await;
             stop_producer.store(true, Ordering::SeqCst);
         };
-        serve(config, signals.reload, shutdown).await
+        serve(config, signals.requests, shutdown).await
     });
     stop.store(true, Ordering::SeqCst);
     let _ = producer.join();

@@ -19,7 +19,7 @@
 //! | [`decider`]   | the engine core: one event in, one decision out (features, rules, tags, timers) |
 //! | [`ruletest`]  | `veto test`: in-file rule tests through the real engine core |
 //! | [`backtest`]  | `veto backtest`: recorded events through a candidate and a baseline set, compared |
-//! | [`reload`]    | signals and the atomic hot swap of the rule set |
+//! | [`reload`]    | signals, the atomic hot swap of the rule set (within a deadline) and rollback |
 //! | [`service`]   | `veto run`: wires config, store, timers, rules, pipeline and telemetry |
 //! | [`demo`]      | `veto demo`: the service on an embedded broker with synthetic payments |
 //! | [`config`]    | `veto.toml` + environment overrides |

@@ -1,130 +1,137 @@
-//! Hot swap of the rule sets (live and shadow): signals (SIGUSR1 reload, SIGTERM/SIGINT stop), the
-//! one-at-a-time reloader, and the log line + metrics of every swap or rejected file.
+//! Hot swap of the rule sets (live and shadow): the one-at-a-time reloader (SIGUSR1, bounded by
+//! `rules.swap_deadline`), the rollback to the previous live set (SIGUSR2), and the log line +
+//! metrics of every swap, rollback, rejected file or abandoned reload. The signals themselves
+//! are in `signals`.
+
+mod signals;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use tokio::sync::{mpsc, watch};
 
 use crate::decider::Engine;
 use crate::rules::RuleSet;
 
-/// What a reload attempt ended in.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ReloadOutcome {
-    /// The new set is live.
-    Swapped { old: Arc<str>, new: Arc<str> },
-    /// The files were rejected; the old set keeps running. Holds the rendered diagnostics.
-    Rejected { diagnostics: String },
+pub use signals::{listen_signals, requests, stopped, Request, RequestSender, Requests, Signals};
+
+/// Why a reload did not produce a rule set.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoadError {
+    /// The files were rejected; holds the rendered diagnostics.
+    #[error("{0}")]
+    Rejected(String),
+    /// The set was not read, checked, compiled and tested within `rules.swap_deadline`.
+    #[error(
+        "abandoned: not ready within rules.swap_deadline ({}ms)",
+        .deadline.as_millis()
+    )]
+    DeadlineExceeded { deadline: Duration },
+    /// The loading thread failed (a bug, not the files).
+    #[error("rule loading task failed: {0}")]
+    Task(String),
 }
 
-/// Status of the last reload, for `/readyz` details.
+/// Status of the reloads and rollbacks, for `/readyz` details.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct ReloadStatus {
     pub live_version: String,
+    /// Reload requests served (swapped, rejected or abandoned).
     pub reloads: u64,
+    /// Reloads that left the running set in place (rejected or past the deadline).
     pub failures: u64,
+    /// Of `failures`, reloads abandoned at `rules.swap_deadline`.
+    pub deadline_exceeded: u64,
     pub last_error: Option<String>,
+    /// The set a rollback (SIGUSR2) would return to, if any.
+    pub previous_version: Option<String>,
+    /// Rollbacks that swapped.
+    pub rollbacks: u64,
     /// Version of the shadow set, when one is loaded.
     pub shadow_version: Option<String>,
     /// Diagnostics of the last rejected shadow file (the previous shadow keeps running).
     pub shadow_last_error: Option<String>,
 }
 
-/// Listens for SIGUSR1 (reload) and SIGTERM/SIGINT (stop) on a dedicated thread.
-/// Reload requests coalesce: while one reload runs, any number of signals queue exactly one more.
-pub struct Signals {
-    pub reload: mpsc::Receiver<Instant>,
-    pub stop: watch::Receiver<bool>,
-}
-
-/// Installs the signal handlers (signal-hook) and returns the channels they feed.
-pub fn listen_signals() -> std::io::Result<Signals> {
-    use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
-    let mut signals = signal_hook::iterator::Signals::new([SIGUSR1, SIGTERM, SIGINT])?;
-    let (reload_tx, reload_rx) = mpsc::channel(1);
-    let (stop_tx, stop_rx) = watch::channel(false);
-    std::thread::Builder::new()
-        .name("veto-signals".into())
-        .spawn(move || {
-            for signal in signals.forever() {
-                if signal == SIGUSR1 {
-                    // A full channel means a reload is already queued: this one folds into it.
-                    let _ = reload_tx.try_send(Instant::now());
-                } else {
-                    tracing::info!(signal, "stop signal received, draining");
-                    let _ = stop_tx.send(true);
-                }
-            }
-        })?;
-    Ok(Signals {
-        reload: reload_rx,
-        stop: stop_rx,
-    })
-}
-
-/// Completes when `stop` turns true (or its sender is gone).
-pub async fn stopped(mut stop: watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
-}
-
-/// Reads, checks, compiles and tests rule files off the async runtime.
+/// Reads, checks, compiles and tests rule files off the async runtime (no deadline: start-up).
 pub async fn load_rules(paths: Vec<PathBuf>) -> Result<Arc<RuleSet>, String> {
     let joined = tokio::task::spawn_blocking(move || load_rules_blocking(&paths)).await;
-    joined.unwrap_or_else(|e| Err(format!("rule loading task failed: {e}")))
+    joined.unwrap_or_else(|e| Err(LoadError::Task(e.to_string()).to_string()))
+}
+
+/// [`load_rules`] bounded by `deadline`: past it the work is abandoned (it stops at its next
+/// step: after compiling, or before the next test block) and `DeadlineExceeded` comes back.
+pub async fn load_rules_within(
+    paths: Vec<PathBuf>,
+    deadline: Duration,
+) -> Result<Arc<RuleSet>, LoadError> {
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&cancelled);
+    let task =
+        tokio::task::spawn_blocking(move || on_reload_thread(|| load_and_test(&paths, &flag)));
+    match tokio::time::timeout(deadline, task).await {
+        Ok(Ok(Some(loaded))) => loaded.map_err(LoadError::Rejected),
+        // Cancelled without a timeout: cannot happen (only the timeout sets the flag).
+        Ok(Ok(None)) => Err(LoadError::DeadlineExceeded { deadline }),
+        Ok(Err(e)) => Err(LoadError::Task(e.to_string())),
+        Err(_elapsed) => {
+            cancelled.store(true, Ordering::Relaxed);
+            Err(LoadError::DeadlineExceeded { deadline })
+        }
+    }
 }
 
 /// Loads rule files and runs the set's own tests; on failure returns the rendered diagnostics.
 ///
-/// The work runs on the reload pool: one thread fewer than the cores, at background priority
-/// (nice 19), so a reload does not take CPU from the workers deciding events (under full load
-/// it takes longer instead).
+/// The work runs on the reload thread (see [`on_reload_thread`]).
 pub fn load_rules_blocking(paths: &[PathBuf]) -> Result<Arc<RuleSet>, String> {
-    match reload_pool() {
-        Some(pool) => pool.install(|| load_and_test(paths)),
-        None => load_and_test(paths),
+    on_reload_thread(|| load_and_test(paths, &AtomicBool::new(false)))
+        .unwrap_or_else(|| Err("rule loading was cancelled".into()))
+}
+
+/// Runs `work` on the reload thread: one dedicated thread at the priority the process started
+/// with, the same as the pipeline workers (they do not change theirs). Off the workers' own
+/// threads, yet with a guaranteed share of the CPU when they saturate every core: a reload
+/// then takes one thread's fair share instead of waiting for idle time. Reloads (and the
+/// rule tests inside one) run one at a time on it. When the thread cannot start, `work` runs
+/// on the caller's thread.
+fn on_reload_thread<T: Send>(work: impl FnOnce() -> T + Send) -> T {
+    static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
+    let pool = POOL.get_or_init(|| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .thread_name(|_| "veto-reload".to_owned())
+            .build()
+            .ok()
+    });
+    match pool {
+        Some(pool) => pool.install(work),
+        None => work(),
     }
 }
 
-/// Threads for reload work at the lowest normal priority; `None` if the pool cannot start
-/// (then reloads run on the caller's thread).
-fn reload_pool() -> Option<&'static rayon::ThreadPool> {
-    static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
-    POOL.get_or_init(|| {
-        // One core fewer than the machine has: a reload leaves a core to the workers.
-        let threads =
-            std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1));
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("veto-reload-{i}"))
-            .start_handler(|_| {
-                // Best effort: without it reloads just compete with the workers.
-                let _ = thread_priority::set_current_thread_priority(
-                    thread_priority::ThreadPriority::Min,
-                );
-            })
-            .build()
-            .ok()
-    })
-    .as_ref()
-}
-
-fn load_and_test(paths: &[PathBuf]) -> Result<Arc<RuleSet>, String> {
+/// Loads and tests; `None` once `cancelled` is set (checked after compiling and between tests).
+fn load_and_test(
+    paths: &[PathBuf],
+    cancelled: &AtomicBool,
+) -> Option<Result<Arc<RuleSet>, String>> {
     let report = crate::rules::load(paths);
+    if cancelled.load(Ordering::Relaxed) {
+        return None;
+    }
     let failed = report.has_errors();
     let rendered = report.render_human(false);
     let Some(rules) = report.ruleset.filter(|_| !failed) else {
-        return Err(rendered);
+        return Some(Err(rendered));
     };
     let rules = Arc::new(rules);
-    let failures = crate::ruletest::failures(&rules);
-    if failures.is_empty() {
+    let failures = crate::ruletest::failures_unless(&rules, cancelled)?;
+    Some(if failures.is_empty() {
         Ok(rules)
     } else {
         Err(format!("rule tests failed:\n{}", failures.join("\n")))
-    }
+    })
 }
 
 /// The rule files a reload reads: the live set and, when configured, the shadow set.
@@ -156,60 +163,93 @@ pub async fn load_shadow(engine: &Engine, paths: &[PathBuf]) -> Result<(), Strin
             Ok(())
         }
         Err(diagnostics) => {
-            shadow_rejected(&diagnostics);
+            shadow_rejected(&LoadError::Rejected(diagnostics.clone()));
             Err(diagnostics)
         }
     }
 }
 
-/// Serves reload requests one at a time until `requests` closes: the live set, then the
-/// shadow set; each is swapped on its own success, a rejected one keeps its previous set.
+/// Serves reload (SIGUSR1) and rollback (SIGUSR2) requests one at a time until `requests`
+/// closes. A reload loads the live set, then the shadow set, each within `deadline`; each is
+/// swapped on its own success, a rejected or abandoned one keeps its previous set. A rollback
+/// swaps the live set back to the one the last swap replaced (once: a second rollback without
+/// a swap in between is a logged no-op).
 pub async fn run_reloader(
     engine: Arc<Engine>,
     paths: RulePaths,
-    mut requests: mpsc::Receiver<Instant>,
+    deadline: Duration,
+    mut requests: Requests,
     status: Arc<parking_lot::Mutex<ReloadStatus>>,
     on_swap: impl Fn(&RuleSet, &RuleSet, SetKind) + Send + 'static,
 ) {
-    while let Some(signalled_at) = requests.recv().await {
-        let outcome = match load_rules(paths.live.clone()).await {
+    let mut reloader = Reloader {
+        engine,
+        paths,
+        deadline,
+        status,
+        on_swap,
+        previous: None,
+    };
+    while let Some(request) = requests.next().await {
+        let served = match request {
+            Request::Reload(signalled_at) => reloader.reload(signalled_at).await,
+            Request::Rollback(signalled_at) => reloader.rollback(signalled_at).await,
+        };
+        if served.is_none() {
+            return; // the runtime is shutting down
+        }
+    }
+}
+
+struct Reloader<F> {
+    engine: Arc<Engine>,
+    paths: RulePaths,
+    deadline: Duration,
+    status: Arc<parking_lot::Mutex<ReloadStatus>>,
+    on_swap: F,
+    /// The live set the last swap replaced: where a rollback returns to.
+    previous: Option<Arc<RuleSet>>,
+}
+
+impl<F: Fn(&RuleSet, &RuleSet, SetKind) + Send> Reloader<F> {
+    /// One SIGUSR1; `None` when the runtime is shutting down.
+    async fn reload(&mut self, signalled_at: Instant) -> Option<()> {
+        let outcome = match load_rules_within(self.paths.live.clone(), self.deadline).await {
             Ok(new_rules) => {
-                let new_version = new_rules.version().clone();
-                let old = engine.rules();
-                let diff = RuleDiff::between(&old, &new_rules);
-                let swapping = Arc::clone(&engine);
-                let Some(old_rules) = off_runtime(move || swapping.swap_rules(new_rules)).await
-                else {
-                    return; // the runtime is shutting down
-                };
-                let live = engine.rules();
-                on_swap(&old_rules, &live, SetKind::Live);
-                rules_swapped(&old_rules, &live, &diff, signalled_at.elapsed());
-                ReloadOutcome::Swapped {
-                    old: old_rules.version().clone(),
-                    new: new_version,
-                }
+                let (old, live, diff) = self.swap_live(new_rules).await?;
+                rules_swapped(&old, &live, &diff, signalled_at.elapsed());
+                self.previous = Some(old);
+                Ok(live)
             }
-            Err(diagnostics) => {
-                rules_rejected(&diagnostics);
-                ReloadOutcome::Rejected { diagnostics }
+            Err(error) => {
+                match &error {
+                    LoadError::DeadlineExceeded { deadline } => {
+                        rules_swap_abandoned(*deadline, signalled_at.elapsed());
+                    }
+                    LoadError::Rejected(_) | LoadError::Task(_) => rules_rejected(&error),
+                }
+                Err(error)
             }
         };
-        let shadow = if paths.shadow.is_empty() {
+        let shadow = if self.paths.shadow.is_empty() {
             None
         } else {
-            Some(reload_shadow(&engine, &paths.shadow, &on_swap).await)
+            Some(self.reload_shadow().await)
         };
-        let mut s = status.lock();
+        let mut s = self.status.lock();
         s.reloads += 1;
         match outcome {
-            ReloadOutcome::Swapped { new, .. } => {
-                s.live_version = new.to_string();
+            Ok(live) => {
+                s.live_version = live.version().to_string();
+                s.previous_version = self.previous.as_ref().map(|p| p.version().to_string());
                 s.last_error = None;
             }
-            ReloadOutcome::Rejected { diagnostics } => {
+            Err(error) => {
                 s.failures += 1;
-                s.last_error = Some(diagnostics);
+                if matches!(error, LoadError::DeadlineExceeded { .. }) {
+                    s.deadline_exceeded += 1;
+                }
+                s.last_error = Some(error.to_string());
             }
         }
         match shadow {
@@ -217,8 +257,61 @@ pub async fn run_reloader(
                 s.shadow_version = Some(version.to_string());
                 s.shadow_last_error = None;
             }
-            Some(Err(diagnostics)) => s.shadow_last_error = Some(diagnostics),
+            Some(Err(error)) => s.shadow_last_error = Some(error.to_string()),
             None => {}
+        }
+        Some(())
+    }
+
+    /// One SIGUSR2; `None` when the runtime is shutting down.
+    async fn rollback(&mut self, signalled_at: Instant) -> Option<()> {
+        let Some(previous) = self.previous.take() else {
+            rollback_without_previous(self.engine.rules().version());
+            return Some(());
+        };
+        let (old, live, diff) = self.swap_live(previous).await?;
+        rules_rolled_back(&old, &live, &diff, signalled_at.elapsed());
+        let mut s = self.status.lock();
+        s.rollbacks += 1;
+        s.live_version = live.version().to_string();
+        s.previous_version = None;
+        Some(())
+    }
+
+    /// Makes `new` the live set; returns the replaced set, the live one and what changed.
+    async fn swap_live(&self, new: Arc<RuleSet>) -> Option<(Arc<RuleSet>, Arc<RuleSet>, RuleDiff)> {
+        let engine = Arc::clone(&self.engine);
+        let (old, live, diff) = off_runtime(move || {
+            let old = engine.swap_rules(new);
+            let live = engine.rules();
+            // After the swap: naming the changed rules is not on the way to the new set.
+            let diff = RuleDiff::between(&old, &live);
+            (old, live, diff)
+        })
+        .await?;
+        (self.on_swap)(&old, &live, SetKind::Live);
+        Some((old, live, diff))
+    }
+
+    /// Reloads the shadow set; on success returns its version.
+    async fn reload_shadow(&self) -> Result<Arc<str>, LoadError> {
+        match load_rules_within(self.paths.shadow.clone(), self.deadline).await {
+            Ok(rules) => {
+                let version = rules.version().clone();
+                let (swapping, new) = (Arc::clone(&self.engine), rules.clone());
+                let old = off_runtime(move || swapping.swap_shadow(Some(new)))
+                    .await
+                    .ok_or_else(|| LoadError::Task("the runtime is shutting down".to_owned()))?;
+                if let Some(old) = &old {
+                    (self.on_swap)(old, &rules, SetKind::Shadow);
+                }
+                shadow_swapped(old.as_ref().map(|o| o.version().as_ref()), &version);
+                Ok(version)
+            }
+            Err(error) => {
+                shadow_rejected(&error);
+                Err(error)
+            }
         }
     }
 }
@@ -233,32 +326,6 @@ async fn off_runtime<T: Send + 'static>(swap: impl FnOnce() -> T + Send + 'stati
             Ok(panic) => std::panic::resume_unwind(panic),
             Err(_cancelled) => None,
         },
-    }
-}
-
-/// Reloads the shadow set; on success returns its version.
-async fn reload_shadow(
-    engine: &Arc<Engine>,
-    paths: &[PathBuf],
-    on_swap: &(impl Fn(&RuleSet, &RuleSet, SetKind) + Send),
-) -> Result<Arc<str>, String> {
-    match load_rules(paths.to_vec()).await {
-        Ok(rules) => {
-            let version = rules.version().clone();
-            let (swapping, new) = (Arc::clone(engine), rules.clone());
-            let old = off_runtime(move || swapping.swap_shadow(Some(new)))
-                .await
-                .ok_or_else(|| "the runtime is shutting down".to_owned())?;
-            if let Some(old) = &old {
-                on_swap(old, &rules, SetKind::Shadow);
-            }
-            shadow_swapped(old.as_ref().map(|o| o.version().as_ref()), &version);
-            Ok(version)
-        }
-        Err(diagnostics) => {
-            shadow_rejected(&diagnostics);
-            Err(diagnostics)
-        }
     }
 }
 
@@ -327,110 +394,59 @@ fn shadow_swapped(old: Option<&str>, new: &str) {
     );
 }
 
-fn shadow_rejected(diagnostics: &str) {
-    metrics::counter!("veto_shadow_reloads_total", "result" => "rejected").increment(1);
+fn shadow_rejected(error: &LoadError) {
+    let result = match error {
+        LoadError::DeadlineExceeded { .. } => "deadline_exceeded",
+        LoadError::Rejected(_) | LoadError::Task(_) => "rejected",
+    };
+    metrics::counter!("veto_shadow_reloads_total", "result" => result).increment(1);
     tracing::error!(
-        diagnostics = %diagnostics,
+        diagnostics = %error,
         "shadow rule files rejected; the live set is unaffected and the previous shadow (if any) keeps running"
     );
 }
 
-fn rules_rejected(diagnostics: &str) {
+fn rules_rejected(error: &LoadError) {
     metrics::counter!("veto_rules_reloads_total", "result" => "rejected").increment(1);
     metrics::counter!("veto_rules_reload_failures_total").increment(1);
     tracing::error!(
-        diagnostics = %diagnostics,
+        diagnostics = %error,
         "rule reload rejected, the previous rule set keeps running"
     );
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn compile(src: &str) -> RuleSet {
-        let report = crate::rules::compile_source("t.veto", src, std::path::Path::new("."));
-        assert!(!report.has_errors(), "{}", report.render_human(false));
-        report.ruleset.expect("rule set")
-    }
-
-    #[test]
-    fn sigusr1_reloads_the_shadow_too_and_a_bad_shadow_file_keeps_the_previous_shadow() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let live_file = dir.path().join("live.veto");
-        let shadow_file = dir.path().join("shadow.veto");
-        let write = |path: &std::path::Path, text: &str| std::fs::write(path, text).expect("write");
-        write(
-            &live_file,
-            "version \"live-1\"\nrule a when amount > 5 then review\n",
-        );
-        write(
-            &shadow_file,
-            "version \"shadow-1\"\nrule a when amount > 1 then review\n",
-        );
-        let store = crate::store::TagStore::open(crate::store::StoreConfig {
-            data_dir: dir.path().join("store"),
-            ..crate::store::StoreConfig::default()
-        })
-        .expect("store");
-        let timers = Arc::new(crate::decider::EventTimeTimers::default());
-        let live = load_rules_blocking(std::slice::from_ref(&live_file)).expect("live rules");
-        let engine = Arc::new(Engine::new(live, Arc::new(store), timers));
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let status = Arc::new(parking_lot::Mutex::new(ReloadStatus::default()));
-        let paths = RulePaths {
-            live: vec![live_file.clone()],
-            shadow: vec![shadow_file.clone()],
-        };
-        runtime.block_on(async {
-            load_shadow(&engine, &paths.shadow).await.expect("shadow");
-            let (tx, rx) = mpsc::channel(1);
-            let reloader = tokio::spawn(run_reloader(
-                engine.clone(),
-                paths,
-                rx,
-                status.clone(),
-                |_: &RuleSet, _: &RuleSet, _: SetKind| {},
-            ));
-            // Both files change; the shadow one is broken.
-            write(
-                &live_file,
-                "version \"live-2\"\nrule a when amount > 6 then review\n",
-            );
-            write(
-                &shadow_file,
-                "version \"shadow-2\"\nrule a when amount > then review\n",
-            );
-            tx.send(Instant::now()).await.expect("request");
-            drop(tx);
-            reloader.await.expect("reloader");
-        });
-        assert_eq!(&**engine.rules().version(), "live-2");
-        let shadow = engine
-            .shadow_rules()
-            .expect("the previous shadow keeps running");
-        assert_eq!(&**shadow.version(), "shadow-1");
-        let s = status.lock();
-        assert_eq!((s.reloads, s.failures), (1, 0));
-        assert!(s.shadow_last_error.is_some());
-    }
-
-    #[test]
-    fn diff_names_added_removed_and_changed_rules_only() {
-        let lists = "list geo = [\"KP\", \"IR\", \"SY\", \"CU\", \"NG\", \"RU\", \"BY\", \"VE\", \"XX\", \"YY\"]\n";
-        let old = compile(&format!(
-            "{lists}rule keep when ip_country in geo then block\nrule edit when amount > 5 then review\nrule gone when amount > 9 then review\n"
-        ));
-        let new = compile(&format!(
-            "{lists}rule keep when ip_country in geo then block\nrule edit when amount > 6 then review\nrule fresh when amount > 1 then review\n"
-        ));
-        let diff = RuleDiff::between(&old, &new);
-        let names = |v: &[Arc<str>]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(names(&diff.added), ["fresh"]);
-        assert_eq!(names(&diff.removed), ["gone"]);
-        assert_eq!(names(&diff.changed), ["edit"]);
-    }
+fn rules_swap_abandoned(deadline: Duration, signal_to_abandon: Duration) {
+    metrics::counter!("veto_rules_reloads_total", "result" => "deadline_exceeded").increment(1);
+    metrics::counter!("veto_rules_reload_failures_total").increment(1);
+    metrics::counter!("veto_rules_swap_deadline_exceeded_total").increment(1);
+    tracing::error!(
+        deadline_ms = deadline.as_secs_f64() * 1e3,
+        signal_to_abandon_ms = signal_to_abandon.as_secs_f64() * 1e3,
+        "rule reload abandoned: not ready within rules.swap_deadline, the previous rule set keeps running"
+    );
 }
+
+fn rules_rolled_back(old: &RuleSet, new: &RuleSet, diff: &RuleDiff, signal_to_live: Duration) {
+    metrics::counter!("veto_rules_rollbacks_total", "result" => "swapped").increment(1);
+    rules_version_live(Some(old.version()), new.version());
+    tracing::warn!(
+        old_version = %old.version(),
+        new_version = %new.version(),
+        added = ?diff.added,
+        removed = ?diff.removed,
+        changed = ?diff.changed,
+        signal_to_live_ms = signal_to_live.as_secs_f64() * 1e3,
+        "rule set rolled back to the previous one"
+    );
+}
+
+fn rollback_without_previous(live: &str) {
+    metrics::counter!("veto_rules_rollbacks_total", "result" => "no_previous").increment(1);
+    tracing::warn!(
+        live_version = live,
+        "rollback ignored: no previous rule set (none swapped since the start or the last rollback)"
+    );
+}
+
+#[cfg(test)]
+mod tests;

@@ -2,6 +2,7 @@
 //! (a fresh tag store per test, timers in event time) and reports expected vs got.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::decider::{Engine, EventTimeTimers};
@@ -43,16 +44,26 @@ pub fn run_tests(paths: &[PathBuf]) -> i32 {
 /// Runs a rule set's own tests, in parallel (each on its own in-memory store); returns one
 /// line per failing test, in file order (empty when all pass).
 pub fn failures(rules: &Arc<RuleSet>) -> Vec<String> {
+    failures_unless(rules, &AtomicBool::new(false)).unwrap_or_default()
+}
+
+/// [`failures`], abandoned once `cancelled` is set: tests not yet started are skipped and
+/// `None` comes back (a reload past its deadline stops here instead of finishing every test).
+pub fn failures_unless(rules: &Arc<RuleSet>, cancelled: &AtomicBool) -> Option<Vec<String>> {
     use rayon::prelude::*;
-    rules
+    let failures: Vec<String> = rules
         .tests()
         .par_iter()
         .filter_map(|t| {
+            if cancelled.load(Ordering::Relaxed) {
+                return None;
+            }
             run_one(rules, t)
                 .err()
                 .map(|why| format!("{}:{}: test {}: {why}", t.file, t.line, t.name))
         })
-        .collect()
+        .collect();
+    (!cancelled.load(Ordering::Relaxed)).then_some(failures)
 }
 
 /// Runs one test block; `Err` explains the mismatch (expected vs got and the rules that matched).

@@ -16,7 +16,7 @@ use std::future::Future;
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -53,7 +53,11 @@ pub fn run_service(config_path: Option<&Path>, log: &LogChoice) -> anyhow::Resul
         .enable_all()
         .build()
         .context("start the async runtime")?;
-    let summary = runtime.block_on(serve(config, signals.reload, reload::stopped(signals.stop)))?;
+    let summary = runtime.block_on(serve(
+        config,
+        signals.requests,
+        reload::stopped(signals.stop),
+    ))?;
     tracing::info!(
         events = summary.events_decided,
         dead_letters = summary.dead_letters,
@@ -76,11 +80,12 @@ pub fn metrics_handle() -> anyhow::Result<PrometheusHandle> {
     Ok(installed)
 }
 
-/// Runs the service on `config` until `shutdown` completes; reload requests come from `reloads`.
+/// Runs the service on `config` until `shutdown` completes; reload and rollback requests come
+/// from `requests`.
 /// On shutdown it drains the pipeline, writes a final checkpoint and stops the timers.
 pub async fn serve(
     config: Config,
-    reloads: mpsc::Receiver<Instant>,
+    requests: reload::Requests,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<RunSummary> {
     let metrics = metrics_handle()?;
@@ -175,7 +180,8 @@ pub async fn serve(
             live: config.rules.paths.clone(),
             shadow: config.rules.shadow_paths.clone(),
         },
-        reloads,
+        config.rules.swap_deadline,
+        requests,
         reload_status.clone(),
         move |old: &RuleSet, new: &RuleSet, kind: reload::SetKind| {
             cancel_removed_sequences(&swap_timers.0, old, new, kind)

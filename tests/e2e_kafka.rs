@@ -1,6 +1,6 @@
 //! End to end against Apache Kafka (a single-node KRaft broker per test, `tests/kafka/broker.sh`)
 //! and the real `veto` binary: every event gets exactly one decision across a SIGTERM mid-stream
-//! and a restart; SIGUSR1 swaps rule files live.
+//! and a restart; SIGUSR1 swaps rule files live, SIGUSR2 rolls back to the previous set.
 
 mod support;
 
@@ -156,6 +156,124 @@ fn a_burst_of_50_sigusr1_keeps_the_service_up_and_ends_on_the_last_file() {
         }
         assert!(Instant::now() < deadline, "the last file never went live");
     }
+    sigterm_and_wait(veto);
+}
+
+#[test]
+fn sigusr2_after_a_sigusr1_swap_returns_to_the_previous_set() {
+    let (_broker, brokers) = start_broker();
+    create_topics(&brokers, 2);
+    let data = tempfile::tempdir().expect("tempdir");
+    let (rules, with_version) = copy_shipped_rules(data.path());
+    std::fs::write(&rules, with_version("v1")).expect("write rules");
+    let config = write_config(data.path(), &brokers, "veto-rollback", &rules);
+    let log_path = data.path().join("veto.log");
+    let log = std::fs::File::create(&log_path).expect("log");
+    let veto = start_veto_logging(&config, log);
+    let consumer = decisions_reader(&brokers, "rollback-reader");
+    let mut synth = Synth::new(SynthConfig {
+        seed: 13,
+        ..SynthConfig::default()
+    });
+    let mut probe = |consumer: &BaseConsumer| {
+        let e = synth.next().expect("event");
+        produce_events(&brokers, std::slice::from_ref(&e));
+        version_of(consumer, &e.event_id)
+    };
+    assert_eq!(probe(&consumer), "v1");
+
+    // Nothing swapped yet: a rollback is a logged no-op.
+    send_sigusr2(&veto);
+    wait_for_log(&log_path, "rollback ignored", Duration::from_secs(30));
+    assert_eq!(probe(&consumer), "v1");
+
+    std::fs::write(&rules, with_version("v2")).expect("write rules");
+    send_sigusr1(&veto);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while probe(&consumer) != "v2" {
+        assert!(Instant::now() < deadline, "v2 never went live");
+    }
+
+    send_sigusr2(&veto);
+    wait_for_log(&log_path, "rule set rolled back", Duration::from_secs(30));
+    for _ in 0..5 {
+        assert_eq!(probe(&consumer), "v1", "every decision after the rollback");
+    }
+
+    // A second rollback has no previous set to return to: v1 stays.
+    send_sigusr2(&veto);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while log_count(&log_path, "rollback ignored") < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the second rollback was not logged"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(probe(&consumer), "v1");
+    assert_eq!(log_count(&log_path, "rule set rolled back"), 1);
+    sigterm_and_wait(veto);
+}
+
+#[test]
+fn a_sigusr1_reload_past_rules_swap_deadline_is_abandoned_counted_and_the_old_set_decides() {
+    let (_broker, brokers) = start_broker();
+    create_topics(&brokers, 2);
+    let data = tempfile::tempdir().expect("tempdir");
+    let (rules, with_version) = copy_shipped_rules(data.path());
+    std::fs::write(&rules, with_version("small")).expect("write rules");
+    let config = write_config(data.path(), &brokers, "veto-deadline", &rules);
+    let text = std::fs::read_to_string(&config).expect("read config");
+    std::fs::write(
+        &config,
+        text.replacen("[rules]\n", "[rules]\nswap_deadline = \"1ms\"\n", 1),
+    )
+    .expect("write config");
+    let log_path = data.path().join("veto.log");
+    let log = std::fs::File::create(&log_path).expect("log");
+    let veto = start_veto_logging(&config, log);
+    let metrics = metrics_address(&log_path);
+    let consumer = decisions_reader(&brokers, "deadline-reader");
+    let mut synth = Synth::new(SynthConfig {
+        seed: 17,
+        ..SynthConfig::default()
+    });
+    let mut probe = |consumer: &BaseConsumer| {
+        let e = synth.next().expect("event");
+        produce_events(&brokers, std::slice::from_ref(&e));
+        version_of(consumer, &e.event_id)
+    };
+    assert_eq!(probe(&consumer), "small");
+    let counter = "veto_rules_swap_deadline_exceeded_total";
+    assert_eq!(scrape(&metrics, counter), 0.0);
+
+    // The shipped rules plus 2,000 more: far more than 1 ms of work.
+    let mut big = with_version("big");
+    for i in 0..2000 {
+        big.push_str(&format!(
+            "rule extra_{i} \"extra {i}\"\n  when type == \"authorization\" and amount > {} and card_auths_10m >= 100\n  then review, score 1\n\n",
+            1_000_000 + i
+        ));
+    }
+    std::fs::write(&rules, big).expect("write rules");
+    send_sigusr1(&veto);
+    wait_for_log(&log_path, "rule reload abandoned", Duration::from_secs(30));
+    for _ in 0..3 {
+        assert_eq!(probe(&consumer), "small", "the old set keeps deciding");
+    }
+    assert_eq!(scrape(&metrics, counter), 1.0);
+    assert_eq!(
+        scrape(
+            &metrics,
+            "veto_rules_reloads_total{result=\"deadline_exceeded\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        scrape(&metrics, "veto_rules_version_info{version=\"small\"}"),
+        1.0
+    );
+    assert_eq!(log_count(&log_path, "rule set swapped"), 0);
     sigterm_and_wait(veto);
 }
 

@@ -66,10 +66,10 @@ impl Service {
             .try_init();
         let runtime = tokio::runtime::Runtime::new().expect("runtime");
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let (_reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
+        let (_requests_tx, requests) = veto::reload::requests();
         let task = runtime.spawn(veto::service::serve(
             config(brokers, data_dir, delivery),
-            reload_rx,
+            requests,
             async move {
                 let _ = stop_rx.await;
             },

@@ -32,8 +32,8 @@ fn config(brokers: &str, data_dir: &Path, shadow: &[PathBuf]) -> Config {
 fn run_until(config: Config, consumer: &BaseConsumer, expected: usize) -> (Vec<Decision>, u64) {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (_reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
-    let service = runtime.spawn(veto::service::serve(config, reload_rx, async move {
+    let (_requests_tx, requests) = veto::reload::requests();
+    let service = runtime.spawn(veto::service::serve(config, requests, async move {
         let _ = stop_rx.await;
     }));
     let mut decisions = Vec::new();

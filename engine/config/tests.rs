@@ -38,6 +38,7 @@ fn shipped_example_parses() {
         assert_eq!(config.timers.resolution, Duration::from_millis(1));
         assert_eq!(config.store.memory_budget, ByteSize::gib(1));
         assert_eq!(config.pipeline.max_event_bytes, ByteSize::kib(64));
+        assert_eq!(config.rules.swap_deadline, Duration::from_millis(500));
         assert!(config.rules.paths[0].ends_with("rules/payments.veto"));
         Ok(())
     });
@@ -110,6 +111,30 @@ fn bad_duration_names_key_and_file() {
         let msg = load_err("veto.toml");
         assert!(msg.starts_with("veto.toml: timers.resolution: "), "{msg}");
         assert!(msg.contains("parsecs"), "{msg}");
+        Ok(())
+    });
+}
+
+#[test]
+fn swap_deadline_is_a_duration_within_1ms_and_10m() {
+    in_jail(|jail| {
+        jail.create_file("veto.toml", "[rules]\nswap_deadline = \"250ms\"\n")?;
+        let config = Config::load(Some(Path::new("veto.toml"))).map_err(|e| e.to_string())?;
+        assert_eq!(config.rules.swap_deadline, Duration::from_millis(250));
+        jail.create_file("veto.toml", "[rules]\nswap_deadline = \"soon\"\n")?;
+        let msg = load_err("veto.toml");
+        assert!(msg.starts_with("veto.toml: rules.swap_deadline: "), "{msg}");
+        jail.create_file("veto.toml", "[rules]\nswap_deadline = \"0s\"\n")?;
+        assert_eq!(
+            load_err("veto.toml"),
+            "veto.toml: rules.swap_deadline: 0s is outside 1ms..10m"
+        );
+        jail.create_file("veto.toml", "")?;
+        jail.set_env("VETO_RULES__SWAP_DEADLINE", "1h");
+        assert_eq!(
+            load_err("veto.toml"),
+            "environment variable VETO_RULES__SWAP_DEADLINE: rules.swap_deadline: 1h is outside 1ms..10m"
+        );
         Ok(())
     });
 }

@@ -317,11 +317,24 @@ pub fn copy_shipped_rules(dir: &std::path::Path) -> (PathBuf, impl Fn(&str) -> S
 }
 
 pub fn send_sigusr1(veto: &Killed) {
+    send_signal(veto, "-USR1");
+}
+
+pub fn send_sigusr2(veto: &Killed) {
+    send_signal(veto, "-USR2");
+}
+
+fn send_signal(veto: &Killed, signal: &str) {
     let status = Command::new("kill")
-        .args(["-USR1", &veto.0.id().to_string()])
+        .args([signal, &veto.0.id().to_string()])
         .status()
         .expect("kill");
     assert!(status.success());
+}
+
+/// How often `needle` occurs in the file at `path` (0 when unreadable).
+pub fn log_count(path: &std::path::Path, needle: &str) -> usize {
+    std::fs::read_to_string(path).map_or(0, |log| log.matches(needle).count())
 }
 
 /// Reads decisions until one for `event_id` arrives; returns its rule set version.
@@ -377,4 +390,62 @@ pub fn produce_raw(brokers: &str, messages: &[(String, Vec<u8>)]) {
             .expect("enqueue");
     }
     producer.flush(Duration::from_secs(10)).expect("flush");
+}
+
+/// The log text without ANSI colour sequences (human log lines colour field names).
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // ESC [ ... final byte in @..~
+            for c in chars.by_ref() {
+                if ('@'..='~').contains(&c) && c != '[' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The `/metrics` address a running `veto` logged ("veto running metrics=..."), waiting for it.
+pub fn metrics_address(log_path: &std::path::Path) -> String {
+    wait_for_log(log_path, "veto running", Duration::from_secs(60));
+    let log = strip_ansi(&std::fs::read_to_string(log_path).expect("read log"));
+    let line = log
+        .lines()
+        .find(|l| l.contains("veto running"))
+        .expect("the running line");
+    let start = line.find("metrics=").expect("metrics= on the running line") + "metrics=".len();
+    line[start..]
+        .split_whitespace()
+        .next()
+        .expect("an address")
+        .to_owned()
+}
+
+/// `GET /metrics` from `address`; the value of the series named `series` (0 when absent).
+pub fn scrape(address: &str, series: &str) -> f64 {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).expect("connect to /metrics");
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    response
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
 }

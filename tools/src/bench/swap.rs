@@ -5,8 +5,11 @@
 //! (`veto::reload::listen_signals`) and runs its reloader (`run_reloader`); each swap rewrites
 //! the generated rule file (a new variant of the same size) and sends `kill -USR1` to this
 //! process, exactly what an operator does. Signal-to-live runs from just before `kill` is
-//! spawned to the reloader's swap callback. One thread decides synthetic events throughout:
-//! first `--quiet` without swaps, then `--swapping` with a swap every `--interval`.
+//! spawned to the reloader's swap callback. `--deciders` threads (default: one per core, so the
+//! cores are saturated by decisions, as the pipeline workers saturate them under full load)
+//! decide synthetic events throughout: first `--quiet` without swaps, then `--swapping` with a
+//! swap every `--interval`. Each reload is bounded by `--deadline` (`rules.swap_deadline`): the
+//! report says which path each signal took, live within the deadline or abandoned and counted.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -47,6 +50,12 @@ pub struct SwapArgs {
     /// Time from one swap's start to the next one's.
     #[arg(long, default_value = "250ms", value_parser = humantime::parse_duration)]
     pub interval: Duration,
+    /// Threads deciding events; 0: one per available core (the cores saturated).
+    #[arg(long, default_value_t = 0)]
+    pub deciders: usize,
+    /// `rules.swap_deadline` of the reloader.
+    #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+    pub deadline: Duration,
     /// Width of the time slices of the latency-over-time plot.
     #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
     pub slice: Duration,
@@ -174,11 +183,15 @@ fn plots(
 
 /// Runs the scenario and writes the report; returns the report's path.
 pub fn run(args: &SwapArgs) -> Result<PathBuf, BenchError> {
-    if args.interval.is_zero() || args.slice.is_zero() {
+    if args.interval.is_zero() || args.slice.is_zero() || args.deadline.is_zero() {
         return Err(BenchError::Invalid(
-            "--interval and --slice must be positive".into(),
+            "--interval, --slice and --deadline must be positive".into(),
         ));
     }
+    let deciders = match args.deciders {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
     let started = Instant::now();
     let started_at = now_rfc3339();
     let machine = MachineInfo::collect();
@@ -225,7 +238,8 @@ pub fn run(args: &SwapArgs) -> Result<PathBuf, BenchError> {
             live: paths.clone(),
             shadow: Vec::new(),
         },
-        signals.reload,
+        args.deadline,
+        signals.requests,
         Arc::clone(&status),
         move |_, _, _| {
             let _ = live_tx.send(Instant::now());
@@ -235,21 +249,27 @@ pub fn run(args: &SwapArgs) -> Result<PathBuf, BenchError> {
     let base = Instant::now();
     let swapping = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
-    let decider = {
+    let mut decider_threads = Vec::with_capacity(deciders);
+    for index in 0..deciders {
         let (engine, swapping, stop) = (
             Arc::clone(&engine),
             Arc::clone(&swapping),
             Arc::clone(&stop),
         );
-        std::thread::Builder::new()
-            .name("decider".into())
+        let seed = 3 + index as u64;
+        let thread = std::thread::Builder::new()
+            .name(format!("decider-{index}"))
             .spawn(move || {
-                decide_until(&engine, 3, base, &swapping, || stop.load(Ordering::Relaxed))
+                decide_until(&engine, seed, base, &swapping, || {
+                    stop.load(Ordering::Relaxed)
+                })
             })
-            .map_err(|e| BenchError::Invalid(format!("spawn decider: {e}")))?
-    };
+            .map_err(|e| BenchError::Invalid(format!("spawn decider: {e}")))?;
+        decider_threads.push(thread);
+    }
     eprintln!(
-        "swap: {rule_count} rules; {:.1} s without swaps, then {:.1} s with a swap every {} ms",
+        "swap: {rule_count} rules, {deciders} deciding threads, deadline {} ms; {:.1} s without swaps, then {:.1} s with a swap every {} ms",
+        args.deadline.as_millis(),
         args.quiet.as_secs_f64(),
         args.swapping.as_secs_f64(),
         args.interval.as_millis()
@@ -258,6 +278,7 @@ pub fn run(args: &SwapArgs) -> Result<PathBuf, BenchError> {
     let pid = std::process::id().to_string();
     let swap_end = base + args.quiet + args.swapping;
     let mut swaps = Vec::new();
+    let mut abandoned = 0u64;
     let mut failure = None;
     let mut variant = 0;
     while Instant::now() < swap_end {
@@ -274,11 +295,20 @@ pub fn run(args: &SwapArgs) -> Result<PathBuf, BenchError> {
             failure = Some(format!("kill -USR1 {pid} failed: {sent:?}"));
             break;
         }
-        let live = live_rx.recv_timeout(Duration::from_secs(30));
+        let served = swaps.len() as u64 + abandoned;
+        let live = wait_for_reload(&live_rx, &status, served, abandoned);
         swapping.store(false, Ordering::Relaxed);
-        let Ok(live) = live else {
-            failure = Some("no swap within 30 s of the signal (see the reload status)".into());
-            break;
+        let live = match live {
+            ReloadEnd::Live(at) => at,
+            ReloadEnd::Abandoned => {
+                abandoned += 1;
+                std::thread::sleep(next.saturating_duration_since(Instant::now()));
+                continue;
+            }
+            ReloadEnd::Failed(why) => {
+                failure = Some(why);
+                break;
+            }
         };
         swaps.push(SwapTiming {
             signalled_s: signalled.duration_since(base).as_secs_f64(),
@@ -288,9 +318,15 @@ pub fn run(args: &SwapArgs) -> Result<PathBuf, BenchError> {
         std::thread::sleep(next.saturating_duration_since(Instant::now()));
     }
     stop.store(true, Ordering::Relaxed);
-    let samples = decider
-        .join()
-        .map_err(|_| BenchError::Invalid("decider thread panicked".into()))?;
+    let mut samples = Vec::new();
+    for thread in decider_threads {
+        samples.extend(
+            thread
+                .join()
+                .map_err(|_| BenchError::Invalid("decider thread panicked".into()))?,
+        );
+    }
+    samples.sort_by_key(|s| s.at_ns);
     let reload_status = status.lock().clone();
     if let Some(f) = failure {
         return Err(BenchError::Invalid(format!(
@@ -303,16 +339,30 @@ pub fn run(args: &SwapArgs) -> Result<PathBuf, BenchError> {
     let mut reload_ms: Vec<f64> = swaps.iter().map(|s| s.signal_to_live_ms).collect();
     reload_ms.sort_by(f64::total_cmp);
     let p50 = reload_ms.get(reload_ms.len() / 2).copied();
+    let p99 = percentile(&reload_ms, 0.99);
     let max = reload_ms.last().copied();
     let reload_met = max.is_some_and(|m| m < 100.0);
+    let deadline_ms = args.deadline.as_secs_f64() * 1e3;
+    let path = SwapPath::of(p99, deadline_ms, abandoned, reload_status.deadline_exceeded);
     let ratio_met = phases.p99_ratio_while_swapping.is_some_and(|r| r <= 1.5);
     let fmt = |v: Option<f64>, d: usize| v.map_or("n/a".into(), |v| format!("{v:.d$}"));
     eprintln!(
-        "swap: {} swaps of {rule_count} rules, signal to live p50 {} ms, max {} ms (target < 100 ms: {})",
+        "swap: {} signals: {} live, {abandoned} abandoned at the deadline (counted by the reloader: {})",
+        swaps.len() as u64 + abandoned,
+        swaps.len(),
+        reload_status.deadline_exceeded
+    );
+    eprintln!(
+        "swap: {} swaps of {rule_count} rules, signal to live p50 {} ms, p99 {} ms, max {} ms (quiet-machine target < 100 ms: {})",
         swaps.len(),
         fmt(p50, 1),
+        fmt(p99, 1),
         fmt(max, 1),
         met(reload_met)
+    );
+    eprintln!(
+        "swap: with {deciders} deciding threads: {}",
+        path.describe(deadline_ms)
     );
     for (name, s) in [
         ("no swaps", &phases.no_swaps),
@@ -345,13 +395,19 @@ pub fn run(args: &SwapArgs) -> Result<PathBuf, BenchError> {
             "swapping_seconds": args.swapping.as_secs_f64(),
             "interval_ms": args.interval.as_secs_f64() * 1e3,
             "slice_ms": args.slice.as_secs_f64() * 1e3,
+            "deciders": deciders,
+            "deadline_ms": deadline_ms,
         }),
         results: serde_json::json!({
             "rules_in_set": rule_count,
             "swaps": swaps,
             "reloads": reload_status.reloads,
             "reload_failures": reload_status.failures,
-            "signal_to_live_ms": { "p50": p50, "max": max, "target_lt": 100.0, "met": reload_met },
+            "abandoned_at_deadline": abandoned,
+            "deadline_exceeded_counted": reload_status.deadline_exceeded,
+            "signal_to_live_ms": { "p50": p50, "p99": p99, "max": max, "target_lt": 100.0, "met": reload_met },
+            "swap_path": path,
+            "swap_path_met": path.met(),
             "latency": phases,
             "p99_ratio_target_max": 1.5,
             "p99_ratio_met": ratio_met,
@@ -359,6 +415,101 @@ pub fn run(args: &SwapArgs) -> Result<PathBuf, BenchError> {
         plots,
     };
     report.write(&args.out)
+}
+
+/// How a reload signalled by the bench ended.
+enum ReloadEnd {
+    /// The new set went live at this instant.
+    Live(Instant),
+    /// The reloader abandoned it at the deadline.
+    Abandoned,
+    Failed(String),
+}
+
+/// Waits until the reloader has served one more request than `served`: the swap callback
+/// fired, or the reload status counts it as abandoned (one more than `abandoned`); a rejected
+/// reload is a failure of the bench.
+fn wait_for_reload(
+    live_rx: &std::sync::mpsc::Receiver<Instant>,
+    status: &parking_lot::Mutex<ReloadStatus>,
+    served: u64,
+    abandoned: u64,
+) -> ReloadEnd {
+    let limit = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < limit {
+        if let Ok(at) = live_rx.recv_timeout(Duration::from_millis(2)) {
+            return ReloadEnd::Live(at);
+        }
+        let s = status.lock().clone();
+        if s.reloads > served {
+            // The swap callback runs before the status is updated: it may have just fired.
+            if let Ok(at) = live_rx.try_recv() {
+                return ReloadEnd::Live(at);
+            }
+            if s.deadline_exceeded > abandoned {
+                return ReloadEnd::Abandoned;
+            }
+            return ReloadEnd::Failed(format!("the reload failed: {:?}", s.last_error));
+        }
+    }
+    ReloadEnd::Failed("no swap within 30 s of the signal (see the reload status)".into())
+}
+
+/// The `p` quantile (nearest rank) of sorted values.
+fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
+    let last = sorted.len().checked_sub(1)?;
+    let rank = ((sorted.len() as f64 * p).ceil() as usize).saturating_sub(1);
+    sorted.get(rank.min(last)).copied()
+}
+
+/// Which path the swaps took against the deadline.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[serde(tag = "path", rename_all = "snake_case")]
+pub enum SwapPath {
+    /// Every signal went live; `p99_ms` is the signal-to-live p99.
+    Live { p99_ms: f64, within_deadline: bool },
+    /// Some reloads were abandoned at the deadline; `counted` is the reloader's count of them.
+    DeadlineTaken { abandoned: u64, counted: u64 },
+    /// No signal was sent.
+    None,
+}
+
+impl SwapPath {
+    fn of(p99_ms: Option<f64>, deadline_ms: f64, abandoned: u64, counted: u64) -> SwapPath {
+        match (abandoned, p99_ms) {
+            (0, Some(p99_ms)) => SwapPath::Live {
+                p99_ms,
+                within_deadline: p99_ms <= deadline_ms,
+            },
+            (0, None) => SwapPath::None,
+            (abandoned, _) => SwapPath::DeadlineTaken { abandoned, counted },
+        }
+    }
+
+    /// Signal to live p99 within the deadline, or every abandoned reload counted.
+    pub fn met(&self) -> bool {
+        match *self {
+            SwapPath::Live {
+                within_deadline, ..
+            } => within_deadline,
+            SwapPath::DeadlineTaken { abandoned, counted } => abandoned == counted,
+            SwapPath::None => false,
+        }
+    }
+
+    fn describe(&self, deadline_ms: f64) -> String {
+        match *self {
+            SwapPath::Live { p99_ms, .. } => format!(
+                "every swap live, signal to live p99 {p99_ms:.1} ms (≤ {deadline_ms:.0} ms deadline: {})",
+                met(self.met())
+            ),
+            SwapPath::DeadlineTaken { abandoned, counted } => format!(
+                "deadline path taken: {abandoned} reloads abandoned at {deadline_ms:.0} ms, {counted} counted ({})",
+                met(self.met())
+            ),
+            SwapPath::None => "no swap signalled".into(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -386,6 +537,29 @@ mod tests {
         assert_eq!(during.p99_us, 30.0);
         assert_eq!(p.p99_ratio_while_swapping, Some(3.0));
         assert_eq!(p.p99_ratio_swap_phase, Some(3.0));
+    }
+
+    #[test]
+    fn the_swap_path_is_live_within_the_deadline_or_abandoned_and_counted() {
+        let live = SwapPath::of(Some(120.0), 500.0, 0, 0);
+        assert_eq!(
+            live,
+            SwapPath::Live {
+                p99_ms: 120.0,
+                within_deadline: true
+            }
+        );
+        assert!(live.met());
+        assert!(!SwapPath::of(Some(700.0), 500.0, 0, 0).met());
+        assert!(SwapPath::of(Some(480.0), 500.0, 3, 3).met());
+        assert!(
+            !SwapPath::of(None, 500.0, 3, 2).met(),
+            "an uncounted abandon fails"
+        );
+        assert_eq!(SwapPath::of(None, 500.0, 0, 0), SwapPath::None);
+        let sorted: Vec<f64> = (1..=200).map(f64::from).collect();
+        assert_eq!(percentile(&sorted, 0.99), Some(198.0));
+        assert_eq!(percentile(&[], 0.99), None);
     }
 
     #[test]
