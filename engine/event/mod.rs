@@ -30,7 +30,7 @@ pub use model::{
 };
 pub use parse::{major_to_minor, minor_to_major, parse_rfc3339_ms, MAX_TIME_MS};
 pub use validate::{
-    check_size, entity_kind_from_name, entity_kind_name, validate_decision, validate_event,
-    validate_tag_update, DEFAULT_MAX_EVENT_BYTES, MAX_ATTRS, MAX_ATTR_KEY_BYTES,
+    check_currency, check_size, entity_kind_from_name, entity_kind_name, validate_decision,
+    validate_event, validate_tag_update, DEFAULT_MAX_EVENT_BYTES, MAX_ATTRS, MAX_ATTR_KEY_BYTES,
     MAX_ATTR_VALUE_BYTES, MAX_STRING_BYTES,
 };

@@ -184,7 +184,7 @@ pub(crate) fn check_time(field: &'static str, ms: i64) -> Result<(), EventError>
 }
 
 /// A currency is three upper-case ASCII letters.
-pub(crate) fn check_currency(code: &str) -> Result<(), EventError> {
+pub fn check_currency(code: &str) -> Result<(), EventError> {
     if code.len() == 3 && code.bytes().all(|b| b.is_ascii_uppercase()) {
         Ok(())
     } else {

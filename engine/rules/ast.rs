@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use super::number::{self, Decimal};
+
 /// A byte range in one source file. Spans never take part in equality, so two trees that
 /// differ only in layout compare equal (the pretty-printer round trip relies on this).
 #[derive(Debug, Clone, Copy, Default)]
@@ -57,7 +59,8 @@ pub struct Duration {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Literal {
     Str(String),
-    Num(f64),
+    /// A number, exact (`0.1` is one tenth); equal by value (`1.50 == 1.5`).
+    Num(Decimal),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -285,19 +288,11 @@ fn format_string(s: &str) -> String {
     out
 }
 
-fn format_number(n: f64) -> String {
-    if n.fract() == 0.0 && n.abs() < 1e15 {
-        format!("{}", n as i64)
-    } else {
-        format!("{n}")
-    }
-}
-
 impl fmt::Display for Literal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Literal::Str(s) => f.write_str(&format_string(s)),
-            Literal::Num(n) => f.write_str(&format_number(*n)),
+            Literal::Num(n) => f.write_str(&number::format(*n)),
         }
     }
 }

@@ -12,9 +12,11 @@ use super::compiler::{
 };
 use super::diagnostic::{did_you_mean, Diagnostic, SourceFile};
 use super::eval::{ListValues, NumExpr, Pred, StrExpr, StrSet};
+use super::number::{self, Decimal};
 use crate::event::{currency_exponent, Aggregate, Field, Outcome, PaymentEvent};
 
 mod exprs;
+mod never;
 mod rules;
 mod test_blocks;
 

@@ -77,6 +77,29 @@ pub fn locate(diags: &mut [Diagnostic], sources: &[SourceFile]) {
     }
 }
 
+/// The error for a rule file that is not UTF-8, at the line and column (in characters) of its
+/// first bad byte. It has no source to show (`span.file` is out of range).
+pub fn invalid_utf8(file: String, bytes: &[u8]) -> Diagnostic {
+    let valid = match std::str::from_utf8(bytes) {
+        Ok(all) => all,
+        Err(e) => std::str::from_utf8(&bytes[..e.valid_up_to()]).unwrap_or_default(),
+    };
+    let at = valid.len();
+    let line_start = valid.rfind('\n').map_or(0, |p| p + 1);
+    let byte = bytes
+        .get(at)
+        .map_or(String::new(), |b| format!(" (byte 0x{b:02X})"));
+    Diagnostic {
+        severity: Severity::Error,
+        file,
+        line: valid.matches('\n').count() + 1,
+        col: valid[line_start..].chars().count() + 1,
+        message: format!("invalid UTF-8{byte}"),
+        help: Some("rule files are UTF-8 text".into()),
+        span: Span::new(u32::MAX, at, at + 1),
+    }
+}
+
 /// Levenshtein distance between two short names.
 pub fn edit_distance(a: &str, b: &str) -> usize {
     let b_chars: Vec<char> = b.chars().collect();
@@ -118,7 +141,15 @@ pub fn render_human(diags: &[Diagnostic], sources: &[SourceFile], color: bool) -
     let mut out = Vec::new();
     for d in diags {
         let Some(src) = sources.get(d.span.file as usize) else {
-            out.extend_from_slice(format!("{}: {}\n", d.severity.name(), d.message).as_bytes());
+            let at = if d.line > 0 {
+                format!("{}:{}:{}: ", d.file, d.line, d.col)
+            } else {
+                String::new()
+            };
+            out.extend_from_slice(format!("{}: {at}{}\n", d.severity.name(), d.message).as_bytes());
+            if let Some(h) = &d.help {
+                out.extend_from_slice(format!("  help: {h}\n").as_bytes());
+            }
             continue;
         };
         let kind = match d.severity {
@@ -196,6 +227,24 @@ mod tests {
             Some("did you mean `amount`?".into())
         );
         assert_eq!(did_you_mean("zzz", fields), None);
+    }
+
+    #[test]
+    fn invalid_utf8_is_located_at_its_first_bad_byte() {
+        let d = invalid_utf8("r.veto".into(), b"rule a\n  when ip == \"\xc3\xa9\xff\"");
+        assert_eq!(
+            (d.file.as_str(), d.line, d.col, d.message.as_str()),
+            ("r.veto", 2, 16, "invalid UTF-8 (byte 0xFF)")
+        );
+        assert_eq!((d.span.start, d.severity), (23, Severity::Error));
+        let text = render_human(&[d], &[], false);
+        assert_eq!(
+            text,
+            "error: r.veto:2:16: invalid UTF-8 (byte 0xFF)\n  help: rule files are UTF-8 text\n"
+        );
+        // A truncated character at the very end.
+        let d = invalid_utf8("r.veto".into(), b"ab\xc3");
+        assert_eq!((d.line, d.col), (1, 3));
     }
 
     #[test]

@@ -7,12 +7,14 @@ use ahash::AHashSet;
 use regex::Regex;
 
 use super::ast::{ArithOp, CmpOp};
-use crate::event::{Field, PaymentEvent};
+use super::number::{self, Decimal};
+use crate::event::{currency_exponent, Field, PaymentEvent};
 
 /// What the evaluator may read besides the event: feature values and entity tags.
 /// The store implements it; evaluation never does I/O beyond these calls.
 pub trait EvalContext {
     /// Value of feature `slot` (`RuleSet::features()[slot]`) for this event; `None` = missing.
+    /// Rules read it as the decimal it stands for ([`number::from_feature`]).
     fn feature(&self, slot: usize) -> Option<f64>;
     /// Whether the entity `entity = value` carries `tag`, unexpired at this event's time.
     fn has_tag(&self, entity: Field, value: &str, tag: &str) -> bool;
@@ -34,16 +36,25 @@ impl EvalContext for NoContext {
 pub struct Frame<'a> {
     pub ev: &'a PaymentEvent,
     pub ctx: &'a dyn EvalContext,
-    /// `ev.amount()`, which needs a currency lookup.
+    /// `ev.amount()` (for the store's aggregates), which needs a currency lookup.
     amount: Option<f64>,
+    /// The amount as rules read it: exactly `amount_minor` minor units of the currency.
+    amount_exact: Option<Decimal>,
 }
 
 impl<'a> Frame<'a> {
     pub fn new(ev: &'a PaymentEvent, ctx: &'a dyn EvalContext) -> Frame<'a> {
+        let amount_exact = ev.amount_minor.map(|minor| {
+            number::from_minor(
+                minor,
+                currency_exponent(ev.currency.as_deref().unwrap_or("")),
+            )
+        });
         Frame {
             ev,
             ctx,
             amount: ev.amount(),
+            amount_exact,
         }
     }
 
@@ -54,13 +65,22 @@ impl<'a> Frame<'a> {
             _ => self.ev.num_field(field),
         }
     }
+
+    /// A numeric field as rules read it: exact.
+    fn number(&self, field: Field) -> Option<Decimal> {
+        match field {
+            Field::Amount => self.amount_exact,
+            Field::EventTime => Some(number::from_int(self.ev.event_time_ms)),
+            _ => None,
+        }
+    }
 }
 
 /// Values of a list, built once at compile time.
 #[derive(Debug)]
 pub enum ListValues {
     Str(StrSet),
-    Num(Vec<f64>),
+    Num(Vec<Decimal>),
 }
 
 /// Lists up to this size are scanned linearly (faster than hashing for a handful of codes).
@@ -110,7 +130,7 @@ impl StrSet {
 /// A numeric expression; `None` means missing.
 #[derive(Debug, Clone)]
 pub enum NumExpr {
-    Const(f64),
+    Const(Decimal),
     Field(Field),
     Feature(u32),
     Neg(Box<NumExpr>),
@@ -155,7 +175,7 @@ pub enum Pred {
     /// `field in list` for a string field.
     FieldIn(Field, Arc<ListValues>),
     /// `x <op> constant`.
-    NumConst(CmpOp, NumExpr, f64),
+    NumConst(CmpOp, NumExpr, Decimal),
 }
 
 fn compare<T: PartialOrd + ?Sized>(op: CmpOp, a: &T, b: &T) -> bool {
@@ -169,35 +189,20 @@ fn compare<T: PartialOrd + ?Sized>(op: CmpOp, a: &T, b: &T) -> bool {
     }
 }
 
-fn arith(op: ArithOp, a: f64, b: f64) -> Option<f64> {
-    let v = match op {
-        ArithOp::Add => a + b,
-        ArithOp::Sub => a - b,
-        ArithOp::Mul => a * b,
-        ArithOp::Div if b == 0.0 => return None,
-        ArithOp::Div => a / b,
-    };
-    v.is_finite().then_some(v)
-}
-
-fn hour_of(ms: f64) -> f64 {
-    (ms / 3_600_000.0).floor().rem_euclid(24.0)
-}
-
 impl NumExpr {
-    pub fn eval(&self, ev: &PaymentEvent, ctx: &dyn EvalContext) -> Option<f64> {
+    pub fn eval(&self, ev: &PaymentEvent, ctx: &dyn EvalContext) -> Option<Decimal> {
         self.eval_in(&Frame::new(ev, ctx))
     }
 
-    fn eval_in(&self, f: &Frame<'_>) -> Option<f64> {
+    fn eval_in(&self, f: &Frame<'_>) -> Option<Decimal> {
         match self {
             NumExpr::Const(v) => Some(*v),
-            NumExpr::Field(field) => f.num_field(*field),
-            NumExpr::Feature(slot) => f.ctx.feature(*slot as usize),
+            NumExpr::Field(field) => f.number(*field),
+            NumExpr::Feature(slot) => f.ctx.feature(*slot as usize).and_then(number::from_feature),
             NumExpr::Neg(e) => e.eval_in(f).map(|v| -v),
-            NumExpr::Arith(op, a, b) => arith(*op, a.eval_in(f)?, b.eval_in(f)?),
-            NumExpr::Len(s) => s.eval(f.ev).map(|s| s.chars().count() as f64),
-            NumExpr::Hour(e) => e.eval_in(f).map(hour_of),
+            NumExpr::Arith(op, a, b) => number::arith(*op, a.eval_in(f)?, b.eval_in(f)?),
+            NumExpr::Len(s) => s.eval(f.ev).map(|s| Decimal::from(s.chars().count())),
+            NumExpr::Hour(e) => e.eval_in(f).and_then(number::hour_of),
         }
     }
 
@@ -209,17 +214,23 @@ impl NumExpr {
                 e => NumExpr::Neg(Box::new(e)),
             },
             NumExpr::Arith(op, a, b) => match (a.fold(), b.fold()) {
-                (NumExpr::Const(x), NumExpr::Const(y)) if arith(op, x, y).is_some() => {
-                    NumExpr::Const(arith(op, x, y).unwrap_or(0.0))
-                }
+                (NumExpr::Const(x), NumExpr::Const(y)) => match number::arith(op, x, y) {
+                    Some(v) => NumExpr::Const(v.normalize()),
+                    None => {
+                        NumExpr::Arith(op, Box::new(NumExpr::Const(x)), Box::new(NumExpr::Const(y)))
+                    }
+                },
                 (a, b) => NumExpr::Arith(op, Box::new(a), Box::new(b)),
             },
             NumExpr::Hour(e) => match e.fold() {
-                NumExpr::Const(v) => NumExpr::Const(hour_of(v)),
+                NumExpr::Const(v) => match number::hour_of(v) {
+                    Some(h) => NumExpr::Const(h),
+                    None => NumExpr::Hour(Box::new(NumExpr::Const(v))),
+                },
                 e => NumExpr::Hour(Box::new(e)),
             },
             NumExpr::Len(s) => match s.fold() {
-                StrExpr::Const(c) => NumExpr::Const(c.chars().count() as f64),
+                StrExpr::Const(c) => NumExpr::Const(Decimal::from(c.chars().count())),
                 s => NumExpr::Len(Box::new(s)),
             },
             e => e,
@@ -267,7 +278,7 @@ impl Pred {
             Pred::Or(ps) => ps.iter().any(|p| p.eval_in(f)),
             Pred::Not(p) => !p.eval_in(f),
             Pred::Num(op, a, b) => match (a.eval_in(f), b.eval_in(f)) {
-                (Some(x), Some(y)) => compare(*op, &x, &y),
+                (Some(x), Some(y)) => number::compare(*op, &x, &y),
                 _ => false,
             },
             Pred::Str(op, a, b) => match (a.eval(f.ev), b.eval(f.ev)) {
@@ -298,7 +309,7 @@ impl Pred {
                 (Some(v), ListValues::Str(set)) => set.contains(v),
                 _ => false,
             },
-            Pred::NumConst(op, a, c) => a.eval_in(f).is_some_and(|x| compare(*op, &x, c)),
+            Pred::NumConst(op, a, c) => a.eval_in(f).is_some_and(|x| number::compare(*op, &x, c)),
         }
     }
 
@@ -342,7 +353,7 @@ impl Pred {
                 p => Pred::Not(Box::new(p)),
             },
             Pred::Num(op, a, b) => match (a.fold(), b.fold()) {
-                (NumExpr::Const(x), NumExpr::Const(y)) => Pred::Const(compare(op, &x, &y)),
+                (NumExpr::Const(x), NumExpr::Const(y)) => Pred::Const(number::compare(op, &x, &y)),
                 (a, b) => Pred::Num(op, a, b),
             },
             Pred::Str(op, a, b) => match (a.fold(), b.fold()) {
@@ -499,6 +510,10 @@ fn type_guard(p: &Pred) -> Option<Vec<Arc<str>>> {
 mod tests {
     use super::*;
 
+    fn n(v: i64) -> NumExpr {
+        NumExpr::Const(Decimal::from(v))
+    }
+
     struct Ctx(Vec<Option<f64>>);
     impl EvalContext for Ctx {
         fn feature(&self, slot: usize) -> Option<f64> {
@@ -536,7 +551,7 @@ mod tests {
         assert!(!cmp.eval(&ev(), &ctx));
         assert!(!ne.eval(&ev(), &ctx));
         assert!(Pred::Not(Box::new(cmp)).eval(&ev(), &ctx));
-        let feat = Pred::Num(CmpOp::Lt, NumExpr::Feature(0), NumExpr::Const(1.0));
+        let feat = Pred::Num(CmpOp::Lt, NumExpr::Feature(0), n(1));
         assert!(!feat.eval(&ev(), &ctx));
     }
 
@@ -549,20 +564,16 @@ mod tests {
             Box::new(NumExpr::Field(Field::Amount)),
             Box::new(NumExpr::Feature(0)),
         );
-        assert_eq!(sum.eval(&e, &ctx), Some(25.0));
+        assert_eq!(sum.eval(&e, &ctx), Some(Decimal::from(25)));
         assert_eq!(
             NumExpr::Hour(Box::new(NumExpr::Field(Field::EventTime))).eval(&e, &ctx),
-            Some(2.0)
+            Some(Decimal::from(2))
         );
-        let div0 = NumExpr::Arith(
-            ArithOp::Div,
-            Box::new(NumExpr::Const(1.0)),
-            Box::new(NumExpr::Const(0.0)),
-        );
+        let div0 = NumExpr::Arith(ArithOp::Div, Box::new(n(1)), Box::new(n(0)));
         assert_eq!(div0.eval(&e, &ctx), None);
         assert_eq!(
             NumExpr::Len(Box::new(StrExpr::Field(Field::UserId))).eval(&e, &ctx),
-            Some(2.0)
+            Some(Decimal::from(2))
         );
         assert!(Pred::HasTag(Field::UserId, "trusted".into()).eval(&e, &ctx));
         assert!(!Pred::HasTag(Field::CardId, "trusted".into()).eval(&e, &ctx));
@@ -573,18 +584,10 @@ mod tests {
         let p = Pred::And(vec![
             Pred::Num(
                 CmpOp::Gt,
-                NumExpr::Arith(
-                    ArithOp::Add,
-                    Box::new(NumExpr::Const(1.0)),
-                    Box::new(NumExpr::Const(2.0)),
-                ),
-                NumExpr::Const(2.0),
+                NumExpr::Arith(ArithOp::Add, Box::new(n(1)), Box::new(n(2))),
+                n(2),
             ),
-            Pred::Num(
-                CmpOp::Gt,
-                NumExpr::Field(Field::Amount),
-                NumExpr::Const(2.0),
-            ),
+            Pred::Num(CmpOp::Gt, NumExpr::Field(Field::Amount), n(2)),
         ]);
         assert!(matches!(
             p.fold(),

@@ -2,12 +2,15 @@
 
 use super::ast::Span;
 use super::diagnostic::Diagnostic;
+use super::number::{self, Decimal};
+use rust_decimal::prelude::ToPrimitive;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Tok {
     Ident(String),
     Str(String),
-    Num(f64),
+    /// A number literal, exact.
+    Num(Decimal),
     /// A number with a unit, in milliseconds.
     Duration(u64),
     Eq,
@@ -80,6 +83,9 @@ pub struct Token {
 }
 
 /// Milliseconds per duration unit.
+/// Durations are whole milliseconds up to 10^18.
+const MAX_DURATION_MS: u64 = 1_000_000_000_000_000_000;
+
 fn unit_ms(unit: &str) -> Option<u64> {
     match unit {
         "ms" => Some(1),
@@ -181,19 +187,30 @@ pub fn lex(file: u32, text: &str, diags: &mut Vec<Diagnostic>) -> Vec<Token> {
                     i += 1;
                 }
                 let unit = &text[unit_start..i];
-                let value: f64 = number.parse().unwrap_or(f64::INFINITY);
+                let value = number::parse_literal(number).ok();
                 if unit.is_empty() {
-                    if value.is_finite() {
-                        tokens.push(Token {
+                    match value {
+                        Some(value) => tokens.push(Token {
                             tok: Tok::Num(value),
+                            span: span(i),
+                        }),
+                        None => diags.push(Diagnostic::error(
+                            span(i),
+                            "number is too large",
+                            Some("numbers have at most 28 significant digits".into()),
+                        )),
+                    }
+                } else if let Some(ms) = unit_ms(unit) {
+                    let total = value
+                        .and_then(|v| v.checked_mul(Decimal::from(ms)))
+                        .filter(|t| t.is_integer() && *t <= Decimal::from(MAX_DURATION_MS))
+                        .and_then(|t| t.to_u64());
+                    if let Some(total) = total {
+                        tokens.push(Token {
+                            tok: Tok::Duration(total),
                             span: span(i),
                         });
                     } else {
-                        diags.push(Diagnostic::error(span(i), "number is too large", None));
-                    }
-                } else if let Some(ms) = unit_ms(unit) {
-                    let total = value * ms as f64;
-                    if total.fract() != 0.0 || !total.is_finite() || total > 1e18 {
                         diags.push(Diagnostic::error(
                             span(i),
                             format!(
@@ -202,11 +219,6 @@ pub fn lex(file: u32, text: &str, diags: &mut Vec<Diagnostic>) -> Vec<Token> {
                             ),
                             None,
                         ));
-                    } else {
-                        tokens.push(Token {
-                            tok: Tok::Duration(total as u64),
-                            span: span(i),
-                        });
                     }
                 } else {
                     let not_a_number_form = unit.starts_with(['e', 'E', '_'])
@@ -229,7 +241,7 @@ pub fn lex(file: u32, text: &str, diags: &mut Vec<Diagnostic>) -> Vec<Token> {
                     ));
                     // Kept as the number it starts with, so the parser does not report a
                     // missing expression after this error.
-                    if value.is_finite() {
+                    if let Some(value) = value {
                         tokens.push(Token {
                             tok: Tok::Num(value),
                             span: span(i),
@@ -321,7 +333,7 @@ mod tests {
             vec![
                 Tok::Ident("amount".into()),
                 Tok::Ge,
-                Tok::Num(5000.5),
+                Tok::Num(Decimal::new(50005, 1)),
                 Tok::Ident("over".into()),
                 Tok::Duration(600_000),
                 Tok::Eof

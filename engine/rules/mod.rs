@@ -7,6 +7,7 @@ pub mod diagnostic;
 pub mod eval;
 pub mod filters;
 pub mod lexer;
+pub mod number;
 pub mod parser;
 
 use std::path::{Path, PathBuf};
@@ -178,30 +179,31 @@ pub fn load(paths: &[PathBuf]) -> CheckReport {
         }
     }
     let mut inputs = Vec::new();
+    let mut unreadable = Vec::new();
     for f in files {
-        match std::fs::read_to_string(&f) {
-            Ok(text) => {
+        let name = f.display().to_string();
+        match std::fs::read(&f).map(String::from_utf8) {
+            Ok(Ok(text)) => {
                 let base = f.parent().map(Path::to_path_buf).unwrap_or_default();
-                inputs.push((f.display().to_string(), text, base));
+                inputs.push((name, text, base));
             }
-            Err(e) => io_errors.push(format!("cannot read {}: {e}", f.display())),
+            Ok(Err(e)) => unreadable.push(diagnostic::invalid_utf8(name, e.as_bytes())),
+            Err(e) => io_errors.push(format!("cannot read {name}: {e}")),
         }
     }
     let mut report = compile_sources(inputs);
     for message in io_errors {
-        report.diagnostics.insert(
-            0,
-            Diagnostic {
-                severity: Severity::Error,
-                file: String::new(),
-                line: 0,
-                col: 0,
-                message,
-                help: None,
-                span: ast::Span::new(u32::MAX, 0, 0),
-            },
-        );
+        unreadable.push(Diagnostic {
+            severity: Severity::Error,
+            file: String::new(),
+            line: 0,
+            col: 0,
+            message,
+            help: None,
+            span: ast::Span::new(u32::MAX, 0, 0),
+        });
     }
+    report.diagnostics.splice(0..0, unreadable);
     if report.has_errors() {
         report.ruleset = None;
     }
@@ -231,3 +233,5 @@ pub fn run_check(paths: &[PathBuf], json: bool) -> i32 {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_exact;

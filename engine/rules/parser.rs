@@ -4,6 +4,8 @@
 use super::ast::*;
 use super::diagnostic::Diagnostic;
 use super::lexer::{lex, Tok, Token};
+use super::number::Decimal;
+use rust_decimal::prelude::ToPrimitive;
 
 /// Words that cannot name a list, feature or rule.
 pub const RESERVED: [&str; 23] = [
@@ -227,14 +229,15 @@ impl Parser<'_> {
         let negative = self.eat(&Tok::Minus);
         let start = self.prev_span();
         match self.peek().clone() {
-            Tok::Num(n) if n.fract() == 0.0 && n.abs() < 1e12 => {
+            Tok::Num(n) if n.is_integer() && n.abs() < Decimal::from(1_000_000_000_000i64) => {
                 let span = if negative {
                     start.to(self.span())
                 } else {
                     self.span()
                 };
                 self.pos += 1;
-                Ok((if negative { -(n as i64) } else { n as i64 }, span))
+                let n = n.to_i64().unwrap_or(0);
+                Ok((if negative { -n } else { n }, span))
             }
             _ => self.fail(what),
         }
@@ -783,7 +786,7 @@ impl Parser<'_> {
                 // A duration in an expression is its number of milliseconds.
                 self.pos += 1;
                 Ok(Expr {
-                    kind: ExprKind::Lit(Literal::Num(ms as f64)),
+                    kind: ExprKind::Lit(Literal::Num(Decimal::from(ms))),
                     span,
                 })
             }

@@ -1,4 +1,4 @@
-//! Checking rules: conditions, actions, sequence rules, provably contradictory conditions and
+//! Checking rules: conditions, actions, sequence rules, conditions that can never hold and
 //! the order of `decide` lines.
 
 use super::*;
@@ -112,19 +112,7 @@ impl Checker<'_> {
         let pred = self.condition(cond, scope, "a rule condition");
         let actions = self.actions(r, true);
         let pred = pred?;
-        if !self.contradiction(r, cond) {
-            let folded = pred.clone().fold();
-            if matches!(folded, Pred::Const(false)) {
-                self.error(
-                    cond.span,
-                    format!(
-                        "rule `{}` can never match: its condition is always false",
-                        r.name.name
-                    ),
-                    None,
-                );
-            }
-        }
+        self.never_matches(&r.name.name, cond, &pred);
         let (outcome, score, tags) = actions?;
         Some(CompiledRule {
             name: Arc::from(r.name.name.as_str()),
@@ -134,6 +122,18 @@ impl Checker<'_> {
             body: Pred::Const(false),
             cond: pred,
         })
+    }
+
+    /// Reports a condition that can never hold (see [`Checker::contradiction`]) or that folds
+    /// to false.
+    fn never_matches(&mut self, rule: &str, cond: &Expr, pred: &Pred) {
+        if !self.contradiction(rule, cond) && matches!(pred.clone().fold(), Pred::Const(false)) {
+            self.error(
+                cond.span,
+                format!("rule `{rule}` can never match: its condition is always false"),
+                None,
+            );
+        }
     }
 
     pub(super) fn sequence(
@@ -148,7 +148,11 @@ impl Checker<'_> {
             features: true,
             tags: true,
         };
+        let after_expr = after;
         let after = self.condition(after, scope, "an `after` condition");
+        if let Some(p) = &after {
+            self.never_matches(&r.name.name, after_expr, p);
+        }
         let expect = self.condition(expect, scope, "an `expect` condition");
         let correlate = self.entity_field(same, "`with same`");
         let in_range = self.window(within, "`within`", MAX_WINDOW_MS);
@@ -168,138 +172,6 @@ impl Checker<'_> {
             after_types: None,
             expect_types: None,
         })
-    }
-
-    /// Reports a top-level conjunction whose comparisons against constants cannot all hold.
-    /// Returns whether one was reported.
-    pub(super) fn contradiction(&mut self, r: &RuleDecl, cond: &Expr) -> bool {
-        fn conjuncts<'e>(e: &'e Expr, out: &mut Vec<&'e Expr>) {
-            if let ExprKind::And(a, b) = &e.kind {
-                conjuncts(a, out);
-                conjuncts(b, out);
-            } else {
-                out.push(e);
-            }
-        }
-        fn flip(op: CmpOp) -> CmpOp {
-            match op {
-                CmpOp::Lt => CmpOp::Gt,
-                CmpOp::Le => CmpOp::Ge,
-                CmpOp::Gt => CmpOp::Lt,
-                CmpOp::Ge => CmpOp::Le,
-                o => o,
-            }
-        }
-        #[derive(Clone, Copy)]
-        struct Bound {
-            value: f64,
-            inclusive: bool,
-            atom: usize,
-        }
-        #[derive(Default)]
-        struct Facts<'e> {
-            lo: Option<Bound>,
-            hi: Option<Bound>,
-            ne_num: Vec<(f64, usize)>,
-            eq_str: Option<(&'e str, usize)>,
-            ne_str: Vec<(&'e str, usize)>,
-        }
-        let mut atoms = Vec::new();
-        conjuncts(cond, &mut atoms);
-        let mut facts: AHashMap<&str, Facts> = AHashMap::new();
-        for (i, atom) in atoms.iter().enumerate() {
-            let ExprKind::Cmp(op, a, b) = &atom.kind else {
-                continue;
-            };
-            let (name, op, lit) = match (&a.kind, &b.kind) {
-                (ExprKind::Name(n), ExprKind::Lit(l)) => (n.as_str(), *op, l),
-                (ExprKind::Lit(l), ExprKind::Name(n)) => (n.as_str(), flip(*op), l),
-                _ => continue,
-            };
-            let f = facts.entry(name).or_default();
-            let conflict = match lit {
-                Literal::Num(c) => {
-                    let c = *c;
-                    let tighten_lo = |lo: &mut Option<Bound>, b: Bound| {
-                        if lo.is_none_or(|l| {
-                            b.value > l.value || (b.value == l.value && !b.inclusive)
-                        }) {
-                            *lo = Some(b);
-                        }
-                    };
-                    let tighten_hi = |hi: &mut Option<Bound>, b: Bound| {
-                        if hi.is_none_or(|h| {
-                            b.value < h.value || (b.value == h.value && !b.inclusive)
-                        }) {
-                            *hi = Some(b);
-                        }
-                    };
-                    let bound = |inclusive| Bound {
-                        value: c,
-                        inclusive,
-                        atom: i,
-                    };
-                    match op {
-                        CmpOp::Gt => tighten_lo(&mut f.lo, bound(false)),
-                        CmpOp::Ge => tighten_lo(&mut f.lo, bound(true)),
-                        CmpOp::Lt => tighten_hi(&mut f.hi, bound(false)),
-                        CmpOp::Le => tighten_hi(&mut f.hi, bound(true)),
-                        CmpOp::Eq => {
-                            tighten_lo(&mut f.lo, bound(true));
-                            tighten_hi(&mut f.hi, bound(true));
-                        }
-                        CmpOp::Ne => f.ne_num.push((c, i)),
-                    }
-                    match (f.lo, f.hi) {
-                        (Some(lo), Some(hi))
-                            if lo.value > hi.value
-                                || (lo.value == hi.value && !(lo.inclusive && hi.inclusive)) =>
-                        {
-                            Some((lo.atom.min(hi.atom), lo.atom.max(hi.atom)))
-                        }
-                        (Some(lo), Some(hi)) if lo.value == hi.value => {
-                            f.ne_num.iter().find(|(v, _)| *v == lo.value).map(|(_, a)| {
-                                (*a.min(&lo.atom.max(hi.atom)), *a.max(&lo.atom.max(hi.atom)))
-                            })
-                        }
-                        _ => None,
-                    }
-                }
-                Literal::Str(s) => match op {
-                    CmpOp::Eq => match f.eq_str {
-                        Some((prev, a)) if prev != s.as_str() => Some((a, i)),
-                        _ => {
-                            f.eq_str = Some((s.as_str(), i));
-                            f.ne_str
-                                .iter()
-                                .find(|(v, _)| *v == s.as_str())
-                                .map(|(_, a)| (*a, i))
-                        }
-                    },
-                    CmpOp::Ne => {
-                        f.ne_str.push((s.as_str(), i));
-                        match f.eq_str {
-                            Some((prev, a)) if prev == s.as_str() => Some((a, i)),
-                            _ => None,
-                        }
-                    }
-                    _ => None,
-                },
-            };
-            if let Some((first, second)) = conflict {
-                let (ta, tb) = (self.text(atoms[first].span), self.text(atoms[second].span));
-                self.error(
-                    atoms[second].span,
-                    format!(
-                        "rule `{}` can never match: `{ta}` contradicts `{tb}`",
-                        r.name.name
-                    ),
-                    None,
-                );
-                return true;
-            }
-        }
-        false
     }
 
     pub(super) fn decides(&mut self, items: &[&Item]) -> Vec<(Outcome, i32)> {

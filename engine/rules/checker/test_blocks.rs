@@ -20,7 +20,7 @@ impl Checker<'_> {
                 event_id: format!("{name}#{}", n + 1),
                 ..Default::default()
             };
-            let mut amount: Option<(f64, Span)> = None;
+            let mut amount: Option<(Decimal, Span)> = None;
             for (key, value) in &e.fields {
                 match (key.name.as_str(), value) {
                     ("at", TestValue::Duration(d)) => at_ms = d.ms,
@@ -100,16 +100,27 @@ impl Checker<'_> {
             ev.event_time_ms = TEST_EPOCH_MS.saturating_add(at_ms as i64);
             if let Some((a, span)) = amount {
                 let exp = currency_exponent(ev.currency.as_deref().unwrap_or(""));
-                let minor = a * 10f64.powi(exp as i32);
-                if (minor - minor.round()).abs() > 1e-6 || minor.abs() > 9e15 {
-                    self.error(
-                        span,
-                        format!("amount {a} has more decimals than its currency allows"),
-                        None,
-                    );
-                    ok = false;
-                } else {
-                    ev.amount_minor = Some(minor.round() as i64);
+                match number::to_minor(a, exp) {
+                    _ if a.is_sign_negative() && !a.is_zero() => {
+                        self.error(
+                            span,
+                            format!("amount {} is negative", number::format(a)),
+                            Some("the decoder rejects negative amounts".into()),
+                        );
+                        ok = false;
+                    }
+                    Some(minor) => ev.amount_minor = Some(minor),
+                    None => {
+                        self.error(
+                            span,
+                            format!(
+                                "amount {} has more decimals than its currency allows",
+                                number::format(a)
+                            ),
+                            None,
+                        );
+                        ok = false;
+                    }
                 }
             }
             events.push(ev);
