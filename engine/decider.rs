@@ -62,6 +62,17 @@ pub struct Decided {
     pub rules: Arc<RuleSet>,
 }
 
+/// What [`Engine::decide_traced`] copies out of one decision.
+#[derive(Debug, Clone, Default)]
+pub struct DecideTrace {
+    /// Every feature value computed for the event: the live set's features in rule-file order,
+    /// then the features only a shadow set defines.
+    pub values: Vec<Option<f64>>,
+    /// The live set's evaluation: outcome, score, hits, and the tags and timer arm/cancel
+    /// requests it made.
+    pub eval: Evaluation,
+}
+
 /// The name a shadow set's sequence rule arms its timers under, so they never collide with the
 /// live set's timers of the same rule (`:` cannot appear in a rule name).
 pub const SHADOW_TIMER_PREFIX: &str = "shadow:";
@@ -348,6 +359,26 @@ impl Engine {
     /// With a shadow set, it is evaluated on the same feature values and tags; its tags are
     /// never applied and its decision comes back in `Decided::shadow`.
     pub fn decide(&self, event: &PaymentEvent, decided_at_ms: i64) -> Decided {
+        self.decide_into(event, decided_at_ms, None)
+    }
+
+    /// [`Engine::decide`], also copying into `trace` the feature values computed for the event
+    /// and the live set's evaluation (the check that a changed engine decides as before).
+    pub fn decide_traced(
+        &self,
+        event: &PaymentEvent,
+        decided_at_ms: i64,
+        trace: &mut DecideTrace,
+    ) -> Decided {
+        self.decide_into(event, decided_at_ms, Some(trace))
+    }
+
+    fn decide_into(
+        &self,
+        event: &PaymentEvent,
+        decided_at_ms: i64,
+        trace: Option<&mut DecideTrace>,
+    ) -> Decided {
         let started = Instant::now();
         let sets = self.sets.load_full();
         SCRATCH.with(|cell| {
@@ -358,6 +389,10 @@ impl Engine {
             {
                 let ctx = StoreContext::new(event, &scratch.values, &self.store, &mut scratch.tags);
                 live.rules.evaluate(event, &ctx, &mut scratch.eval);
+            }
+            if let Some(trace) = trace {
+                trace.values.clone_from(&scratch.values);
+                trace.eval.clone_from(&scratch.eval);
             }
             let eval_latency_us = micros(started.elapsed());
             // The shadow reads the tags as the live set saw them: before the live effects.

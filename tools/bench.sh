@@ -5,7 +5,7 @@
 # scenario with --out bench-out/<scenario> unless --out is given. Prints where report.json and the
 # plots are; a run into the default folder copies its headline plots into docs/img/
 # (VETO_BENCH_DOCS_IMG=0: not).
-#   core    engine events/s per core            e2e     Kafka end to end vs passthrough;
+#   core    engine events/s, scaling, ZEN ratio e2e     Kafka end to end vs passthrough;
 #   timers  timer lateness vs tokio interval            --garbage 0.10 [--garbage-only]: clean vs
 #           (--ticks 1000000 for 10^6-tick drift)       10 % garbage stream, dead letters checked
 #   swap    latency around SIGUSR1 hot swaps    spill   throughput and RSS past store.memory_budget
@@ -28,8 +28,11 @@ if [ "$scenario" = e2e ]; then
   esac
 fi
 
-echo "==> cargo build --profile $PROFILE (veto, veto-bench)"
-cargo build --profile "$PROFILE" -p veto -p veto-tools --bins
+# core compares with GoRules' zen-engine: feature `zen` of veto-tools (a heavier build).
+features=()
+[ "$scenario" = core ] && features=(--features veto-tools/zen)
+echo "==> cargo build --profile $PROFILE (veto, veto-bench) ${features[*]}"
+cargo build --profile "$PROFILE" -p veto -p veto-tools --bins "${features[@]}"
 case "$PROFILE" in dev) dir=debug ;; *) dir="$PROFILE" ;; esac
 
 args=("$@")

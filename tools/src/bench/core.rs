@@ -1,4 +1,5 @@
-//! Scenario `core`: engine evaluation + state updates in-process on 1..N threads (events/s/core).
+//! Scenario `core`: engine evaluation + state updates in-process on 1, 2 and all cores (events/s,
+//! scaling efficiency), optionally instructions per event and a ZEN decision-table comparison.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Barrier};
@@ -7,6 +8,7 @@ use std::time::{Duration, Instant};
 use veto::event::{Outcome, PaymentEvent};
 use veto::synth::{Synth, SynthConfig};
 
+use super::instructions::{self, Counter};
 use super::machine::MachineInfo;
 use super::plot::{self, Chart, Series};
 use super::report::{now_rfc3339, Report};
@@ -17,6 +19,9 @@ use super::BenchError;
 pub const EVENTS_PER_THREAD: usize = 200_000;
 pub const WARMUP_EVENTS: usize = 20_000;
 pub const LATENCY_SAMPLE_EVERY: usize = 64;
+pub const USERS: u64 = 100_000;
+pub const SEED: u64 = 42;
+pub const INSTRUCTIONS_EVENTS: usize = 20_000;
 
 /// Arguments of `veto-bench core`.
 #[derive(Debug, Clone, clap::Args)]
@@ -27,7 +32,7 @@ pub struct CoreArgs {
     /// Rule file(s) the engine runs.
     #[arg(long, default_value = "rules/payments.veto")]
     pub rules: PathBuf,
-    /// Thread counts to measure, comma-separated; default 1..=cores.
+    /// Thread counts to measure, comma-separated; default 1, 2 and all cores.
     #[arg(long, value_delimiter = ',')]
     pub threads: Vec<usize>,
     /// Events each thread processes per measurement.
@@ -37,14 +42,55 @@ pub struct CoreArgs {
     #[arg(long, default_value_t = WARMUP_EVENTS)]
     pub warmup_events: usize,
     /// Distinct users per thread's stream.
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(long, default_value_t = USERS)]
     pub users: u64,
     /// Seed of the synthetic streams (thread i uses seed + i).
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value_t = SEED)]
     pub seed: u64,
     /// Time one event in every N individually for the latency percentiles.
     #[arg(long, default_value_t = LATENCY_SAMPLE_EVERY)]
     pub latency_sample_every: usize,
+    /// Also count instructions per decided event (perf stat, else valgrind's callgrind): the
+    /// harness re-runs itself on one thread at N and 2N events after the same warmup.
+    #[arg(long)]
+    pub instructions: bool,
+    /// N of `--instructions`.
+    #[arg(long, default_value_t = INSTRUCTIONS_EVENTS)]
+    pub instructions_events: usize,
+    /// Counter of `--instructions`.
+    #[arg(long, value_enum, default_value_t = Counter::Auto)]
+    pub instructions_counter: Counter,
+    /// Internal: decide warmup + N events on one thread and exit (the counted child).
+    #[arg(long, hide = true)]
+    pub instructions_child: Option<usize>,
+    /// Internal: with `--instructions-child`, build everything but decide nothing.
+    #[arg(long, hide = true)]
+    pub instructions_baseline: bool,
+    /// JDM decision table for the ZEN comparison (veto-bench built with feature `zen`).
+    #[arg(long, default_value = "tools/zen/payments-table.json")]
+    pub zen_table: PathBuf,
+}
+
+impl CoreArgs {
+    /// The command-line defaults with `out` and `rules`.
+    pub fn with_defaults(out: PathBuf, rules: PathBuf) -> CoreArgs {
+        CoreArgs {
+            out,
+            rules,
+            threads: Vec::new(),
+            events_per_thread: EVENTS_PER_THREAD,
+            warmup_events: WARMUP_EVENTS,
+            users: USERS,
+            seed: SEED,
+            latency_sample_every: LATENCY_SAMPLE_EVERY,
+            instructions: false,
+            instructions_events: INSTRUCTIONS_EVENTS,
+            instructions_counter: Counter::Auto,
+            instructions_child: None,
+            instructions_baseline: false,
+            zen_table: PathBuf::from("tools/zen/payments-table.json"),
+        }
+    }
 }
 
 /// What the core scenario drives: one engine shared by every thread.
@@ -53,14 +99,16 @@ pub trait CoreEngine: Send + Sync {
     fn decide(&self, event: &PaymentEvent) -> Outcome;
 }
 
-/// `veto::decider::Engine` with a scratch tag store and event-time timers.
-pub struct EngineUnderTest {
-    engine: veto::decider::Engine,
+/// `veto::decider::Engine` on a scratch tag store and event-time timers, fresh (empty state).
+pub struct ScratchEngine {
+    pub engine: veto::decider::Engine,
+    /// The timers the engine arms; `due` drains them.
+    pub timers: Arc<veto::decider::EventTimeTimers>,
     /// Keeps the scratch store directory alive as long as the engine.
     _store_dir: tempfile::TempDir,
 }
 
-impl CoreEngine for EngineUnderTest {
+impl CoreEngine for ScratchEngine {
     fn decide(&self, event: &PaymentEvent) -> Outcome {
         self.engine
             .decide(event, event.event_time_ms)
@@ -69,8 +117,8 @@ impl CoreEngine for EngineUnderTest {
     }
 }
 
-/// Builds the engine for `rules`, fresh (empty state) for each measurement.
-pub fn load_engine(rules: &Path) -> Result<Arc<dyn CoreEngine>, BenchError> {
+/// Builds the engine for `rules` with empty state.
+pub fn scratch_engine(rules: &Path) -> Result<ScratchEngine, BenchError> {
     let report = veto::rules::load(&[rules.to_path_buf()]);
     let rendered = report.render_human(false);
     let has_errors = report.has_errors();
@@ -90,11 +138,17 @@ pub fn load_engine(rules: &Path) -> Result<Arc<dyn CoreEngine>, BenchError> {
     })
     .map_err(|e| BenchError::Invalid(format!("scratch tag store: {e}")))?;
     let timers = Arc::new(veto::decider::EventTimeTimers::default());
-    let engine = veto::decider::Engine::new(Arc::new(rule_set), Arc::new(store), timers);
-    Ok(Arc::new(EngineUnderTest {
+    let engine = veto::decider::Engine::new(Arc::new(rule_set), Arc::new(store), timers.clone());
+    Ok(ScratchEngine {
         engine,
+        timers,
         _store_dir: store_dir,
-    }))
+    })
+}
+
+/// Builds the engine for `rules`, fresh (empty state) for each measurement.
+pub fn load_engine(rules: &Path) -> Result<Arc<dyn CoreEngine>, BenchError> {
+    Ok(Arc::new(scratch_engine(rules)?))
 }
 
 /// One thread count's measurement.
@@ -105,6 +159,8 @@ pub struct CoreResult {
     pub seconds: f64,
     pub events_per_sec: f64,
     pub events_per_sec_per_core: f64,
+    /// events/s at n threads / (n × events/s at 1 thread), when 1 thread was measured.
+    pub scaling_efficiency: Option<f64>,
     pub outcomes: std::collections::BTreeMap<String, u64>,
     /// Per-event engine latency of sampled events.
     pub latency: Option<LatencySummary>,
@@ -213,6 +269,7 @@ pub fn measure(
         seconds,
         events_per_sec,
         events_per_sec_per_core: events_per_sec / threads as f64,
+        scaling_efficiency: None,
         outcomes,
         latency: LatencySummary::from_nanos(&mut samples),
     })
@@ -273,7 +330,18 @@ fn plots(out: &Path, results: &[CoreResult]) -> Result<Vec<String>, BenchError> 
 
 /// Runs the scenario with the engine from [`load_engine`] and writes the report.
 pub fn run(args: &CoreArgs) -> Result<PathBuf, BenchError> {
+    if let Some(events) = args.instructions_child {
+        instructions::child(args, events, args.instructions_baseline)?;
+        return Ok(args.out.clone());
+    }
     run_with(args, || load_engine(&args.rules))
+}
+
+/// The thread counts measured by default: 1, 2 and all cores.
+fn default_threads(cores: usize) -> Vec<usize> {
+    let mut t = vec![1, 2.min(cores.max(1)), cores.max(1)];
+    t.dedup();
+    t
 }
 
 /// Runs the scenario with engines from `make_engine` (one fresh engine per thread count).
@@ -285,7 +353,7 @@ pub fn run_with(
     let started_at = now_rfc3339();
     let machine = MachineInfo::collect();
     let threads: Vec<usize> = if args.threads.is_empty() {
-        (1..=machine.cores).collect()
+        default_threads(machine.cores)
     } else {
         args.threads.clone()
     };
@@ -294,13 +362,25 @@ pub fn run_with(
             "--threads and --events-per-thread must be positive".into(),
         ));
     }
-    let mut results = Vec::new();
+    let mut results: Vec<CoreResult> = Vec::new();
     for &t in &threads {
-        let result = measure(make_engine()?, t, args)?;
+        let mut result = measure(make_engine()?, t, args)?;
+        let one = results
+            .iter()
+            .find(|r| r.threads == 1)
+            .map(|r| r.events_per_sec);
+        let one = one.or((t == 1).then_some(result.events_per_sec));
+        result.scaling_efficiency = one
+            .filter(|&e1| e1 > 0.0)
+            .map(|e1| result.events_per_sec / (t as f64 * e1));
         eprintln!(
-            "core: {t} thread(s): {:.0} events/s, {:.0} events/s/core, p99 {:.1} µs",
+            "core: {t} thread(s): {:.0} events/s, {:.0} events/s/core, scaling efficiency {}, \
+             p99 {:.1} µs",
             result.events_per_sec,
             result.events_per_sec_per_core,
+            result
+                .scaling_efficiency
+                .map_or("n/a".to_string(), |e| format!("{e:.2}")),
             result.latency.map(|l| l.p99_us).unwrap_or(f64::NAN)
         );
         results.push(result);
@@ -309,6 +389,27 @@ pub fn run_with(
         path: args.out.clone(),
         source,
     })?;
+    let instructions = if args.instructions {
+        let r = instructions::measure(args, &args.out)?;
+        eprintln!(
+            "core: instructions/event ({:?}): {:.0} per decided event, marginal {:.0} \
+             (ΔIr/ΔN between {} and {} events after {} warmup)",
+            r.counter,
+            r.per_event,
+            r.marginal_per_event,
+            r.runs[0].events,
+            r.runs[1].events,
+            r.warmup_events
+        );
+        Some(r)
+    } else {
+        None
+    };
+    let veto_one_thread = results
+        .iter()
+        .find(|r| r.threads == 1)
+        .map(|r| r.events_per_sec);
+    let zen = zen_comparison(args, veto_one_thread)?;
     let plots = plots(&args.out, &results)?;
     let report = Report {
         scenario: "core".into(),
@@ -323,11 +424,55 @@ pub fn run_with(
             "users": args.users,
             "seed": args.seed,
             "latency_sample_every": args.latency_sample_every,
+            "instructions": args.instructions,
+            "instructions_events": args.instructions_events,
+            "zen_table": args.zen_table,
         }),
-        results: serde_json::json!({ "runs": results }),
+        results: serde_json::json!({
+            "runs": results,
+            "instructions": instructions,
+            "zen": zen,
+        }),
         plots,
     };
     report.write(&args.out)
+}
+
+/// The ZEN decision table on one thread over thread 0's stream, and Veto's ratio to it.
+#[cfg(feature = "zen")]
+fn zen_comparison(
+    args: &CoreArgs,
+    veto_one_thread: Option<f64>,
+) -> Result<serde_json::Value, BenchError> {
+    let events: Vec<PaymentEvent> = Synth::new(SynthConfig {
+        seed: args.seed,
+        users: args.users,
+        ..SynthConfig::default()
+    })
+    .take(args.warmup_events + args.events_per_thread)
+    .collect();
+    let mut r = super::zen::measure(&args.zen_table, &events, args.warmup_events)?;
+    r.veto_ratio = veto_one_thread.map(|v| v / r.events_per_sec);
+    eprintln!(
+        "core: zen-engine {} ({} rules, first hit), 1 thread: {:.0} events/s; Veto 1 thread / \
+         zen: {}",
+        super::zen::ZEN_VERSION,
+        r.rules,
+        r.events_per_sec,
+        r.veto_ratio
+            .map_or("n/a (1 thread not measured)".into(), |x| format!("{x:.2}×"))
+    );
+    serde_json::to_value(&r).map_err(|e| BenchError::Invalid(format!("zen result: {e}")))
+}
+
+/// Without feature `zen` the comparison is not built; the report says so.
+#[cfg(not(feature = "zen"))]
+fn zen_comparison(
+    _args: &CoreArgs,
+    _veto_one_thread: Option<f64>,
+) -> Result<serde_json::Value, BenchError> {
+    eprintln!("core: zen comparison not built (build veto-tools with --features zen, as tools/bench.sh core does)");
+    Ok(serde_json::Value::Null)
 }
 
 #[cfg(test)]
@@ -350,14 +495,17 @@ mod tests {
 
     fn args(out: PathBuf) -> CoreArgs {
         CoreArgs {
-            out,
-            rules: PathBuf::from("rules/payments.veto"),
             threads: vec![1, 2],
             events_per_thread: 5_000,
             warmup_events: 100,
             users: 1_000,
             seed: 1,
             latency_sample_every: 10,
+            zen_table: PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/zen/payments-table.json"
+            )),
+            ..CoreArgs::with_defaults(out, PathBuf::from("rules/payments.veto"))
         }
     }
 
@@ -374,6 +522,13 @@ mod tests {
     }
 
     #[test]
+    fn default_threads_are_one_two_and_all_cores() {
+        assert_eq!(default_threads(1), [1]);
+        assert_eq!(default_threads(2), [1, 2]);
+        assert_eq!(default_threads(8), [1, 2, 8]);
+    }
+
+    #[test]
     fn writes_report_and_plots() {
         let dir = tempfile::tempdir().expect("temp dir");
         let a = args(dir.path().join("core"));
@@ -383,7 +538,13 @@ mod tests {
         .expect("run");
         let json: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(report).expect("read")).expect("json");
-        assert_eq!(json["results"]["runs"].as_array().map(Vec::len), Some(2));
+        let runs = json["results"]["runs"].as_array().expect("runs");
+        assert_eq!(runs.len(), 2);
+        assert_eq!(runs[0]["scaling_efficiency"].as_f64(), Some(1.0));
+        let two = runs[1]["events_per_sec"].as_f64().expect("rate");
+        let one = runs[0]["events_per_sec"].as_f64().expect("rate");
+        let eff = runs[1]["scaling_efficiency"].as_f64().expect("efficiency");
+        assert!((eff - two / (2.0 * one)).abs() < 1e-9);
         for plot in json["plots"].as_array().expect("plots") {
             let name = plot.as_str().expect("name");
             assert!(a.out.join(name).metadata().expect("png").len() > 1_000);

@@ -771,14 +771,10 @@ fn engine_ceiling(
         return Ok(None);
     };
     let core_args = super::core::CoreArgs {
-        out: args.out.clone(),
-        rules: args.rules.clone(),
         threads: vec![cores],
-        events_per_thread: super::core::EVENTS_PER_THREAD,
-        warmup_events: super::core::WARMUP_EVENTS,
         users: args.users,
         seed: args.seed,
-        latency_sample_every: super::core::LATENCY_SAMPLE_EVERY,
+        ..super::core::CoreArgs::with_defaults(args.out.clone(), args.rules.clone())
     };
     let engine = super::core::measure(super::core::load_engine(&args.rules)?, cores, &core_args)?;
     let ceiling = engine.events_per_sec / passthrough;

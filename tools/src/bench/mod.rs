@@ -2,7 +2,7 @@
 //!
 //! | scenario | what it measures |
 //! |----------|------------------|
-//! | `core`   | engine evaluation + state updates in-process on 1..N threads (events/s, events/s/core) |
+//! | `core`   | engine evaluation + state updates in-process on 1, 2, all cores (events/s, scaling, instructions/event, ZEN ratio) |
 //! | `e2e`    | Kafka end-to-end throughput and latency of `veto run` beside a no-rules passthrough |
 //! | `timers` | timer lateness and drift of the timer service beside a tokio interval, cores busy |
 //! | `swap`   | event latency around hot swaps of a 1,000-rule set vs without, signal-to-live time |
@@ -11,9 +11,11 @@
 pub mod badinput;
 pub mod broker;
 pub mod core;
+pub mod digest;
 pub mod e2e;
 pub mod garbage;
 pub mod heap;
+pub mod instructions;
 pub mod kafka;
 pub mod machine;
 pub mod passthrough;
@@ -23,6 +25,8 @@ pub mod spill;
 pub mod stats;
 pub mod swap;
 pub mod timers;
+#[cfg(feature = "zen")]
+pub mod zen;
 
 use std::path::PathBuf;
 
@@ -41,7 +45,7 @@ pub struct BenchArgs {
 /// The named scenarios.
 #[derive(Debug, clap::Subcommand)]
 pub enum Scenario {
-    /// Engine evaluation + state updates in-process on 1..N threads.
+    /// Engine evaluation + state updates in-process on 1, 2 and all cores.
     Core(core::CoreArgs),
     /// End-to-end through a real Kafka-protocol broker, beside a no-rules passthrough.
     E2e(e2e::E2eArgs),
