@@ -278,7 +278,7 @@ impl Pred {
             Pred::Or(ps) => ps.iter().any(|p| p.eval_in(f)),
             Pred::Not(p) => !p.eval_in(f),
             Pred::Num(op, a, b) => match (a.eval_in(f), b.eval_in(f)) {
-                (Some(x), Some(y)) => number::compare(*op, &x, &y),
+                (Some(x), Some(y)) => compare(*op, &x, &y),
                 _ => false,
             },
             Pred::Str(op, a, b) => match (a.eval(f.ev), b.eval(f.ev)) {
@@ -309,7 +309,7 @@ impl Pred {
                 (Some(v), ListValues::Str(set)) => set.contains(v),
                 _ => false,
             },
-            Pred::NumConst(op, a, c) => a.eval_in(f).is_some_and(|x| number::compare(*op, &x, c)),
+            Pred::NumConst(op, a, c) => a.eval_in(f).is_some_and(|x| compare(*op, &x, c)),
         }
     }
 
@@ -353,7 +353,7 @@ impl Pred {
                 p => Pred::Not(Box::new(p)),
             },
             Pred::Num(op, a, b) => match (a.fold(), b.fold()) {
-                (NumExpr::Const(x), NumExpr::Const(y)) => Pred::Const(number::compare(op, &x, &y)),
+                (NumExpr::Const(x), NumExpr::Const(y)) => Pred::Const(compare(op, &x, &y)),
                 (a, b) => Pred::Num(op, a, b),
             },
             Pred::Str(op, a, b) => match (a.fold(), b.fold()) {

@@ -9,7 +9,7 @@
 use rust_decimal::prelude::{FromPrimitive, ToPrimitive};
 pub use rust_decimal::Decimal;
 
-use super::ast::{ArithOp, CmpOp};
+use super::ast::ArithOp;
 
 /// Why a number literal was rejected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,17 +68,6 @@ pub fn arith(op: ArithOp, a: Decimal, b: Decimal) -> Option<Decimal> {
     }
 }
 
-pub fn compare(op: CmpOp, a: &Decimal, b: &Decimal) -> bool {
-    match op {
-        CmpOp::Eq => a == b,
-        CmpOp::Ne => a != b,
-        CmpOp::Lt => a < b,
-        CmpOp::Le => a <= b,
-        CmpOp::Gt => a > b,
-        CmpOp::Ge => a >= b,
-    }
-}
-
 /// Hour of day (UTC, 0..=23) of an epoch-milliseconds value.
 pub fn hour_of(ms: Decimal) -> Option<Decimal> {
     let hours = ms.checked_div(Decimal::from(3_600_000))?.floor();
@@ -129,8 +118,8 @@ mod tests {
         assert_eq!(arith(ArithOp::Div, dec("1"), from_int(0)), None);
         assert_eq!(arith(ArithOp::Div, dec("7.5"), dec("2.5")), Some(dec("3")));
         assert_eq!(arith(ArithOp::Mul, Decimal::MAX, from_int(2)), None);
-        assert!(compare(CmpOp::Eq, &dec("1.50"), &dec("1.5")));
-        assert!(compare(CmpOp::Lt, &dec("0.29"), &dec("0.3")));
+        assert_eq!(dec("1.50"), dec("1.5"));
+        assert!(dec("0.29") < dec("0.3"));
     }
 
     #[test]
