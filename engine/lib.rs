@@ -6,7 +6,7 @@
 //! # Layout
 //!
 //! Dependencies point one way: `pipeline` → `rules` / `store` / `timer` → `event`.
-//! The modules that tie them together (`decider`, `service`, `demo`, `reload`) sit on top.
+//! The modules that tie them together (`decider`, `service`, `ha`, `demo`, `reload`) sit on top.
 //!
 //! | module        | role |
 //! |---------------|------|
@@ -21,6 +21,7 @@
 //! | [`backtest`]  | `veto backtest`: recorded events through a candidate and a baseline set, compared |
 //! | [`reload`]    | signals, the atomic hot swap of the rule set (within a deadline) and rollback |
 //! | [`service`]   | `veto run`: wires config, store, timers, rules, pipeline and telemetry |
+//! | [`ha`]        | high availability: one active instance elected through Kafka, warm standbys |
 //! | [`demo`]      | `veto demo`: the service on an embedded broker with synthetic payments |
 //! | [`config`]    | `veto.toml` + environment overrides |
 //! | [`telemetry`] | logging, Prometheus recorder, `/metrics` `/healthz` `/readyz` |

@@ -84,7 +84,7 @@ pub async fn load_rules_within(
 
 /// Loads rule files and runs the set's own tests; on failure returns the rendered diagnostics.
 ///
-/// The work runs on the reload thread (see [`on_reload_thread`]).
+/// The work runs on the reload thread (see `on_reload_thread`).
 pub fn load_rules_blocking(paths: &[PathBuf]) -> Result<Arc<RuleSet>, String> {
     on_reload_thread(|| load_and_test(paths, &AtomicBool::new(false)))
         .unwrap_or_else(|| Err("rule loading was cancelled".into()))
