@@ -90,21 +90,15 @@ struct ShadowPlan {
 
 /// What the engine evaluates: the live set, an optional shadow set, and the features the store
 /// updates for both (live features first, then features only the shadow defines): their specs,
-/// the store's plan of them, what each takes from an event and their filters per event type.
+/// the store's plan of them, the field each aggregates and their filters per event type.
 struct Sets {
     live: LoadedRules,
     shadow: Option<ShadowPlan>,
     specs: Vec<FeatureSpec>,
     plan: FeaturePlan,
-    inputs: Vec<InputDef>,
+    /// `FeatureDef::value` of each spec.
+    values: Vec<Option<Field>>,
     filters: FeatureFilters,
-}
-
-/// What a feature takes from an event: its entity field, aggregate and aggregated field.
-struct InputDef {
-    by: Field,
-    agg: Aggregate,
-    value: Option<Field>,
 }
 
 impl Sets {
@@ -144,18 +138,10 @@ impl Sets {
             plan.extra.iter().filter_map(move |&i| defs.get(i))
         });
         let defs: Vec<&FeatureDef> = live_defs.chain(shadow_defs).collect();
-        let inputs = defs
-            .iter()
-            .map(|f| InputDef {
-                by: f.by,
-                agg: f.agg,
-                value: f.value,
-            })
-            .collect();
         Sets {
             plan: FeaturePlan::new(&specs),
             filters: FeatureFilters::new(defs.iter().copied()),
-            inputs,
+            values: defs.iter().map(|f| f.value).collect(),
             live,
             shadow,
             specs,
@@ -483,14 +469,14 @@ impl Engine {
             event.event_time_ms,
             &sets.plan,
             |i| {
-                let f = &sets.inputs[i];
+                let spec = &sets.specs[i];
                 let counted = filters.get(i).is_some_and(|filter| filter.holds(&frame));
                 FeatureInput {
-                    entity: event.str_field(f.by),
+                    entity: event.str_field(spec.by),
                     counted,
                     // an event the filter rejects contributes nothing: skip reading the value
                     observation: if counted {
-                        observe(f.agg, f.value, &frame)
+                        observe(spec.agg, sets.values[i], &frame)
                     } else {
                         Observation::Missing
                     },

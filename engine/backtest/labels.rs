@@ -129,18 +129,8 @@ impl Labels {
 
     fn parse_jsonl(path: &str, text: &str) -> Result<Labels, InputError> {
         let mut labels = Labels::default();
-        for (i, line) in text.lines().enumerate() {
-            let line_no = i as u64 + 1;
-            let trimmed = line.trim_start_matches('\u{feff}');
-            if trimmed.trim().is_empty() {
-                continue;
-            }
-            let at = |(col, message): LineError| InputError::Line {
-                path: path.to_string(),
-                line: line_no,
-                col,
-                message,
-            };
+        for (line_no, trimmed) in content_lines(text) {
+            let at = line_error(path, line_no);
             let raw: RawLabel = serde_json::from_str(trimmed)
                 .map_err(|e| at((e.column().max(1) as u64, json_message(&e))))?;
             labels
@@ -153,21 +143,11 @@ impl Labels {
     fn parse_csv(path: &str, text: &str) -> Result<Labels, InputError> {
         let mut labels = Labels::default();
         let mut header: Option<Vec<String>> = None;
-        for (i, line) in text.lines().enumerate() {
-            let line_no = i as u64 + 1;
-            let line = line.trim_start_matches('\u{feff}');
-            if line.trim().is_empty() {
-                continue;
-            }
-            let at = |(col, message): LineError| InputError::Line {
-                path: path.to_string(),
-                line: line_no,
-                col,
-                message,
-            };
-            let fields = split_csv(line).map_err(at)?;
+        for (line_no, line) in content_lines(text) {
+            let at = line_error(path, line_no);
+            let fields = split_csv(line).map_err(&at)?;
             let Some(names) = &header else {
-                header = Some(csv_header(&fields).map_err(at)?);
+                header = Some(csv_header(&fields).map_err(&at)?);
                 continue;
             };
             if fields.len() != names.len() {
@@ -192,9 +172,9 @@ impl Labels {
                     "txn_id" => raw.txn_id = Some(value.to_string()),
                     "label" => raw.label = Some(value.to_string()),
                     "currency" => raw.currency = Some(value.to_string()),
-                    "amount_minor" => raw.amount_minor = Some(int("amount_minor").map_err(at)?),
+                    "amount_minor" => raw.amount_minor = Some(int("amount_minor").map_err(&at)?),
                     "reported_at_ms" => {
-                        raw.reported_at_ms = Some(int("reported_at_ms").map_err(at)?)
+                        raw.reported_at_ms = Some(int("reported_at_ms").map_err(&at)?)
                     }
                     _ => {}
                 }
@@ -297,6 +277,24 @@ pub(super) fn json_message(e: &serde_json::Error) -> String {
 }
 
 /// Checks the header line: known column names once each, a `label` and an id column.
+/// The non-empty lines of `text` with their 1-based numbers (a leading byte-order mark dropped).
+fn content_lines(text: &str) -> impl Iterator<Item = (u64, &str)> {
+    text.lines()
+        .enumerate()
+        .map(|(i, line)| (i as u64 + 1, line.trim_start_matches('\u{feff}')))
+        .filter(|(_, line)| !line.trim().is_empty())
+}
+
+/// Turns a column and message on line `line` of `path` into the input error.
+fn line_error(path: &str, line: u64) -> impl Fn(LineError) -> InputError + '_ {
+    move |(col, message)| InputError::Line {
+        path: path.to_string(),
+        line,
+        col,
+        message,
+    }
+}
+
 fn csv_header(fields: &[(u64, String)]) -> Result<Vec<String>, LineError> {
     let names: Vec<String> = fields
         .iter()

@@ -389,15 +389,6 @@ impl Pred {
     /// Rewrites common shapes (field vs constant, field in list) into specialized nodes.
     /// Call after `fold`.
     pub fn specialize(self) -> Pred {
-        fn flip(op: CmpOp) -> CmpOp {
-            match op {
-                CmpOp::Lt => CmpOp::Gt,
-                CmpOp::Le => CmpOp::Ge,
-                CmpOp::Gt => CmpOp::Lt,
-                CmpOp::Ge => CmpOp::Le,
-                o => o,
-            }
-        }
         match self {
             Pred::And(ps) => Pred::And(ps.into_iter().map(Pred::specialize).collect()),
             Pred::Or(ps) => Pred::Or(ps.into_iter().map(Pred::specialize).collect()),
@@ -418,7 +409,7 @@ impl Pred {
             },
             Pred::InStr(StrExpr::Field(field), list) => Pred::FieldIn(field, list),
             Pred::Num(op, a, NumExpr::Const(c)) => Pred::NumConst(op, a, c),
-            Pred::Num(op, NumExpr::Const(c), b) => Pred::NumConst(flip(op), b, c),
+            Pred::Num(op, NumExpr::Const(c), b) => Pred::NumConst(op.flipped(), b, c),
             p => p,
         }
     }

@@ -154,16 +154,6 @@ fn is_literal(e: &Expr) -> bool {
     matches!(e.kind, ExprKind::Lit(_)) || constant(e).is_some()
 }
 
-fn flip(op: CmpOp) -> CmpOp {
-    match op {
-        CmpOp::Lt => CmpOp::Gt,
-        CmpOp::Le => CmpOp::Ge,
-        CmpOp::Gt => CmpOp::Lt,
-        CmpOp::Ge => CmpOp::Le,
-        o => o,
-    }
-}
-
 impl Checker<'_> {
     /// Reports a rule whose top-level `and` chain of comparisons against constants cannot hold:
     /// an error when its own conjuncts contradict each other, a warning when the event contract
@@ -180,7 +170,7 @@ impl Checker<'_> {
             };
             let (subject, op, value) = match (is_literal(a), is_literal(b)) {
                 (false, true) => (a, *op, b),
-                (true, false) => (b, flip(*op), a),
+                (true, false) => (b, op.flipped(), a),
                 _ => continue,
             };
             let key = subject.to_string();
