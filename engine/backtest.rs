@@ -1,10 +1,13 @@
 //! `veto backtest`: replays recorded events through a candidate rule set (and a baseline) with real state and event-time timers, and reports what changes.
 //!
-//! [`backtest`] runs the replay: one thread reads the file (`read`), one thread per rule set
-//! decides (`runner`), this thread compares (`tally`) and, with `--labels` (`labels`), judges
-//! each set against the ground truth (`quality`, `label_diff`); [`render_human`] prints the
-//! summary.
+//! [`backtest`] runs the replay as a pipeline: one thread reads the file into raw batches
+//! (`read`); one thread decodes each batch in parallel and counts its events into the features
+//! of both sets, one partition of the entities per core (`features`); one thread per rule set
+//! evaluates its rules on those values with its own tags and timers (`runner`); this thread
+//! compares (`tally`) and, with `--labels` (`labels`), judges each set against the ground truth
+//! (`quality`, `label_diff`); [`render_human`] prints the summary.
 
+mod features;
 mod label_diff;
 mod labels;
 mod quality;
@@ -17,6 +20,8 @@ mod tally;
 mod tests;
 #[cfg(test)]
 mod tests_labels;
+#[cfg(test)]
+mod tests_parallel;
 
 pub use label_diff::{LabelDiff, LabelsSummary, RuleQualityDelta};
 pub use labels::{InputError, Label};
@@ -34,30 +39,38 @@ use crossbeam_channel::bounded;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
-use crate::event::{Decision, PaymentEvent};
+use crate::event::Decision;
 use crate::rules::RuleSet;
 use crate::store::StoreError;
+use features::{FeatureBatch, FeatureThread};
 use labels::Labels;
 use quality::LabelTally;
-use read::EventReader;
+use read::{EventReader, RawBatch};
 use runner::SetRunner;
 use tally::{PairTally, SetTally};
 
 /// Encoding of a recorded events file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum EventFileFormat {
-    /// One JSON `PaymentEvent` per line (`docs/wire-format.md`); blank lines are skipped.
+    /// One JSON `PaymentEvent` per line (`docs/wire-format.md`); blank lines are skipped. A
+    /// line may start with its Kafka record key and a tab, as `kcat -K '\t'` and
+    /// `kafka-console-consumer --property print.key=true` print it.
     Jsonl,
     /// Length-delimited protobuf `veto.v1.PaymentEvent` records (varint length, then bytes).
     Pb,
+    /// A dump of the payments topic as `kcat -C -t payments -e -f '%S %s\n'` writes it: each
+    /// record's value length in decimal, a space, the value (protobuf or JSON), a newline.
+    Kcat,
 }
 
 impl EventFileFormat {
-    /// `.jsonl` / `.ndjson` / `.json` are JSON lines, `.pb` is length-delimited protobuf.
+    /// `.jsonl` / `.ndjson` / `.json` are JSON lines, `.pb` is length-delimited protobuf,
+    /// `.kcat` a kcat dump.
     pub fn from_path(path: &Path) -> Option<EventFileFormat> {
         match path.extension()?.to_str()? {
             "jsonl" | "ndjson" | "json" => Some(EventFileFormat::Jsonl),
             "pb" => Some(EventFileFormat::Pb),
+            "kcat" => Some(EventFileFormat::Kcat),
             _ => None,
         }
     }
@@ -76,7 +89,7 @@ pub enum BacktestError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{0}: unknown extension, expected .jsonl or .pb (or pass --format)")]
+    #[error("{0}: unknown extension, expected .jsonl, .pb or .kcat (or pass --format)")]
     UnknownFormat(PathBuf),
     #[error("cannot open a scratch tag store: {0}")]
     Store(#[from] StoreError),
@@ -116,12 +129,15 @@ pub struct BacktestOptions {
     /// External tag updates (`TagUpdate` JSON lines with `event_time_ms`) replayed in event
     /// time, as the `entity-tags` topic would have delivered them.
     pub tags: Option<PathBuf>,
+    /// Partitions of the entities whose features are counted in parallel (0: one per core).
+    /// Decisions do not depend on it.
+    pub partitions: usize,
 }
 
 /// A record of the events file that could not be used.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BadRecord {
-    /// 1-based line (JSON lines) or record number (protobuf).
+    /// 1-based line (JSON lines) or record number (protobuf, kcat dump).
     pub line: u64,
     pub error: String,
 }
@@ -297,27 +313,39 @@ pub fn backtest(opts: &BacktestOptions) -> Result<Report, BacktestError> {
     let bar = progress_bar(opts.progress, total_bytes);
     let started = Instant::now();
 
-    let sets: Vec<(Arc<RuleSet>, &'static str)> = std::iter::once((new_rules.clone(), "new"))
-        .chain(baseline_rules.clone().map(|b| (b, "baseline")))
-        .collect();
+    let features = FeatureThread::new(
+        new_rules.clone(),
+        baseline_rules.clone(),
+        match opts.partitions {
+            0 => rayon::current_num_threads(),
+            n => n,
+        },
+    )?;
+    let sets: Vec<(Arc<RuleSet>, &'static str, Vec<usize>)> =
+        std::iter::once((new_rules.clone(), "new", features.slots(false)))
+            .chain(
+                baseline_rules
+                    .clone()
+                    .map(|b| (b, "baseline", features.slots(true))),
+            )
+            .collect();
     let mut batch_txs = Vec::new();
     let mut runners = Vec::new();
     let mut result_rxs = Vec::new();
     let mut writer = decisions_out;
-    for (rules, name) in &sets {
+    for (rules, name, slots) in sets {
         let (batch_tx, batch_rx) = bounded::<Batch>(4);
         let (result_tx, result_rx) = bounded::<BatchResult>(4);
         batch_txs.push(batch_tx);
         result_rxs.push(result_rx);
-        let mut runner = SetRunner::new(rules.clone(), name, writer.take(), tags.clone())?;
+        let mut runner = SetRunner::new(rules, slots, name, writer.take(), tags.clone())?;
         runner.channels = Some((batch_rx, result_tx));
         runners.push(runner);
     }
-
+    let (raw_tx, raw_rx) = bounded::<RawBatch>(4);
     let reader = EventReader {
         format,
         path: opts.events.clone(),
-        bar: bar.clone(),
     };
     let mut tally_new = SetTally::default();
     let mut tally_base = SetTally::default();
@@ -339,8 +367,12 @@ pub fn backtest(opts: &BacktestOptions) -> Result<Report, BacktestError> {
         };
         let read = std::thread::Builder::new()
             .name("backtest-read".into())
-            .spawn_scoped(scope, move || reader.run(file, batch_txs))
+            .spawn_scoped(scope, move || reader.run(file, raw_tx))
             .map_err(thread_err("backtest-read"));
+        let count = std::thread::Builder::new()
+            .name("backtest-features".into())
+            .spawn_scoped(scope, move || features.run(raw_rx, batch_txs))
+            .map_err(thread_err("backtest-features"));
         let running: Vec<_> = runners
             .into_iter()
             .map(|runner| {
@@ -355,7 +387,10 @@ pub fn backtest(opts: &BacktestOptions) -> Result<Report, BacktestError> {
         let new_rx = rxs.next();
         let base_rx = rxs.next();
         if let Some(new_rx) = &new_rx {
+            let mut decided = 0u64;
             while let Ok(new) = new_rx.recv() {
+                decided += new.decisions.len() as u64;
+                show_progress(&bar, decided, new.events.read_bytes);
                 tally_new.add(&new);
                 if let Some(l) = &mut labels_new {
                     l.add(&new);
@@ -378,6 +413,9 @@ pub fn backtest(opts: &BacktestOptions) -> Result<Report, BacktestError> {
         let read = read?
             .join()
             .map_err(|_| BacktestError::Thread("event reader"))?;
+        let stats = count?
+            .join()
+            .map_err(|_| BacktestError::Thread("feature"))?;
         let mut run_stats = Vec::new();
         for handle in running {
             run_stats.push(
@@ -386,7 +424,8 @@ pub fn backtest(opts: &BacktestOptions) -> Result<Report, BacktestError> {
                     .map_err(|_| BacktestError::Thread("rule set"))??,
             );
         }
-        Ok::<_, BacktestError>((read?, run_stats))
+        read?;
+        Ok::<_, BacktestError>((stats, run_stats))
     });
     let (stats, run_stats) = outcome?;
     let tags_summary = opts.tags.as_ref().map(|path| TagsSummary {
@@ -459,21 +498,38 @@ fn load_set(which: &'static str, paths: &[PathBuf]) -> Result<Arc<RuleSet>, Back
     })
 }
 
+/// A bar of the events file's bytes decided so far, with events/s and the ETA; hidden unless
+/// wanted and stderr is a terminal.
 fn progress_bar(wanted: bool, total_bytes: u64) -> ProgressBar {
     if !wanted || !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::with_draw_target(Some(total_bytes), ProgressDrawTarget::stderr());
     if let Ok(style) = ProgressStyle::with_template(
-        "{spinner} replaying [{bar:40}] {bytes}/{total_bytes} {msg} ({eta})",
+        "{spinner} replaying [{bar:40}] {percent:>3}% {msg} elapsed {elapsed}, ETA {eta}",
     ) {
         bar.set_style(style.progress_chars("=> "));
     }
     bar
 }
 
-/// Events decoded from the file, shared by every set.
-type Batch = Arc<Vec<PaymentEvent>>;
+/// Moves the bar to the file position of the last decided batch.
+fn show_progress(bar: &ProgressBar, events: u64, read_bytes: u64) {
+    if bar.is_hidden() {
+        return;
+    }
+    bar.set_position(read_bytes.max(bar.position()));
+    let seconds = bar.elapsed().as_secs_f64();
+    let rate = if seconds > 0.0 {
+        events as f64 / seconds
+    } else {
+        0.0
+    };
+    bar.set_message(format!("{events} events, {rate:.0} events/s"));
+}
+
+/// Events decoded from the file with their feature values, shared by every set.
+type Batch = Arc<FeatureBatch>;
 
 /// What one rule set decided for one batch: a decision per event (in order) and the timeout
 /// decisions that fired in event time while deciding it.

@@ -100,7 +100,9 @@ pub struct BacktestArgs {
     /// Rule files or directories to compare against (e.g. the live set).
     #[arg(long, num_args = 1..)]
     pub baseline: Vec<PathBuf>,
-    /// Recorded events: `.jsonl` (one JSON event a line) or `.pb` (length-delimited protobuf).
+    /// Recorded events: `.jsonl` (one JSON event a line, optionally after its record key and a
+    /// tab), `.pb` (length-delimited protobuf) or `.kcat` (a topic dump written by
+    /// `kcat -C -t payments -e -f '%S %s\n'`).
     #[arg(long)]
     pub events: PathBuf,
     /// Encoding of the events file (default: by its extension).
@@ -119,7 +121,7 @@ pub struct BacktestArgs {
     #[arg(long, default_value_t = 5)]
     pub samples: usize,
     /// No progress bar (it is never drawn when stderr is not a terminal).
-    #[arg(long)]
+    #[arg(long, alias = "no-progress")]
     pub quiet: bool,
     /// Ground truth joined onto the decisions: `.jsonl` or `.csv` with `event_id` or `txn_id`,
     /// `label` (fraud or legit), optional `amount_minor`, `currency`, `reported_at_ms`. Adds
@@ -165,6 +167,7 @@ pub fn main(cli: Cli) -> ExitCode {
                 labels: args.labels,
                 sweep_step: args.sweep_step,
                 tags: args.tags,
+                partitions: 0,
             };
             crate::backtest::run_backtest(&opts, args.out.as_deref(), args.json)
         }

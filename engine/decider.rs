@@ -4,8 +4,10 @@
 //! `event_time`.
 
 mod event_time;
+mod staged;
 
 pub use event_time::{DueTimer, EventTimeTimers};
+pub use staged::{FeatureStage, RuleStage};
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -370,7 +372,23 @@ impl Engine {
         SCRATCH.with(|cell| {
             let mut guard = cell.borrow_mut();
             let scratch = &mut *guard;
-            self.update_features(&sets, event, &mut scratch.values, &mut scratch.tags);
+            scratch.tags.clear();
+            scratch.values.clear();
+            scratch.values.resize(sets.specs.len(), None);
+            let tags = &mut scratch.tags;
+            update_features(
+                &self.store,
+                &sets,
+                event,
+                &mut scratch.values,
+                |_| true,
+                |kind, live| {
+                    tags.push(EntityTags {
+                        kind,
+                        names: live.names().map(Box::from).collect(),
+                    })
+                },
+            );
             let live = &sets.live;
             {
                 let ctx = StoreContext::new(event, &scratch.values, &self.store, &mut scratch.tags);
@@ -451,68 +469,8 @@ impl Engine {
         }
     }
 
-    /// Counts the event into every feature, writing their values to `values`, and caches the
-    /// live tags of each entity it updated in `tags` (rules then read them without a lookup).
-    fn update_features(
-        &self,
-        sets: &Sets,
-        event: &PaymentEvent,
-        values: &mut Vec<Option<f64>>,
-        tags: &mut Vec<EntityTags>,
-    ) {
-        tags.clear();
-        let frame = Frame::new(event, &NoContext);
-        let filters = sets.filters.for_type(&event.kind);
-        values.clear();
-        values.resize(sets.specs.len(), None);
-        self.store.update_planned(
-            event.event_time_ms,
-            &sets.plan,
-            |i| {
-                let spec = &sets.specs[i];
-                let counted = filters.get(i).is_some_and(|filter| filter.holds(&frame));
-                FeatureInput {
-                    entity: event.str_field(spec.by),
-                    counted,
-                    // an event the filter rejects contributes nothing: skip reading the value
-                    observation: if counted {
-                        observe(spec.agg, sets.values[i], &frame)
-                    } else {
-                        Observation::Missing
-                    },
-                }
-            },
-            values,
-            |kind, live| {
-                tags.push(EntityTags {
-                    kind,
-                    names: live.names().map(Box::from).collect(),
-                })
-            },
-        );
-    }
-
     fn apply_effects(&self, rules: &RuleSet, event: &PaymentEvent, eval: &Evaluation) {
-        for tag in &eval.tags {
-            // a refusal (entity at its tag limit) is logged and counted by the store
-            let _ = self.store.apply_tag(tag);
-        }
-        let sequences = rules.sequences();
-        for cancel in &eval.cancel {
-            if let Some(seq) = sequences.get(cancel.sequence) {
-                self.timers.cancel(&seq.rule, &cancel.key);
-            }
-        }
-        for arm in &eval.arm {
-            if let Some(seq) = sequences.get(arm.sequence) {
-                self.timers.arm(
-                    &seq.rule,
-                    &arm.key,
-                    event,
-                    Duration::from_millis(arm.within_ms),
-                );
-            }
-        }
+        apply_effects(&self.store, &*self.timers, rules, event, eval);
     }
 
     /// The shadow set's timers, under their prefixed names; its tags are never applied.
@@ -534,13 +492,7 @@ impl Engine {
     /// Applies a tag update from the entity-tags topic; an error when the entity already
     /// holds the most tags allowed (the update is then dead-lettered).
     pub fn apply_tag_update(&self, update: &TagUpdate) -> Result<(), EventError> {
-        if self.store.apply_tag(update) {
-            Ok(())
-        } else {
-            Err(EventError::TooManyTags {
-                max: crate::store::MAX_TAGS,
-            })
-        }
+        apply_tag_update(&self.store, update)
     }
 
     /// The decision published when the timer of sequence rule `rule` fires for an event; a
@@ -557,21 +509,120 @@ impl Engine {
             Some(rule) => (self.shadow_rules()?, rule, true),
             None => (self.rules(), rule, false),
         };
-        let index = rules.sequences().iter().position(|s| &*s.rule == rule)?;
-        let (outcome, score, hits) = rules.timeout_decision(index);
-        Some(Decision {
-            event_id,
-            txn_id,
-            outcome,
-            score,
-            hits,
-            ruleset_version: rules.version().clone(),
-            trigger: Trigger::Timeout,
-            shadow,
-            decided_at_ms,
-            eval_latency_us: 0,
+        timeout_decision_of(&rules, rule, shadow, event_id, txn_id, decided_at_ms)
+    }
+}
+
+/// Counts the event into every feature whose entity kind `owns` accepts, writing their values
+/// to `values` (one per spec; the others stay `None`), and hands `seen` the live tags of each
+/// entity it updated (the engine caches them: rules then read them without a lookup).
+fn update_features(
+    store: &TagStore,
+    sets: &Sets,
+    event: &PaymentEvent,
+    values: &mut [Option<f64>],
+    owns: impl Fn(Field) -> bool,
+    seen: impl FnMut(Field, crate::store::LiveTags<'_>),
+) {
+    let frame = Frame::new(event, &NoContext);
+    let filters = sets.filters.for_type(&event.kind);
+    store.update_planned(
+        event.event_time_ms,
+        &sets.plan,
+        |i| {
+            let spec = &sets.specs[i];
+            let entity = event.str_field(spec.by).filter(|_| owns(spec.by));
+            if entity.is_none() {
+                // nothing to update: skip the filter and the value
+                return FeatureInput {
+                    entity,
+                    counted: false,
+                    observation: Observation::Missing,
+                };
+            }
+            let counted = filters.get(i).is_some_and(|filter| filter.holds(&frame));
+            FeatureInput {
+                entity,
+                counted,
+                // an event the filter rejects contributes nothing: skip reading the value
+                observation: if counted {
+                    observe(spec.agg, sets.values[i], &frame)
+                } else {
+                    Observation::Missing
+                },
+            }
+        },
+        values,
+        seen,
+    );
+}
+
+/// Applies what an evaluation asked for: its tags to `store`, its timer cancels and arms to
+/// `timers`.
+fn apply_effects(
+    store: &TagStore,
+    timers: &dyn TimerSink,
+    rules: &RuleSet,
+    event: &PaymentEvent,
+    eval: &Evaluation,
+) {
+    for tag in &eval.tags {
+        // a refusal (entity at its tag limit) is logged and counted by the store
+        let _ = store.apply_tag(tag);
+    }
+    let sequences = rules.sequences();
+    for cancel in &eval.cancel {
+        if let Some(seq) = sequences.get(cancel.sequence) {
+            timers.cancel(&seq.rule, &cancel.key);
+        }
+    }
+    for arm in &eval.arm {
+        if let Some(seq) = sequences.get(arm.sequence) {
+            timers.arm(
+                &seq.rule,
+                &arm.key,
+                event,
+                Duration::from_millis(arm.within_ms),
+            );
+        }
+    }
+}
+
+/// Applies a tag update to `store`; an error when the entity already holds the most tags
+/// allowed.
+fn apply_tag_update(store: &TagStore, update: &TagUpdate) -> Result<(), EventError> {
+    if store.apply_tag(update) {
+        Ok(())
+    } else {
+        Err(EventError::TooManyTags {
+            max: crate::store::MAX_TAGS,
         })
     }
+}
+
+/// The timeout decision of sequence rule `rule` of `rules` (`None` when the set lacks it).
+fn timeout_decision_of(
+    rules: &RuleSet,
+    rule: &str,
+    shadow: bool,
+    event_id: String,
+    txn_id: Option<String>,
+    decided_at_ms: i64,
+) -> Option<Decision> {
+    let index = rules.sequences().iter().position(|s| &*s.rule == rule)?;
+    let (outcome, score, hits) = rules.timeout_decision(index);
+    Some(Decision {
+        event_id,
+        txn_id,
+        outcome,
+        score,
+        hits,
+        ruleset_version: rules.version().clone(),
+        trigger: Trigger::Timeout,
+        shadow,
+        decided_at_ms,
+        eval_latency_us: 0,
+    })
 }
 
 fn micros(d: Duration) -> u32 {

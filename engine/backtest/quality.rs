@@ -286,7 +286,7 @@ impl LabelTally {
     /// One batch of the set's decisions (`events[i]` decided `decisions[i]`).
     pub(super) fn add(&mut self, batch: &BatchResult) {
         let labels = self.labels.clone();
-        for (ev, d) in batch.events.iter().zip(&batch.decisions) {
+        for (ev, d) in batch.events.events.iter().zip(&batch.decisions) {
             if self.max_within_ms.is_some() {
                 // Every timer armed before this event and due by its time has fired by now.
                 while let Some(Reverse((at, _))) = self.expiry.peek() {

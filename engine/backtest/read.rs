@@ -1,14 +1,14 @@
-//! Reading the recorded events file (JSON lines or length-delimited protobuf) into batches.
+//! Reading the recorded events file (JSON lines or length-delimited protobuf) into raw batches,
+//! and decoding a raw batch's records in parallel.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, ErrorKind, Read};
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use crossbeam_channel::Sender;
-use indicatif::ProgressBar;
+use rayon::prelude::*;
 
-use super::{BacktestError, BadRecord, Batch, EventFileFormat};
+use super::{BacktestError, BadRecord, EventFileFormat};
 use crate::event::{decode_event, InputFormat, PaymentEvent, DEFAULT_MAX_EVENT_BYTES};
 
 /// Events handed to the rule sets at a time.
@@ -28,7 +28,7 @@ pub(super) struct ReadStats {
 
 impl ReadStats {
     /// A record could not be used: counted, the first few kept with their line number.
-    fn bad_record(&mut self, line: u64, error: String) {
+    pub(super) fn bad_record(&mut self, line: u64, error: String) {
         self.bad_records += 1;
         if self.bad_samples.len() < BAD_SAMPLES {
             tracing::debug!(line, %error, "bad record in the events file, skipped");
@@ -37,11 +37,65 @@ impl ReadStats {
     }
 }
 
-/// Reads the events file and hands batches to every rule set.
+/// Records of the events file as read, not yet decoded: their bytes one after the other.
+#[derive(Default)]
+pub(super) struct RawBatch {
+    bytes: Vec<u8>,
+    records: Vec<RawRecord>,
+    /// Bytes of the file read up to the end of this batch.
+    pub(super) read_bytes: u64,
+}
+
+/// One record of a [`RawBatch`].
+struct RawRecord {
+    /// 1-based line (JSON lines) or record number (protobuf, kcat dump).
+    line: u64,
+    /// How the record's bytes are encoded.
+    wire: InputFormat,
+    /// `bytes[start..end]`, or a framing error: nothing after it can be read.
+    body: Result<(usize, usize), String>,
+}
+
+/// What a raw batch decodes to, in file order.
+pub(super) struct Decoded {
+    pub(super) events: Vec<PaymentEvent>,
+    pub(super) read_bytes: u64,
+}
+
+impl RawBatch {
+    /// Decodes the records in parallel (rayon), counting the bad ones into `stats` in file
+    /// order.
+    pub(super) fn decode(self, stats: &mut ReadStats) -> Decoded {
+        let bytes = &self.bytes;
+        let decoded: Vec<Result<PaymentEvent, String>> = self
+            .records
+            .par_iter()
+            .with_min_len(64)
+            .map(|record| {
+                let (start, end) = record.body.clone()?;
+                decode_event(&bytes[start..end], record.wire, DEFAULT_MAX_EVENT_BYTES)
+                    .map_err(|e| e.to_string())
+            })
+            .collect();
+        let mut events = Vec::with_capacity(decoded.len());
+        for (record, result) in self.records.iter().zip(decoded) {
+            match result {
+                Ok(event) => events.push(event),
+                Err(error) => stats.bad_record(record.line, error),
+            }
+        }
+        stats.events += events.len() as u64;
+        Decoded {
+            events,
+            read_bytes: self.read_bytes,
+        }
+    }
+}
+
+/// Reads the events file into raw batches for the decoding thread.
 pub(super) struct EventReader {
     pub(super) format: EventFileFormat,
     pub(super) path: PathBuf,
-    pub(super) bar: ProgressBar,
 }
 
 /// A reader that counts the bytes it returned.
@@ -59,11 +113,9 @@ impl<R: Read> Read for Counting<R> {
 }
 
 impl EventReader {
-    pub(super) fn run(
-        self,
-        file: File,
-        sets: Vec<Sender<Batch>>,
-    ) -> Result<ReadStats, BacktestError> {
+    /// Reads the file to its end (or until the receiver hangs up): framing only, the
+    /// decoding thread decodes.
+    pub(super) fn run(self, file: File, out: Sender<RawBatch>) -> Result<(), BacktestError> {
         let mut input = BufReader::with_capacity(
             1 << 20,
             Counting {
@@ -71,23 +123,40 @@ impl EventReader {
                 bytes: 0,
             },
         );
-        let mut stats = ReadStats::default();
-        let mut batch = Vec::with_capacity(BATCH);
+        let mut batch = RawBatch::default();
         let mut record = Vec::new();
         let mut line = 0u64;
         loop {
             line += 1;
             let next = match self.format {
-                EventFileFormat::Jsonl => self.next_line(&mut input, &mut record),
+                EventFileFormat::Jsonl => next_line(&mut input, &mut record),
                 EventFileFormat::Pb => next_pb_record(&mut input, &mut record),
+                EventFileFormat::Kcat => next_kcat_record(&mut input, &mut record),
             };
             match next {
-                Ok(Next::Record) => {}
+                Ok(Next::Record(wire)) => {
+                    let start = batch.bytes.len();
+                    batch.bytes.extend_from_slice(&record);
+                    batch.records.push(RawRecord {
+                        line,
+                        wire,
+                        body: Ok((start, batch.bytes.len())),
+                    });
+                }
+                Ok(Next::Bad(error)) => batch.records.push(RawRecord {
+                    line,
+                    wire: InputFormat::Json,
+                    body: Err(error),
+                }),
                 Ok(Next::Blank) => continue,
                 Ok(Next::End) => break,
                 Err(RecordError::Fatal(error)) => {
                     // The rest of a protobuf file cannot be framed: report where and stop.
-                    stats.bad_record(line, format!("{error}; the rest of the file is skipped"));
+                    batch.records.push(RawRecord {
+                        line,
+                        wire: InputFormat::Json,
+                        body: Err(format!("{error}; the rest of the file is skipped")),
+                    });
                     break;
                 }
                 Err(RecordError::Io(source)) => {
@@ -97,59 +166,48 @@ impl EventReader {
                     })
                 }
             }
-            let wire = match self.format {
-                EventFileFormat::Jsonl => InputFormat::Json,
-                EventFileFormat::Pb => InputFormat::Protobuf,
-            };
-            match decode_event(&record, wire, DEFAULT_MAX_EVENT_BYTES) {
-                Ok(event) => {
-                    batch.push(event);
-                    stats.events += 1;
+            if batch.records.len() == BATCH {
+                batch.read_bytes = input.get_ref().bytes - input.buffer().len() as u64;
+                if out.send(std::mem::take(&mut batch)).is_err() {
+                    return Ok(());
                 }
-                Err(e) => stats.bad_record(line, e.to_string()),
-            }
-            if batch.len() == BATCH {
-                let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-                if !send_all(&sets, full) {
-                    return Ok(stats);
-                }
-                self.bar.set_position(input.get_ref().bytes);
-                self.bar.set_message(format!("{} events", stats.events));
             }
         }
-        if !batch.is_empty() {
-            send_all(&sets, batch);
+        if !batch.records.is_empty() {
+            batch.read_bytes = input.get_ref().bytes - input.buffer().len() as u64;
+            let _ = out.send(batch);
         }
-        Ok(stats)
-    }
-
-    fn next_line(
-        &self,
-        input: &mut impl BufRead,
-        record: &mut Vec<u8>,
-    ) -> Result<Next, RecordError> {
-        record.clear();
-        if input.read_until(b'\n', record).map_err(RecordError::Io)? == 0 {
-            return Ok(Next::End);
-        }
-        while record.last().is_some_and(|b| matches!(b, b'\n' | b'\r')) {
-            record.pop();
-        }
-        if record.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Next::Blank);
-        }
-        Ok(Next::Record)
+        Ok(())
     }
 }
 
-/// Sends a batch to every set; false when a set stopped (its error is reported by its thread).
-fn send_all(sets: &[Sender<Batch>], batch: Vec<PaymentEvent>) -> bool {
-    let batch = Arc::new(batch);
-    sets.iter().all(|tx| tx.send(batch.clone()).is_ok())
+/// Reads one line; a JSON line may start with its record key and a tab (dropped here).
+fn next_line(input: &mut impl BufRead, record: &mut Vec<u8>) -> Result<Next, RecordError> {
+    record.clear();
+    if input.read_until(b'\n', record).map_err(RecordError::Io)? == 0 {
+        return Ok(Next::End);
+    }
+    while record.last().is_some_and(|b| matches!(b, b'\n' | b'\r')) {
+        record.pop();
+    }
+    let Some(first) = record.iter().position(|b| !b.is_ascii_whitespace()) else {
+        return Ok(Next::Blank);
+    };
+    if record[first] != b'{' {
+        // `key<TAB>value`: the key cannot hold a tab (kcat and the console consumer print it
+        // as is), the JSON value starts after the first one.
+        if let Some(tab) = record.iter().position(|b| *b == b'\t') {
+            record.drain(..=tab);
+        }
+    }
+    Ok(Next::Record(InputFormat::Json))
 }
 
 enum Next {
-    Record,
+    /// A record, and how its value is encoded.
+    Record(InputFormat),
+    /// A record that is framed but cannot be an event (e.g. a null value).
+    Bad(String),
     Blank,
     End,
 }
@@ -186,7 +244,7 @@ fn next_pb_record(input: &mut impl Read, record: &mut Vec<u8>) -> Result<Next, R
             record.clear();
             record.resize(len as usize, 0);
             return match input.read_exact(record) {
-                Ok(()) => Ok(Next::Record),
+                Ok(()) => Ok(Next::Record(InputFormat::Protobuf)),
                 Err(e) if e.kind() == ErrorKind::UnexpectedEof => Err(RecordError::Fatal(format!(
                     "truncated record: {len} bytes announced"
                 ))),
@@ -197,4 +255,68 @@ fn next_pb_record(input: &mut impl Read, record: &mut Vec<u8>) -> Result<Next, R
     Err(RecordError::Fatal(
         "length prefix longer than 10 bytes".into(),
     ))
+}
+
+/// Reads one record of a kcat dump (`-f '%S %s\n'`): the value's length in decimal (`-1` for
+/// a null value), a space, the value, a newline. The value is protobuf or JSON, told apart as
+/// the service's `auto` input format does.
+fn next_kcat_record(input: &mut impl BufRead, record: &mut Vec<u8>) -> Result<Next, RecordError> {
+    record.clear();
+    if input.read_until(b' ', record).map_err(RecordError::Io)? == 0 {
+        return Ok(Next::End);
+    }
+    if record.last() != Some(&b' ') {
+        return if record.iter().all(u8::is_ascii_whitespace) {
+            Ok(Next::End)
+        } else {
+            Err(RecordError::Fatal("truncated length".into()))
+        };
+    }
+    record.pop();
+    let length = std::str::from_utf8(record)
+        .ok()
+        .and_then(|text| text.trim_start_matches(['\n', '\r']).parse::<i64>().ok());
+    let (len, null) = match length {
+        Some(-1) => (0, true),
+        Some(n) if (0..=MAX_RECORD_BYTES as i64).contains(&n) => (n as usize, false),
+        Some(n) => {
+            return Err(RecordError::Fatal(format!(
+                "record length {n} is not between -1 and {MAX_RECORD_BYTES}"
+            )))
+        }
+        None => {
+            return Err(RecordError::Fatal(format!(
+                "expected a decimal length and a space, got {:?}",
+                String::from_utf8_lossy(&record[..record.len().min(40)])
+            )))
+        }
+    };
+    record.clear();
+    if null {
+        // kcat prints nothing for a null value ("NULL" with -Z): skip to the newline
+        input.read_until(b'\n', record).map_err(RecordError::Io)?;
+        return Ok(Next::Bad("null value (a tombstone), not an event".into()));
+    }
+    record.resize(len, 0);
+    match input.read_exact(record) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::UnexpectedEof => {
+            return Err(RecordError::Fatal(format!(
+                "truncated record: {len} bytes announced"
+            )))
+        }
+        Err(e) => return Err(RecordError::Io(e)),
+    }
+    let mut newline = [0u8];
+    match input.read_exact(&mut newline) {
+        Ok(()) if newline[0] == b'\n' => {}
+        Ok(()) => return Err(RecordError::Fatal(format!(
+            "no newline after a record of {len} bytes (was the dump written with -f '%S %s\\n'?)"
+        ))),
+        // the last newline may be missing
+        Err(e) if e.kind() == ErrorKind::UnexpectedEof => {}
+        Err(e) => return Err(RecordError::Io(e)),
+    }
+    // the service's `auto` input format: the same values decode the same way
+    Ok(Next::Record(InputFormat::Auto))
 }

@@ -1,4 +1,5 @@
-//! One rule set replaying the batches on its own tag store, with timers in event time.
+//! One rule set replaying the batches on its own tags, with timers in event time, from the
+//! feature values the feature thread computed.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -7,16 +8,19 @@ use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender};
 
+use super::features::{scratch_store, FeatureBatch};
 use super::tags::TimedTag;
 use super::{BacktestError, Batch, BatchResult};
-use crate::decider::{Engine, EventTimeTimers};
-use crate::event::{encode_decision, Decision, OutputFormat};
+use crate::decider::{EventTimeTimers, RuleStage};
+use crate::event::{encode_decision, Decision, OutputFormat, Trigger};
 use crate::rules::RuleSet;
-use crate::store::{StoreConfig, TagStore};
 
-/// One rule set replaying the events on its own tag store, with timers in event time.
+/// Memory budget of a set's tags (spilled to disk beyond).
+const TAGS_BUDGET_BYTES: u64 = 256 << 20;
+
+/// One rule set replaying the events on its own tags, with timers in event time.
 pub(super) struct SetRunner {
-    engine: Engine,
+    stage: RuleStage,
     timers: Arc<EventTimeTimers>,
     pub(super) name: &'static str,
     out: Option<(PathBuf, BufWriter<File>)>,
@@ -39,23 +43,18 @@ pub(super) struct RunStats {
 }
 
 impl SetRunner {
+    /// `slots`: where the set's features are in a batch's rows.
     pub(super) fn new(
         rules: Arc<RuleSet>,
+        slots: Vec<usize>,
         name: &'static str,
         out: Option<(PathBuf, BufWriter<File>)>,
         tags: Arc<Vec<TimedTag>>,
     ) -> Result<SetRunner, BacktestError> {
-        let dir = tempfile::tempdir().map_err(|source| BacktestError::Io {
-            path: std::env::temp_dir(),
-            source,
-        })?;
-        let store = TagStore::open(StoreConfig {
-            data_dir: dir.path().to_path_buf(),
-            ..StoreConfig::default()
-        })?;
+        let (store, dir) = scratch_store(TAGS_BUDGET_BYTES)?;
         let timers = Arc::new(EventTimeTimers::default());
         Ok(SetRunner {
-            engine: Engine::new(rules, Arc::new(store), timers.clone()),
+            stage: RuleStage::new(rules, slots, store, timers.clone()),
             timers,
             name,
             out,
@@ -73,16 +72,29 @@ impl SetRunner {
         };
         while let Ok(batch) = batches.recv() {
             let mut result = BatchResult {
-                events: batch.clone(),
-                decisions: Vec::with_capacity(batch.len()),
+                decisions: Vec::with_capacity(batch.events.len()),
                 timeouts: Vec::new(),
                 timeout_keys: Vec::new(),
+                events: batch.clone(),
             };
-            for event in batch.iter() {
+            for (i, event) in batch.events.iter().enumerate() {
                 self.apply_tags(event.event_time_ms);
                 // Timers whose deadline passed fire before the event that reveals it.
                 self.fire_due(event.event_time_ms, &mut result)?;
-                let decision = self.engine.decide(event, event.event_time_ms).decision;
+                let eval = self.stage.evaluate(event, batch.row(i));
+                let decision = Decision {
+                    event_id: event.event_id.clone(),
+                    txn_id: event.txn_id.clone(),
+                    outcome: eval.outcome,
+                    score: eval.score,
+                    hits: eval.hits.clone(),
+                    ruleset_version: self.stage.rules().version().clone(),
+                    trigger: Trigger::Event,
+                    shadow: false,
+                    decided_at_ms: event.event_time_ms,
+                    // replays time nothing per event
+                    eval_latency_us: 0,
+                };
                 self.write(&decision)?;
                 result.decisions.push(decision);
             }
@@ -92,7 +104,7 @@ impl SetRunner {
         }
         // The end of the stream fires every remaining timer.
         let mut last = BatchResult {
-            events: Batch::default(),
+            events: Arc::new(FeatureBatch::empty()),
             decisions: Vec::new(),
             timeouts: Vec::new(),
             timeout_keys: Vec::new(),
@@ -116,7 +128,7 @@ impl SetRunner {
                 break;
             }
             self.stats.tags_applied += 1;
-            if self.engine.apply_tag_update(&tag.update).is_err() {
+            if self.stage.apply_tag_update(&tag.update).is_err() {
                 self.stats.tags_refused += 1;
             }
             self.next_tag += 1;
@@ -127,7 +139,7 @@ impl SetRunner {
         for timer in self.timers.due(now_ms) {
             let decided_at = timer.deadline_ms;
             if let Some(decision) =
-                self.engine
+                self.stage
                     .timeout_decision(&timer.rule, timer.event_id, timer.txn_id, decided_at)
             {
                 self.write(&decision)?;

@@ -335,3 +335,109 @@ fn a_missing_file_and_a_bad_rule_file_are_errors_not_panics() {
         "{err}"
     );
 }
+
+/// The report without its timing.
+fn untimed(mut report: Report) -> Report {
+    report.seconds = 0.0;
+    report.events_per_second = 0.0;
+    report.events_file = String::new();
+    report
+}
+
+#[test]
+fn topic_dumps_replay_like_json_lines() {
+    let fx = Fixture::new();
+    let events: Vec<String> = crafted_lines()
+        .into_iter()
+        .filter(|l| l.starts_with('{') && !l.starts_with("{not"))
+        .collect();
+    std::fs::write(fx.path("plain.jsonl"), events.join("\n")).expect("write");
+    let mut plain = fx.options("plain.jsonl");
+    plain.decisions_out = None;
+    let want = untimed(backtest(&plain).expect("plain"));
+    assert_eq!(want.events, 6);
+
+    // `kafka-console-consumer --property print.key=true` (or `kcat -K '\t'`): key, tab, value;
+    // a record without a key prints `null` (the console consumer) or nothing (kcat).
+    let keyed: Vec<String> = events
+        .iter()
+        .enumerate()
+        .map(|(i, l)| match i % 3 {
+            0 => format!("c{i}\t{l}"),
+            1 => format!("null\t{l}"),
+            _ => format!("\t{l}"),
+        })
+        .collect();
+    std::fs::write(fx.path("keyed.jsonl"), keyed.join("\n") + "\n").expect("write");
+    let mut options = fx.options("keyed.jsonl");
+    options.decisions_out = None;
+    assert_eq!(untimed(backtest(&options).expect("keyed")), want);
+
+    // `kcat -C -t payments -e -f '%S %s\n'`: length, space, value, newline; protobuf and JSON
+    // values alike.
+    let mut dump = Vec::new();
+    for (i, line) in events.iter().enumerate() {
+        let value = if i % 2 == 0 {
+            let event = decode_event(line.as_bytes(), InputFormat::Json, 1 << 16).expect("event");
+            encode_event(&event, OutputFormat::Protobuf)
+        } else {
+            line.clone().into_bytes()
+        };
+        dump.extend_from_slice(format!("{} ", value.len()).as_bytes());
+        dump.extend_from_slice(&value);
+        dump.push(b'\n');
+    }
+    std::fs::write(fx.path("events.kcat"), &dump).expect("write");
+    let mut options = fx.options("events.kcat");
+    options.decisions_out = None;
+    assert_eq!(untimed(backtest(&options).expect("kcat")), want);
+
+    // Bad records count with a reason: a null value (tombstone; `-Z` prints it as NULL), an
+    // undecodable value, then a length that is not a number, which ends the readable part.
+    let mut bad = dump.clone();
+    bad.extend_from_slice(b"-1 \n-1 NULL\n4 \xff\xfe\xfd\xfc\nxyz {\"event_id\":\"late\"}\n");
+    bad.extend_from_slice(&dump);
+    std::fs::write(fx.path("bad.kcat"), &bad).expect("write");
+    let mut options = fx.options("bad.kcat");
+    options.decisions_out = None;
+    let report = backtest(&options).expect("bad kcat");
+    assert_eq!(report.events, 6);
+    assert_eq!(report.bad_records, 4, "{:?}", report.bad_record_samples);
+    let samples: Vec<(u64, &str)> = report
+        .bad_record_samples
+        .iter()
+        .map(|b| (b.line, b.error.as_str()))
+        .collect();
+    assert_eq!(samples[0].0, 7);
+    assert!(samples[0].1.contains("null value"), "{samples:?}");
+    assert_eq!(samples[1].0, 8);
+    assert_eq!(samples[2].0, 9);
+    assert_eq!(samples[3].0, 10);
+    assert!(
+        samples[3].1.contains("expected a decimal length"),
+        "{samples:?}"
+    );
+    assert!(
+        samples[3].1.contains("the rest of the file is skipped"),
+        "{samples:?}"
+    );
+
+    // A record cut short, and a record not followed by a newline.
+    for (tail, want) in [
+        (&b"100 {\"event_id\""[..], "truncated record"),
+        (&b"2 {}x"[..], "no newline after a record"),
+    ] {
+        let mut cut = dump.clone();
+        cut.extend_from_slice(tail);
+        std::fs::write(fx.path("cut.kcat"), &cut).expect("write");
+        let mut options = fx.options("cut.kcat");
+        options.decisions_out = None;
+        let report = backtest(&options).expect("cut kcat");
+        assert_eq!(report.events, 6);
+        assert_eq!(report.bad_records, 1);
+        assert!(
+            report.bad_record_samples[0].error.contains(want),
+            "{report:?}"
+        );
+    }
+}

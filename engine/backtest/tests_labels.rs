@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use super::*;
-use crate::event::{decode_decision, encode_event, InputFormat, Outcome, OutputFormat};
+use crate::event::{
+    decode_decision, encode_event, InputFormat, Outcome, OutputFormat, PaymentEvent,
+};
 use crate::synth::{Pattern, Synth, SynthConfig};
 
 fn write_lines(path: &Path, lines: &[String]) {

@@ -32,8 +32,10 @@ pub struct LoadgenArgs {
     /// Topic to produce to.
     #[arg(long, default_value = "payments")]
     pub topic: String,
-    /// Write the stream to this file instead of Kafka: `.jsonl` (one JSON event a line) or
-    /// `.pb` (length-delimited `veto.v1.PaymentEvent`), the inputs of `veto backtest`.
+    /// Write the stream to this file instead of Kafka: `.jsonl` (one JSON event a line),
+    /// `.pb` (length-delimited `veto.v1.PaymentEvent`) or `.kcat` (a topic dump as
+    /// `kcat -C -t payments -e -f '%S %s\n'` writes it, values encoded per --format), the
+    /// inputs of `veto backtest`.
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// With --out, also write each event's ground truth here (`.jsonl` or `.csv`): `event_id`,
@@ -50,7 +52,7 @@ pub struct LoadgenArgs {
     /// Stop after this long (e.g. "30s", "5m"), whichever of --count and --duration comes first.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub duration: Option<Duration>,
-    /// Encoding of the events on Kafka.
+    /// Encoding of the events on Kafka (and of the values in a `.kcat` dump).
     #[arg(long, value_enum, default_value_t = EventFormat::Protobuf)]
     pub format: EventFormat,
     /// Seed of the synthetic stream: the same seed gives the same events.
@@ -103,7 +105,7 @@ pub enum LoadgenError {
     FraudRate(f64),
     #[error("--time-scale must be a positive number, got {0}")]
     TimeScale(f64),
-    #[error("--out {0}: unknown extension, expected .jsonl or .pb")]
+    #[error("--out {0}: unknown extension, expected .jsonl, .pb or .kcat")]
     OutExtension(PathBuf),
     #[error("--out {path}: {source}")]
     Io {
@@ -152,6 +154,9 @@ impl std::fmt::Display for LoadgenSummary {
 pub enum FileFormat {
     JsonLines,
     LengthDelimitedProtobuf,
+    /// The Kafka record values (in `--format`) as `kcat -f '%S %s\n'` prints them: the
+    /// length in decimal, a space, the value, a newline.
+    KcatDump,
 }
 
 impl FileFormat {
@@ -160,6 +165,7 @@ impl FileFormat {
         match path.extension().and_then(|e| e.to_str()) {
             Some("jsonl") => Ok(FileFormat::JsonLines),
             Some("pb") => Ok(FileFormat::LengthDelimitedProtobuf),
+            Some("kcat") => Ok(FileFormat::KcatDump),
             _ => Err(LoadgenError::OutExtension(path.to_path_buf())),
         }
     }
@@ -343,6 +349,12 @@ fn write_file(
                     .encode_length_delimited(&mut buf)
                     .map_err(|e| io_err(std::io::Error::other(e)))?;
             }
+            FileFormat::KcatDump => {
+                let value = wire::encode_event(&event, args.format);
+                buf.extend_from_slice(format!("{} ", value.len()).as_bytes());
+                buf.extend_from_slice(&value);
+                buf.push(b'\n');
+            }
         }
         out.write_all(&buf).map_err(io_err)?;
         events += 1;
@@ -497,6 +509,44 @@ mod tests {
         }
         assert_eq!(json_ids.len(), 500);
         assert_eq!(json_ids, pb_ids);
+    }
+
+    #[test]
+    fn a_kcat_dump_replays_like_the_jsonl_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let common = ["--count", "800", "--seed", "9", "--start-ms", "1000"];
+        let replay = |name: &str, extra: &[&str]| {
+            let out = dir.path().join(name);
+            let argv = [
+                &common[..],
+                extra,
+                &["--out", out.to_str().expect("utf-8 path")],
+            ]
+            .concat();
+            assert_eq!(run(&args(&argv)).expect("loadgen").events, 800);
+            let rules = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules");
+            let mut report = veto::backtest::backtest(&veto::backtest::BacktestOptions {
+                rules: vec![rules.clone()],
+                baseline: vec![rules],
+                events: out,
+                ..Default::default()
+            })
+            .expect("backtest");
+            assert_eq!((report.events, report.bad_records), (800, 0), "{name}");
+            (report.seconds, report.events_per_second) = (0.0, 0.0);
+            report.events_file.clear();
+            report
+        };
+        let jsonl = replay("e.jsonl", &[]);
+        assert_eq!(replay("e.kcat", &[]), jsonl);
+        assert_eq!(replay("j.kcat", &["--format", "json"]), jsonl);
+        // The framing kcat's `-f '%S %s\n'` writes: length, space, value, newline.
+        let dump = std::fs::read(dir.path().join("j.kcat")).expect("read");
+        let text = String::from_utf8(dump).expect("json values are text");
+        let first = text.lines().next().expect("a record");
+        let (len, value) = first.split_once(' ').expect("length and value");
+        assert_eq!(len.parse::<usize>().expect("decimal length"), value.len());
+        assert!(value.starts_with('{'));
     }
 
     #[test]
