@@ -12,6 +12,7 @@ mod label_diff;
 mod labels;
 mod quality;
 mod read;
+mod recycle;
 mod render;
 mod runner;
 mod tags;
@@ -329,9 +330,12 @@ pub fn backtest(opts: &BacktestOptions) -> Result<Report, BacktestError> {
                     .map(|b| (b, "baseline", features.slots(true))),
             )
             .collect();
+    let feature_recycle = features.recycle.clone();
+    let raw_recycle = features.raw_recycle.clone();
     let mut batch_txs = Vec::new();
     let mut runners = Vec::new();
     let mut result_rxs = Vec::new();
+    let mut decision_recycles = Vec::new();
     let mut writer = decisions_out;
     for (rules, name, slots) in sets {
         let (batch_tx, batch_rx) = bounded::<Batch>(4);
@@ -340,12 +344,14 @@ pub fn backtest(opts: &BacktestOptions) -> Result<Report, BacktestError> {
         result_rxs.push(result_rx);
         let mut runner = SetRunner::new(rules, slots, name, writer.take(), tags.clone())?;
         runner.channels = Some((batch_rx, result_tx));
+        decision_recycles.push(runner.recycle.clone());
         runners.push(runner);
     }
     let (raw_tx, raw_rx) = bounded::<RawBatch>(4);
     let reader = EventReader {
         format,
         path: opts.events.clone(),
+        recycle: raw_recycle,
     };
     let mut tally_new = SetTally::default();
     let mut tally_base = SetTally::default();
@@ -395,6 +401,7 @@ pub fn backtest(opts: &BacktestOptions) -> Result<Report, BacktestError> {
                 if let Some(l) = &mut labels_new {
                     l.add(&new);
                 }
+                let mut done = vec![new];
                 if let Some(base_rx) = &base_rx {
                     let Ok(base) = base_rx.recv() else { break };
                     tally_base.add(&base);
@@ -402,8 +409,20 @@ pub fn backtest(opts: &BacktestOptions) -> Result<Report, BacktestError> {
                         l.add(&base);
                     }
                     if let Some(pairs) = &mut pairs {
-                        pairs.add(&base, &new);
+                        pairs.add(&base, &done[0]);
                     }
+                    done.push(base);
+                }
+                // Buffers back to the threads that fill them.
+                let mut events = None;
+                for (result, recycle) in done.into_iter().zip(&decision_recycles) {
+                    let mut decisions = result.decisions;
+                    decisions.clear();
+                    recycle.give(decisions);
+                    events = Some(result.events);
+                }
+                if let Some(batch) = events.and_then(|e| Arc::try_unwrap(e).ok()) {
+                    feature_recycle.give(batch);
                 }
             }
         }
@@ -506,7 +525,7 @@ fn progress_bar(wanted: bool, total_bytes: u64) -> ProgressBar {
     }
     let bar = ProgressBar::with_draw_target(Some(total_bytes), ProgressDrawTarget::stderr());
     if let Ok(style) = ProgressStyle::with_template(
-        "{spinner} replaying [{bar:40}] {percent:>3}% {msg} elapsed {elapsed}, ETA {eta}",
+        "{spinner} replaying [{bar:40}] {percent:>3}% {msg}, elapsed {elapsed}, ETA {eta}",
     ) {
         bar.set_style(style.progress_chars("=> "));
     }

@@ -7,6 +7,7 @@ use crossbeam_channel::{Receiver, Sender};
 use rayon::prelude::*;
 
 use super::read::{RawBatch, ReadStats};
+use super::recycle::Recycle;
 use super::{BacktestError, Batch};
 use crate::decider::FeatureStage;
 use crate::event::PaymentEvent;
@@ -17,6 +18,7 @@ use crate::store::{StoreConfig, TagStore};
 const FEATURE_BUDGET_BYTES: u64 = 1 << 30;
 
 /// Decoded events with their feature values, shared by every set's thread.
+#[derive(Default)]
 pub(super) struct FeatureBatch {
     pub(super) events: Vec<PaymentEvent>,
     /// `width` values per event: every feature of both sets after counting the event.
@@ -27,16 +29,6 @@ pub(super) struct FeatureBatch {
 }
 
 impl FeatureBatch {
-    /// An empty batch (the end of the stream).
-    pub(super) fn empty() -> FeatureBatch {
-        FeatureBatch {
-            events: Vec::new(),
-            values: Vec::new(),
-            width: 0,
-            read_bytes: 0,
-        }
-    }
-
     /// The feature values of event `i`.
     pub(super) fn row(&self, i: usize) -> &[Option<f64>] {
         let start = i * self.width;
@@ -63,6 +55,14 @@ pub(super) fn scratch_store(
 /// Decodes raw batches and counts their features.
 pub(super) struct FeatureThread {
     stage: FeatureStage,
+    /// Each partition's values of the batch being counted (kept across batches).
+    parts: Vec<Vec<Option<f64>>>,
+    /// Scratch space of the decoder.
+    decoded: Vec<Result<PaymentEvent, String>>,
+    /// Raw batches go back to the reader once decoded.
+    pub(super) raw_recycle: Recycle<RawBatch>,
+    /// Batches every set is done with, back for reuse.
+    pub(super) recycle: Recycle<FeatureBatch>,
     /// Keeps the partitions' store directories until the replay ends.
     _dirs: Vec<tempfile::TempDir>,
 }
@@ -85,6 +85,10 @@ impl FeatureThread {
         }
         Ok(FeatureThread {
             stage: FeatureStage::new(new, baseline, stores),
+            parts: vec![Vec::new(); partitions],
+            decoded: Vec::new(),
+            raw_recycle: Recycle::new(8),
+            recycle: Recycle::new(8),
             _dirs: dirs,
         })
     }
@@ -96,11 +100,15 @@ impl FeatureThread {
 
     /// Decodes and counts every raw batch, in order, and hands each to every set; stops early
     /// when a set stops (its thread reports why).
-    pub(super) fn run(self, raw: Receiver<RawBatch>, sets: Vec<Sender<Batch>>) -> ReadStats {
+    pub(super) fn run(mut self, raw: Receiver<RawBatch>, sets: Vec<Sender<Batch>>) -> ReadStats {
         let mut stats = ReadStats::default();
-        while let Ok(batch) = raw.recv() {
-            let decoded = batch.decode(&mut stats);
-            let batch = Arc::new(self.count(decoded.events, decoded.read_bytes));
+        while let Ok(mut raw_batch) = raw.recv() {
+            let mut batch = self.recycle.take().unwrap_or_default();
+            batch.read_bytes = raw_batch.read_bytes;
+            raw_batch.decode_into(&mut batch.events, &mut self.decoded, &mut stats);
+            self.raw_recycle.give(raw_batch);
+            self.count(&mut batch);
+            let batch = Arc::new(batch);
             if !sets.iter().all(|tx| tx.send(batch.clone()).is_ok()) {
                 break;
             }
@@ -108,39 +116,36 @@ impl FeatureThread {
         stats
     }
 
-    /// Counts the events into the features: each partition walks the batch in order on its
-    /// own core, updating only its entities; the rows are then merged.
-    fn count(&self, events: Vec<PaymentEvent>, read_bytes: u64) -> FeatureBatch {
+    /// Counts the batch's events into the features: each partition walks the batch in order
+    /// on its own core, updating only its entities; the rows are then merged.
+    fn count(&mut self, batch: &mut FeatureBatch) {
         let width = self.stage.width();
-        let cells = events.len() * width;
-        let update = |part: usize| {
-            let mut values = vec![None; cells];
-            if width > 0 {
-                for (event, row) in events.iter().zip(values.chunks_exact_mut(width)) {
-                    self.stage.update(part, event, row);
-                }
-            }
-            values
-        };
-        let mut parts: Vec<Vec<Option<f64>>> = (0..self.stage.partitions())
-            .into_par_iter()
+        let cells = batch.events.len() * width;
+        let stage = &self.stage;
+        let events = &batch.events;
+        self.parts
+            .par_iter_mut()
+            .enumerate()
             .with_max_len(1)
-            .map(update)
-            .collect();
-        let mut values = parts.pop().unwrap_or_else(|| vec![None; cells]);
+            .for_each(|(part, values)| {
+                values.clear();
+                values.resize(cells, None);
+                if width > 0 {
+                    for (event, row) in events.iter().zip(values.chunks_exact_mut(width)) {
+                        stage.update(part, event, row);
+                    }
+                }
+            });
+        batch.values.clear();
+        batch.values.resize(cells, None);
         // A value is `None` in every partition but its entity's.
-        for part in parts {
-            for (merged, value) in values.iter_mut().zip(part) {
+        for part in &self.parts {
+            for (merged, value) in batch.values.iter_mut().zip(part) {
                 if value.is_some() {
-                    *merged = value;
+                    *merged = *value;
                 }
             }
         }
-        FeatureBatch {
-            events,
-            values,
-            width,
-            read_bytes,
-        }
+        batch.width = width;
     }
 }

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use crossbeam_channel::Sender;
 use rayon::prelude::*;
 
+use super::recycle::Recycle;
 use super::{BacktestError, BadRecord, EventFileFormat};
 use crate::event::{decode_event, InputFormat, PaymentEvent, DEFAULT_MAX_EVENT_BYTES};
 
@@ -56,19 +57,18 @@ struct RawRecord {
     body: Result<(usize, usize), String>,
 }
 
-/// What a raw batch decodes to, in file order.
-pub(super) struct Decoded {
-    pub(super) events: Vec<PaymentEvent>,
-    pub(super) read_bytes: u64,
-}
-
 impl RawBatch {
-    /// Decodes the records in parallel (rayon), counting the bad ones into `stats` in file
-    /// order.
-    pub(super) fn decode(self, stats: &mut ReadStats) -> Decoded {
+    /// Decodes the records in parallel (rayon) into `events` (emptied first), counting the bad
+    /// ones into `stats` in file order; `decoded` is scratch space. Leaves the batch empty, its
+    /// buffers kept for reuse.
+    pub(super) fn decode_into(
+        &mut self,
+        events: &mut Vec<PaymentEvent>,
+        decoded: &mut Vec<Result<PaymentEvent, String>>,
+        stats: &mut ReadStats,
+    ) {
         let bytes = &self.bytes;
-        let decoded: Vec<Result<PaymentEvent, String>> = self
-            .records
+        self.records
             .par_iter()
             .with_min_len(64)
             .map(|record| {
@@ -76,19 +76,17 @@ impl RawBatch {
                 decode_event(&bytes[start..end], record.wire, DEFAULT_MAX_EVENT_BYTES)
                     .map_err(|e| e.to_string())
             })
-            .collect();
-        let mut events = Vec::with_capacity(decoded.len());
-        for (record, result) in self.records.iter().zip(decoded) {
+            .collect_into_vec(decoded);
+        events.clear();
+        for (record, result) in self.records.iter().zip(decoded.drain(..)) {
             match result {
                 Ok(event) => events.push(event),
                 Err(error) => stats.bad_record(record.line, error),
             }
         }
         stats.events += events.len() as u64;
-        Decoded {
-            events,
-            read_bytes: self.read_bytes,
-        }
+        self.bytes.clear();
+        self.records.clear();
     }
 }
 
@@ -96,6 +94,8 @@ impl RawBatch {
 pub(super) struct EventReader {
     pub(super) format: EventFileFormat,
     pub(super) path: PathBuf,
+    /// Raw batches decoded, back for reuse.
+    pub(super) recycle: Recycle<RawBatch>,
 }
 
 /// A reader that counts the bytes it returned.
@@ -123,7 +123,7 @@ impl EventReader {
                 bytes: 0,
             },
         );
-        let mut batch = RawBatch::default();
+        let mut batch = self.recycle.take().unwrap_or_default();
         let mut record = Vec::new();
         let mut line = 0u64;
         loop {
@@ -168,7 +168,8 @@ impl EventReader {
             }
             if batch.records.len() == BATCH {
                 batch.read_bytes = input.get_ref().bytes - input.buffer().len() as u64;
-                if out.send(std::mem::take(&mut batch)).is_err() {
+                let next = self.recycle.take().unwrap_or_default();
+                if out.send(std::mem::replace(&mut batch, next)).is_err() {
                     return Ok(());
                 }
             }
@@ -310,9 +311,11 @@ fn next_kcat_record(input: &mut impl BufRead, record: &mut Vec<u8>) -> Result<Ne
     let mut newline = [0u8];
     match input.read_exact(&mut newline) {
         Ok(()) if newline[0] == b'\n' => {}
-        Ok(()) => return Err(RecordError::Fatal(format!(
+        Ok(()) => {
+            return Err(RecordError::Fatal(format!(
             "no newline after a record of {len} bytes (was the dump written with -f '%S %s\\n'?)"
-        ))),
+        )))
+        }
         // the last newline may be missing
         Err(e) if e.kind() == ErrorKind::UnexpectedEof => {}
         Err(e) => return Err(RecordError::Io(e)),

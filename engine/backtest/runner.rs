@@ -9,6 +9,7 @@ use std::sync::Arc;
 use crossbeam_channel::{Receiver, Sender};
 
 use super::features::{scratch_store, FeatureBatch};
+use super::recycle::Recycle;
 use super::tags::TimedTag;
 use super::{BacktestError, Batch, BatchResult};
 use crate::decider::{EventTimeTimers, RuleStage};
@@ -25,6 +26,8 @@ pub(super) struct SetRunner {
     pub(super) name: &'static str,
     out: Option<(PathBuf, BufWriter<File>)>,
     pub(super) channels: Option<(Receiver<Batch>, Sender<BatchResult>)>,
+    /// Decision lists the tally is done with, back for reuse.
+    pub(super) recycle: Recycle<Vec<Decision>>,
     /// External tag updates by time (`--tags`), and the next one to apply.
     tags: Arc<Vec<TimedTag>>,
     next_tag: usize,
@@ -59,6 +62,7 @@ impl SetRunner {
             name,
             out,
             channels: None,
+            recycle: Recycle::new(8),
             tags,
             next_tag: 0,
             stats: RunStats::default(),
@@ -71,16 +75,13 @@ impl SetRunner {
             return Ok(self.stats);
         };
         while let Ok(batch) = batches.recv() {
-            let mut result = BatchResult {
-                decisions: Vec::with_capacity(batch.events.len()),
-                timeouts: Vec::new(),
-                timeout_keys: Vec::new(),
-                events: batch.clone(),
-            };
+            let mut decisions = self.recycle.take().unwrap_or_default();
+            decisions.reserve(batch.events.len());
+            let (mut timeouts, mut timeout_keys) = (Vec::new(), Vec::new());
             for (i, event) in batch.events.iter().enumerate() {
                 self.apply_tags(event.event_time_ms);
                 // Timers whose deadline passed fire before the event that reveals it.
-                self.fire_due(event.event_time_ms, &mut result)?;
+                self.fire_due(event.event_time_ms, &mut timeouts, &mut timeout_keys)?;
                 let eval = self.stage.evaluate(event, batch.row(i));
                 let decision = Decision {
                     event_id: event.event_id.clone(),
@@ -96,20 +97,26 @@ impl SetRunner {
                     eval_latency_us: 0,
                 };
                 self.write(&decision)?;
-                result.decisions.push(decision);
+                decisions.push(decision);
             }
+            let result = BatchResult {
+                events: batch,
+                decisions,
+                timeouts,
+                timeout_keys,
+            };
             if results.send(result).is_err() {
                 return Ok(self.stats);
             }
         }
         // The end of the stream fires every remaining timer.
         let mut last = BatchResult {
-            events: Arc::new(FeatureBatch::empty()),
+            events: Arc::new(FeatureBatch::default()),
             decisions: Vec::new(),
             timeouts: Vec::new(),
             timeout_keys: Vec::new(),
         };
-        self.fire_due(i64::MAX, &mut last)?;
+        self.fire_due(i64::MAX, &mut last.timeouts, &mut last.timeout_keys)?;
         let _ = results.send(last);
         if let Some((path, out)) = &mut self.out {
             out.flush().map_err(|source| BacktestError::Io {
@@ -135,7 +142,12 @@ impl SetRunner {
         }
     }
 
-    fn fire_due(&mut self, now_ms: i64, result: &mut BatchResult) -> Result<(), BacktestError> {
+    fn fire_due(
+        &mut self,
+        now_ms: i64,
+        timeouts: &mut Vec<Decision>,
+        keys: &mut Vec<String>,
+    ) -> Result<(), BacktestError> {
         for timer in self.timers.due(now_ms) {
             let decided_at = timer.deadline_ms;
             if let Some(decision) =
@@ -143,8 +155,8 @@ impl SetRunner {
                     .timeout_decision(&timer.rule, timer.event_id, timer.txn_id, decided_at)
             {
                 self.write(&decision)?;
-                result.timeouts.push(decision);
-                result.timeout_keys.push(timer.key);
+                timeouts.push(decision);
+                keys.push(timer.key);
             }
         }
         Ok(())
