@@ -130,8 +130,8 @@ pub struct BacktestOptions {
     /// External tag updates (`TagUpdate` JSON lines with `event_time_ms`) replayed in event
     /// time, as the `entity-tags` topic would have delivered them.
     pub tags: Option<PathBuf>,
-    /// Partitions of the entities whose features are counted in parallel (0: one per core).
-    /// Decisions do not depend on it.
+    /// Partitions of the entities whose features are counted in parallel (0: the cores left
+    /// after one per rule set, at least 1). Decisions do not depend on it.
     pub partitions: usize,
 }
 
@@ -318,7 +318,10 @@ pub fn backtest(opts: &BacktestOptions) -> Result<Report, BacktestError> {
         new_rules.clone(),
         baseline_rules.clone(),
         match opts.partitions {
-            0 => rayon::current_num_threads(),
+            // each set's rules keep a core busy
+            0 => rayon::current_num_threads()
+                .saturating_sub(1 + usize::from(baseline_rules.is_some()))
+                .max(1),
             n => n,
         },
     )?;

@@ -137,6 +137,11 @@ pub struct BacktestArgs {
     /// at or after that time.
     #[arg(long)]
     pub tags: Option<PathBuf>,
+    /// Partitions of the entities whose features are counted in parallel, each on its own
+    /// core (0: the cores left after one per rule set, at least 1). Decisions do not depend
+    /// on it.
+    #[arg(long, default_value_t = 0)]
+    pub partitions: usize,
 }
 
 /// Runs a parsed command line and returns the process exit code.
@@ -167,7 +172,7 @@ pub fn main(cli: Cli) -> ExitCode {
                 labels: args.labels,
                 sweep_step: args.sweep_step,
                 tags: args.tags,
-                partitions: 0,
+                partitions: args.partitions,
             };
             crate::backtest::run_backtest(&opts, args.out.as_deref(), args.json)
         }

@@ -136,6 +136,11 @@ impl FeatureThread {
                     }
                 }
             });
+        batch.width = width;
+        if let [only] = self.parts.as_mut_slice() {
+            std::mem::swap(&mut batch.values, only);
+            return;
+        }
         batch.values.clear();
         batch.values.resize(cells, None);
         // A value is `None` in every partition but its entity's.
@@ -146,6 +151,5 @@ impl FeatureThread {
                 }
             }
         }
-        batch.width = width;
     }
 }
