@@ -2,7 +2,8 @@
 //!
 //! [`backtest`] runs the replay as a pipeline: one thread reads the file into raw batches
 //! (`read`); one thread decodes each batch in parallel and counts its events into the features
-//! of both sets, one partition of the entities per core (`features`); one thread per rule set
+//! of both sets, the entities split into partitions counted on cores of their own (`features`),
+//! buffers going back for reuse (`recycle`); one thread per rule set
 //! evaluates its rules on those values with its own tags and timers (`runner`); this thread
 //! compares (`tally`) and, with `--labels` (`labels`), judges each set against the ground truth
 //! (`quality`, `label_diff`); [`render_human`] prints the summary.

@@ -1,5 +1,6 @@
 //! The decoding and feature thread of a replay: decodes each raw batch in parallel, then counts
-//! its events into the features of both sets, one partition of the entities per core.
+//! its events into the features of both sets, each partition of the entities on a core of its
+//! own.
 
 use std::sync::Arc;
 
