@@ -28,7 +28,9 @@ mod tests_parallel;
 pub use label_diff::{LabelDiff, LabelsSummary, RuleQualityDelta};
 pub use labels::{InputError, Label};
 pub use quality::{Amounts, Flagged, LabelledSet, RuleQuality, Sweep, SweepPoint, Total};
+pub(crate) use read::for_each_event;
 pub use render::render_human;
+pub(crate) use tags::{read_tags, TimedTag};
 
 use std::collections::BTreeMap;
 use std::fs::File;

@@ -38,6 +38,9 @@ pub enum Command {
     Test(TestArgs),
     /// Replay recorded events through a candidate rule set (and a baseline) and report the changes.
     Backtest(BacktestArgs),
+    /// Explain one event's decision: feature values, tags read, each rule's deciding
+    /// condition parts, score and thresholds (the events before it replayed for real state).
+    Explain(ExplainArgs),
 }
 
 /// Flags of `veto run`.
@@ -144,6 +147,37 @@ pub struct BacktestArgs {
     pub partitions: usize,
 }
 
+/// Flags of `veto explain`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["event_id", "event"])))]
+pub struct ExplainArgs {
+    /// The rule files or directories.
+    #[arg(long, required = true, num_args = 1..)]
+    pub rules: Vec<PathBuf>,
+    /// Recorded events (`.jsonl`, `.pb` or `.kcat`, as `veto backtest` reads them): replayed
+    /// before the event, so features and tags hold the state it met.
+    #[arg(long)]
+    pub events: Option<PathBuf>,
+    /// Encoding of the events file (default: by its extension).
+    #[arg(long, value_enum)]
+    pub events_format: Option<crate::backtest::EventFileFormat>,
+    /// Explain the first event of `--events` with this `event_id` (the events before it are
+    /// replayed).
+    #[arg(long, requires = "events")]
+    pub event_id: Option<String>,
+    /// Explain this event, given as JSON (`docs/wire-format.md`); it is decided after every
+    /// event of `--events`, if given.
+    #[arg(long)]
+    pub event: Option<String>,
+    /// External tag updates to replay (`veto backtest --tags` format).
+    #[arg(long)]
+    pub tags: Option<PathBuf>,
+    /// Output: `human` (the deciding parts of each rule) or `json` (every part of every
+    /// condition, for tools).
+    #[arg(long, value_enum, default_value = "human")]
+    pub format: DiagFormat,
+}
+
 /// Runs a parsed command line and returns the process exit code.
 pub fn main(cli: Cli) -> ExitCode {
     let log = LogChoice {
@@ -175,6 +209,17 @@ pub fn main(cli: Cli) -> ExitCode {
                 partitions: args.partitions,
             };
             crate::backtest::run_backtest(&opts, args.out.as_deref(), args.json)
+        }
+        Command::Explain(args) => {
+            let opts = crate::explain::ExplainOptions {
+                rules: args.rules,
+                events: args.events,
+                format: args.events_format,
+                event_id: args.event_id,
+                event: args.event,
+                tags: args.tags,
+            };
+            crate::explain::run_explain(&opts, args.format == DiagFormat::Json)
         }
         Command::Run(args) => report(crate::service::run_service(args.config.as_deref(), &log)),
         Command::Demo(args) => report(crate::demo::run_demo(args)),

@@ -75,6 +75,9 @@ pub struct DecideTrace {
     pub eval: Evaluation,
 }
 
+/// Called by [`Engine::decide_inspected`] with what the rules read.
+pub type Inspect<'a> = &'a mut dyn FnMut(&dyn EvalContext);
+
 /// The name a shadow set's sequence rule arms its timers under, so they never collide with the
 /// live set's timers of the same rule (`:` cannot appear in a rule name).
 pub const SHADOW_TIMER_PREFIX: &str = "shadow:";
@@ -347,7 +350,7 @@ impl Engine {
     /// With a shadow set, it is evaluated on the same feature values and tags; its tags are
     /// never applied and its decision comes back in `Decided::shadow`.
     pub fn decide(&self, event: &PaymentEvent, decided_at_ms: i64) -> Decided {
-        self.decide_into(event, decided_at_ms, None)
+        self.decide_into(event, decided_at_ms, None, None)
     }
 
     /// [`Engine::decide`], also copying into `trace` the feature values computed for the event
@@ -358,7 +361,20 @@ impl Engine {
         decided_at_ms: i64,
         trace: &mut DecideTrace,
     ) -> Decided {
-        self.decide_into(event, decided_at_ms, Some(trace))
+        self.decide_into(event, decided_at_ms, Some(trace), None)
+    }
+
+    /// [`Engine::decide_traced`], also calling `inspect` with what the live set's rules read
+    /// (the event's feature values and tags) after they were evaluated and before the decision's
+    /// tags and timers are applied (`veto explain` evaluates each rule's parts there).
+    pub fn decide_inspected(
+        &self,
+        event: &PaymentEvent,
+        decided_at_ms: i64,
+        trace: &mut DecideTrace,
+        inspect: Inspect<'_>,
+    ) -> Decided {
+        self.decide_into(event, decided_at_ms, Some(trace), Some(inspect))
     }
 
     fn decide_into(
@@ -366,6 +382,7 @@ impl Engine {
         event: &PaymentEvent,
         decided_at_ms: i64,
         trace: Option<&mut DecideTrace>,
+        inspect: Option<Inspect<'_>>,
     ) -> Decided {
         let started = Instant::now();
         let sets = self.sets.load_full();
@@ -393,6 +410,9 @@ impl Engine {
             {
                 let ctx = StoreContext::new(event, &scratch.values, &self.store, &mut scratch.tags);
                 live.rules.evaluate(event, &ctx, &mut scratch.eval);
+                if let Some(inspect) = inspect {
+                    inspect(&ctx);
+                }
             }
             if let Some(trace) = trace {
                 trace.values.clone_from(&scratch.values);

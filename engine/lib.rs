@@ -19,6 +19,7 @@
 //! | [`decider`]   | the engine core: one event in, one decision out (features, rules, tags, timers) |
 //! | [`ruletest`]  | `veto test`: in-file rule tests through the real engine core |
 //! | [`backtest`]  | `veto backtest`: recorded events through a candidate and a baseline set, compared |
+//! | [`explain`]   | `veto explain`: one event's decision taken apart (features, tags, condition parts, score) |
 //! | [`reload`]    | signals, the atomic hot swap of the rule set (within a deadline) and rollback |
 //! | [`service`]   | `veto run`: wires config, store, timers, rules, pipeline and telemetry |
 //! | [`ha`]        | high availability: one active instance elected through Kafka, warm standbys |
@@ -34,6 +35,7 @@ pub mod config;
 pub mod decider;
 pub mod demo;
 pub mod event;
+pub mod explain;
 pub mod ha;
 pub mod pipeline;
 pub mod reload;

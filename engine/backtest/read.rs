@@ -21,9 +21,9 @@ const MAX_RECORD_BYTES: u64 = 16 << 20;
 
 /// Counts of the records read.
 #[derive(Debug, Default)]
-pub(super) struct ReadStats {
-    pub(super) events: u64,
-    pub(super) bad_records: u64,
+pub(crate) struct ReadStats {
+    pub(crate) events: u64,
+    pub(crate) bad_records: u64,
     pub(super) bad_samples: Vec<BadRecord>,
 }
 
@@ -322,4 +322,51 @@ fn next_kcat_record(input: &mut impl BufRead, record: &mut Vec<u8>) -> Result<Ne
     }
     // the service's `auto` input format: the same values decode the same way
     Ok(Next::Record(InputFormat::Auto))
+}
+
+/// Calls `each` with the events of `path` in file order until it returns `Break` (the reader
+/// stops there); bad records are counted, not passed. For replays that need every event on one
+/// thread (`veto explain`).
+pub(crate) fn for_each_event(
+    path: &std::path::Path,
+    format: EventFileFormat,
+    mut each: impl FnMut(&PaymentEvent) -> std::ops::ControlFlow<()>,
+) -> Result<ReadStats, BacktestError> {
+    let file = File::open(path).map_err(|source| BacktestError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let recycle = Recycle::new(4);
+    let reader = EventReader {
+        format,
+        path: path.to_path_buf(),
+        recycle: recycle.clone(),
+    };
+    let (tx, rx) = crossbeam_channel::bounded::<RawBatch>(4);
+    std::thread::scope(|scope| {
+        let reading = std::thread::Builder::new()
+            .name("events-read".into())
+            .spawn_scoped(scope, move || reader.run(file, tx))
+            .map_err(|source| BacktestError::Spawn {
+                name: "events-read".into(),
+                source,
+            })?;
+        let mut stats = ReadStats::default();
+        let (mut events, mut decoded) = (Vec::new(), Vec::new());
+        'batches: while let Ok(mut raw) = rx.recv() {
+            raw.decode_into(&mut events, &mut decoded, &mut stats);
+            recycle.give(raw);
+            for event in &events {
+                if each(event).is_break() {
+                    break 'batches;
+                }
+            }
+        }
+        // The reader stops at its next send.
+        drop(rx);
+        reading
+            .join()
+            .map_err(|_| BacktestError::Thread("event reader"))??;
+        Ok(stats)
+    })
 }

@@ -8,15 +8,15 @@ use crate::event::{decode_tag_update, InputFormat, TagUpdate, DEFAULT_MAX_EVENT_
 
 /// A tag update and the event time from which events see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct TimedTag {
-    pub(super) at_ms: i64,
-    pub(super) update: TagUpdate,
+pub(crate) struct TimedTag {
+    pub(crate) at_ms: i64,
+    pub(crate) update: TagUpdate,
 }
 
 /// Reads a `.jsonl` tags file: one object a line, the `TagUpdate` JSON fields
 /// (`docs/wire-format.md`) plus `event_time_ms`. Blank lines are skipped; the first bad line
 /// stops the read. The updates come back sorted by time (file order among equal times).
-pub(super) fn read_tags(path: &Path) -> Result<Vec<TimedTag>, InputError> {
+pub(crate) fn read_tags(path: &Path) -> Result<Vec<TimedTag>, InputError> {
     if !matches!(
         path.extension().and_then(|e| e.to_str()),
         Some("jsonl" | "ndjson" | "json")

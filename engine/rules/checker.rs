@@ -15,6 +15,7 @@ use super::eval::{ListValues, NumExpr, Pred, StrExpr, StrSet};
 use super::number::{self, Decimal};
 use crate::event::{currency_exponent, Aggregate, Field, Outcome, PaymentEvent};
 
+mod explain;
 mod exprs;
 mod never;
 mod rules;
@@ -101,6 +102,8 @@ struct Checker<'a> {
     lists: AHashMap<String, ListEntry>,
     strings: AHashMap<String, Arc<str>>,
     regexes: AHashMap<String, Arc<regex::Regex>>,
+    /// Build `veto explain`'s trees of each rule's conditions.
+    explain: bool,
 }
 
 fn outcome_names() -> impl Iterator<Item = &'static str> {
@@ -113,11 +116,13 @@ fn field_names() -> impl Iterator<Item = &'static str> {
 
 /// Checks parsed files (`files[i]` was parsed from `sources[i]`, list paths relative to
 /// `base_dirs[i]`). Pushes every problem to `diags`; the result is only valid without errors.
+/// With `explain`, each rule keeps the tree of its conditions as written (`veto explain`).
 pub fn check(
     files: &[File],
     sources: &[SourceFile],
     base_dirs: &[PathBuf],
     diags: &mut Vec<Diagnostic>,
+    explain: bool,
 ) -> Checked {
     let mut c = Checker {
         sources,
@@ -127,6 +132,7 @@ pub fn check(
         lists: AHashMap::new(),
         strings: AHashMap::new(),
         regexes: AHashMap::new(),
+        explain,
     };
     c.run(files)
 }
@@ -147,11 +153,7 @@ impl Checker<'_> {
 
     /// The source text of a span, shortened for messages.
     fn text(&self, span: Span) -> String {
-        let Some(src) = self.sources.get(span.file as usize) else {
-            return String::new();
-        };
-        let text = src.text.get(span.range()).unwrap_or("");
-        let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        let text = self.full_text(span);
         if text.chars().count() > 40 {
             format!("{}…", text.chars().take(39).collect::<String>())
         } else {

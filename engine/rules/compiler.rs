@@ -6,6 +6,7 @@ use ahash::AHashMap;
 
 use super::ast::Span;
 use super::eval::{EvalContext, Frame, NoContext, Pred};
+use super::explain::{RuleTree, SequenceTree};
 use crate::event::{Aggregate, Field, Outcome, PaymentEvent, RuleHit, TagUpdate};
 
 /// A feature the store maintains; `slot` i of `EvalContext::feature` is `RuleSet::features()[i]`.
@@ -51,6 +52,8 @@ pub struct SequenceDef {
     /// Event types `after` / `expect` are pinned to (type index); `None` = any type.
     pub(crate) after_types: Option<Box<[Arc<str>]>>,
     pub(crate) expect_types: Option<Box<[Arc<str>]>>,
+    /// The conditions as written, for `veto explain` (only in sets loaded for it).
+    pub explain: Option<Arc<SequenceTree>>,
 }
 
 /// Whether an event of type `kind` can match a condition pinned to `types`.
@@ -78,6 +81,8 @@ pub struct CompiledRule {
     pub(crate) cond: Pred,
     /// `cond` without type guards, used when visited through the type index.
     pub(crate) body: Pred,
+    /// The condition as written, for `veto explain` (only in sets loaded for it).
+    pub explain: Option<Arc<RuleTree>>,
 }
 
 /// The expected decision of a test block's last event.
@@ -354,15 +359,21 @@ impl RuleSet {
             .map_or(Outcome::Allow, |(o, _)| *o)
     }
 
+    /// Indexes (into [`RuleSet::rules`]) of the rules evaluated for events of type `kind`: the
+    /// type index skips rules whose type guard names other types.
+    pub fn rules_for_type(&self, kind: &str) -> &[u32] {
+        if self.use_type_index {
+            self.by_type.get(kind).unwrap_or(&self.untyped)
+        } else {
+            &self.untyped
+        }
+    }
+
     /// Evaluates the rules for one event. Clears and fills `out`. Never loops or does I/O;
     /// allocates only for hits, tags and timers.
     pub fn evaluate(&self, ev: &PaymentEvent, ctx: &dyn EvalContext, out: &mut Evaluation) {
         out.clear();
-        let visit: &[u32] = if self.use_type_index {
-            self.by_type.get(ev.kind.as_str()).unwrap_or(&self.untyped)
-        } else {
-            &self.untyped
-        };
+        let visit = self.rules_for_type(&ev.kind);
         let frame = Frame::new(ev, ctx);
         let mut outcome = Outcome::Allow;
         let mut score: i32 = 0;

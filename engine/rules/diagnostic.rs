@@ -65,16 +65,22 @@ pub fn locate(diags: &mut [Diagnostic], sources: &[SourceFile]) {
             continue;
         };
         d.file = src.name.clone();
-        let offset = (d.span.start as usize).min(src.text.len());
-        let mut offset = offset;
-        while !src.text.is_char_boundary(offset) {
-            offset -= 1;
-        }
-        let before = &src.text[..offset];
-        d.line = before.matches('\n').count() + 1;
-        let line_start = before.rfind('\n').map_or(0, |p| p + 1);
-        d.col = before[line_start..].chars().count() + 1;
+        (d.line, d.col) = line_col(&src.text, d.span.start as usize);
     }
+}
+
+/// The 1-based line and column (in characters) of byte `offset` of `text`.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
+    let line_start = before.rfind('\n').map_or(0, |p| p + 1);
+    (
+        before.matches('\n').count() + 1,
+        before[line_start..].chars().count() + 1,
+    )
 }
 
 /// The error for a rule file that is not UTF-8, at the line and column (in characters) of its

@@ -5,6 +5,7 @@ pub mod checker;
 pub mod compiler;
 pub mod diagnostic;
 pub mod eval;
+pub mod explain;
 pub mod filters;
 pub mod lexer;
 pub mod number;
@@ -84,6 +85,15 @@ const CHECK_STACK_BYTES: usize = 64 << 20;
 /// Checks and compiles sources given as `(name, text, base_dir for list files)`, on a thread
 /// with a large stack (falling back to the current thread if it cannot be spawned).
 pub fn compile_sources(inputs: Vec<(String, String, PathBuf)>) -> CheckReport {
+    compile_sources_with(inputs, false)
+}
+
+/// [`compile_sources`]; with `explain`, every rule keeps the tree of its conditions as written
+/// (`CompiledRule::explain`, `SequenceDef::explain`).
+pub(crate) fn compile_sources_with(
+    inputs: Vec<(String, String, PathBuf)>,
+    explain: bool,
+) -> CheckReport {
     let shared = std::sync::Mutex::new(Some(inputs));
     let on_big_stack = std::thread::scope(|scope| {
         let spawned = std::thread::Builder::new()
@@ -91,7 +101,7 @@ pub fn compile_sources(inputs: Vec<(String, String, PathBuf)>) -> CheckReport {
             .stack_size(CHECK_STACK_BYTES)
             .spawn_scoped(scope, || {
                 let inputs = shared.lock().ok().and_then(|mut g| g.take());
-                inputs.map(compile_sources_here)
+                inputs.map(|inputs| compile_sources_here(inputs, explain))
             });
         spawned.ok().and_then(|handle| handle.join().ok().flatten())
     });
@@ -100,7 +110,7 @@ pub fn compile_sources(inputs: Vec<(String, String, PathBuf)>) -> CheckReport {
     }
     match shared.into_inner().ok().flatten() {
         // The thread could not be spawned: check here.
-        Some(inputs) => compile_sources_here(inputs),
+        Some(inputs) => compile_sources_here(inputs, explain),
         // The checking thread panicked (a bug): never report success.
         None => CheckReport {
             ruleset: None,
@@ -118,7 +128,7 @@ pub fn compile_sources(inputs: Vec<(String, String, PathBuf)>) -> CheckReport {
     }
 }
 
-fn compile_sources_here(inputs: Vec<(String, String, PathBuf)>) -> CheckReport {
+fn compile_sources_here(inputs: Vec<(String, String, PathBuf)>, explain: bool) -> CheckReport {
     let mut diagnostics = Vec::new();
     let mut sources = Vec::with_capacity(inputs.len());
     let mut base_dirs = Vec::with_capacity(inputs.len());
@@ -128,7 +138,7 @@ fn compile_sources_here(inputs: Vec<(String, String, PathBuf)>) -> CheckReport {
         sources.push(SourceFile { name, text });
         base_dirs.push(base);
     }
-    let checked = checker::check(&files, &sources, &base_dirs, &mut diagnostics);
+    let checked = checker::check(&files, &sources, &base_dirs, &mut diagnostics, explain);
     diagnostics.sort_by_key(|d| (d.span.file, d.span.start));
     diagnostic::locate(&mut diagnostics, &sources);
     let has_errors = diagnostics.iter().any(|d| d.severity == Severity::Error);
@@ -155,6 +165,15 @@ pub fn compile_source(name: &str, text: &str, base_dir: &Path) -> CheckReport {
 /// Loads rule files; a directory contributes its `*.veto` files (not recursive, sorted by
 /// name). All files form one rule set: names are shared across them.
 pub fn load(paths: &[PathBuf]) -> CheckReport {
+    load_with(paths, false)
+}
+
+/// [`load`], keeping each rule's conditions as written for `veto explain`.
+pub fn load_explained(paths: &[PathBuf]) -> CheckReport {
+    load_with(paths, true)
+}
+
+fn load_with(paths: &[PathBuf], explain: bool) -> CheckReport {
     let mut files = Vec::new();
     let mut io_errors = Vec::new();
     for path in paths {
@@ -191,7 +210,7 @@ pub fn load(paths: &[PathBuf]) -> CheckReport {
             Err(e) => io_errors.push(format!("cannot read {name}: {e}")),
         }
     }
-    let mut report = compile_sources(inputs);
+    let mut report = compile_sources_with(inputs, explain);
     for message in io_errors {
         unreadable.push(Diagnostic {
             severity: Severity::Error,

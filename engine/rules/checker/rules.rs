@@ -2,6 +2,7 @@
 //! the order of `decide` lines.
 
 use super::*;
+use crate::rules::explain::{RuleTree, SequenceTree};
 
 impl Checker<'_> {
     /// Checks an expression that must be a condition.
@@ -114,6 +115,12 @@ impl Checker<'_> {
         let pred = pred?;
         self.never_matches(&r.name.name, cond, &pred);
         let (outcome, score, tags) = actions?;
+        let explain = self.explain_tree(cond, scope).map(|when| {
+            Arc::new(RuleTree {
+                at: self.location(r.name.span),
+                when,
+            })
+        });
         Some(CompiledRule {
             name: Arc::from(r.name.name.as_str()),
             outcome,
@@ -121,6 +128,7 @@ impl Checker<'_> {
             tags,
             body: Pred::Const(false),
             cond: pred,
+            explain,
         })
     }
 
@@ -153,6 +161,7 @@ impl Checker<'_> {
         if let Some(p) = &after {
             self.never_matches(&r.name.name, after_expr, p);
         }
+        let expect_expr = expect;
         let expect = self.condition(expect, scope, "an `expect` condition");
         let correlate = self.entity_field(same, "`with same`");
         let in_range = self.window(within, "`within`", MAX_WINDOW_MS);
@@ -161,6 +170,17 @@ impl Checker<'_> {
         if !in_range {
             return None;
         }
+        let explain = match (
+            self.explain_tree(after_expr, scope),
+            self.explain_tree(expect_expr, scope),
+        ) {
+            (Some(after), Some(expect)) => Some(Arc::new(SequenceTree {
+                at: self.location(r.name.span),
+                after,
+                expect,
+            })),
+            _ => None,
+        };
         Some(SequenceDef {
             rule: Arc::from(r.name.name.as_str()),
             correlate: correlate?,
@@ -171,6 +191,7 @@ impl Checker<'_> {
             expect: expect?,
             after_types: None,
             expect_types: None,
+            explain,
         })
     }
 
