@@ -25,6 +25,7 @@ mod tests_labels;
 #[cfg(test)]
 mod tests_parallel;
 
+pub(crate) use features::scratch_store;
 pub use label_diff::{LabelDiff, LabelsSummary, RuleQualityDelta};
 pub use labels::{InputError, Label};
 pub use quality::{Amounts, Flagged, LabelledSet, RuleQuality, Sweep, SweepPoint, Total};

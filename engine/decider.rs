@@ -75,6 +75,28 @@ pub struct DecideTrace {
     pub eval: Evaluation,
 }
 
+/// The (live) decision of `event` from its evaluation by `rules`.
+pub(crate) fn event_decision(
+    event: &PaymentEvent,
+    eval: &Evaluation,
+    rules: &RuleSet,
+    decided_at_ms: i64,
+    eval_latency_us: u32,
+) -> Decision {
+    Decision {
+        event_id: event.event_id.clone(),
+        txn_id: event.txn_id.clone(),
+        outcome: eval.outcome,
+        score: eval.score,
+        hits: eval.hits.clone(),
+        ruleset_version: rules.version().clone(),
+        trigger: Trigger::Event,
+        shadow: false,
+        decided_at_ms,
+        eval_latency_us,
+    }
+}
+
 /// Called by [`Engine::decide_inspected`] with what the rules read.
 pub type Inspect<'a> = &'a mut dyn FnMut(&dyn EvalContext);
 
@@ -436,37 +458,22 @@ impl Engine {
                     .rules
                     .evaluate(event, &ctx, &mut scratch.shadow_eval);
                 self.apply_shadow_timers(plan, event, &scratch.shadow_eval);
-                let eval = &scratch.shadow_eval;
-                Decision {
-                    event_id: event.event_id.clone(),
-                    txn_id: event.txn_id.clone(),
-                    outcome: eval.outcome,
-                    score: eval.score,
-                    hits: eval.hits.clone(),
-                    ruleset_version: plan.loaded.rules.version().clone(),
-                    trigger: Trigger::Event,
-                    shadow: true,
+                let mut decision = event_decision(
+                    event,
+                    &scratch.shadow_eval,
+                    &plan.loaded.rules,
                     decided_at_ms,
-                    eval_latency_us: micros(started.elapsed()),
-                }
+                    micros(started.elapsed()),
+                );
+                decision.shadow = true;
+                decision
             });
             self.apply_effects(&live.rules, event, &scratch.eval);
             let eval = &scratch.eval;
             if let Some(shadow) = &shadow {
                 self.shadow_compared(eval.outcome, shadow.outcome);
             }
-            let decision = Decision {
-                event_id: event.event_id.clone(),
-                txn_id: event.txn_id.clone(),
-                outcome: eval.outcome,
-                score: eval.score,
-                hits: eval.hits.clone(),
-                ruleset_version: live.rules.version().clone(),
-                trigger: Trigger::Event,
-                shadow: false,
-                decided_at_ms,
-                eval_latency_us,
-            };
+            let decision = event_decision(event, eval, &live.rules, decided_at_ms, eval_latency_us);
             Decided {
                 decision,
                 shadow,
@@ -508,7 +515,6 @@ impl Engine {
         }
     }
 
-    /// Applies a tag update from the `entity-tags` topic.
     /// Applies a tag update from the entity-tags topic; an error when the entity already
     /// holds the most tags allowed (the update is then dead-lettered).
     pub fn apply_tag_update(&self, update: &TagUpdate) -> Result<(), EventError> {

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::backtest::{
-    for_each_event, read_tags, BacktestError, EventFileFormat, InputError, TimedTag,
+    for_each_event, read_tags, scratch_store, BacktestError, EventFileFormat, InputError, TimedTag,
 };
 use crate::decider::{DecideTrace, Engine, EventTimeTimers};
 use crate::event::{
@@ -24,7 +24,7 @@ use crate::event::{
 };
 use crate::rules::explain::{Location, Verdict};
 use crate::rules::{number, EvalContext, RuleSet};
-use crate::store::{StoreConfig, StoreError, TagStore};
+use crate::store::StoreConfig;
 
 /// Which event to explain, against which rules and history.
 #[derive(Debug, Clone, Default)]
@@ -64,13 +64,6 @@ pub enum ExplainError {
     UnknownFormat(PathBuf),
     #[error("{0}")]
     Events(#[from] BacktestError),
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("cannot open a scratch tag store: {0}")]
-    Store(#[from] StoreError),
     #[error("--tags {0}")]
     Tags(InputError),
 }
@@ -202,14 +195,7 @@ pub fn explain(opts: &ExplainOptions) -> Result<Explanation, ExplainError> {
         Some(path) => read_tags(path).map_err(ExplainError::Tags)?,
         None => Vec::new(),
     };
-    let dir = tempfile::tempdir().map_err(|source| ExplainError::Io {
-        path: std::env::temp_dir(),
-        source,
-    })?;
-    let store = TagStore::open(StoreConfig {
-        data_dir: dir.path().to_path_buf(),
-        ..StoreConfig::default()
-    })?;
+    let (store, _dir) = scratch_store(StoreConfig::default().memory_budget_bytes)?;
     let mut replay = Replay {
         timers: Arc::new(EventTimeTimers::default()),
         engine: None,

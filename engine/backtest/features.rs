@@ -38,7 +38,7 @@ impl FeatureBatch {
 }
 
 /// A fresh store in a temporary directory that lives as long as the returned guard.
-pub(super) fn scratch_store(
+pub(crate) fn scratch_store(
     memory_budget_bytes: u64,
 ) -> Result<(TagStore, tempfile::TempDir), BacktestError> {
     let dir = tempfile::tempdir().map_err(|source| BacktestError::Io {

@@ -12,8 +12,8 @@ use super::features::{scratch_store, FeatureBatch};
 use super::recycle::Recycle;
 use super::tags::TimedTag;
 use super::{BacktestError, Batch, BatchResult};
-use crate::decider::{EventTimeTimers, RuleStage};
-use crate::event::{encode_decision, Decision, OutputFormat, Trigger};
+use crate::decider::{event_decision, EventTimeTimers, RuleStage};
+use crate::event::{encode_decision, Decision, OutputFormat};
 use crate::rules::RuleSet;
 
 /// Memory budget of a set's tags (spilled to disk beyond).
@@ -74,6 +74,7 @@ impl SetRunner {
         let Some((batches, results)) = self.channels.take() else {
             return Ok(self.stats);
         };
+        let rules = self.stage.rules().clone();
         while let Ok(batch) = batches.recv() {
             let mut decisions = self.recycle.take().unwrap_or_default();
             decisions.reserve(batch.events.len());
@@ -83,19 +84,8 @@ impl SetRunner {
                 // Timers whose deadline passed fire before the event that reveals it.
                 self.fire_due(event.event_time_ms, &mut timeouts, &mut timeout_keys)?;
                 let eval = self.stage.evaluate(event, batch.row(i));
-                let decision = Decision {
-                    event_id: event.event_id.clone(),
-                    txn_id: event.txn_id.clone(),
-                    outcome: eval.outcome,
-                    score: eval.score,
-                    hits: eval.hits.clone(),
-                    ruleset_version: self.stage.rules().version().clone(),
-                    trigger: Trigger::Event,
-                    shadow: false,
-                    decided_at_ms: event.event_time_ms,
-                    // replays time nothing per event
-                    eval_latency_us: 0,
-                };
+                // replays time nothing per event: latency 0
+                let decision = event_decision(event, eval, &rules, event.event_time_ms, 0);
                 self.write(&decision)?;
                 decisions.push(decision);
             }
