@@ -2,7 +2,7 @@
 
 use super::codec::{DecodeError, Reader, Writer};
 use super::hll::SlidingHll;
-use super::packed::{unpack, update_packed, PackedFeatures, Scratch, Sketches, KIND_SKETCH};
+use super::packed::{update_packed, update_typed, PackedFeatures, Scratch, Sketches, KIND_SKETCH};
 use super::window::{empty_value, Contribution, FeatureState, Geometry};
 use crate::event::Aggregate;
 use std::mem::size_of;
@@ -177,11 +177,11 @@ impl Entity {
     /// in order when an id repeats) and reports `(k, value after counting, T)` for each
     /// `updates[k]` to `report`. Extends the horizon to T + window of each feature.
     ///
-    /// A packed entity is rewritten in one pass into a scratch block that replaces the old one
-    /// in place when its size did not change (else by one new exact-size block), so an event
-    /// costs at most one allocation per entity. Each updated feature is edited on its packed
-    /// records ([`update_packed`]) or, for what only the typed form does (sketches, a
-    /// `distinct` whose items expire or outgrow the exact limit), unpacked, updated and packed.
+    /// A packed entity's block is edited in a scratch copy, feature by feature in the order of
+    /// `updates` (only the updated features are touched), and written back in place, or into
+    /// one new exact-size allocation when its size changed. Each feature is edited on its packed records
+    /// ([`update_packed`]) or, for what only the typed form does (sketches, a `distinct` that
+    /// outgrows the exact limit), unpacked, updated and packed ([`update_typed`]).
     pub fn update_features(
         &mut self,
         t_ms: i64,
@@ -217,40 +217,52 @@ impl Entity {
             return;
         }
         let mut block = std::mem::take(&mut scratch.block);
-        let mut matched = std::mem::take(&mut scratch.matched);
-        block.clear();
-        matched.clear();
-        matched.resize(updates.len(), false);
-        let mut edit = FeatureEdit {
-            t_ms,
-            updates,
-            distinct_limit,
-            matched: &mut matched,
-            extra: &mut self.extra,
-            scratch,
-            sketches_changed: false,
-            promote: false,
-        };
-        for slot in self.features.slots() {
-            if updates.iter().any(|u| u.id == slot.id) {
-                let start = block.len();
-                block.extend_from_slice(self.features.slot_bytes(&slot));
-                edit.apply(&mut block, start, slot.id, 0, &mut done);
-            } else {
-                block.extend_from_slice(self.features.slot_bytes(&slot));
-            }
+        self.features.copy_block(&mut block);
+        let (mut cursor, mut promote, mut sketches_changed) = (0, false, false);
+        for (k, u) in updates.iter().enumerate() {
+            // in the order of the updates, a feature usually follows the one before it
+            let start = match PackedFeatures::id_at(&block, cursor) {
+                Some(id) if id == u.id => cursor,
+                _ => PackedFeatures::position(&block, u.id).unwrap_or_else(|| {
+                    let at = block.len();
+                    PackedFeatures::push_empty(&mut block, u.id, u.agg);
+                    at
+                }),
+            };
+            let (g, c) = (u.geometry, u.contribution);
+            let value = match update_packed(&mut block, start, u.agg, g, t_ms, c, distinct_limit) {
+                Some(value) => value,
+                None => {
+                    let sketch = if block[start + 16] == KIND_SKETCH {
+                        sketches_changed = true;
+                        take_sketch(&mut self.extra, u.id)
+                    } else {
+                        None
+                    };
+                    let (value, sketch) = update_typed(
+                        &mut block,
+                        start,
+                        sketch,
+                        u.agg,
+                        g,
+                        t_ms,
+                        c,
+                        distinct_limit,
+                        scratch,
+                    );
+                    if let Some(sketch) = sketch {
+                        self.extra_mut().sketches.push((u.id, sketch));
+                    }
+                    value
+                }
+            };
+            let slot = PackedFeatures::slot_of(&block[start..]);
+            promote |= slot.records >= HOT_RECORDS;
+            done(k, value, PackedFeatures::latest_ms_of(&block[start..]));
+            cursor = start + slot.end;
         }
-        for (k, update) in updates.iter().enumerate() {
-            if !edit.matched[k] {
-                let start = block.len();
-                PackedFeatures::push_empty(&mut block, update.id, update.agg);
-                edit.apply(&mut block, start, update.id, k, &mut done);
-            }
-        }
-        let (sketches_changed, promote) = (edit.sketches_changed, edit.promote);
-        self.features.replace(&block);
+        self.features.put_block(&block);
         scratch.block = block;
-        scratch.matched = matched;
         self.holds_until_ms = horizon;
         if sketches_changed {
             self.tidy_extra();
@@ -466,81 +478,6 @@ impl Entity {
             dirty: false,
             persisted,
         })
-    }
-}
-
-/// One event's pass over the features of a packed entity ([`Entity::update_features`]).
-struct FeatureEdit<'a> {
-    t_ms: i64,
-    updates: &'a [FeatureUpdate],
-    distinct_limit: usize,
-    /// `matched[k]`: `updates[k]` was applied.
-    matched: &'a mut [bool],
-    extra: &'a mut Option<Box<Extra>>,
-    scratch: &'a mut Scratch,
-    /// A sketch was taken out of the extras (the box may now be empty).
-    sketches_changed: bool,
-    /// A feature reached [`HOT_RECORDS`].
-    promote: bool,
-}
-
-impl FeatureEdit<'_> {
-    /// Applies the updates from index `from` on of feature `id`, packed at `block[start..]` (the
-    /// block's last feature).
-    fn apply(
-        &mut self,
-        block: &mut Vec<u8>,
-        start: usize,
-        id: u64,
-        from: usize,
-        done: &mut impl FnMut(usize, Option<f64>, i64),
-    ) {
-        let mut typed: Option<FeatureState> = None;
-        for (k, u) in self.updates.iter().enumerate().skip(from) {
-            if u.id != id {
-                continue;
-            }
-            self.matched[k] = true;
-            let state = match &mut typed {
-                Some(state) => state,
-                None => {
-                    let (t, limit) = (self.t_ms, self.distinct_limit);
-                    let edited =
-                        update_packed(block, start, u.agg, u.geometry, t, u.contribution, limit);
-                    if let Some(value) = edited {
-                        done(k, value, PackedFeatures::latest_ms_of(&block[start..]));
-                        continue;
-                    }
-                    let feature = &block[start..];
-                    let slot = PackedFeatures::slot_of(feature);
-                    let sketch = if slot.kind == KIND_SKETCH {
-                        self.sketches_changed = true;
-                        take_sketch(self.extra, id)
-                    } else {
-                        None
-                    };
-                    typed.insert(unpack(feature, &slot, sketch, self.scratch))
-                }
-            };
-            let value = state.update(
-                u.agg,
-                u.geometry,
-                self.t_ms,
-                u.contribution,
-                self.distinct_limit,
-            );
-            done(k, value, state.latest_ms);
-        }
-        if let Some(state) = typed {
-            block.truncate(start);
-            if let Some(sketch) = PackedFeatures::pack(state, block, self.scratch) {
-                self.extra
-                    .get_or_insert_with(Box::default)
-                    .sketches
-                    .push((id, sketch));
-            }
-        }
-        self.promote |= PackedFeatures::slot_of(&block[start..]).records >= HOT_RECORDS;
     }
 }
 

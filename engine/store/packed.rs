@@ -12,9 +12,9 @@
 //! | 4 | distinct, exact | item hash u64, newest bucket i64 | 16 |
 //! | 5 | distinct, sketch | none: the sketch lives beside the block (`Entity`'s extras) | 0 |
 //!
-//! The window logic stays in [`FeatureState`] (typed `Vec`s): an update unpacks one feature into
-//! vectors recycled through [`Scratch`] (no allocation), applies the event and packs it back, in
-//! place when its size did not change. The encoded (checkpoint) form is format 1, unchanged.
+//! An event edits a feature's records in place ([`update_packed`]); only sketches and a
+//! `distinct` outgrowing its exact limit go through the typed form ([`FeatureState`], vectors
+//! recycled through [`Scratch`]). The encoded (checkpoint) form is format 1, unchanged.
 
 use super::codec::{DecodeError, Reader, Writer};
 use super::hll::{item_hash, DistinctState, SeenItem, SlidingHll};
@@ -65,10 +65,11 @@ fn kind_of(agg: Aggregate) -> u8 {
     }
 }
 
-/// Applies one event to the feature packed at `block[start..]` (its header and records; it is
-/// the block's last feature) without unpacking it, exactly as [`FeatureState::update`] does,
-/// and returns the value after counting. `None`, with nothing changed, for what only the typed
-/// form does: a sketch, a `distinct` whose items expire or that outgrows `distinct_limit`.
+/// Applies one event to the feature packed at `block[start..]` (its header and records; other
+/// features may follow it) in place, exactly as [`FeatureState::update`] does, and returns the
+/// value after counting. The block grows or shrinks only when the feature's record count
+/// changes, and then by exactly the records added or dropped. `None`, with nothing changed, for
+/// what only the typed form does: a sketch, a `distinct` that would outgrow `distinct_limit`.
 pub fn update_packed(
     block: &mut Vec<u8>,
     start: usize,
@@ -84,7 +85,8 @@ pub fn update_packed(
     }
     let records = u32_at(block, start + 17) as usize;
     let width = WIDTH[usize::from(kind)];
-    let rec = |i: usize| start + HEADER + i * width;
+    let first = start + HEADER;
+    let rec = |i: usize| first + i * width;
     let latest_ms = i64_at(block, start + 8).max(t_ms);
     let (cutoff, index) = geometry.cutoff_and_bucket(latest_ms, t_ms);
     let adds = index > cutoff
@@ -95,46 +97,31 @@ pub fn update_packed(
             Contribution::Item(_) => kind == 0 || kind == 4,
         };
     if kind == 4 {
-        // exact distinct: (item hash, newest bucket) in insertion order
-        if (0..records).any(|i| i64_at(block, rec(i) + 8) <= cutoff) {
-            return None;
-        }
-        let mut live = records;
-        if adds {
-            let hash = match contribution {
-                Contribution::Item(hash) => hash,
-                Contribution::Number(v) => item_hash(&v.to_le_bytes()),
-                _ => return None,
-            };
-            match (0..records).find(|&i| u64_at(block, rec(i)) == hash) {
-                Some(i) => {
-                    let newest = i64_at(block, rec(i) + 8).max(index);
-                    put_i64(block, rec(i) + 8, newest);
-                }
-                None if records < distinct_limit => {
-                    block.extend_from_slice(&hash.to_le_bytes());
-                    block.extend_from_slice(&index.to_le_bytes());
-                    live += 1;
-                }
-                None => return None,
-            }
-        }
+        let live = update_exact_distinct(
+            block,
+            first,
+            records,
+            cutoff,
+            adds.then_some((contribution, index)),
+            distinct_limit,
+        )?;
         put_i64(block, start + 8, latest_ms);
         put_u32(block, start + 17, live as u32);
         return Some(Some(live as f64));
     }
     // count, sum/avg, min/max, last: buckets sorted by index
-    let expired = (0..records)
-        .take_while(|&i| i64_at(block, rec(i)) <= cutoff)
-        .count();
+    let mut expired = 0;
+    while expired < records && i64_at(block, rec(expired)) <= cutoff {
+        expired += 1;
+    }
     // the first record at or after `index`, searched from the newest: an in-order event lands
     // in the newest bucket or just after it
     let mut at = records;
     while at > expired && i64_at(block, rec(at - 1)) >= index {
         at -= 1;
     }
-    let mut kept = records - expired;
-    if adds && at < records && i64_at(block, rec(at)) == index {
+    let existing = adds && at < records && i64_at(block, rec(at)) == index;
+    if existing {
         let r = rec(at);
         match (kind, contribution) {
             (0, _) => {
@@ -161,44 +148,34 @@ pub fn update_packed(
             }
             _ => {}
         }
-    } else if adds {
-        let mut fresh = [0u8; 24];
-        fresh[..8].copy_from_slice(&index.to_le_bytes());
-        match (kind, contribution) {
-            (0, _) => fresh[8..12].copy_from_slice(&1u32.to_le_bytes()),
-            (1, Contribution::Number(v)) => {
-                fresh[8..12].copy_from_slice(&1u32.to_le_bytes());
-                fresh[12..20].copy_from_slice(&v.to_le_bytes());
-            }
-            (2, Contribution::Number(v)) => fresh[8..16].copy_from_slice(&v.to_le_bytes()),
-            (3, Contribution::Number(v)) => {
-                fresh[8..16].copy_from_slice(&t_ms.to_le_bytes());
-                fresh[16..24].copy_from_slice(&v.to_le_bytes());
-            }
-            _ => {}
-        }
-        let r = rec(at);
-        block.splice(r..r, fresh[..width].iter().copied());
-        kept += 1;
     }
-    block.drain(rec(0)..rec(expired));
+    let mut kept = records - expired;
+    if adds && !existing {
+        let fresh = fresh_record(kind, index, t_ms, contribution);
+        let fresh = &fresh[..width];
+        if expired > 0 {
+            // the expired records make room: shift the live ones before `at` down over them
+            block.copy_within(rec(expired)..rec(at), rec(0));
+            let r = rec(at - expired);
+            block[r..r + width].copy_from_slice(fresh);
+            block.drain(r + width..rec(at));
+        } else {
+            insert_bytes(block, rec(at), fresh);
+        }
+        kept += 1;
+    } else if expired > 0 {
+        block.drain(rec(0)..rec(expired));
+    }
     put_i64(block, start + 8, latest_ms);
     put_u32(block, start + 17, kept as u32);
     // every record left is inside the window
-    let mut records = (0..kept).map(|i| start + HEADER + i * width);
-    let block = &block[..];
+    let live = &block[first..first + kept * width];
+    let mut records = live.chunks_exact(width);
     Some(match agg {
-        Aggregate::Count => Some(
-            records
-                .map(|r| u64::from(u32_at(block, r + 8)))
-                .sum::<u64>() as f64,
-        ),
+        Aggregate::Count => Some(records.map(|r| u64::from(u32_at(r, 8))).sum::<u64>() as f64),
         Aggregate::Sum | Aggregate::Avg => {
             let (count, sum) = records.fold((0u64, 0i64), |(c, s), r| {
-                (
-                    c + u64::from(u32_at(block, r + 8)),
-                    s.saturating_add(i64_at(block, r + 12)),
-                )
+                (c + u64::from(u32_at(r, 8)), s.saturating_add(i64_at(r, 12)))
             });
             match agg {
                 Aggregate::Sum => Some(from_fixed(sum)),
@@ -206,13 +183,98 @@ pub fn update_packed(
                 _ => Some(from_fixed(sum) / count as f64),
             }
         }
-        Aggregate::Min => records.map(|r| i64_at(block, r + 8)).min().map(from_fixed),
-        Aggregate::Max => records.map(|r| i64_at(block, r + 8)).max().map(from_fixed),
-        Aggregate::Last => records
-            .next_back()
-            .map(|r| from_fixed(i64_at(block, r + 16))),
+        Aggregate::Min => records.map(|r| i64_at(r, 8)).min().map(from_fixed),
+        Aggregate::Max => records.map(|r| i64_at(r, 8)).max().map(from_fixed),
+        Aggregate::Last => records.next_back().map(|r| from_fixed(i64_at(r, 16))),
         Aggregate::Distinct => return None,
     })
+}
+
+/// The record a counted event opens in a new bucket `index` (the first `WIDTH[kind]` bytes).
+fn fresh_record(kind: u8, index: i64, t_ms: i64, contribution: Contribution) -> [u8; 24] {
+    let mut fresh = [0u8; 24];
+    fresh[..8].copy_from_slice(&index.to_le_bytes());
+    match (kind, contribution) {
+        (0, _) => fresh[8..12].copy_from_slice(&1u32.to_le_bytes()),
+        (1, Contribution::Number(v)) => {
+            fresh[8..12].copy_from_slice(&1u32.to_le_bytes());
+            fresh[12..20].copy_from_slice(&v.to_le_bytes());
+        }
+        (2, Contribution::Number(v)) => fresh[8..16].copy_from_slice(&v.to_le_bytes()),
+        (3, Contribution::Number(v)) => {
+            fresh[8..16].copy_from_slice(&t_ms.to_le_bytes());
+            fresh[16..24].copy_from_slice(&v.to_le_bytes());
+        }
+        _ => {}
+    }
+    fresh
+}
+
+/// Inserts `bytes` at `at`.
+fn insert_bytes(block: &mut Vec<u8>, at: usize, bytes: &[u8]) {
+    let len = block.len();
+    block.extend_from_slice(bytes);
+    block.copy_within(at..len, at + bytes.len());
+    block[at..at + bytes.len()].copy_from_slice(bytes);
+}
+
+/// The exact `distinct` records (item hash, newest bucket; in insertion order) at
+/// `block[first..]`: drops the items at or before `cutoff`, then records `add` (the item and
+/// its bucket) as [`DistinctState`] does, and returns the live count. `None`, with nothing
+/// changed, when the item is new and the set is full (the typed form turns it into a sketch).
+fn update_exact_distinct(
+    block: &mut Vec<u8>,
+    first: usize,
+    records: usize,
+    cutoff: i64,
+    add: Option<(Contribution, i64)>,
+    distinct_limit: usize,
+) -> Option<usize> {
+    const W: usize = 16;
+    let hash = match add {
+        Some((Contribution::Item(hash), _)) => Some(hash),
+        Some((Contribution::Number(v), _)) => Some(item_hash(&v.to_le_bytes())),
+        _ => None,
+    };
+    let items = &block[first..first + records * W];
+    let live = items
+        .chunks_exact(W)
+        .filter(|r| i64_at(r, 8) > cutoff)
+        .count();
+    let known = hash.and_then(|hash| {
+        items
+            .chunks_exact(W)
+            .position(|r| u64_at(r, 0) == hash && i64_at(r, 8) > cutoff)
+    });
+    if hash.is_some() && known.is_none() && live >= distinct_limit {
+        return None;
+    }
+    if let (Some(i), Some((_, index))) = (known, add) {
+        let at = first + i * W + 8;
+        let newest = i64_at(block, at).max(index);
+        put_i64(block, at, newest);
+    }
+    if live < records {
+        // keep the live items in order
+        let mut to = first;
+        for from in (first..first + records * W).step_by(W) {
+            if i64_at(block, from + 8) > cutoff {
+                block.copy_within(from..from + W, to);
+                to += W;
+            }
+        }
+        block.drain(to..first + records * W);
+    }
+    match (hash, known, add) {
+        (Some(hash), None, Some((_, index))) => {
+            let mut fresh = [0u8; W];
+            fresh[..8].copy_from_slice(&hash.to_le_bytes());
+            fresh[8..].copy_from_slice(&index.to_le_bytes());
+            insert_bytes(block, first + live * W, &fresh);
+            Some(live + 1)
+        }
+        _ => Some(live),
+    }
 }
 
 /// Distinct sketches of an entity, by feature id.
@@ -237,10 +299,8 @@ pub struct Scratch {
     last: Vec<LastBucket>,
     items: Vec<SeenItem>,
     record: Vec<u8>,
-    /// The block being rebuilt by `Entity::update_features`.
+    /// The block of the entity being updated (`Entity::update_features`).
     pub(super) block: Vec<u8>,
-    /// Which of an entity's updates found their feature in the block.
-    pub(super) matched: Vec<bool>,
     /// An event's feature updates of one entity (filled by the tag store).
     pub(super) updates: Vec<super::entity::FeatureUpdate>,
     /// The input index of each of `updates`.
@@ -315,6 +375,42 @@ impl PackedFeatures {
         i64_at(feature, 8)
     }
 
+    /// The id of the feature whose header starts at `block[at..]`; `None` at the block's end.
+    pub fn id_at(block: &[u8], at: usize) -> Option<u64> {
+        (at + HEADER <= block.len()).then(|| u64_at(block, at))
+    }
+
+    /// Where the header of feature `id` starts in `block`.
+    pub fn position(block: &[u8], id: u64) -> Option<usize> {
+        let mut at = 0;
+        while at + HEADER <= block.len() {
+            let slot = PackedFeatures::slot_of(&block[at..]);
+            if slot.id == id {
+                return Some(at);
+            }
+            at += slot.end;
+        }
+        None
+    }
+
+    /// Copies the block into `edit` (a reused buffer, so edits that resize features do not
+    /// allocate) to be edited with [`update_packed`]; [`PackedFeatures::put_block`] then
+    /// writes it back.
+    pub fn copy_block(&self, edit: &mut Vec<u8>) {
+        edit.clear();
+        edit.extend_from_slice(&self.bytes);
+    }
+
+    /// Writes an edited block back: in place when its size did not change, else into one new
+    /// exact-size allocation.
+    pub fn put_block(&mut self, block: &[u8]) {
+        if self.bytes.len() == block.len() {
+            self.bytes.copy_from_slice(block);
+        } else {
+            self.bytes = Box::from(block);
+        }
+    }
+
     /// T of the feature at `slot`.
     pub fn latest_ms(&self, slot: &Slot) -> i64 {
         i64_at(&self.bytes, slot.at + 8)
@@ -333,20 +429,6 @@ impl PackedFeatures {
         scratch: &mut Scratch,
     ) -> FeatureState {
         unpack(&self.bytes, slot, sketch, scratch)
-    }
-
-    /// The bytes of the feature at `slot` (header and records).
-    pub fn slot_bytes(&self, slot: &Slot) -> &[u8] {
-        &self.bytes[slot.at..slot.end]
-    }
-
-    /// Replaces the block with `block`, in place when the size is unchanged.
-    pub fn replace(&mut self, block: &[u8]) {
-        if self.bytes.len() == block.len() {
-            self.bytes.copy_from_slice(block);
-        } else {
-            self.bytes = Box::from(block);
-        }
     }
 
     /// Appends the packed form of `state` to `out` and hands its vectors back to `scratch`;
@@ -529,6 +611,33 @@ impl PackedFeatures {
     }
 }
 
+/// Applies one event to the feature at `block[start..]` through its typed form, for what
+/// [`update_packed`] leaves to it (`sketch` is the feature's sketch when it has one): unpacks
+/// it, updates it and packs it back in its place. Returns the value after counting and the
+/// sketch to keep beside the block.
+#[allow(clippy::too_many_arguments)]
+pub fn update_typed(
+    block: &mut Vec<u8>,
+    start: usize,
+    sketch: Option<Box<SlidingHll>>,
+    agg: Aggregate,
+    geometry: Geometry,
+    t_ms: i64,
+    contribution: Contribution,
+    distinct_limit: usize,
+    scratch: &mut Scratch,
+) -> (Option<f64>, Option<Box<SlidingHll>>) {
+    let slot = PackedFeatures::slot_of(&block[start..]);
+    let mut state = unpack(&block[start..], &slot, sketch, scratch);
+    let value = state.update(agg, geometry, t_ms, contribution, distinct_limit);
+    let mut record = std::mem::take(&mut scratch.record);
+    record.clear();
+    let sketch = PackedFeatures::pack(state, &mut record, scratch);
+    block.splice(start..start + slot.end, record.iter().copied());
+    scratch.record = record;
+    (value, sketch)
+}
+
 /// The typed form of the feature at `slot` of block `b` (see [`PackedFeatures::unpack`]).
 pub fn unpack(
     b: &[u8],
@@ -707,22 +816,26 @@ mod tests {
                         (_, Aggregate::Distinct) => Contribution::Item((seed >> 24) % 5),
                         _ => Contribution::Number((seed >> 20) as i64 % 10_000 - 2_000),
                     };
-                    let mut block = vec![0xAA; 5]; // another feature before it
+                    // other features before and after it
+                    let mut block = vec![0xAA; 5];
                     pack_one(&reference, false, &mut block);
+                    block.extend_from_slice(&[0xBB; 7]);
                     let before = reference.clone();
-                    // (at most 8 items: exact throughout; sketches are the typed form's)
+                    // (at most 8 items: a new item past them is the typed form's sketch)
                     let want = reference.update(agg, g, t, contribution, 8);
                     let got = update_packed(&mut block, 5, agg, g, t, contribution, 8);
                     let Some(got) = got else {
                         let mut unchanged = vec![0xAA; 5];
                         pack_one(&before, false, &mut unchanged);
+                        unchanged.extend_from_slice(&[0xBB; 7]);
                         assert_eq!(block, unchanged, "{agg:?} event {event}: changed");
                         continue;
                     };
                     edited += 1;
                     assert_eq!(got, want, "{agg:?} event {event}");
+                    assert_eq!(block[block.len() - 7..], [0xBB; 7], "{agg:?} event {event}");
                     let slot = PackedFeatures::slot_of(&block[5..]);
-                    assert_eq!(slot.end, block.len() - 5);
+                    assert_eq!(slot.end, block.len() - 5 - 7);
                     let state = unpack(&block[5..], &slot, None, &mut scratch);
                     assert_eq!(state, reference, "{agg:?} event {event}");
                 }
