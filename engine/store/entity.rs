@@ -230,8 +230,8 @@ impl Entity {
                 }),
             };
             let (g, c) = (u.geometry, u.contribution);
-            let value = match update_packed(&mut block, start, u.agg, g, t_ms, c, distinct_limit) {
-                Some(value) => value,
+            let edited = match update_packed(&mut block, start, u.agg, g, t_ms, c, distinct_limit) {
+                Some(edited) => edited,
                 None => {
                     let sketch = if block[start + 16] == KIND_SKETCH {
                         sketches_changed = true;
@@ -239,7 +239,7 @@ impl Entity {
                     } else {
                         None
                     };
-                    let (value, sketch) = update_typed(
+                    let (edited, sketch) = update_typed(
                         &mut block,
                         start,
                         sketch,
@@ -253,13 +253,12 @@ impl Entity {
                     if let Some(sketch) = sketch {
                         self.extra_mut().sketches.push((u.id, sketch));
                     }
-                    value
+                    edited
                 }
             };
-            let slot = PackedFeatures::slot_of(&block[start..]);
-            promote |= slot.records >= HOT_RECORDS;
-            done(k, value, PackedFeatures::latest_ms_of(&block[start..]));
-            cursor = start + slot.end;
+            promote |= edited.records >= HOT_RECORDS;
+            done(k, edited.value, edited.latest_ms);
+            cursor = edited.end;
         }
         self.features.put_block(&block);
         scratch.block = block;

@@ -65,11 +65,24 @@ fn kind_of(agg: Aggregate) -> u8 {
     }
 }
 
+/// A feature after [`update_packed`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Edited {
+    /// The value after counting.
+    pub value: Option<f64>,
+    /// T after the event.
+    pub latest_ms: i64,
+    /// Its record count.
+    pub records: usize,
+    /// Where it ends in the block (the next feature's header).
+    pub end: usize,
+}
+
 /// Applies one event to the feature packed at `block[start..]` (its header and records; other
-/// features may follow it) in place, exactly as [`FeatureState::update`] does, and returns the
-/// value after counting. The block grows or shrinks only when the feature's record count
-/// changes, and then by exactly the records added or dropped. `None`, with nothing changed, for
-/// what only the typed form does: a sketch, a `distinct` that would outgrow `distinct_limit`.
+/// features may follow it) in place, exactly as [`FeatureState::update`] does. The block grows
+/// or shrinks only when the feature's record count changes, and then by exactly the records
+/// added or dropped. `None`, with nothing changed, for what only the typed form does: a
+/// sketch, a `distinct` that would outgrow `distinct_limit`.
 pub fn update_packed(
     block: &mut Vec<u8>,
     start: usize,
@@ -78,7 +91,7 @@ pub fn update_packed(
     t_ms: i64,
     contribution: Contribution,
     distinct_limit: usize,
-) -> Option<Option<f64>> {
+) -> Option<Edited> {
     let kind = block[start + 16];
     if kind != kind_of(agg) {
         return None;
@@ -107,7 +120,12 @@ pub fn update_packed(
         )?;
         put_i64(block, start + 8, latest_ms);
         put_u32(block, start + 17, live as u32);
-        return Some(Some(live as f64));
+        return Some(Edited {
+            value: Some(live as f64),
+            latest_ms,
+            records: live,
+            end: first + live * 16,
+        });
     }
     // count, sum/avg, min/max, last: buckets sorted by index
     let mut expired = 0;
@@ -171,7 +189,7 @@ pub fn update_packed(
     // every record left is inside the window
     let live = &block[first..first + kept * width];
     let mut records = live.chunks_exact(width);
-    Some(match agg {
+    let value = match agg {
         Aggregate::Count => Some(records.map(|r| u64::from(u32_at(r, 8))).sum::<u64>() as f64),
         Aggregate::Sum | Aggregate::Avg => {
             let (count, sum) = records.fold((0u64, 0i64), |(c, s), r| {
@@ -187,6 +205,12 @@ pub fn update_packed(
         Aggregate::Max => records.map(|r| i64_at(r, 8)).max().map(from_fixed),
         Aggregate::Last => records.next_back().map(|r| from_fixed(i64_at(r, 16))),
         Aggregate::Distinct => return None,
+    };
+    Some(Edited {
+        value,
+        latest_ms,
+        records: kept,
+        end: first + kept * width,
     })
 }
 
@@ -368,11 +392,6 @@ impl PackedFeatures {
             kind,
             records,
         }
-    }
-
-    /// T of the feature whose header starts `feature`.
-    pub fn latest_ms_of(feature: &[u8]) -> i64 {
-        i64_at(feature, 8)
     }
 
     /// The id of the feature whose header starts at `block[at..]`; `None` at the block's end.
@@ -613,7 +632,7 @@ impl PackedFeatures {
 
 /// Applies one event to the feature at `block[start..]` through its typed form, for what
 /// [`update_packed`] leaves to it (`sketch` is the feature's sketch when it has one): unpacks
-/// it, updates it and packs it back in its place. Returns the value after counting and the
+/// it, updates it and packs it back in its place. Returns the feature after the event and the
 /// sketch to keep beside the block.
 #[allow(clippy::too_many_arguments)]
 pub fn update_typed(
@@ -626,7 +645,7 @@ pub fn update_typed(
     contribution: Contribution,
     distinct_limit: usize,
     scratch: &mut Scratch,
-) -> (Option<f64>, Option<Box<SlidingHll>>) {
+) -> (Edited, Option<Box<SlidingHll>>) {
     let slot = PackedFeatures::slot_of(&block[start..]);
     let mut state = unpack(&block[start..], &slot, sketch, scratch);
     let value = state.update(agg, geometry, t_ms, contribution, distinct_limit);
@@ -635,7 +654,14 @@ pub fn update_typed(
     let sketch = PackedFeatures::pack(state, &mut record, scratch);
     block.splice(start..start + slot.end, record.iter().copied());
     scratch.record = record;
-    (value, sketch)
+    let packed = PackedFeatures::slot_of(&block[start..]);
+    let edited = Edited {
+        value,
+        latest_ms: i64_at(block, start + 8),
+        records: packed.records,
+        end: start + packed.end,
+    };
+    (edited, sketch)
 }
 
 /// The typed form of the feature at `slot` of block `b` (see [`PackedFeatures::unpack`]).
@@ -823,7 +849,8 @@ mod tests {
                     let before = reference.clone();
                     // (at most 8 items: a new item past them is the typed form's sketch)
                     let want = reference.update(agg, g, t, contribution, 8);
-                    let got = update_packed(&mut block, 5, agg, g, t, contribution, 8);
+                    let after = update_packed(&mut block, 5, agg, g, t, contribution, 8);
+                    let got = after.map(|e| e.value);
                     let Some(got) = got else {
                         let mut unchanged = vec![0xAA; 5];
                         pack_one(&before, false, &mut unchanged);
@@ -836,6 +863,9 @@ mod tests {
                     assert_eq!(block[block.len() - 7..], [0xBB; 7], "{agg:?} event {event}");
                     let slot = PackedFeatures::slot_of(&block[5..]);
                     assert_eq!(slot.end, block.len() - 5 - 7);
+                    let after = after.unwrap();
+                    assert_eq!((after.end, after.records), (5 + slot.end, slot.records));
+                    assert_eq!(after.latest_ms, reference.latest_ms);
                     let state = unpack(&block[5..], &slot, None, &mut scratch);
                     assert_eq!(state, reference, "{agg:?} event {event}");
                 }

@@ -69,9 +69,11 @@ struct Shard {
     maps: [EntityMap; KINDS],
     /// Accounted bytes of the entities in `maps`.
     bytes: u64,
-    /// [`Shard::table_excess`] as last computed; recomputed when `tables_changed` is set.
+    /// [`Shard::table_excess`], kept up to date by inserts that do not grow a table, and
+    /// recomputed when `tables_changed` is set.
     tables: u64,
-    /// Set by every insert into or removal from `maps` (and by `reserve`): `tables` is stale.
+    /// Set by every removal from `maps`, an insert that may grow a table, and `reserve`:
+    /// `tables` is stale.
     tables_changed: bool,
     /// Access clock; entities remember the tick of their last access.
     clock: u32,
@@ -115,8 +117,9 @@ impl Shard {
 }
 
 thread_local! {
-    /// Vectors for unpacking features, per thread (used only while a shard lock is held).
-    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+    /// Vectors for unpacking features, per thread (used only while a shard lock is held);
+    /// boxed, so taking it out for an update moves a pointer.
+    static SCRATCH: RefCell<Option<Box<Scratch>>> = const { RefCell::new(None) };
 }
 
 /// A shard on its own cache lines, so neighbouring locks do not false-share.
@@ -281,7 +284,7 @@ impl TagStore {
         mut seen: impl FnMut(Field, LiveTags<'_>),
     ) {
         out.iter_mut().for_each(|o| *o = None);
-        let mut scratch = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
+        let mut scratch = SCRATCH.with(|s| s.borrow_mut().take()).unwrap_or_default();
         let mut updates = std::mem::take(&mut scratch.updates);
         let mut of_input = std::mem::take(&mut scratch.update_inputs);
         let mut todo = std::mem::take(&mut scratch.todo);
@@ -353,7 +356,7 @@ impl TagStore {
         scratch.updates = updates;
         scratch.update_inputs = of_input;
         scratch.todo = todo;
-        SCRATCH.with(|s| *s.borrow_mut() = scratch);
+        SCRATCH.with(|s| *s.borrow_mut() = Some(scratch));
     }
 
     /// The entity in memory, read back from disk if it was spilled or checkpointed, or (with
@@ -369,6 +372,7 @@ impl TagStore {
         let Shard {
             maps,
             bytes,
+            tables,
             tables_changed,
             clock,
             spilled,
@@ -376,10 +380,11 @@ impl TagStore {
             disk_keys,
             ..
         } = shard;
-        let entity = match maps[kind as usize]
-            .raw_entry_mut()
-            .from_key_hashed_nocheck(hash, value)
-        {
+        let map = &mut maps[kind as usize];
+        // what an insert does to the table excess: no reallocation while the map has room
+        let (table_bytes, len) = (map.allocation_size() as u64, map.len() as u64);
+        let room = map.capacity() as u64 > len;
+        let entity = match map.raw_entry_mut().from_key_hashed_nocheck(hash, value) {
             RawEntryMut::Occupied(entry) => entry.into_mut(),
             RawEntryMut::Vacant(entry) => {
                 let entity = match self.read_back(spilled, deleted, disk_keys, kind, value, hash) {
@@ -395,7 +400,14 @@ impl TagStore {
                     None => return None,
                 };
                 *bytes += entity.accounted_bytes(value.len()) as u64;
-                *tables_changed = true;
+                if room && !*tables_changed {
+                    // the same table with one more slot accounted per entity
+                    let slot = MAP_SLOT_ACCOUNTED as u64;
+                    *tables -= table_bytes.saturating_sub(len * slot);
+                    *tables += table_bytes.saturating_sub((len + 1) * slot);
+                } else {
+                    *tables_changed = true;
+                }
                 entry.insert_hashed_nocheck(hash, value.into(), entity).1
             }
         };
