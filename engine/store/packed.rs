@@ -19,8 +19,8 @@
 use super::codec::{DecodeError, Reader, Writer};
 use super::hll::{item_hash, DistinctState, SeenItem, SlidingHll};
 use super::window::{
-    from_fixed, Buckets, Contribution, CountBucket, ExtremeBucket, FeatureState, Geometry,
-    LastBucket, SumBucket,
+    empty_value, from_fixed, Buckets, Contribution, CountBucket, ExtremeBucket, FeatureState,
+    Geometry, LastBucket, SumBucket,
 };
 use crate::event::Aggregate;
 
@@ -97,10 +97,20 @@ pub fn update_packed(
         return None;
     }
     let records = u32_at(block, start + 17) as usize;
-    let width = WIDTH[usize::from(kind)];
     let first = start + HEADER;
-    let rec = |i: usize| first + i * width;
     let latest_ms = i64_at(block, start + 8).max(t_ms);
+    if records == 0 && contribution == Contribution::Nothing {
+        // an event that counts nothing in an empty window only advances T
+        put_i64(block, start + 8, latest_ms);
+        return Some(Edited {
+            value: empty_value(agg),
+            latest_ms,
+            records: 0,
+            end: first,
+        });
+    }
+    let width = WIDTH[usize::from(kind)];
+    let rec = |i: usize| first + i * width;
     let (cutoff, index) = geometry.cutoff_and_bucket(latest_ms, t_ms);
     let adds = index > cutoff
         && match contribution {
