@@ -69,7 +69,6 @@ pub struct FeatureUpdate {
     pub geometry: Geometry,
     /// The window length: the entity holds the feature until T + `window_ms`.
     pub window_ms: i64,
-    pub contribution: Contribution,
 }
 
 /// Most tags one entity holds (expired ones count until purged): each `has tag` read of an
@@ -160,12 +159,12 @@ impl Entity {
             agg,
             geometry,
             window_ms: 0,
-            contribution,
         };
         let mut out = (None, i64::MIN);
         self.update_features(
             t_ms,
             &[update],
+            &[contribution],
             distinct_limit,
             scratch,
             |_, value, latest| out = (value, latest),
@@ -173,8 +172,8 @@ impl Entity {
         out
     }
 
-    /// Applies one event at `t_ms` to every feature in `updates` (each created on first use,
-    /// in order when an id repeats) and reports `(k, value after counting, T)` for each
+    /// Applies one event at `t_ms` to every feature in `updates`, `contributions[k]` to
+    /// `updates[k]` (each created on first use, in order when an id repeats), and reports `(k, value after counting, T)` for each
     /// `updates[k]` to `report`. Extends the horizon to T + window of each feature.
     ///
     /// A packed entity's block is edited in a scratch copy, feature by feature in the order of
@@ -186,6 +185,7 @@ impl Entity {
         &mut self,
         t_ms: i64,
         updates: &[FeatureUpdate],
+        contributions: &[Contribution],
         distinct_limit: usize,
         scratch: &mut Scratch,
         mut report: impl FnMut(usize, Option<f64>, i64),
@@ -201,7 +201,7 @@ impl Entity {
             .map(|e| &mut e.hot)
             .filter(|h| !h.is_empty())
         {
-            for (k, u) in updates.iter().enumerate() {
+            for (k, (u, &c)) in updates.iter().zip(contributions).enumerate() {
                 let at = match hot.iter().position(|f| f.id == u.id) {
                     Some(at) => at,
                     None => {
@@ -210,7 +210,7 @@ impl Entity {
                     }
                 };
                 let f = &mut hot[at];
-                let value = f.update(u.agg, u.geometry, t_ms, u.contribution, distinct_limit);
+                let value = f.update(u.agg, u.geometry, t_ms, c, distinct_limit);
                 done(k, value, f.latest_ms);
             }
             self.holds_until_ms = horizon;
@@ -219,7 +219,7 @@ impl Entity {
         let mut block = std::mem::take(&mut scratch.block);
         self.features.copy_block(&mut block);
         let (mut cursor, mut promote, mut sketches_changed) = (0, false, false);
-        for (k, u) in updates.iter().enumerate() {
+        for (k, (u, &c)) in updates.iter().zip(contributions).enumerate() {
             // in the order of the updates, a feature usually follows the one before it
             let start = match PackedFeatures::id_at(&block, cursor) {
                 Some(id) if id == u.id => cursor,
@@ -229,7 +229,7 @@ impl Entity {
                     at
                 }),
             };
-            let (g, c) = (u.geometry, u.contribution);
+            let g = u.geometry;
             let edited = match update_packed(&mut block, start, u.agg, g, t_ms, c, distinct_limit) {
                 Some(edited) => edited,
                 None => {
@@ -618,18 +618,26 @@ mod tests {
                     agg,
                     geometry: g,
                     window_ms: 60_000,
-                    contribution: match agg {
-                        Aggregate::Count => Contribution::Count,
-                        Aggregate::Distinct => Contribution::Item(seed % 9 + event / 100 * 40),
-                        _ => Contribution::Number((seed >> 20) as i64 % 1_000),
-                    },
+                })
+                .collect();
+            let contributions: Vec<Contribution> = feats[..live]
+                .iter()
+                .map(|&(_, agg)| match agg {
+                    Aggregate::Count => Contribution::Count,
+                    Aggregate::Distinct => Contribution::Item(seed % 9 + event / 100 * 40),
+                    _ => Contribution::Number((seed >> 20) as i64 % 1_000),
                 })
                 .collect();
             let mut got = vec![(None, 0); updates.len()];
-            e.update_features(t, &updates, 4, &mut scratch, |k, v, latest| {
-                got[k] = (v, latest)
-            });
-            for (k, u) in updates.iter().enumerate() {
+            e.update_features(
+                t,
+                &updates,
+                &contributions,
+                4,
+                &mut scratch,
+                |k, v, latest| got[k] = (v, latest),
+            );
+            for (k, (u, &c)) in updates.iter().zip(&contributions).enumerate() {
                 let r = match reference.iter().position(|f| f.id == u.id) {
                     Some(at) => &mut reference[at],
                     None => {
@@ -637,7 +645,7 @@ mod tests {
                         reference.last_mut().unwrap()
                     }
                 };
-                let want = r.update(u.agg, u.geometry, t, u.contribution, 4);
+                let want = r.update(u.agg, u.geometry, t, c, 4);
                 assert_eq!(got[k], (want, r.latest_ms), "event {event}, update {k}");
             }
         }

@@ -337,6 +337,10 @@ pub struct Scratch {
     pub(super) block: Vec<u8>,
     /// An event's feature updates of one entity (filled by the tag store).
     pub(super) updates: Vec<super::entity::FeatureUpdate>,
+    /// An event's contribution to each feature of one entity (filled by the tag store).
+    pub(super) contributions: Vec<Contribution>,
+    /// The same for the features of one kind naming several entities.
+    pub(super) mixed_contributions: Vec<Contribution>,
     /// The input index of each of `updates`.
     pub(super) update_inputs: Vec<usize>,
     /// Positions in a plan group of the features still to apply.

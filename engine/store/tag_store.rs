@@ -15,10 +15,10 @@ mod tags;
 mod tests;
 
 use super::disk::{printable_key, Disk, Pending};
-use super::entity::{alloc_size, Entity, FeatureUpdate, Tag, MAP_SLOT_ACCOUNTED};
+use super::entity::{alloc_size, Entity, Tag, MAP_SLOT_ACCOUNTED};
 use super::hll::item_hash;
 use super::packed::Scratch;
-use super::plan::FeaturePlan;
+use super::plan::{FeaturePlan, PlanGroup};
 use super::window::{empty_value, to_fixed, Contribution, Geometry};
 use super::{FeatureInput, FeatureSpec, Observation, StoreConfig, StoreError, StoreStats};
 use crate::event::{Aggregate, Field};
@@ -271,10 +271,11 @@ impl TagStore {
 
     /// Updates every feature of `plan` with the event's `input(i)` for feature `i` and writes
     /// each feature's value after counting into `out[i]` (`None` when the entity is missing).
-    /// `input` is called once per feature (again only for an input naming another entity than
-    /// the first of its kind). Entities are updated one at a time, each under its shard's lock
-    /// with all of its features; `seen` then gets each entity's kind and its tags live at the
-    /// event's time (read in the same lookup, for callers that ask about them next).
+    /// Entities are updated one at a time, each under its shard's lock with all of its
+    /// features; `seen` then gets each entity's kind and its tags live at the event's time
+    /// (read in the same lookup, for callers that ask about them next). `input` is called once
+    /// per feature when all features of a kind name the same entity (as an event's do), else
+    /// again as the features of each further entity are updated.
     pub fn update_planned<'a>(
         &self,
         event_time_ms: i64,
@@ -285,78 +286,151 @@ impl TagStore {
     ) {
         out.iter_mut().for_each(|o| *o = None);
         let mut scratch = SCRATCH.with(|s| s.borrow_mut().take()).unwrap_or_default();
-        let mut updates = std::mem::take(&mut scratch.updates);
-        let mut of_input = std::mem::take(&mut scratch.update_inputs);
-        let mut todo = std::mem::take(&mut scratch.todo);
-        let limit = self.cfg.distinct_exact_limit;
+        let mut contributions = std::mem::take(&mut scratch.contributions);
         let _gate = self.gate.read();
-        for (kind, features) in &plan.groups {
-            todo.clear();
-            todo.extend(0..features.len());
-            // one entity per round: the first value seen; inputs naming another wait
-            while !todo.is_empty() {
-                let mut value: Option<&str> = None;
-                updates.clear();
-                of_input.clear();
-                let mut waiting = 0;
-                for j in 0..todo.len() {
-                    let (i, template) = &features[todo[j]];
-                    if *i >= out.len() {
-                        continue;
-                    }
-                    let input = input(*i);
-                    let Some(entity) = input.entity else {
-                        continue;
-                    };
-                    match value {
-                        None => value = Some(entity),
-                        Some(v) if std::ptr::eq(v, entity) || v == entity => {}
-                        Some(_) => {
-                            todo[waiting] = todo[j];
-                            waiting += 1;
-                            continue;
-                        }
-                    }
-                    updates.push(FeatureUpdate {
-                        contribution: contribution(template.agg, &input),
-                        ..*template
-                    });
-                    of_input.push(*i);
-                }
-                todo.truncate(waiting);
-                let Some(value) = value else {
-                    break;
+        for group in &plan.groups {
+            // the common case: every feature of the kind names one entity
+            contributions.clear();
+            let (mut value, mut missing): (Option<&str>, usize) = (None, 0);
+            for (&i, update) in group.specs.iter().zip(&group.updates) {
+                let input = match out.get(i) {
+                    Some(_) => input(i),
+                    None => break,
                 };
-                let hash = entity_hash(value);
-                let mut shard = self.lock(self.shard_of(hash));
-                shard.watermark_ms = shard.watermark_ms.max(event_time_ms);
-                if let Some(entity) = self.entity_mut(&mut shard, *kind, value, hash, true) {
-                    let before = entity.accounted_bytes(value.len());
-                    entity.update_features(
+                match (value, input.entity) {
+                    (None, None) => {
+                        missing += 1;
+                        continue;
+                    }
+                    (None, Some(entity)) if missing == 0 => value = Some(entity),
+                    (Some(v), Some(entity)) if std::ptr::eq(v, entity) || v == entity => {}
+                    _ => break,
+                }
+                contributions.push(contribution(update.agg, &input));
+            }
+            match value {
+                // the event has no entity of this kind: nothing to update, the values stay None
+                None if missing == group.specs.len() => {}
+                Some(value) if contributions.len() == group.specs.len() => {
+                    let specs = &group.specs;
+                    let report = |k: usize, v: Option<f64>, _| out[specs[k]] = v;
+                    let (updates, kind) = (&group.updates, group.kind);
+                    let contributions = &contributions[..];
+                    self.update_entity(
                         event_time_ms,
-                        &updates,
-                        limit,
+                        kind,
+                        value,
                         &mut scratch,
-                        |k, v, _| out[of_input[k]] = v,
-                    );
-                    entity.dirty = true;
-                    seen(
-                        *kind,
-                        LiveTags {
-                            tags: entity.tags(),
-                            now_ms: event_time_ms,
+                        &mut seen,
+                        |e, s| {
+                            e.update_features(
+                                event_time_ms,
+                                updates,
+                                contributions,
+                                self.cfg.distinct_exact_limit,
+                                s,
+                                report,
+                            )
                         },
                     );
-                    let after = entity.accounted_bytes(value.len());
-                    shard.bytes = (shard.bytes + after as u64).saturating_sub(before as u64);
                 }
-                self.keep_within_budget(&mut shard);
+                _ => self.update_mixed(event_time_ms, group, &input, out, &mut scratch, &mut seen),
             }
         }
+        scratch.contributions = contributions;
+        SCRATCH.with(|s| *s.borrow_mut() = Some(scratch));
+    }
+
+    /// The features of one kind naming different entities (or some none): one entity per
+    /// round, the first value seen; inputs naming another wait for the next round.
+    fn update_mixed<'a>(
+        &self,
+        event_time_ms: i64,
+        group: &PlanGroup,
+        input: &impl Fn(usize) -> FeatureInput<'a>,
+        out: &mut [Option<f64>],
+        scratch: &mut Scratch,
+        seen: &mut impl FnMut(Field, LiveTags<'_>),
+    ) {
+        let mut updates = std::mem::take(&mut scratch.updates);
+        let mut contributions = std::mem::take(&mut scratch.mixed_contributions);
+        let mut of_input = std::mem::take(&mut scratch.update_inputs);
+        let mut todo = std::mem::take(&mut scratch.todo);
+        todo.clear();
+        todo.extend(0..group.specs.len());
+        while !todo.is_empty() {
+            let mut value: Option<&str> = None;
+            updates.clear();
+            contributions.clear();
+            of_input.clear();
+            let mut waiting = 0;
+            for j in 0..todo.len() {
+                let (i, update) = (group.specs[todo[j]], &group.updates[todo[j]]);
+                if i >= out.len() {
+                    continue;
+                }
+                let input = input(i);
+                let Some(entity) = input.entity else {
+                    continue;
+                };
+                match value {
+                    None => value = Some(entity),
+                    Some(v) if std::ptr::eq(v, entity) || v == entity => {}
+                    Some(_) => {
+                        todo[waiting] = todo[j];
+                        waiting += 1;
+                        continue;
+                    }
+                }
+                updates.push(*update);
+                contributions.push(contribution(update.agg, &input));
+                of_input.push(i);
+            }
+            todo.truncate(waiting);
+            let Some(value) = value else {
+                break;
+            };
+            let report = |k: usize, v: Option<f64>, _| out[of_input[k]] = v;
+            let limit = self.cfg.distinct_exact_limit;
+            self.update_entity(event_time_ms, group.kind, value, scratch, seen, |e, s| {
+                e.update_features(event_time_ms, &updates, &contributions, limit, s, report)
+            });
+        }
         scratch.updates = updates;
+        scratch.mixed_contributions = contributions;
         scratch.update_inputs = of_input;
         scratch.todo = todo;
-        SCRATCH.with(|s| *s.borrow_mut() = Some(scratch));
+    }
+
+    /// Applies `update` to the entity `value` of `kind` under its shard's lock, then shows its
+    /// live tags to `seen` and keeps the shard within its budget.
+    fn update_entity(
+        &self,
+        event_time_ms: i64,
+        kind: Field,
+        value: &str,
+        scratch: &mut Scratch,
+        seen: &mut impl FnMut(Field, LiveTags<'_>),
+        update: impl FnOnce(&mut Entity, &mut Scratch),
+    ) {
+        let hash = entity_hash(value);
+        let mut shard = self.lock(self.shard_of(hash));
+        shard.watermark_ms = shard.watermark_ms.max(event_time_ms);
+        if let Some(entity) = self.entity_mut(&mut shard, kind, value, hash, true) {
+            let before = entity.accounted_bytes(value.len());
+            update(entity, scratch);
+            entity.dirty = true;
+            seen(
+                kind,
+                LiveTags {
+                    tags: entity.tags(),
+                    now_ms: event_time_ms,
+                },
+            );
+            let after = entity.accounted_bytes(value.len());
+            shard.bytes = (shard.bytes + after as u64).saturating_sub(before as u64);
+        }
+        self.keep_within_budget(&mut shard);
     }
 
     /// The entity in memory, read back from disk if it was spilled or checkpointed, or (with
