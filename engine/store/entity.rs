@@ -173,7 +173,8 @@ impl Entity {
     }
 
     /// Applies one event at `t_ms` to every feature in `updates`, `contributions[k]` to
-    /// `updates[k]` (each created on first use, in order when an id repeats), and reports `(k, value after counting, T)` for each
+    /// `updates[k]` (each created on first use, in order when an id repeats); returns whether
+    /// the entity's [`Entity::accounted_bytes`] may have changed. Reports `(k, value after counting, T)` for each
     /// `updates[k]` to `report`. Extends the horizon to T + window of each feature.
     ///
     /// A packed entity's block is edited in a scratch copy, feature by feature in the order of
@@ -189,7 +190,7 @@ impl Entity {
         distinct_limit: usize,
         scratch: &mut Scratch,
         mut report: impl FnMut(usize, Option<f64>, i64),
-    ) {
+    ) -> bool {
         let mut horizon = self.holds_until_ms;
         let mut done = |k: usize, value: Option<f64>, latest_ms: i64| {
             report(k, value, latest_ms);
@@ -214,7 +215,7 @@ impl Entity {
                 done(k, value, f.latest_ms);
             }
             self.holds_until_ms = horizon;
-            return;
+            return true;
         }
         let mut block = std::mem::take(&mut scratch.block);
         self.features.copy_block(&mut block);
@@ -233,8 +234,9 @@ impl Entity {
             let edited = match update_packed(&mut block, start, u.agg, g, t_ms, c, distinct_limit) {
                 Some(edited) => edited,
                 None => {
+                    // the typed form may change what the extras hold
+                    sketches_changed = true;
                     let sketch = if block[start + 16] == KIND_SKETCH {
-                        sketches_changed = true;
                         take_sketch(&mut self.extra, u.id)
                     } else {
                         None
@@ -260,6 +262,7 @@ impl Entity {
             done(k, edited.value, edited.latest_ms);
             cursor = edited.end;
         }
+        let resized = block.len() != self.features.heap_bytes();
         self.features.put_block(&block);
         scratch.block = block;
         self.holds_until_ms = horizon;
@@ -269,6 +272,7 @@ impl Entity {
         if promote {
             self.promote(scratch);
         }
+        resized || sketches_changed || promote
     }
 
     /// Moves every feature to the typed (hot) form.

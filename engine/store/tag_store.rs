@@ -402,8 +402,9 @@ impl TagStore {
         scratch.todo = todo;
     }
 
-    /// Applies `update` to the entity `value` of `kind` under its shard's lock, then shows its
-    /// live tags to `seen` and keeps the shard within its budget.
+    /// Applies `update` to the entity `value` of `kind` under its shard's lock (it returns
+    /// whether the entity's accounted bytes may have changed), then shows its live tags to
+    /// `seen` and keeps the shard within its budget.
     fn update_entity(
         &self,
         event_time_ms: i64,
@@ -411,14 +412,14 @@ impl TagStore {
         value: &str,
         scratch: &mut Scratch,
         seen: &mut impl FnMut(Field, LiveTags<'_>),
-        update: impl FnOnce(&mut Entity, &mut Scratch),
+        update: impl FnOnce(&mut Entity, &mut Scratch) -> bool,
     ) {
         let hash = entity_hash(value);
         let mut shard = self.lock(self.shard_of(hash));
         shard.watermark_ms = shard.watermark_ms.max(event_time_ms);
         if let Some(entity) = self.entity_mut(&mut shard, kind, value, hash, true) {
             let before = entity.accounted_bytes(value.len());
-            update(entity, scratch);
+            let resized = update(entity, scratch);
             entity.dirty = true;
             seen(
                 kind,
@@ -427,8 +428,10 @@ impl TagStore {
                     now_ms: event_time_ms,
                 },
             );
-            let after = entity.accounted_bytes(value.len());
-            shard.bytes = (shard.bytes + after as u64).saturating_sub(before as u64);
+            if resized {
+                let after = entity.accounted_bytes(value.len());
+                shard.bytes = (shard.bytes + after as u64).saturating_sub(before as u64);
+            }
         }
         self.keep_within_budget(&mut shard);
     }
