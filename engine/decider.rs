@@ -407,7 +407,8 @@ impl Engine {
         inspect: Option<Inspect<'_>>,
     ) -> Decided {
         let started = Instant::now();
-        let sets = self.sets.load_full();
+        // a guard, not a clone of the Arc: no write to the count all deciders share
+        let sets = self.sets.load();
         SCRATCH.with(|cell| {
             let mut guard = cell.borrow_mut();
             let scratch = &mut *guard;

@@ -2,7 +2,7 @@
 
 use super::codec::{DecodeError, Reader, Writer};
 use super::hll::SlidingHll;
-use super::packed::{unpack, update_packed, PackedFeatures, Scratch, Sketches, KIND_SKETCH};
+use super::packed::{update_packed, update_typed, PackedFeatures, Scratch, Sketches, KIND_SKETCH};
 use super::window::{empty_value, Contribution, FeatureState, Geometry};
 use crate::event::Aggregate;
 use std::mem::size_of;
@@ -69,7 +69,6 @@ pub struct FeatureUpdate {
     pub geometry: Geometry,
     /// The window length: the entity holds the feature until T + `window_ms`.
     pub window_ms: i64,
-    pub contribution: Contribution,
 }
 
 /// Most tags one entity holds (expired ones count until purged): each `has tag` read of an
@@ -160,12 +159,12 @@ impl Entity {
             agg,
             geometry,
             window_ms: 0,
-            contribution,
         };
         let mut out = (None, i64::MIN);
         self.update_features(
             t_ms,
             &[update],
+            &[contribution],
             distinct_limit,
             scratch,
             |_, value, latest| out = (value, latest),
@@ -173,23 +172,25 @@ impl Entity {
         out
     }
 
-    /// Applies one event at `t_ms` to every feature in `updates` (each created on first use,
-    /// in order when an id repeats) and reports `(k, value after counting, T)` for each
+    /// Applies one event at `t_ms` to every feature in `updates`, `contributions[k]` to
+    /// `updates[k]` (each created on first use, in order when an id repeats); returns whether
+    /// the entity's [`Entity::accounted_bytes`] may have changed. Reports `(k, value after counting, T)` for each
     /// `updates[k]` to `report`. Extends the horizon to T + window of each feature.
     ///
-    /// A packed entity is rewritten in one pass into a scratch block that replaces the old one
-    /// in place when its size did not change (else by one new exact-size block), so an event
-    /// costs at most one allocation per entity. Each updated feature is edited on its packed
-    /// records ([`update_packed`]) or, for what only the typed form does (sketches, a
-    /// `distinct` whose items expire or outgrow the exact limit), unpacked, updated and packed.
+    /// A packed entity's block is edited in a scratch copy, feature by feature in the order of
+    /// `updates` (only the updated features are touched), and written back in place, or into
+    /// one new exact-size allocation when its size changed. Each feature is edited on its packed records
+    /// ([`update_packed`]) or, for what only the typed form does (sketches, a `distinct` that
+    /// outgrows the exact limit), unpacked, updated and packed ([`update_typed`]).
     pub fn update_features(
         &mut self,
         t_ms: i64,
         updates: &[FeatureUpdate],
+        contributions: &[Contribution],
         distinct_limit: usize,
         scratch: &mut Scratch,
         mut report: impl FnMut(usize, Option<f64>, i64),
-    ) {
+    ) -> bool {
         let mut horizon = self.holds_until_ms;
         let mut done = |k: usize, value: Option<f64>, latest_ms: i64| {
             report(k, value, latest_ms);
@@ -201,7 +202,7 @@ impl Entity {
             .map(|e| &mut e.hot)
             .filter(|h| !h.is_empty())
         {
-            for (k, u) in updates.iter().enumerate() {
+            for (k, (u, &c)) in updates.iter().zip(contributions).enumerate() {
                 let at = match hot.iter().position(|f| f.id == u.id) {
                     Some(at) => at,
                     None => {
@@ -210,47 +211,60 @@ impl Entity {
                     }
                 };
                 let f = &mut hot[at];
-                let value = f.update(u.agg, u.geometry, t_ms, u.contribution, distinct_limit);
+                let value = f.update(u.agg, u.geometry, t_ms, c, distinct_limit);
                 done(k, value, f.latest_ms);
             }
             self.holds_until_ms = horizon;
-            return;
+            return true;
         }
         let mut block = std::mem::take(&mut scratch.block);
-        let mut matched = std::mem::take(&mut scratch.matched);
-        block.clear();
-        matched.clear();
-        matched.resize(updates.len(), false);
-        let mut edit = FeatureEdit {
-            t_ms,
-            updates,
-            distinct_limit,
-            matched: &mut matched,
-            extra: &mut self.extra,
-            scratch,
-            sketches_changed: false,
-            promote: false,
-        };
-        for slot in self.features.slots() {
-            if updates.iter().any(|u| u.id == slot.id) {
-                let start = block.len();
-                block.extend_from_slice(self.features.slot_bytes(&slot));
-                edit.apply(&mut block, start, slot.id, 0, &mut done);
-            } else {
-                block.extend_from_slice(self.features.slot_bytes(&slot));
-            }
+        self.features.copy_block(&mut block);
+        let (mut cursor, mut promote, mut sketches_changed) = (0, false, false);
+        for (k, (u, &c)) in updates.iter().zip(contributions).enumerate() {
+            // in the order of the updates, a feature usually follows the one before it
+            let start = match PackedFeatures::id_at(&block, cursor) {
+                Some(id) if id == u.id => cursor,
+                _ => PackedFeatures::position(&block, u.id).unwrap_or_else(|| {
+                    let at = block.len();
+                    PackedFeatures::push_empty(&mut block, u.id, u.agg);
+                    at
+                }),
+            };
+            let g = u.geometry;
+            let edited = match update_packed(&mut block, start, u.agg, g, t_ms, c, distinct_limit) {
+                Some(edited) => edited,
+                None => {
+                    // the typed form may change what the extras hold
+                    sketches_changed = true;
+                    let sketch = if block[start + 16] == KIND_SKETCH {
+                        take_sketch(&mut self.extra, u.id)
+                    } else {
+                        None
+                    };
+                    let (edited, sketch) = update_typed(
+                        &mut block,
+                        start,
+                        sketch,
+                        u.agg,
+                        g,
+                        t_ms,
+                        c,
+                        distinct_limit,
+                        scratch,
+                    );
+                    if let Some(sketch) = sketch {
+                        self.extra_mut().sketches.push((u.id, sketch));
+                    }
+                    edited
+                }
+            };
+            promote |= edited.records >= HOT_RECORDS;
+            done(k, edited.value, edited.latest_ms);
+            cursor = edited.end;
         }
-        for (k, update) in updates.iter().enumerate() {
-            if !edit.matched[k] {
-                let start = block.len();
-                PackedFeatures::push_empty(&mut block, update.id, update.agg);
-                edit.apply(&mut block, start, update.id, k, &mut done);
-            }
-        }
-        let (sketches_changed, promote) = (edit.sketches_changed, edit.promote);
-        self.features.replace(&block);
+        let resized = block.len() != self.features.heap_bytes();
+        self.features.put_block(&block);
         scratch.block = block;
-        scratch.matched = matched;
         self.holds_until_ms = horizon;
         if sketches_changed {
             self.tidy_extra();
@@ -258,6 +272,7 @@ impl Entity {
         if promote {
             self.promote(scratch);
         }
+        resized || sketches_changed || promote
     }
 
     /// Moves every feature to the typed (hot) form.
@@ -469,81 +484,6 @@ impl Entity {
     }
 }
 
-/// One event's pass over the features of a packed entity ([`Entity::update_features`]).
-struct FeatureEdit<'a> {
-    t_ms: i64,
-    updates: &'a [FeatureUpdate],
-    distinct_limit: usize,
-    /// `matched[k]`: `updates[k]` was applied.
-    matched: &'a mut [bool],
-    extra: &'a mut Option<Box<Extra>>,
-    scratch: &'a mut Scratch,
-    /// A sketch was taken out of the extras (the box may now be empty).
-    sketches_changed: bool,
-    /// A feature reached [`HOT_RECORDS`].
-    promote: bool,
-}
-
-impl FeatureEdit<'_> {
-    /// Applies the updates from index `from` on of feature `id`, packed at `block[start..]` (the
-    /// block's last feature).
-    fn apply(
-        &mut self,
-        block: &mut Vec<u8>,
-        start: usize,
-        id: u64,
-        from: usize,
-        done: &mut impl FnMut(usize, Option<f64>, i64),
-    ) {
-        let mut typed: Option<FeatureState> = None;
-        for (k, u) in self.updates.iter().enumerate().skip(from) {
-            if u.id != id {
-                continue;
-            }
-            self.matched[k] = true;
-            let state = match &mut typed {
-                Some(state) => state,
-                None => {
-                    let (t, limit) = (self.t_ms, self.distinct_limit);
-                    let edited =
-                        update_packed(block, start, u.agg, u.geometry, t, u.contribution, limit);
-                    if let Some(value) = edited {
-                        done(k, value, PackedFeatures::latest_ms_of(&block[start..]));
-                        continue;
-                    }
-                    let feature = &block[start..];
-                    let slot = PackedFeatures::slot_of(feature);
-                    let sketch = if slot.kind == KIND_SKETCH {
-                        self.sketches_changed = true;
-                        take_sketch(self.extra, id)
-                    } else {
-                        None
-                    };
-                    typed.insert(unpack(feature, &slot, sketch, self.scratch))
-                }
-            };
-            let value = state.update(
-                u.agg,
-                u.geometry,
-                self.t_ms,
-                u.contribution,
-                self.distinct_limit,
-            );
-            done(k, value, state.latest_ms);
-        }
-        if let Some(state) = typed {
-            block.truncate(start);
-            if let Some(sketch) = PackedFeatures::pack(state, block, self.scratch) {
-                self.extra
-                    .get_or_insert_with(Box::default)
-                    .sketches
-                    .push((id, sketch));
-            }
-        }
-        self.promote |= PackedFeatures::slot_of(&block[start..]).records >= HOT_RECORDS;
-    }
-}
-
 impl Extra {
     fn accounted_bytes(&self) -> usize {
         alloc_size(size_of::<Extra>())
@@ -682,18 +622,26 @@ mod tests {
                     agg,
                     geometry: g,
                     window_ms: 60_000,
-                    contribution: match agg {
-                        Aggregate::Count => Contribution::Count,
-                        Aggregate::Distinct => Contribution::Item(seed % 9 + event / 100 * 40),
-                        _ => Contribution::Number((seed >> 20) as i64 % 1_000),
-                    },
+                })
+                .collect();
+            let contributions: Vec<Contribution> = feats[..live]
+                .iter()
+                .map(|&(_, agg)| match agg {
+                    Aggregate::Count => Contribution::Count,
+                    Aggregate::Distinct => Contribution::Item(seed % 9 + event / 100 * 40),
+                    _ => Contribution::Number((seed >> 20) as i64 % 1_000),
                 })
                 .collect();
             let mut got = vec![(None, 0); updates.len()];
-            e.update_features(t, &updates, 4, &mut scratch, |k, v, latest| {
-                got[k] = (v, latest)
-            });
-            for (k, u) in updates.iter().enumerate() {
+            e.update_features(
+                t,
+                &updates,
+                &contributions,
+                4,
+                &mut scratch,
+                |k, v, latest| got[k] = (v, latest),
+            );
+            for (k, (u, &c)) in updates.iter().zip(&contributions).enumerate() {
                 let r = match reference.iter().position(|f| f.id == u.id) {
                     Some(at) => &mut reference[at],
                     None => {
@@ -701,7 +649,7 @@ mod tests {
                         reference.last_mut().unwrap()
                     }
                 };
-                let want = r.update(u.agg, u.geometry, t, u.contribution, 4);
+                let want = r.update(u.agg, u.geometry, t, c, 4);
                 assert_eq!(got[k], (want, r.latest_ms), "event {event}, update {k}");
             }
         }

@@ -12,17 +12,20 @@
 //! | 4 | distinct, exact | item hash u64, newest bucket i64 | 16 |
 //! | 5 | distinct, sketch | none: the sketch lives beside the block (`Entity`'s extras) | 0 |
 //!
-//! The window logic stays in [`FeatureState`] (typed `Vec`s): an update unpacks one feature into
-//! vectors recycled through [`Scratch`] (no allocation), applies the event and packs it back, in
-//! place when its size did not change. The encoded (checkpoint) form is format 1, unchanged.
+//! An event edits a feature's records in place ([`update_packed`]); only sketches and a
+//! `distinct` outgrowing its exact limit go through the typed form ([`FeatureState`], vectors
+//! recycled through [`Scratch`]). The encoded (checkpoint) form is format 1, unchanged.
 
 use super::codec::{DecodeError, Reader, Writer};
-use super::hll::{item_hash, DistinctState, SeenItem, SlidingHll};
+use super::hll::{DistinctState, SeenItem, SlidingHll};
 use super::window::{
-    from_fixed, Buckets, Contribution, CountBucket, ExtremeBucket, FeatureState, Geometry,
-    LastBucket, SumBucket,
+    Buckets, Contribution, CountBucket, ExtremeBucket, FeatureState, LastBucket, SumBucket,
 };
 use crate::event::Aggregate;
+
+mod edit;
+
+pub use edit::{update_packed, update_typed};
 
 const HEADER: usize = 21;
 /// Storage kind of a `distinct` feature whose sketch is kept beside the block.
@@ -65,156 +68,6 @@ fn kind_of(agg: Aggregate) -> u8 {
     }
 }
 
-/// Applies one event to the feature packed at `block[start..]` (its header and records; it is
-/// the block's last feature) without unpacking it, exactly as [`FeatureState::update`] does,
-/// and returns the value after counting. `None`, with nothing changed, for what only the typed
-/// form does: a sketch, a `distinct` whose items expire or that outgrows `distinct_limit`.
-pub fn update_packed(
-    block: &mut Vec<u8>,
-    start: usize,
-    agg: Aggregate,
-    geometry: Geometry,
-    t_ms: i64,
-    contribution: Contribution,
-    distinct_limit: usize,
-) -> Option<Option<f64>> {
-    let kind = block[start + 16];
-    if kind != kind_of(agg) {
-        return None;
-    }
-    let records = u32_at(block, start + 17) as usize;
-    let width = WIDTH[usize::from(kind)];
-    let rec = |i: usize| start + HEADER + i * width;
-    let latest_ms = i64_at(block, start + 8).max(t_ms);
-    let (cutoff, index) = geometry.cutoff_and_bucket(latest_ms, t_ms);
-    let adds = index > cutoff
-        && match contribution {
-            Contribution::Nothing => false,
-            Contribution::Count => kind == 0,
-            Contribution::Number(_) => true,
-            Contribution::Item(_) => kind == 0 || kind == 4,
-        };
-    if kind == 4 {
-        // exact distinct: (item hash, newest bucket) in insertion order
-        if (0..records).any(|i| i64_at(block, rec(i) + 8) <= cutoff) {
-            return None;
-        }
-        let mut live = records;
-        if adds {
-            let hash = match contribution {
-                Contribution::Item(hash) => hash,
-                Contribution::Number(v) => item_hash(&v.to_le_bytes()),
-                _ => return None,
-            };
-            match (0..records).find(|&i| u64_at(block, rec(i)) == hash) {
-                Some(i) => {
-                    let newest = i64_at(block, rec(i) + 8).max(index);
-                    put_i64(block, rec(i) + 8, newest);
-                }
-                None if records < distinct_limit => {
-                    block.extend_from_slice(&hash.to_le_bytes());
-                    block.extend_from_slice(&index.to_le_bytes());
-                    live += 1;
-                }
-                None => return None,
-            }
-        }
-        put_i64(block, start + 8, latest_ms);
-        put_u32(block, start + 17, live as u32);
-        return Some(Some(live as f64));
-    }
-    // count, sum/avg, min/max, last: buckets sorted by index
-    let expired = (0..records)
-        .take_while(|&i| i64_at(block, rec(i)) <= cutoff)
-        .count();
-    // the first record at or after `index`, searched from the newest: an in-order event lands
-    // in the newest bucket or just after it
-    let mut at = records;
-    while at > expired && i64_at(block, rec(at - 1)) >= index {
-        at -= 1;
-    }
-    let mut kept = records - expired;
-    if adds && at < records && i64_at(block, rec(at)) == index {
-        let r = rec(at);
-        match (kind, contribution) {
-            (0, _) => {
-                let count = u32_at(block, r + 8).saturating_add(1);
-                put_u32(block, r + 8, count);
-            }
-            (1, Contribution::Number(v)) => {
-                let (count, sum) = (u32_at(block, r + 8), i64_at(block, r + 12));
-                put_u32(block, r + 8, count.saturating_add(1));
-                put_i64(block, r + 12, sum.saturating_add(v));
-            }
-            (2, Contribution::Number(v)) => {
-                let old = i64_at(block, r + 8);
-                let new = if agg == Aggregate::Min {
-                    old.min(v)
-                } else {
-                    old.max(v)
-                };
-                put_i64(block, r + 8, new);
-            }
-            (3, Contribution::Number(v)) if t_ms >= i64_at(block, r + 8) => {
-                put_i64(block, r + 8, t_ms);
-                put_i64(block, r + 16, v);
-            }
-            _ => {}
-        }
-    } else if adds {
-        let mut fresh = [0u8; 24];
-        fresh[..8].copy_from_slice(&index.to_le_bytes());
-        match (kind, contribution) {
-            (0, _) => fresh[8..12].copy_from_slice(&1u32.to_le_bytes()),
-            (1, Contribution::Number(v)) => {
-                fresh[8..12].copy_from_slice(&1u32.to_le_bytes());
-                fresh[12..20].copy_from_slice(&v.to_le_bytes());
-            }
-            (2, Contribution::Number(v)) => fresh[8..16].copy_from_slice(&v.to_le_bytes()),
-            (3, Contribution::Number(v)) => {
-                fresh[8..16].copy_from_slice(&t_ms.to_le_bytes());
-                fresh[16..24].copy_from_slice(&v.to_le_bytes());
-            }
-            _ => {}
-        }
-        let r = rec(at);
-        block.splice(r..r, fresh[..width].iter().copied());
-        kept += 1;
-    }
-    block.drain(rec(0)..rec(expired));
-    put_i64(block, start + 8, latest_ms);
-    put_u32(block, start + 17, kept as u32);
-    // every record left is inside the window
-    let mut records = (0..kept).map(|i| start + HEADER + i * width);
-    let block = &block[..];
-    Some(match agg {
-        Aggregate::Count => Some(
-            records
-                .map(|r| u64::from(u32_at(block, r + 8)))
-                .sum::<u64>() as f64,
-        ),
-        Aggregate::Sum | Aggregate::Avg => {
-            let (count, sum) = records.fold((0u64, 0i64), |(c, s), r| {
-                (
-                    c + u64::from(u32_at(block, r + 8)),
-                    s.saturating_add(i64_at(block, r + 12)),
-                )
-            });
-            match agg {
-                Aggregate::Sum => Some(from_fixed(sum)),
-                _ if count == 0 => None,
-                _ => Some(from_fixed(sum) / count as f64),
-            }
-        }
-        Aggregate::Min => records.map(|r| i64_at(block, r + 8)).min().map(from_fixed),
-        Aggregate::Max => records.map(|r| i64_at(block, r + 8)).max().map(from_fixed),
-        Aggregate::Last => records
-            .next_back()
-            .map(|r| from_fixed(i64_at(block, r + 16))),
-        Aggregate::Distinct => return None,
-    })
-}
-
 /// Distinct sketches of an entity, by feature id.
 pub type Sketches = Vec<(u64, Box<SlidingHll>)>;
 
@@ -237,12 +90,14 @@ pub struct Scratch {
     last: Vec<LastBucket>,
     items: Vec<SeenItem>,
     record: Vec<u8>,
-    /// The block being rebuilt by `Entity::update_features`.
+    /// The block of the entity being updated (`Entity::update_features`).
     pub(super) block: Vec<u8>,
-    /// Which of an entity's updates found their feature in the block.
-    pub(super) matched: Vec<bool>,
     /// An event's feature updates of one entity (filled by the tag store).
     pub(super) updates: Vec<super::entity::FeatureUpdate>,
+    /// An event's contribution to each feature of one entity (filled by the tag store).
+    pub(super) contributions: Vec<Contribution>,
+    /// The same for the features of one kind naming several entities.
+    pub(super) mixed_contributions: Vec<Contribution>,
     /// The input index of each of `updates`.
     pub(super) update_inputs: Vec<usize>,
     /// Positions in a plan group of the features still to apply.
@@ -310,9 +165,40 @@ impl PackedFeatures {
         }
     }
 
-    /// T of the feature whose header starts `feature`.
-    pub fn latest_ms_of(feature: &[u8]) -> i64 {
-        i64_at(feature, 8)
+    /// The id of the feature whose header starts at `block[at..]`; `None` at the block's end.
+    pub fn id_at(block: &[u8], at: usize) -> Option<u64> {
+        (at + HEADER <= block.len()).then(|| u64_at(block, at))
+    }
+
+    /// Where the header of feature `id` starts in `block`.
+    pub fn position(block: &[u8], id: u64) -> Option<usize> {
+        let mut at = 0;
+        while at + HEADER <= block.len() {
+            let slot = PackedFeatures::slot_of(&block[at..]);
+            if slot.id == id {
+                return Some(at);
+            }
+            at += slot.end;
+        }
+        None
+    }
+
+    /// Copies the block into `edit` (a reused buffer, so edits that resize features do not
+    /// allocate) to be edited with [`update_packed`]; [`PackedFeatures::put_block`] then
+    /// writes it back.
+    pub fn copy_block(&self, edit: &mut Vec<u8>) {
+        edit.clear();
+        edit.extend_from_slice(&self.bytes);
+    }
+
+    /// Writes an edited block back: in place when its size did not change, else into one new
+    /// exact-size allocation.
+    pub fn put_block(&mut self, block: &[u8]) {
+        if self.bytes.len() == block.len() {
+            self.bytes.copy_from_slice(block);
+        } else {
+            self.bytes = Box::from(block);
+        }
     }
 
     /// T of the feature at `slot`.
@@ -333,20 +219,6 @@ impl PackedFeatures {
         scratch: &mut Scratch,
     ) -> FeatureState {
         unpack(&self.bytes, slot, sketch, scratch)
-    }
-
-    /// The bytes of the feature at `slot` (header and records).
-    pub fn slot_bytes(&self, slot: &Slot) -> &[u8] {
-        &self.bytes[slot.at..slot.end]
-    }
-
-    /// Replaces the block with `block`, in place when the size is unchanged.
-    pub fn replace(&mut self, block: &[u8]) {
-        if self.bytes.len() == block.len() {
-            self.bytes.copy_from_slice(block);
-        } else {
-            self.bytes = Box::from(block);
-        }
     }
 
     /// Appends the packed form of `state` to `out` and hands its vectors back to `scratch`;
@@ -665,69 +537,6 @@ impl Scratch {
             Buckets::Last(l) => keep(l, &mut self.last),
             Buckets::Distinct(DistinctState::Exact(l)) => keep(l, &mut self.items),
             Buckets::Distinct(DistinctState::Sketch(_)) => {}
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn packed_updates_match_the_typed_update() {
-        let aggs = [
-            Aggregate::Count,
-            Aggregate::Sum,
-            Aggregate::Avg,
-            Aggregate::Min,
-            Aggregate::Max,
-            Aggregate::Last,
-            Aggregate::Distinct,
-        ];
-        let mut scratch = Scratch::default();
-        for (resolution_ms, step_ms) in [(10_000, 3_000), (1_000, 9_000), (60_000, 500)] {
-            let g = Geometry::new(60_000, resolution_ms);
-            for agg in aggs {
-                let mut reference = FeatureState::new(7, agg, i64::MIN);
-                let mut seed = 0x2545_f491_4f6c_dd1du64 ^ u64::from(kind_of(agg));
-                let (mut t, mut edited) = (0i64, 0);
-                for event in 0..3_000 {
-                    seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-                    // mostly forward, sometimes late, sometimes far behind
-                    t += (seed >> 33) as i64 % step_ms - step_ms / 5;
-                    if seed >> 58 == 0 {
-                        t -= 200_000;
-                    }
-                    let contribution = match (seed >> 60, agg) {
-                        (0, _) => Contribution::Nothing,
-                        (1, _) => Contribution::Count,
-                        (_, Aggregate::Distinct) if seed >> 62 == 3 => {
-                            Contribution::Number((seed >> 20) as i64 % 3)
-                        }
-                        (_, Aggregate::Distinct) => Contribution::Item((seed >> 24) % 5),
-                        _ => Contribution::Number((seed >> 20) as i64 % 10_000 - 2_000),
-                    };
-                    let mut block = vec![0xAA; 5]; // another feature before it
-                    pack_one(&reference, false, &mut block);
-                    let before = reference.clone();
-                    // (at most 8 items: exact throughout; sketches are the typed form's)
-                    let want = reference.update(agg, g, t, contribution, 8);
-                    let got = update_packed(&mut block, 5, agg, g, t, contribution, 8);
-                    let Some(got) = got else {
-                        let mut unchanged = vec![0xAA; 5];
-                        pack_one(&before, false, &mut unchanged);
-                        assert_eq!(block, unchanged, "{agg:?} event {event}: changed");
-                        continue;
-                    };
-                    edited += 1;
-                    assert_eq!(got, want, "{agg:?} event {event}");
-                    let slot = PackedFeatures::slot_of(&block[5..]);
-                    assert_eq!(slot.end, block.len() - 5);
-                    let state = unpack(&block[5..], &slot, None, &mut scratch);
-                    assert_eq!(state, reference, "{agg:?} event {event}");
-                }
-                assert!(edited > 500, "{agg:?}: only {edited} events edited packed");
-            }
         }
     }
 }

@@ -2,7 +2,7 @@
 //! feature's update precomputed once per rule set instead of once per event.
 
 use super::entity::FeatureUpdate;
-use super::window::{Contribution, Geometry};
+use super::window::Geometry;
 use super::FeatureSpec;
 use crate::event::Field;
 
@@ -10,26 +10,43 @@ use crate::event::Field;
 /// spec order. [`super::TagStore::update_planned`] updates one entity per group.
 #[derive(Debug, Clone, Default)]
 pub struct FeaturePlan {
-    /// `(kind, [(spec index, update without its contribution)])`.
-    pub(super) groups: Vec<(Field, Vec<(usize, FeatureUpdate)>)>,
+    pub(super) groups: Vec<PlanGroup>,
     len: usize,
+}
+
+/// The features of one entity kind.
+#[derive(Debug, Clone)]
+pub(super) struct PlanGroup {
+    pub kind: Field,
+    /// The spec index of each feature.
+    pub specs: Vec<usize>,
+    /// The update of each feature (an event adds its contribution).
+    pub updates: Vec<FeatureUpdate>,
 }
 
 impl FeaturePlan {
     pub fn new(specs: &[FeatureSpec]) -> FeaturePlan {
-        let mut groups: Vec<(Field, Vec<(usize, FeatureUpdate)>)> = Vec::new();
+        let mut groups: Vec<PlanGroup> = Vec::new();
         for (i, spec) in specs.iter().enumerate() {
             let update = FeatureUpdate {
                 id: spec.id,
                 agg: spec.agg,
                 geometry: Geometry::new(spec.window_ms, spec.resolution_ms),
                 window_ms: i64::try_from(spec.window_ms).unwrap_or(i64::MAX),
-                contribution: Contribution::Nothing,
             };
-            match groups.iter_mut().find(|(kind, _)| *kind == spec.by) {
-                Some((_, group)) => group.push((i, update)),
-                None => groups.push((spec.by, vec![(i, update)])),
-            }
+            let at = match groups.iter().position(|g| g.kind == spec.by) {
+                Some(at) => at,
+                None => {
+                    groups.push(PlanGroup {
+                        kind: spec.by,
+                        specs: Vec::new(),
+                        updates: Vec::new(),
+                    });
+                    groups.len() - 1
+                }
+            };
+            groups[at].specs.push(i);
+            groups[at].updates.push(update);
         }
         FeaturePlan {
             groups,

@@ -15,10 +15,10 @@ mod tags;
 mod tests;
 
 use super::disk::{printable_key, Disk, Pending};
-use super::entity::{alloc_size, Entity, FeatureUpdate, Tag, MAP_SLOT_ACCOUNTED};
+use super::entity::{alloc_size, Entity, Tag, MAP_SLOT_ACCOUNTED};
 use super::hll::item_hash;
 use super::packed::Scratch;
-use super::plan::FeaturePlan;
+use super::plan::{FeaturePlan, PlanGroup};
 use super::window::{empty_value, to_fixed, Contribution, Geometry};
 use super::{FeatureInput, FeatureSpec, Observation, StoreConfig, StoreError, StoreStats};
 use crate::event::{Aggregate, Field};
@@ -69,9 +69,11 @@ struct Shard {
     maps: [EntityMap; KINDS],
     /// Accounted bytes of the entities in `maps`.
     bytes: u64,
-    /// [`Shard::table_excess`] as last computed; recomputed when `tables_changed` is set.
+    /// [`Shard::table_excess`], kept up to date by inserts that do not grow a table, and
+    /// recomputed when `tables_changed` is set.
     tables: u64,
-    /// Set by every insert into or removal from `maps` (and by `reserve`): `tables` is stale.
+    /// Set by every removal from `maps`, an insert that may grow a table, and `reserve`:
+    /// `tables` is stale.
     tables_changed: bool,
     /// Access clock; entities remember the tick of their last access.
     clock: u32,
@@ -115,8 +117,9 @@ impl Shard {
 }
 
 thread_local! {
-    /// Vectors for unpacking features, per thread (used only while a shard lock is held).
-    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+    /// Vectors for unpacking features, per thread (used only while a shard lock is held);
+    /// boxed, so taking it out for an update moves a pointer.
+    static SCRATCH: RefCell<Option<Box<Scratch>>> = const { RefCell::new(None) };
 }
 
 /// A shard on its own cache lines, so neighbouring locks do not false-share.
@@ -268,10 +271,11 @@ impl TagStore {
 
     /// Updates every feature of `plan` with the event's `input(i)` for feature `i` and writes
     /// each feature's value after counting into `out[i]` (`None` when the entity is missing).
-    /// `input` is called once per feature (again only for an input naming another entity than
-    /// the first of its kind). Entities are updated one at a time, each under its shard's lock
-    /// with all of its features; `seen` then gets each entity's kind and its tags live at the
-    /// event's time (read in the same lookup, for callers that ask about them next).
+    /// Entities are updated one at a time, each under its shard's lock with all of its
+    /// features; `seen` then gets each entity's kind and its tags live at the event's time
+    /// (read in the same lookup, for callers that ask about them next). `input` is called once
+    /// per feature when all features of a kind name the same entity (as an event's do), else
+    /// again as the features of each further entity are updated.
     pub fn update_planned<'a>(
         &self,
         event_time_ms: i64,
@@ -281,79 +285,155 @@ impl TagStore {
         mut seen: impl FnMut(Field, LiveTags<'_>),
     ) {
         out.iter_mut().for_each(|o| *o = None);
-        let mut scratch = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
-        let mut updates = std::mem::take(&mut scratch.updates);
-        let mut of_input = std::mem::take(&mut scratch.update_inputs);
-        let mut todo = std::mem::take(&mut scratch.todo);
-        let limit = self.cfg.distinct_exact_limit;
+        let mut scratch = SCRATCH.with(|s| s.borrow_mut().take()).unwrap_or_default();
+        let mut contributions = std::mem::take(&mut scratch.contributions);
         let _gate = self.gate.read();
-        for (kind, features) in &plan.groups {
-            todo.clear();
-            todo.extend(0..features.len());
-            // one entity per round: the first value seen; inputs naming another wait
-            while !todo.is_empty() {
-                let mut value: Option<&str> = None;
-                updates.clear();
-                of_input.clear();
-                let mut waiting = 0;
-                for j in 0..todo.len() {
-                    let (i, template) = &features[todo[j]];
-                    if *i >= out.len() {
-                        continue;
-                    }
-                    let input = input(*i);
-                    let Some(entity) = input.entity else {
-                        continue;
-                    };
-                    match value {
-                        None => value = Some(entity),
-                        Some(v) if std::ptr::eq(v, entity) || v == entity => {}
-                        Some(_) => {
-                            todo[waiting] = todo[j];
-                            waiting += 1;
-                            continue;
-                        }
-                    }
-                    updates.push(FeatureUpdate {
-                        contribution: contribution(template.agg, &input),
-                        ..*template
-                    });
-                    of_input.push(*i);
-                }
-                todo.truncate(waiting);
-                let Some(value) = value else {
-                    break;
+        for group in &plan.groups {
+            // the common case: every feature of the kind names one entity
+            contributions.clear();
+            let (mut value, mut missing): (Option<&str>, usize) = (None, 0);
+            for (&i, update) in group.specs.iter().zip(&group.updates) {
+                let input = match out.get(i) {
+                    Some(_) => input(i),
+                    None => break,
                 };
-                let hash = entity_hash(value);
-                let mut shard = self.lock(self.shard_of(hash));
-                shard.watermark_ms = shard.watermark_ms.max(event_time_ms);
-                if let Some(entity) = self.entity_mut(&mut shard, *kind, value, hash, true) {
-                    let before = entity.accounted_bytes(value.len());
-                    entity.update_features(
+                match (value, input.entity) {
+                    (None, None) => {
+                        missing += 1;
+                        continue;
+                    }
+                    (None, Some(entity)) if missing == 0 => value = Some(entity),
+                    (Some(v), Some(entity)) if std::ptr::eq(v, entity) || v == entity => {}
+                    _ => break,
+                }
+                contributions.push(contribution(update.agg, &input));
+            }
+            match value {
+                // the event has no entity of this kind: nothing to update, the values stay None
+                None if missing == group.specs.len() => {}
+                Some(value) if contributions.len() == group.specs.len() => {
+                    let specs = &group.specs;
+                    let report = |k: usize, v: Option<f64>, _| out[specs[k]] = v;
+                    let (updates, kind) = (&group.updates, group.kind);
+                    let contributions = &contributions[..];
+                    self.update_entity(
                         event_time_ms,
-                        &updates,
-                        limit,
+                        kind,
+                        value,
                         &mut scratch,
-                        |k, v, _| out[of_input[k]] = v,
-                    );
-                    entity.dirty = true;
-                    seen(
-                        *kind,
-                        LiveTags {
-                            tags: entity.tags(),
-                            now_ms: event_time_ms,
+                        &mut seen,
+                        |e, s| {
+                            e.update_features(
+                                event_time_ms,
+                                updates,
+                                contributions,
+                                self.cfg.distinct_exact_limit,
+                                s,
+                                report,
+                            )
                         },
                     );
-                    let after = entity.accounted_bytes(value.len());
-                    shard.bytes = (shard.bytes + after as u64).saturating_sub(before as u64);
                 }
-                self.keep_within_budget(&mut shard);
+                _ => self.update_mixed(event_time_ms, group, &input, out, &mut scratch, &mut seen),
             }
         }
+        scratch.contributions = contributions;
+        SCRATCH.with(|s| *s.borrow_mut() = Some(scratch));
+    }
+
+    /// The features of one kind naming different entities (or some none): one entity per
+    /// round, the first value seen; inputs naming another wait for the next round.
+    fn update_mixed<'a>(
+        &self,
+        event_time_ms: i64,
+        group: &PlanGroup,
+        input: &impl Fn(usize) -> FeatureInput<'a>,
+        out: &mut [Option<f64>],
+        scratch: &mut Scratch,
+        seen: &mut impl FnMut(Field, LiveTags<'_>),
+    ) {
+        let mut updates = std::mem::take(&mut scratch.updates);
+        let mut contributions = std::mem::take(&mut scratch.mixed_contributions);
+        let mut of_input = std::mem::take(&mut scratch.update_inputs);
+        let mut todo = std::mem::take(&mut scratch.todo);
+        todo.clear();
+        todo.extend(0..group.specs.len());
+        while !todo.is_empty() {
+            let mut value: Option<&str> = None;
+            updates.clear();
+            contributions.clear();
+            of_input.clear();
+            let mut waiting = 0;
+            for j in 0..todo.len() {
+                let (i, update) = (group.specs[todo[j]], &group.updates[todo[j]]);
+                if i >= out.len() {
+                    continue;
+                }
+                let input = input(i);
+                let Some(entity) = input.entity else {
+                    continue;
+                };
+                match value {
+                    None => value = Some(entity),
+                    Some(v) if std::ptr::eq(v, entity) || v == entity => {}
+                    Some(_) => {
+                        todo[waiting] = todo[j];
+                        waiting += 1;
+                        continue;
+                    }
+                }
+                updates.push(*update);
+                contributions.push(contribution(update.agg, &input));
+                of_input.push(i);
+            }
+            todo.truncate(waiting);
+            let Some(value) = value else {
+                break;
+            };
+            let report = |k: usize, v: Option<f64>, _| out[of_input[k]] = v;
+            let limit = self.cfg.distinct_exact_limit;
+            self.update_entity(event_time_ms, group.kind, value, scratch, seen, |e, s| {
+                e.update_features(event_time_ms, &updates, &contributions, limit, s, report)
+            });
+        }
         scratch.updates = updates;
+        scratch.mixed_contributions = contributions;
         scratch.update_inputs = of_input;
         scratch.todo = todo;
-        SCRATCH.with(|s| *s.borrow_mut() = scratch);
+    }
+
+    /// Applies `update` to the entity `value` of `kind` under its shard's lock (it returns
+    /// whether the entity's accounted bytes may have changed), then shows its live tags to
+    /// `seen` and keeps the shard within its budget.
+    fn update_entity(
+        &self,
+        event_time_ms: i64,
+        kind: Field,
+        value: &str,
+        scratch: &mut Scratch,
+        seen: &mut impl FnMut(Field, LiveTags<'_>),
+        update: impl FnOnce(&mut Entity, &mut Scratch) -> bool,
+    ) {
+        let hash = entity_hash(value);
+        let mut shard = self.lock(self.shard_of(hash));
+        shard.watermark_ms = shard.watermark_ms.max(event_time_ms);
+        if let Some(entity) = self.entity_mut(&mut shard, kind, value, hash, true) {
+            let before = entity.accounted_bytes(value.len());
+            let resized = update(entity, scratch);
+            entity.dirty = true;
+            seen(
+                kind,
+                LiveTags {
+                    tags: entity.tags(),
+                    now_ms: event_time_ms,
+                },
+            );
+            if resized {
+                let after = entity.accounted_bytes(value.len());
+                shard.bytes = (shard.bytes + after as u64).saturating_sub(before as u64);
+            }
+        }
+        self.keep_within_budget(&mut shard);
     }
 
     /// The entity in memory, read back from disk if it was spilled or checkpointed, or (with
@@ -369,6 +449,7 @@ impl TagStore {
         let Shard {
             maps,
             bytes,
+            tables,
             tables_changed,
             clock,
             spilled,
@@ -376,10 +457,11 @@ impl TagStore {
             disk_keys,
             ..
         } = shard;
-        let entity = match maps[kind as usize]
-            .raw_entry_mut()
-            .from_key_hashed_nocheck(hash, value)
-        {
+        let map = &mut maps[kind as usize];
+        // what an insert does to the table excess: no reallocation while the map has room
+        let (table_bytes, len) = (map.allocation_size() as u64, map.len() as u64);
+        let room = map.capacity() as u64 > len;
+        let entity = match map.raw_entry_mut().from_key_hashed_nocheck(hash, value) {
             RawEntryMut::Occupied(entry) => entry.into_mut(),
             RawEntryMut::Vacant(entry) => {
                 let entity = match self.read_back(spilled, deleted, disk_keys, kind, value, hash) {
@@ -395,7 +477,14 @@ impl TagStore {
                     None => return None,
                 };
                 *bytes += entity.accounted_bytes(value.len()) as u64;
-                *tables_changed = true;
+                if room && !*tables_changed {
+                    // the same table with one more slot accounted per entity
+                    let slot = MAP_SLOT_ACCOUNTED as u64;
+                    *tables -= table_bytes.saturating_sub(len * slot);
+                    *tables += table_bytes.saturating_sub((len + 1) * slot);
+                } else {
+                    *tables_changed = true;
+                }
                 entry.insert_hashed_nocheck(hash, value.into(), entity).1
             }
         };
