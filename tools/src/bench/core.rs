@@ -337,6 +337,9 @@ pub fn run(args: &CoreArgs) -> Result<PathBuf, BenchError> {
     run_with(args, || load_engine(&args.rules))
 }
 
+/// Events whose allocations are counted (after the warmup), per wire format.
+const ALLOCATION_EVENTS: usize = 50_000;
+
 /// The thread counts measured by default: 1, 2 and all cores.
 fn default_threads(cores: usize) -> Vec<usize> {
     let mut t = vec![1, 2.min(cores.max(1)), cores.max(1)];
@@ -405,6 +408,23 @@ pub fn run_with(
     } else {
         None
     };
+    let allocations = super::allocs::measure(
+        &args.rules,
+        args.seed,
+        args.users,
+        args.warmup_events,
+        args.events_per_thread.min(ALLOCATION_EVENTS),
+    )?;
+    for (name, p) in [
+        ("protobuf", allocations.protobuf),
+        ("JSON", allocations.json),
+    ] {
+        eprintln!(
+            "core: allocations per decided event, {name} path: {:.2} (decode {:.2}, decide {:.2}, \
+             encode {:.2})",
+            p.total, p.decode, p.decide, p.encode
+        );
+    }
     let veto_one_thread = results
         .iter()
         .find(|r| r.threads == 1)
@@ -431,6 +451,7 @@ pub fn run_with(
         results: serde_json::json!({
             "runs": results,
             "instructions": instructions,
+            "allocations": allocations,
             "zen": zen,
         }),
         plots,

@@ -8,6 +8,7 @@
 //! | `swap`   | event latency around hot swaps of a 1,000-rule set vs without, signal-to-live time |
 //! | `spill`  | throughput and RSS as entities grow past the memory budget (RocksDB on disk) |
 
+pub mod allocs;
 pub mod badinput;
 pub mod broker;
 pub mod core;
