@@ -334,7 +334,7 @@ pub fn run(args: &CoreArgs) -> Result<PathBuf, BenchError> {
         instructions::child(args, events, args.instructions_baseline)?;
         return Ok(args.out.clone());
     }
-    run_with(args, || load_engine(&args.rules))
+    run_with(args, true, || load_engine(&args.rules))
 }
 
 /// Events whose allocations are counted (after the warmup), per wire format.
@@ -347,9 +347,11 @@ fn default_threads(cores: usize) -> Vec<usize> {
     t
 }
 
-/// Runs the scenario with engines from `make_engine` (one fresh engine per thread count).
+/// Runs the scenario with engines from `make_engine` (one fresh engine per thread count); with
+/// `count_allocations`, also counts the allocations of the real engine for `args.rules`.
 pub fn run_with(
     args: &CoreArgs,
+    count_allocations: bool,
     make_engine: impl Fn() -> Result<Arc<dyn CoreEngine>, BenchError>,
 ) -> Result<PathBuf, BenchError> {
     let started = Instant::now();
@@ -408,17 +410,21 @@ pub fn run_with(
     } else {
         None
     };
-    let allocations = super::allocs::measure(
-        &args.rules,
-        args.seed,
-        args.users,
-        args.warmup_events,
-        args.events_per_thread.min(ALLOCATION_EVENTS),
-    )?;
-    for (name, p) in [
-        ("protobuf", allocations.protobuf),
-        ("JSON", allocations.json),
-    ] {
+    let allocations = if count_allocations {
+        Some(super::allocs::measure(
+            &args.rules,
+            args.seed,
+            args.users,
+            args.warmup_events,
+            args.events_per_thread.min(ALLOCATION_EVENTS),
+        )?)
+    } else {
+        None
+    };
+    for (name, p) in allocations
+        .iter()
+        .flat_map(|a| [("protobuf", a.protobuf), ("JSON", a.json)])
+    {
         eprintln!(
             "core: allocations per decided event, {name} path: {:.2} (decode {:.2}, decide {:.2}, \
              encode {:.2})",
@@ -553,7 +559,7 @@ mod tests {
     fn writes_report_and_plots() {
         let dir = tempfile::tempdir().expect("temp dir");
         let a = args(dir.path().join("core"));
-        let report = run_with(&a, || {
+        let report = run_with(&a, false, || {
             Ok(Arc::new(CountingEngine(AtomicU64::new(0))) as Arc<dyn CoreEngine>)
         })
         .expect("run");
