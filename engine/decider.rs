@@ -55,13 +55,13 @@ pub trait TimerSink: Send + Sync {
     fn cancel(&self, rule: &Arc<str>, key: &str);
 }
 
-/// The result of deciding one event: the decision plus what the evaluation asked for.
+/// The decisions of one event. Kept by a caller from event to event and passed to
+/// [`Engine::decide_reusing`], its buffers are overwritten in place: no allocation once warm.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Decided {
     pub decision: Decision,
     /// The shadow set's decision of the same event (`shadow = true`), when one is loaded.
     pub shadow: Option<Decision>,
-    /// The rule set that decided it.
-    pub rules: Arc<RuleSet>,
 }
 
 /// What [`Engine::decide_traced`] copies out of one decision.
@@ -83,18 +83,40 @@ pub(crate) fn event_decision(
     decided_at_ms: i64,
     eval_latency_us: u32,
 ) -> Decision {
-    Decision {
-        event_id: event.event_id.clone(),
-        txn_id: event.txn_id.clone(),
-        outcome: eval.outcome,
-        score: eval.score,
-        hits: eval.hits.clone(),
-        ruleset_version: rules.version().clone(),
-        trigger: Trigger::Event,
-        shadow: false,
+    let mut decision = Decision::default();
+    write_event_decision(
+        &mut decision,
+        event,
+        eval,
+        rules,
         decided_at_ms,
         eval_latency_us,
+    );
+    decision
+}
+
+/// [`event_decision`] into `out`, reusing its buffers (`clone_from`) and leaving the rule-set
+/// version's shared count alone when it is the same version.
+fn write_event_decision(
+    out: &mut Decision,
+    event: &PaymentEvent,
+    eval: &Evaluation,
+    rules: &RuleSet,
+    decided_at_ms: i64,
+    eval_latency_us: u32,
+) {
+    out.event_id.clone_from(&event.event_id);
+    out.txn_id.clone_from(&event.txn_id);
+    out.outcome = eval.outcome;
+    out.score = eval.score;
+    out.hits.clone_from(&eval.hits);
+    if !Arc::ptr_eq(&out.ruleset_version, rules.version()) {
+        out.ruleset_version = rules.version().clone();
     }
+    out.trigger = Trigger::Event;
+    out.shadow = false;
+    out.decided_at_ms = decided_at_ms;
+    out.eval_latency_us = eval_latency_us;
 }
 
 /// Called by [`Engine::decide_inspected`] with what the rules read.
@@ -372,7 +394,15 @@ impl Engine {
     /// With a shadow set, it is evaluated on the same feature values and tags; its tags are
     /// never applied and its decision comes back in `Decided::shadow`.
     pub fn decide(&self, event: &PaymentEvent, decided_at_ms: i64) -> Decided {
-        self.decide_into(event, decided_at_ms, None, None)
+        let mut out = Decided::default();
+        self.decide_into(event, decided_at_ms, None, None, &mut out);
+        out
+    }
+
+    /// [`Engine::decide`] into `out`, overwriting the previous event's decisions in place (the
+    /// pipeline's workers keep one `Decided` each).
+    pub fn decide_reusing(&self, event: &PaymentEvent, decided_at_ms: i64, out: &mut Decided) {
+        self.decide_into(event, decided_at_ms, None, None, out);
     }
 
     /// [`Engine::decide`], also copying into `trace` the feature values computed for the event
@@ -383,7 +413,9 @@ impl Engine {
         decided_at_ms: i64,
         trace: &mut DecideTrace,
     ) -> Decided {
-        self.decide_into(event, decided_at_ms, Some(trace), None)
+        let mut out = Decided::default();
+        self.decide_into(event, decided_at_ms, Some(trace), None, &mut out);
+        out
     }
 
     /// [`Engine::decide_traced`], also calling `inspect` with what the live set's rules read
@@ -396,7 +428,9 @@ impl Engine {
         trace: &mut DecideTrace,
         inspect: Inspect<'_>,
     ) -> Decided {
-        self.decide_into(event, decided_at_ms, Some(trace), Some(inspect))
+        let mut out = Decided::default();
+        self.decide_into(event, decided_at_ms, Some(trace), Some(inspect), &mut out);
+        out
     }
 
     fn decide_into(
@@ -405,7 +439,8 @@ impl Engine {
         decided_at_ms: i64,
         trace: Option<&mut DecideTrace>,
         inspect: Option<Inspect<'_>>,
-    ) -> Decided {
+        out: &mut Decided,
+    ) {
         let started = Instant::now();
         // a guard, not a clone of the Arc: no write to the count all deciders share
         let sets = self.sets.load();
@@ -443,43 +478,46 @@ impl Engine {
             }
             let eval_latency_us = micros(started.elapsed());
             // The shadow reads the tags as the live set saw them: before the live effects.
-            let shadow = sets.shadow.as_ref().map(|plan| {
-                let started = Instant::now();
-                scratch.shadow_values.clear();
-                scratch
-                    .shadow_values
-                    .extend(plan.slots.iter().map(|&i| scratch.values[i]));
-                let ctx = StoreContext::new(
-                    event,
-                    &scratch.shadow_values,
-                    &self.store,
-                    &mut scratch.tags,
-                );
-                plan.loaded
-                    .rules
-                    .evaluate(event, &ctx, &mut scratch.shadow_eval);
-                self.apply_shadow_timers(plan, event, &scratch.shadow_eval);
-                let mut decision = event_decision(
-                    event,
-                    &scratch.shadow_eval,
-                    &plan.loaded.rules,
-                    decided_at_ms,
-                    micros(started.elapsed()),
-                );
-                decision.shadow = true;
-                decision
-            });
+            match &sets.shadow {
+                Some(plan) => {
+                    let started = Instant::now();
+                    scratch.shadow_values.clear();
+                    scratch
+                        .shadow_values
+                        .extend(plan.slots.iter().map(|&i| scratch.values[i]));
+                    let ctx = StoreContext::new(
+                        event,
+                        &scratch.shadow_values,
+                        &self.store,
+                        &mut scratch.tags,
+                    );
+                    plan.loaded
+                        .rules
+                        .evaluate(event, &ctx, &mut scratch.shadow_eval);
+                    self.apply_shadow_timers(plan, event, &scratch.shadow_eval);
+                    let shadow = out.shadow.get_or_insert_with(Decision::default);
+                    write_event_decision(
+                        shadow,
+                        event,
+                        &scratch.shadow_eval,
+                        &plan.loaded.rules,
+                        decided_at_ms,
+                        micros(started.elapsed()),
+                    );
+                    shadow.shadow = true;
+                    self.shadow_compared(scratch.eval.outcome, shadow.outcome);
+                }
+                None => out.shadow = None,
+            }
             self.apply_effects(&live.rules, event, &scratch.eval);
-            let eval = &scratch.eval;
-            if let Some(shadow) = &shadow {
-                self.shadow_compared(eval.outcome, shadow.outcome);
-            }
-            let decision = event_decision(event, eval, &live.rules, decided_at_ms, eval_latency_us);
-            Decided {
-                decision,
-                shadow,
-                rules: live.rules.clone(),
-            }
+            write_event_decision(
+                &mut out.decision,
+                event,
+                &scratch.eval,
+                &live.rules,
+                decided_at_ms,
+                eval_latency_us,
+            );
         })
     }
 
@@ -713,6 +751,50 @@ rule velocity when card_auths > 0 then review
 rule tagger when amount > 100 then review, tag user_id "bad" for 1h
 rule user_many when user_auths > 1 then challenge
 "#;
+
+    #[test]
+    fn deciding_into_reused_buffers_equals_fresh_decisions() {
+        let engine = |dir: &std::path::Path| {
+            let store = TagStore::open(StoreConfig {
+                data_dir: dir.to_path_buf(),
+                ..StoreConfig::default()
+            })
+            .expect("store");
+            let engine = Engine::new(
+                compile(LIVE),
+                Arc::new(store),
+                Arc::new(EventTimeTimers::default()),
+            );
+            engine.swap_shadow(Some(compile(SHADOW)));
+            engine
+        };
+        let (a, b) = (
+            tempfile::tempdir().expect("dir"),
+            tempfile::tempdir().expect("dir"),
+        );
+        let (fresh, reusing) = (engine(a.path()), engine(b.path()));
+        let mut reused = Decided::default();
+        for i in 0..40i64 {
+            if i == 25 {
+                // the shadow goes away: no shadow decision may linger in the buffers
+                fresh.swap_shadow(None);
+                reusing.swap_shadow(None);
+            }
+            let mut event = auth(&format!("event-{i}"), i * 1_000, 5_000 + i * 997 % 20_000);
+            event.txn_id = (i % 3 != 0).then(|| format!("t{}", i * 7));
+            let mut expected = fresh.decide(&event, i);
+            reusing.decide_reusing(&event, i, &mut reused);
+            // the time spent is the only thing that differs
+            for d in std::iter::once(&mut expected.decision).chain(&mut expected.shadow) {
+                d.eval_latency_us = 0;
+            }
+            reused.decision.eval_latency_us = 0;
+            if let Some(shadow) = &mut reused.shadow {
+                shadow.eval_latency_us = 0;
+            }
+            assert_eq!(reused, expected, "event {i}");
+        }
+    }
 
     #[test]
     fn shadow_decisions_are_marked_share_features_set_no_tags_and_count_agreement() {

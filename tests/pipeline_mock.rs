@@ -14,6 +14,7 @@ use rdkafka::producer::DefaultProducerContext;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot};
+use veto::decider::Decided;
 use veto::event::{
     decode_dead_letter, decode_decision, encode_event, encode_tag_update, Decision, EventError,
     Field, InputFormat, Outcome, OutputFormat, PaymentEvent, TagUpdate, Trigger,
@@ -65,7 +66,7 @@ impl AmountDecider {
 }
 
 impl Decider for AmountDecider {
-    fn decide(&self, event: &PaymentEvent) -> Vec<Decision> {
+    fn decide(&self, event: &PaymentEvent, out: &mut Decided) {
         if !self.delay.is_zero() {
             std::thread::sleep(self.delay);
         }
@@ -82,7 +83,10 @@ impl Decider for AmountDecider {
             shadow: true,
             ..live.clone()
         };
-        vec![live, shadow]
+        *out = Decided {
+            decision: live,
+            shadow: Some(shadow),
+        };
     }
 
     fn apply_tag_update(&self, update: &TagUpdate) -> Result<(), EventError> {

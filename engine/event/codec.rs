@@ -42,8 +42,28 @@ pub fn decode_event(
     format: InputFormat,
     max_bytes: usize,
 ) -> Result<PaymentEvent, EventError> {
+    let mut ev = PaymentEvent::default();
+    decode_event_into(bytes, format, max_bytes, &mut ev)?;
+    Ok(ev)
+}
+
+/// [`decode_event`] into `ev`, overwriting every field and reusing its strings' buffers, so a
+/// worker decoding one event after another allocates nothing for them once warm. On `Err`,
+/// `ev` holds no meaningful event.
+pub fn decode_event_into(
+    bytes: &[u8],
+    format: InputFormat,
+    max_bytes: usize,
+    ev: &mut PaymentEvent,
+) -> Result<(), EventError> {
     check_size(bytes, max_bytes)?;
-    decode_with(bytes, format, json::decode_event, decode_event_protobuf)
+    decode_with(
+        bytes,
+        format,
+        ev,
+        json::decode_event_into,
+        decode_event_protobuf,
+    )
 }
 
 /// Encodes an event (assumed valid, see [`validate_event`]).
@@ -83,8 +103,9 @@ pub fn decode_tag_update(
     decode_with(
         bytes,
         format,
-        json::decode_tag_update,
-        decode_tag_update_protobuf,
+        &mut (),
+        |b, _| json::decode_tag_update(b),
+        |b, _| decode_tag_update_protobuf(b),
     )
 }
 
@@ -119,7 +140,7 @@ pub fn encode_decision(d: &Decision, format: OutputFormat) -> Vec<u8> {
 pub fn encode_decision_into(d: &Decision, format: OutputFormat, buf: &mut Vec<u8>) {
     buf.clear();
     match format {
-        OutputFormat::Json => *buf = json::encode_decision(d),
+        OutputFormat::Json => json::encode_decision_into(d, buf),
         OutputFormat::Protobuf => fastpb::encode_decision(d, buf),
     }
 }
@@ -158,8 +179,9 @@ pub fn decode_decision(bytes: &[u8], format: InputFormat) -> Result<Decision, Ev
     decode_with(
         bytes,
         format,
-        json::decode_decision,
-        decode_decision_protobuf,
+        &mut (),
+        |b, _| json::decode_decision(b),
+        |b, _| decode_decision_protobuf(b),
     )
 }
 
@@ -207,27 +229,29 @@ pub fn decode_dead_letter(bytes: &[u8]) -> Result<proto::DeadLetter, EventError>
     proto::DeadLetter::decode(bytes).map_err(undecodable_protobuf)
 }
 
-/// Picks the decoder for `format`; see [`InputFormat::Auto`] for the detection rule.
-fn decode_with<T>(
+/// Picks the decoder for `format`, each decoding into `target`; see [`InputFormat::Auto`] for
+/// the detection rule.
+fn decode_with<T, R>(
     bytes: &[u8],
     format: InputFormat,
-    from_json: fn(&[u8]) -> Result<T, EventError>,
-    from_protobuf: fn(&[u8]) -> Result<T, EventError>,
-) -> Result<T, EventError> {
+    target: &mut T,
+    from_json: fn(&[u8], &mut T) -> Result<R, EventError>,
+    from_protobuf: fn(&[u8], &mut T) -> Result<R, EventError>,
+) -> Result<R, EventError> {
     match format {
-        InputFormat::Json => from_json(bytes),
-        InputFormat::Protobuf => from_protobuf(bytes),
+        InputFormat::Json => from_json(bytes, target),
+        InputFormat::Protobuf => from_protobuf(bytes, target),
         InputFormat::Auto => {
             let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
             if first != Some(&b'{') {
-                return from_protobuf(bytes);
+                return from_protobuf(bytes, target);
             }
             // `{` after whitespace may also be protobuf: field 1 (`\n`) of length 123 (`{`).
             // When both fail, a protobuf message that decoded but is invalid says more than
             // the JSON attempt's error.
-            match from_json(bytes) {
+            match from_json(bytes, target) {
                 Ok(value) => Ok(value),
-                Err(json_err) => from_protobuf(bytes).map_err(|pb_err| match pb_err {
+                Err(json_err) => from_protobuf(bytes, target).map_err(|pb_err| match pb_err {
                     EventError::Undecodable { .. } => json_err,
                     invalid => invalid,
                 }),
@@ -322,13 +346,15 @@ fn optional_utf8(field: Field, bytes: Option<Vec<u8>>) -> Result<Option<String>,
     }
 }
 
-fn decode_event_protobuf(bytes: &[u8]) -> Result<PaymentEvent, EventError> {
+fn decode_event_protobuf(bytes: &[u8], ev: &mut PaymentEvent) -> Result<(), EventError> {
     // Well-formed messages take the copy-once path; anything unusual gets prost's exact error.
-    if let Some(ev) = fastpb::decode_event(bytes) {
-        validate_event(&ev)?;
-        return Ok(ev);
+    match fastpb::decode_event_into(bytes, ev) {
+        Some(()) => validate_event(ev),
+        None => {
+            *ev = decode_event_prost(bytes)?;
+            Ok(())
+        }
     }
-    decode_event_prost(bytes)
 }
 
 /// The reference decoder (prost), for messages the fast path declines.

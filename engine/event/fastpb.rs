@@ -4,16 +4,14 @@
 //! and the generated encoder needs owned copies of every string. These functions read and
 //! write the same wire format directly:
 //!
-//! - [`decode_event`] accepts exactly the well-formed messages the prost decoder accepts and
+//! - [`decode_event_into`] accepts exactly the well-formed messages the prost decoder accepts and
 //!   returns the same field values; on anything unusual (groups, malformed varints, invalid
 //!   UTF-8, wrong wire types, truncation) it returns `None` and the caller falls back to the
 //!   prost path, which produces the exact error. Checked against prost by property tests.
 //! - [`encode_decision`] writes the bytes prost would write for the same `veto.v1.Decision`
 //!   (fields in tag order, proto3 defaults omitted). Checked against prost by property tests.
 
-use std::collections::BTreeMap;
-
-use super::model::{Decision, Outcome, PaymentEvent, Trigger};
+use super::model::{assign, assign_optional, Decision, Field, Outcome, PaymentEvent, Trigger};
 
 /// Wire types of the protobuf encoding.
 const VARINT: u64 = 0;
@@ -86,18 +84,6 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn string(bytes: &[u8]) -> Option<String> {
-    std::str::from_utf8(bytes).ok().map(str::to_owned)
-}
-
-/// An optional string field: absent or empty is `None`.
-fn optional(bytes: Option<&[u8]>) -> Option<Option<String>> {
-    match bytes {
-        Some(b) if !b.is_empty() => string(b).map(Some),
-        _ => Some(None),
-    }
-}
-
 /// One `attrs` map entry: `(key, value)`, each empty when absent, last occurrence wins.
 fn attr_entry(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
     let mut reader = Reader::new(bytes);
@@ -113,19 +99,23 @@ fn attr_entry(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
     Some((key, value))
 }
 
-/// Decodes a `veto.v1.PaymentEvent` (not validated); `None` means "use the prost path".
-pub(crate) fn decode_event(bytes: &[u8]) -> Option<PaymentEvent> {
+/// Decodes a `veto.v1.PaymentEvent` (not validated) into `ev`, reusing its strings' buffers;
+/// `None` means "use the prost path" (`ev` is then partly overwritten).
+pub(crate) fn decode_event_into(bytes: &[u8], ev: &mut PaymentEvent) -> Option<()> {
     let mut reader = Reader::new(bytes);
     let mut strings: [Option<&[u8]>; 17] = [None; 17];
     let mut event_time_ms = 0i64;
     let mut amount_minor = None;
-    let mut attrs: Vec<(&[u8], &[u8])> = Vec::new();
+    let mut attrs = false;
     while !reader.is_empty() {
         let (tag, wire_type) = reader.key()?;
         match (tag, wire_type) {
             (3, VARINT) => event_time_ms = reader.varint()? as i64,
             (10, VARINT) => amount_minor = Some(reader.varint()? as i64),
-            (17, LEN) => attrs.push(attr_entry(reader.bytes()?)?),
+            (17, LEN) => {
+                attr_entry(reader.bytes()?)?;
+                attrs = true;
+            }
             (1 | 2 | 4..=9 | 11..=16, LEN) => {
                 strings[tag as usize] = Some(reader.bytes()?);
             }
@@ -133,29 +123,37 @@ pub(crate) fn decode_event(bytes: &[u8]) -> Option<PaymentEvent> {
             (_, wire_type) => reader.skip(wire_type)?,
         }
     }
-    let mut attr_map = BTreeMap::new();
-    for (key, value) in attrs {
-        attr_map.insert(string(key)?, string(value)?);
+    let text = |tag: usize| match strings[tag] {
+        Some(b) => std::str::from_utf8(b).ok().map(Some),
+        None => Some(None),
+    };
+    assign(&mut ev.event_id, text(1)?.unwrap_or_default());
+    assign(&mut ev.kind, text(2)?.unwrap_or_default());
+    ev.event_time_ms = event_time_ms;
+    ev.amount_minor = amount_minor;
+    // tags 4..=9 and 11..=16 are the optional string fields, in `Field` order
+    for field in Field::ALL {
+        if let Some(slot) = ev.optional_str_mut(field) {
+            assign_optional(slot, text(field as usize + 1)?);
+        }
     }
-    Some(PaymentEvent {
-        event_id: string(strings[1].unwrap_or_default())?,
-        kind: string(strings[2].unwrap_or_default())?,
-        event_time_ms,
-        txn_id: optional(strings[4])?,
-        user_id: optional(strings[5])?,
-        card_id: optional(strings[6])?,
-        device_id: optional(strings[7])?,
-        ip: optional(strings[8])?,
-        merchant_id: optional(strings[9])?,
-        amount_minor,
-        currency: optional(strings[11])?,
-        country: optional(strings[12])?,
-        ip_country: optional(strings[13])?,
-        card_country: optional(strings[14])?,
-        mcc: optional(strings[15])?,
-        channel: optional(strings[16])?,
-        attrs: attr_map,
-    })
+    ev.attrs.clear();
+    if attrs {
+        // rare: a second pass over the entries, last occurrence of a key wins
+        let mut reader = Reader::new(bytes);
+        while !reader.is_empty() {
+            match reader.key()? {
+                (17, LEN) => {
+                    let (key, value) = attr_entry(reader.bytes()?)?;
+                    let key = std::str::from_utf8(key).ok()?;
+                    let value = std::str::from_utf8(value).ok()?;
+                    ev.attrs.insert(key.to_owned(), value.to_owned());
+                }
+                (_, wire_type) => reader.skip(wire_type)?,
+            }
+        }
+    }
+    Some(())
 }
 
 fn put_varint(buf: &mut Vec<u8>, mut value: u64) {
@@ -263,6 +261,11 @@ mod tests {
             assert_eq!(varint_len(value), len, "{value}");
             assert_eq!(Reader::new(&buf).varint(), Some(value));
         }
+    }
+
+    fn decode_event(bytes: &[u8]) -> Option<PaymentEvent> {
+        let mut ev = PaymentEvent::default();
+        decode_event_into(bytes, &mut ev).map(|()| ev)
     }
 
     #[test]

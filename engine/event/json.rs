@@ -1,5 +1,6 @@
 //! JSON codec: events and tag updates with per-field errors, decisions both ways, same field names as the proto.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::marker::PhantomData;
@@ -8,10 +9,12 @@ use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::error::Category;
 use serde_json::value::RawValue;
+use smallvec::SmallVec;
 
 use super::error::EventError;
 use super::model::{
-    currency_exponent, Decision, Outcome, PaymentEvent, RuleHit, TagUpdate, Trigger,
+    assign, assign_optional, currency_exponent, Decision, Field, Outcome, PaymentEvent, RuleHit,
+    TagUpdate, Trigger,
 };
 use super::parse::{major_to_minor, minor_to_major, parse_rfc3339_ms};
 use super::validate::{
@@ -51,15 +54,15 @@ const TAG_UPDATE_KEYS: [&str; 5] = [
     "remove",
 ];
 
-/// Decodes and validates a JSON payment event (size already checked by the caller).
-pub(crate) fn decode_event(bytes: &[u8]) -> Result<PaymentEvent, EventError> {
+/// Decodes and validates a JSON payment event (size already checked by the caller) into
+/// `ev`, overwriting every field and reusing its strings' buffers.
+pub(crate) fn decode_event_into(bytes: &[u8], ev: &mut PaymentEvent) -> Result<(), EventError> {
     let text = utf8_payload(bytes)?;
     let members = top_level_object(text)?;
-    let mut ev = PaymentEvent::default();
     let mut amount_major: Option<&RawValue> = None;
     let mut seen = SeenKeys::default();
     for (key, raw) in &members.0 {
-        let known = EVENT_KEYS.iter().find(|k| **k == key.as_str()).copied();
+        let known = EVENT_KEYS.iter().find(|k| **k == key.as_ref()).copied();
         let key = known.ok_or_else(|| EventError::UnknownField {
             field: shortened(key),
         })?;
@@ -70,31 +73,44 @@ pub(crate) fn decode_event(bytes: &[u8]) -> Result<PaymentEvent, EventError> {
         };
         seen.insert(slot, key)?;
         match key {
-            "event_id" => ev.event_id = string(key, raw)?.unwrap_or_default(),
-            "type" => ev.kind = string(key, raw)?.unwrap_or_default(),
+            "event_id" => assign(&mut ev.event_id, &string(key, raw)?.unwrap_or_default()),
+            "type" => assign(&mut ev.kind, &string(key, raw)?.unwrap_or_default()),
             "event_time" | "event_time_ms" => ev.event_time_ms = event_time(key, raw)?,
-            "txn_id" => ev.txn_id = string(key, raw)?,
-            "user_id" => ev.user_id = string(key, raw)?,
-            "card_id" => ev.card_id = string(key, raw)?,
-            "device_id" => ev.device_id = string(key, raw)?,
-            "ip" => ev.ip = string(key, raw)?,
-            "merchant_id" => ev.merchant_id = string(key, raw)?,
             "amount" => amount_major = Some(*raw),
             "amount_minor" => ev.amount_minor = amount_minor(raw)?,
-            "currency" => ev.currency = string(key, raw)?,
-            "country" => ev.country = string(key, raw)?,
-            "ip_country" => ev.ip_country = string(key, raw)?,
-            "card_country" => ev.card_country = string(key, raw)?,
-            "mcc" => ev.mcc = string(key, raw)?,
-            "channel" => ev.channel = string(key, raw)?,
-            _ => ev.attrs = attrs(raw)?,
+            "attrs" => ev.attrs = attrs(raw)?,
+            _ => {
+                let value = string(key, raw)?;
+                if let Some(slot) = Field::from_name(key).and_then(|f| ev.optional_str_mut(f)) {
+                    assign_optional(slot, value.as_deref());
+                }
+            }
         }
+    }
+    // what the object did not name is absent
+    for field in Field::ALL {
+        if seen.has(field.name()) {
+            continue;
+        }
+        match field {
+            Field::EventId => ev.event_id.clear(),
+            Field::Type => ev.kind.clear(),
+            Field::EventTime => ev.event_time_ms = 0,
+            Field::Amount => ev.amount_minor = None,
+            other => {
+                if let Some(slot) = ev.optional_str_mut(other) {
+                    *slot = None;
+                }
+            }
+        }
+    }
+    if !seen.has("attrs") {
+        ev.attrs.clear();
     }
     if let Some(raw) = amount_major {
         ev.amount_minor = amount_from_major(raw, ev.currency.as_deref())?;
     }
-    validate_event(&ev)?;
-    Ok(ev)
+    validate_event(ev)
 }
 
 /// Encodes an event as JSON: `amount` as a decimal string in major units (or `amount_minor`
@@ -146,7 +162,7 @@ pub(crate) fn decode_tag_update(bytes: &[u8]) -> Result<TagUpdate, EventError> {
     for (key, raw) in &members.0 {
         let known = TAG_UPDATE_KEYS
             .iter()
-            .find(|k| **k == key.as_str())
+            .find(|k| **k == key.as_ref())
             .copied();
         let key = known.ok_or_else(|| EventError::UnknownField {
             field: shortened(key),
@@ -163,8 +179,8 @@ pub(crate) fn decode_tag_update(bytes: &[u8]) -> Result<TagUpdate, EventError> {
                         })?,
                     );
             }
-            "entity_value" => update.value = string(key, raw)?.unwrap_or_default(),
-            "tag" => update.tag = string(key, raw)?.unwrap_or_default(),
+            "entity_value" => update.value = owned(string(key, raw)?),
+            "tag" => update.tag = owned(string(key, raw)?),
             "expires_at_ms" => {
                 let ms = integer(raw).map_err(|text| EventError::InvalidTime {
                     field: "expires_at_ms",
@@ -205,32 +221,25 @@ pub(crate) fn encode_tag_update(update: &TagUpdate) -> Vec<u8> {
     to_json(&out)
 }
 
-/// Encodes a decision as JSON (see `docs/wire-format.md` for the shape).
-pub(crate) fn encode_decision(d: &Decision) -> Vec<u8> {
+/// Encodes a decision as JSON (see `docs/wire-format.md` for the shape), appended to `buf`.
+pub(crate) fn encode_decision_into(d: &Decision, buf: &mut Vec<u8>) {
     let out = DecisionOut {
         event_id: &d.event_id,
         txn_id: d.txn_id.as_deref(),
         outcome: d.outcome.name(),
         score: d.score,
-        hits: d
-            .hits
-            .iter()
-            .map(|h| HitOut {
-                rule: &h.rule,
-                outcome: h.outcome.name(),
-                score: h.score,
-            })
-            .collect(),
+        hits: HitsOut(&d.hits),
         ruleset_version: &d.ruleset_version,
         trigger: d.trigger.name(),
         shadow: d.shadow,
         decided_at_ms: d.decided_at_ms,
         eval_latency_us: d.eval_latency_us,
     };
-    to_json(&out)
+    serde_json::to_writer(buf, &out)
+        .expect("a decision holds only strings, integers and booleans; a Vec never fails a write");
 }
 
-/// Decodes a JSON decision (as written by [`encode_decision`]).
+/// Decodes a JSON decision (as written by [`encode_decision_into`]).
 pub(crate) fn decode_decision(bytes: &[u8]) -> Result<Decision, EventError> {
     let text = utf8_payload(bytes)?;
     let input: DecisionIn = serde_json::from_str(text).map_err(|e| EventError::Undecodable {
@@ -298,10 +307,14 @@ fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
         .expect("JSON output structs hold only strings, integers and string maps")
 }
 
-/// A string field; `null` and `""` both mean absent.
-fn string(field: &str, raw: &RawValue) -> Result<Option<String>, EventError> {
+/// A string field; `null` and `""` both mean absent. Borrowed from the payload unless the
+/// string has escapes.
+fn string<'a>(field: &str, raw: &'a RawValue) -> Result<Option<Cow<'a, str>>, EventError> {
+    if let Ok(value) = serde_json::from_str::<Option<&'a str>>(raw.get()) {
+        return Ok(value.filter(|s| !s.is_empty()).map(Cow::Borrowed));
+    }
     match serde_json::from_str::<Option<String>>(raw.get()) {
-        Ok(value) => Ok(value.filter(|s| !s.is_empty())),
+        Ok(value) => Ok(value.filter(|s| !s.is_empty()).map(Cow::Owned)),
         Err(e) if e.classify() == Category::Syntax => Err(EventError::InvalidUtf8 {
             field: field.to_string(),
             detail: "invalid unicode escape in string".into(),
@@ -313,6 +326,11 @@ fn string(field: &str, raw: &RawValue) -> Result<Option<String>, EventError> {
     }
 }
 
+/// A [`string`] field's value as an owned string; absent is empty.
+fn owned(value: Option<Cow<'_, str>>) -> String {
+    value.map(Cow::into_owned).unwrap_or_default()
+}
+
 /// An integer given as a JSON number or a decimal string (proto3 JSON writes int64 as strings).
 /// `Err` carries the offending text for the caller's message.
 fn integer(raw: &RawValue) -> Result<Option<i64>, String> {
@@ -320,10 +338,10 @@ fn integer(raw: &RawValue) -> Result<Option<i64>, String> {
     if text == "null" {
         return Ok(None);
     }
-    let digits = if text.starts_with('"') {
-        serde_json::from_str::<String>(text).map_err(|_| shortened(text))?
+    let digits: Cow<'_, str> = if text.starts_with('"') {
+        Cow::Owned(serde_json::from_str::<String>(text).map_err(|_| shortened(text))?)
     } else {
-        text.to_string()
+        Cow::Borrowed(text)
     };
     let body = digits.strip_prefix('-').unwrap_or(&digits);
     if body.is_empty() || !body.bytes().all(|b| b.is_ascii_digit()) {
@@ -377,7 +395,7 @@ fn amount_from_major(raw: &RawValue, currency: Option<&str>) -> Result<Option<i6
     let decimal = if text.starts_with('"') {
         string("amount", raw)?.unwrap_or_default()
     } else if text.starts_with(|c: char| c.is_ascii_digit() || c == '-') {
-        text.to_string()
+        Cow::Borrowed(text)
     } else {
         return Err(EventError::InvalidType {
             field: "amount".into(),
@@ -436,13 +454,13 @@ fn attrs(raw: &RawValue) -> Result<BTreeMap<String, String>, EventError> {
                 })
             }
         };
-        if out.contains_key(&key) {
+        if out.contains_key(key.as_ref()) {
             return Err(EventError::DuplicateField {
                 field: field(),
                 other: field(),
             });
         }
-        out.insert(key, value);
+        out.insert(key.into_owned(), value);
     }
     Ok(out)
 }
@@ -457,7 +475,7 @@ fn shortened(s: &str) -> String {
 
 /// Which contract slots a JSON object has filled, and under which key.
 #[derive(Default)]
-struct SeenKeys(Vec<(&'static str, &'static str)>);
+struct SeenKeys(SmallVec<[(&'static str, &'static str); EVENT_KEYS.len()]>);
 
 impl SeenKeys {
     fn insert(&mut self, slot: &'static str, key: &'static str) -> Result<(), EventError> {
@@ -470,10 +488,15 @@ impl SeenKeys {
         self.0.push((slot, key));
         Ok(())
     }
+
+    fn has(&self, slot: &str) -> bool {
+        self.0.iter().any(|(s, _)| *s == slot)
+    }
 }
 
-/// The members of one JSON object in document order (duplicates kept), values unparsed.
-struct Members<'a>(Vec<(String, &'a RawValue)>);
+/// The members of one JSON object in document order (duplicates kept), values unparsed; keys
+/// borrowed from the payload unless they have escapes, and inline up to an event's key count.
+struct Members<'a>(SmallVec<[(Cow<'a, str>, &'a RawValue); EVENT_KEYS.len()]>);
 
 impl<'de: 'a, 'a> Deserialize<'de> for Members<'a> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -484,8 +507,8 @@ impl<'de: 'a, 'a> Deserialize<'de> for Members<'a> {
                 f.write_str("a JSON object")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members<'a>, A::Error> {
-                let mut members = Vec::new();
-                while let Some(key) = map.next_key::<String>()? {
+                let mut members = SmallVec::new();
+                while let Some(Key(key)) = map.next_key()? {
                     let value: &'a RawValue = map.next_value()?;
                     members.push((key, value));
                 }
@@ -493,6 +516,31 @@ impl<'de: 'a, 'a> Deserialize<'de> for Members<'a> {
             }
         }
         deserializer.deserialize_map(MembersVisitor(PhantomData))
+    }
+}
+
+/// An object key, borrowed when it has no escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Key<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for KeyVisitor<'a> {
+            type Value = Key<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string key")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'a>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'a>, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Key<'a>, E> {
+                Ok(Key(Cow::Owned(v)))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor(PhantomData))
     }
 }
 
@@ -551,12 +599,25 @@ struct DecisionOut<'a> {
     txn_id: Option<&'a str>,
     outcome: &'static str,
     score: i32,
-    hits: Vec<HitOut<'a>>,
+    hits: HitsOut<'a>,
     ruleset_version: &'a str,
     trigger: &'static str,
     shadow: bool,
     decided_at_ms: i64,
     eval_latency_us: u32,
+}
+
+/// A decision's hits, written as an array of [`HitOut`] without collecting them.
+struct HitsOut<'a>(&'a [RuleHit]);
+
+impl Serialize for HitsOut<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(|h| HitOut {
+            rule: &h.rule,
+            outcome: h.outcome.name(),
+            score: h.score,
+        }))
+    }
 }
 
 #[derive(Serialize)]

@@ -17,8 +17,8 @@ mod tests;
 
 pub use codec::{
     dead_letter, dead_letter_key, decode_dead_letter, decode_decision, decode_event,
-    decode_tag_update, encode_decision, encode_decision_into, encode_event, encode_tag_update,
-    InputFormat, OutputFormat, DEAD_LETTER_KEY_MAX, DEAD_LETTER_RAW_MAX,
+    decode_event_into, decode_tag_update, encode_decision, encode_decision_into, encode_event,
+    encode_tag_update, InputFormat, OutputFormat, DEAD_LETTER_KEY_MAX, DEAD_LETTER_RAW_MAX,
 };
 #[cfg(test)]
 pub(crate) use codec::{decode_event_prost, encode_decision_prost};

@@ -165,6 +165,42 @@ impl PaymentEvent {
     pub fn attr(&self, key: &str) -> Option<&str> {
         self.attrs.get(key).map(String::as_str)
     }
+
+    /// The optional string field `field`, to overwrite in place; `None` for `event_id`, `type`
+    /// and the numeric fields.
+    pub(crate) fn optional_str_mut(&mut self, field: Field) -> Option<&mut Option<String>> {
+        Some(match field {
+            Field::EventId | Field::Type | Field::EventTime | Field::Amount => return None,
+            Field::TxnId => &mut self.txn_id,
+            Field::UserId => &mut self.user_id,
+            Field::CardId => &mut self.card_id,
+            Field::DeviceId => &mut self.device_id,
+            Field::Ip => &mut self.ip,
+            Field::MerchantId => &mut self.merchant_id,
+            Field::Currency => &mut self.currency,
+            Field::Country => &mut self.country,
+            Field::IpCountry => &mut self.ip_country,
+            Field::CardCountry => &mut self.card_country,
+            Field::Mcc => &mut self.mcc,
+            Field::Channel => &mut self.channel,
+        })
+    }
+}
+
+/// Overwrites `slot` with `value`, reusing the string's buffer: a decoder filling one event
+/// after another allocates only when a value outgrows the previous one.
+pub(crate) fn assign(slot: &mut String, value: &str) {
+    slot.clear();
+    slot.push_str(value);
+}
+
+/// [`assign`] for an optional field: `None` (or an empty value) leaves it absent.
+pub(crate) fn assign_optional(slot: &mut Option<String>, value: Option<&str>) {
+    match (slot.as_mut(), value.filter(|v| !v.is_empty())) {
+        (Some(s), Some(v)) => assign(s, v),
+        (None, Some(v)) => *slot = Some(v.to_owned()),
+        (_, None) => *slot = None,
+    }
 }
 
 /// 10^exponent for every value `currency_exponent` returns (exact in f64).
@@ -285,11 +321,31 @@ impl Trigger {
 }
 
 /// One matching rule inside a decision.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct RuleHit {
     pub rule: Arc<str>,
     pub outcome: Outcome,
     pub score: i32,
+}
+
+impl Clone for RuleHit {
+    fn clone(&self) -> RuleHit {
+        RuleHit {
+            rule: Arc::clone(&self.rule),
+            outcome: self.outcome,
+            score: self.score,
+        }
+    }
+
+    /// Leaves the rule name's shared count alone when it names the same rule (a decision
+    /// buffer refilled event after event mostly holds the same hits).
+    fn clone_from(&mut self, source: &RuleHit) {
+        if !Arc::ptr_eq(&self.rule, &source.rule) {
+            self.rule = Arc::clone(&source.rule);
+        }
+        self.outcome = source.outcome;
+        self.score = source.score;
+    }
 }
 
 /// The engine's answer for one event (or one fired timer).

@@ -47,7 +47,8 @@ pub fn major_to_minor(text: &str, exponent: u32) -> Result<i64, String> {
             }
         }
     };
-    let digits: Vec<u8> = int_part
+    // inline for any amount of up to 32 significant digits: no allocation per event
+    let digits: smallvec::SmallVec<[u8; 32]> = int_part
         .bytes()
         .chain(frac_part.bytes())
         .skip_while(|&b| b == b'0')

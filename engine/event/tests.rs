@@ -811,6 +811,32 @@ proptest! {
     }
 
     #[test]
+    fn decoding_into_a_used_event_equals_a_fresh_decode(
+        first in arb_event(),
+        second in arb_event(),
+        flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..3),
+    ) {
+        // A worker decodes every message into the event it decoded the previous one into:
+        // nothing of the previous event may survive, whether the next one decodes or not.
+        for (out, input) in [
+            (OutputFormat::Protobuf, InputFormat::Protobuf),
+            (OutputFormat::Json, InputFormat::Json),
+            (OutputFormat::Json, InputFormat::Auto),
+        ] {
+            let mut bytes = encode_event(&second, out);
+            for &(at, value) in &flips {
+                let i = at.index(bytes.len());
+                bytes[i] = value;
+            }
+            let mut reused = decode_event(&encode_event(&first, out), input, MAX)
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let result = decode_event_into(&bytes, input, MAX, &mut reused);
+            let fresh = decode_event(&bytes, input, MAX);
+            prop_assert_eq!(result.clone().map(|()| reused), fresh);
+        }
+    }
+
+    #[test]
     fn protobuf_matches_the_generated_contract(ev in arb_event()) {
         let generated = proto::PaymentEvent::decode(&*encode_event(&ev, OutputFormat::Protobuf));
         let generated = generated.map_err(|e| TestCaseError::fail(e.to_string()))?;

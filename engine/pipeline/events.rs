@@ -82,19 +82,6 @@ pub fn shadow_dropped() {
     }
 }
 
-/// The decider returned no decision for an event; the event is acknowledged without output.
-pub fn decider_returned_nothing(event_id: &str) {
-    static SEEN: AtomicU64 = AtomicU64::new(0);
-    counter!("veto_events_total", "result" => "undecided").increment(1);
-    if let Some(n) = sampled(&SEEN) {
-        error!(
-            event_id,
-            occurrences = n,
-            "decider returned no decision for an event"
-        );
-    }
-}
-
 /// A timeout decision from the timers was published.
 pub fn timeout_decided(outcome: Outcome) {
     counter!("veto_decisions_total", "outcome" => outcome.name()).increment(1);

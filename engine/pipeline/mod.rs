@@ -32,6 +32,7 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot, Notify};
 
+use crate::decider::Decided;
 use crate::event::{encode_decision, Decision, EventError, OutputFormat, PaymentEvent, TagUpdate};
 
 pub use ack::{AckSeq, AckTracker};
@@ -50,10 +51,11 @@ use worker::{decision_key, WorkerPool};
 
 /// The engine as the pipeline sees it; the lead implements it with rules, store and timers.
 pub trait Decider: Send + Sync + 'static {
-    /// Decides one event. Called from worker threads, never on the async runtime; the events
-    /// of one partition arrive in offset order. Normally returns one decision; shadow
-    /// decisions (`shadow = true`) may be appended and go to the shadow topic.
-    fn decide(&self, event: &PaymentEvent) -> Vec<Decision>;
+    /// Decides one event into `out`: its decision, and a shadow decision (`shadow = true`,
+    /// for the shadow topic) when a shadow set runs. Called from worker threads, never on the
+    /// async runtime; the events of one partition arrive in offset order. `out` holds the
+    /// worker's previous decisions: overwrite them in place to reuse their buffers.
+    fn decide(&self, event: &PaymentEvent, out: &mut Decided);
 
     /// Applies a tag update from the entity-tags topic (worker thread, in partition order).
     /// An error dead-letters the update with its reason.

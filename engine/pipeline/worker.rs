@@ -16,9 +16,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
 
+use crate::decider::Decided;
 use crate::event::{
-    dead_letter, dead_letter_key, decode_event, decode_tag_update, encode_decision_into, Decision,
-    EventError, InputFormat, OutputFormat,
+    dead_letter, dead_letter_key, decode_event_into, decode_tag_update, encode_decision_into,
+    Decision, EventError, InputFormat, OutputFormat, PaymentEvent,
 };
 
 use super::ack::AckSeq;
@@ -224,6 +225,16 @@ fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// What a worker reuses from message to message: once warm, decoding, deciding and encoding
+/// an event allocate nothing for these.
+#[derive(Default)]
+struct Scratch {
+    event: PaymentEvent,
+    decided: Decided,
+    /// The encoded output; the producer copies it.
+    encoded: Vec<u8>,
+}
+
 /// The key a decision is published under: its txn_id, else its event_id.
 pub fn decision_key(decision: &Decision) -> &[u8] {
     decision
@@ -235,8 +246,7 @@ pub fn decision_key(decision: &Decision) -> &[u8] {
 
 impl WorkerShared {
     fn run(&self, ready: &Sender<Arc<PartitionSlot>>, ready_rx: &Receiver<Arc<PartitionSlot>>) {
-        // One encode buffer per worker: the producer copies each payload.
-        let mut scratch = Vec::with_capacity(256);
+        let mut scratch = Scratch::default();
         let mut batch = Vec::with_capacity(LANE_BATCH);
         loop {
             match ready_rx.recv_timeout(CLOSE_CHECK) {
@@ -266,7 +276,7 @@ impl WorkerShared {
         &self,
         slot: &Arc<PartitionSlot>,
         batch: &mut Vec<WorkItem>,
-        scratch: &mut Vec<u8>,
+        scratch: &mut Scratch,
     ) -> bool {
         {
             let mut lane = slot.lane.lock();
@@ -293,51 +303,41 @@ impl WorkerShared {
         true
     }
 
-    fn handle_payment(&self, slot: &Arc<PartitionSlot>, item: &WorkItem, scratch: &mut Vec<u8>) {
-        let event = match item
+    fn handle_payment(&self, slot: &Arc<PartitionSlot>, item: &WorkItem, scratch: &mut Scratch) {
+        let event = &mut scratch.event;
+        let decoded = item
             .value()
-            .and_then(|raw| decode_event(raw, self.input_format, self.max_event_bytes))
-        {
-            Ok(event) => event,
-            Err(error) => return self.reject(slot, item, &error),
-        };
+            .and_then(|raw| decode_event_into(raw, self.input_format, self.max_event_bytes, event));
+        if let Err(error) = decoded {
+            return self.reject(slot, item, &error);
+        }
         if let Some(error) = self.too_far_ahead(event.event_time_ms) {
             return self.reject(slot, item, &error);
         }
         let started = Instant::now();
-        let decisions = self.decider.decide(&event);
+        self.decider.decide(event, &mut scratch.decided);
         let eval = started.elapsed();
 
-        let mut outputs = 0usize;
-        let mut enforced = 0usize;
-        for decision in &decisions {
-            if decision.shadow {
-                if self.shadow_topic.is_some() {
-                    self.metrics.shadow_decided(decision.outcome);
-                    outputs += 1;
-                } else {
-                    events::shadow_dropped();
-                }
-            } else {
-                enforced += 1;
-                outputs += 1;
-                self.metrics.event_decided(decision.outcome, eval);
+        let Decided { decision, shadow } = &scratch.decided;
+        self.metrics.event_decided(decision.outcome, eval);
+        self.counters.events_decided.fetch_add(1, Ordering::AcqRel);
+        let shadow = match (shadow, &self.shadow_topic) {
+            (Some(shadow), Some(topic)) => {
+                self.metrics.shadow_decided(shadow.outcome);
+                Some((shadow, topic))
             }
-        }
-        if enforced == 0 {
-            events::decider_returned_nothing(&event.event_id);
-        } else {
-            self.counters.events_decided.fetch_add(1, Ordering::AcqRel);
-        }
-        let seq = slot.register(item.offset, outputs);
-        for decision in &decisions {
-            let topic = match (decision.shadow, &self.shadow_topic) {
-                (false, _) => &self.decisions_topic,
-                (true, Some(shadow)) => shadow,
-                (true, None) => continue,
-            };
-            encode_decision_into(decision, self.output_format, scratch);
-            if !self.send(slot, seq, topic, Some(decision_key(decision)), scratch) {
+            (Some(_), None) => {
+                events::shadow_dropped();
+                None
+            }
+            (None, _) => None,
+        };
+        let seq = slot.register(item.offset, 1 + usize::from(shadow.is_some()));
+        let outputs = std::iter::once((decision, &self.decisions_topic)).chain(shadow);
+        for (decision, topic) in outputs {
+            encode_decision_into(decision, self.output_format, &mut scratch.encoded);
+            let key = Some(decision_key(decision));
+            if !self.send(slot, seq, topic, key, &scratch.encoded) {
                 return;
             }
         }
@@ -437,9 +437,7 @@ mod tests {
     }
 
     impl Decider for Recorder {
-        fn decide(&self, _event: &PaymentEvent) -> Vec<Decision> {
-            Vec::new()
-        }
+        fn decide(&self, _event: &PaymentEvent, _out: &mut Decided) {}
 
         fn apply_tag_update(&self, update: &TagUpdate) -> Result<(), EventError> {
             let (partition, offset) = update.value.split_once(':').unwrap_or(("-1", "-1"));

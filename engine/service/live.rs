@@ -10,8 +10,8 @@ use parking_lot::Mutex;
 use super::now_ms;
 use super::rule_hits::rules_hit;
 use super::timers::LiveTimers;
-use crate::decider::Engine;
-use crate::event::{Decision, EventError, PaymentEvent, TagUpdate};
+use crate::decider::{Decided, Engine};
+use crate::event::{EventError, PaymentEvent, TagUpdate};
 use crate::ha::{self, Replica};
 use crate::pipeline::Decider;
 use crate::store::PartitionOffset;
@@ -61,12 +61,9 @@ impl LiveDecider {
 }
 
 impl Decider for LiveDecider {
-    fn decide(&self, event: &PaymentEvent) -> Vec<Decision> {
-        let decided = self.engine.decide(event, now_ms());
-        rules_hit(&decided.decision);
-        let mut decisions = vec![decided.decision];
-        decisions.extend(decided.shadow);
-        decisions
+    fn decide(&self, event: &PaymentEvent, out: &mut Decided) {
+        self.engine.decide_reusing(event, now_ms(), out);
+        rules_hit(&out.decision);
     }
 
     fn apply_tag_update(&self, update: &TagUpdate) -> Result<(), EventError> {

@@ -34,10 +34,7 @@ impl TimerSink for LiveTimers {
     }
 
     fn cancel(&self, rule: &Arc<str>, key: &str) {
-        self.0.cancel(&TimerKey {
-            sequence: rule.clone(),
-            key: key.to_owned(),
-        });
+        self.0.cancel(rule, key);
     }
 }
 

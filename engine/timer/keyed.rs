@@ -54,11 +54,11 @@ impl State {
         self.by_rule.get(&*key.sequence)?.get(&key.key).copied()
     }
 
-    fn forget(&mut self, key: &TimerKey) -> Option<TimerHandle> {
-        let keys = self.by_rule.get_mut(&*key.sequence)?;
-        let handle = keys.remove(&key.key);
+    fn forget(&mut self, sequence: &str, key: &str) -> Option<TimerHandle> {
+        let keys = self.by_rule.get_mut(sequence)?;
+        let handle = keys.remove(key);
         if keys.is_empty() {
-            self.by_rule.remove(&*key.sequence);
+            self.by_rule.remove(sequence);
         }
         handle
     }
@@ -135,10 +135,11 @@ impl<C: Clock> TimerCore<C> {
         armed
     }
 
-    /// Cancels the timer of `key`; `false` if none is armed (never armed, fired or cancelled).
-    pub fn cancel(&self, key: &TimerKey) -> bool {
+    /// Cancels the timer of sequence rule `sequence` keyed by `key`; `false` if none is armed
+    /// (never armed, fired or cancelled).
+    pub fn cancel(&self, sequence: &str, key: &str) -> bool {
         let mut state = self.state.lock();
-        let Some(handle) = state.forget(key) else {
+        let Some(handle) = state.forget(sequence, key) else {
             return false;
         };
         let cancelled = state.wheel.cancel(handle).is_some();
@@ -467,10 +468,10 @@ mod tests {
         arm(&core, "auth", "t1", 100);
         arm(&core, "auth", "t2", 100);
         arm(&core, "refund", "t1", 100);
-        assert!(core.cancel(&key("auth", "t1")));
-        assert!(!core.cancel(&key("auth", "t1")));
-        assert!(!core.cancel(&key("auth", "unknown")));
-        assert!(!core.cancel(&key("unknown", "t1")));
+        assert!(core.cancel("auth", "t1"));
+        assert!(!core.cancel("auth", "t1"));
+        assert!(!core.cancel("auth", "unknown"));
+        assert!(!core.cancel("unknown", "t1"));
         assert!(core.is_armed(&key("refund", "t1")));
         assert_eq!(core.cancel_sequence("auth"), 1);
         assert_eq!(core.cancel_sequence("auth"), 0);
@@ -495,7 +496,7 @@ mod tests {
         assert_eq!(fired[0].deadline_ms, WALL_START_MS + 10);
         // After firing the key is free again.
         assert!(arm(&core, "auth", "t1", 10));
-        assert!(core.cancel(&key("auth", "t1")));
+        assert!(core.cancel("auth", "t1"));
         assert!(arm(&core, "auth", "t1", 30));
         assert!(advance_and_fire(&core, Duration::from_millis(29)).is_empty());
         assert_eq!(
@@ -536,7 +537,7 @@ mod tests {
         arm(&core, "auth", "soon", 1_000);
         arm(&core, "auth", "late", 10_000);
         arm(&core, "auth", "cancelled", 1_000);
-        core.cancel(&key("auth", "cancelled"));
+        core.cancel("auth", "cancelled");
         arm(&core, "capture", "soon", 2_000);
         let bytes = core.snapshot();
 

@@ -122,10 +122,11 @@ impl<C: Clock> TimerService<C> {
         self.core.arm(key, payload, after)
     }
 
-    /// Cancels the timer of `key`; `false` if none is armed (never armed, cancelled, or fired
-    /// already — a fired timer may still be on its way through the channel).
-    pub fn cancel(&self, key: &TimerKey) -> bool {
-        self.core.cancel(key)
+    /// Cancels the timer of sequence rule `sequence` keyed by `key`; `false` if none is armed
+    /// (never armed, cancelled, or fired already — a fired timer may still be on its way
+    /// through the channel).
+    pub fn cancel(&self, sequence: &str, key: &str) -> bool {
+        self.core.cancel(sequence, key)
     }
 
     /// Number of armed timers.
@@ -357,7 +358,7 @@ mod tests {
         clock.advance(Duration::from_secs(2));
         assert!(recv_within(&mut receiver, Duration::from_millis(300)).is_none());
         // due but held: still armed, so the capture that arrives now cancels it
-        assert!(service.cancel(&key("gone")));
+        assert!(service.cancel("auth_without_capture", "gone"));
         assert_eq!(service.armed(), 1);
         service.release();
         // the next tick fires everything due by the clock
@@ -377,7 +378,7 @@ mod tests {
         for (value, after_ms) in [("c", 3_000), ("a", 1_000), ("b", 2_000), ("d", 6_000)] {
             assert!(service.arm(key(value), payload(value), Duration::from_millis(after_ms)));
         }
-        assert!(service.cancel(&key("b")));
+        assert!(service.cancel("auth_without_capture", "b"));
         clock.advance(Duration::from_secs(5));
         let mut order = Vec::new();
         for _ in 0..2 {

@@ -58,7 +58,7 @@ fn keyed_throughput(armed: usize) -> serde_json::Value {
     let snapshot_elapsed = snapshot_started.elapsed();
     let started = Instant::now();
     for value in &keys {
-        core.cancel(&key("auth_without_capture", value));
+        core.cancel("auth_without_capture", value);
     }
     let cancel_elapsed = started.elapsed();
     let restore_started = Instant::now();
@@ -142,7 +142,7 @@ fn criterion_groups(criterion: &mut Criterion, armed: usize) {
             },
             |(timer_key, timer_payload)| {
                 core.arm(timer_key.clone(), timer_payload, Duration::from_secs(2));
-                black_box(core.cancel(&timer_key))
+                black_box(core.cancel(&timer_key.sequence, &timer_key.key))
             },
             BatchSize::SmallInput,
         )

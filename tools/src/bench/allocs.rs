@@ -1,11 +1,13 @@
 //! Heap allocations per decided event on the service's per-event path, in process: decode the
-//! payload (protobuf or JSON), decide, encode the decision into a reused buffer (as the
-//! pipeline's workers do). Counted by the counting allocator (`heap`), on one thread.
+//! payload (protobuf or JSON) into a reused event, decide into reused decisions, encode the
+//! decision into a reused buffer (as the pipeline's workers do). Counted by the counting
+//! allocator (`heap`), on one thread.
 
 use std::path::Path;
 
+use veto::decider::Decided;
 use veto::event::{
-    decode_event, encode_decision_into, encode_event, InputFormat, OutputFormat, PaymentEvent,
+    decode_event_into, encode_decision_into, encode_event, InputFormat, OutputFormat, PaymentEvent,
     DEFAULT_MAX_EVENT_BYTES,
 };
 use veto::synth::{Synth, SynthConfig};
@@ -65,18 +67,23 @@ fn one_path(
     warmup: usize,
 ) -> Result<PathAllocations, BenchError> {
     let engine = scratch_engine(rules)?;
+    // what a pipeline worker keeps from message to message
+    let mut event = PaymentEvent::default();
+    let mut decided = Decided::default();
     let mut buf = Vec::new();
     let (mut decode, mut decide, mut encode) = (0u64, 0u64, 0u64);
     for (i, payload) in payloads.iter().enumerate() {
         let measured = i >= warmup;
         let start = heap::allocations();
-        let event = decode_event(payload, input, DEFAULT_MAX_EVENT_BYTES)
+        decode_event_into(payload, input, DEFAULT_MAX_EVENT_BYTES, &mut event)
             .map_err(|e| BenchError::Invalid(format!("synthetic event {i} rejected: {e}")))?;
         let decoded = heap::allocations();
         // event-time timers stand in for the service's timer wheel: not counted
         engine.timers.due(event.event_time_ms);
         let before_decide = heap::allocations();
-        let decided = engine.engine.decide(&event, event.event_time_ms);
+        engine
+            .engine
+            .decide_reusing(&event, event.event_time_ms, &mut decided);
         let after_decide = heap::allocations();
         encode_decision_into(&decided.decision, output, &mut buf);
         let encoded = heap::allocations();
