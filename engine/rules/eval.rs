@@ -7,6 +7,7 @@ use ahash::AHashSet;
 use regex::Regex;
 
 use super::ast::{ArithOp, CmpOp};
+use super::bound::{compare, AmountBound, FeatureBound};
 use super::number::{self, Decimal};
 use crate::event::{currency_exponent, Field, PaymentEvent};
 
@@ -36,25 +37,23 @@ impl EvalContext for NoContext {
 pub struct Frame<'a> {
     pub ev: &'a PaymentEvent,
     pub ctx: &'a dyn EvalContext,
-    /// `ev.amount()` (for the store's aggregates), which needs a currency lookup.
+    /// `ev.amount()` (for the store's aggregates).
     amount: Option<f64>,
     /// The amount as rules read it: exactly `amount_minor` minor units of the currency.
     amount_exact: Option<Decimal>,
+    /// The currency's exponent (decimals of its minor unit).
+    exponent: u32,
 }
 
 impl<'a> Frame<'a> {
     pub fn new(ev: &'a PaymentEvent, ctx: &'a dyn EvalContext) -> Frame<'a> {
-        let amount_exact = ev.amount_minor.map(|minor| {
-            number::from_minor(
-                minor,
-                currency_exponent(ev.currency.as_deref().unwrap_or("")),
-            )
-        });
+        let exponent = currency_exponent(ev.currency.as_deref().unwrap_or(""));
         Frame {
             ev,
             ctx,
             amount: ev.amount(),
-            amount_exact,
+            amount_exact: ev.amount_minor.map(|m| number::from_minor(m, exponent)),
+            exponent,
         }
     }
 
@@ -176,17 +175,10 @@ pub enum Pred {
     FieldIn(Field, Arc<ListValues>),
     /// `x <op> constant`.
     NumConst(CmpOp, NumExpr, Decimal),
-}
-
-fn compare<T: PartialOrd + ?Sized>(op: CmpOp, a: &T, b: &T) -> bool {
-    match op {
-        CmpOp::Eq => a == b,
-        CmpOp::Ne => a != b,
-        CmpOp::Lt => a < b,
-        CmpOp::Le => a <= b,
-        CmpOp::Gt => a > b,
-        CmpOp::Ge => a >= b,
-    }
+    /// `feature <op> constant`.
+    FeatureConst(u32, Box<FeatureBound>),
+    /// `amount <op> constant`.
+    AmountConst(Box<AmountBound>),
 }
 
 impl NumExpr {
@@ -310,6 +302,11 @@ impl Pred {
                 _ => false,
             },
             Pred::NumConst(op, a, c) => a.eval_in(f).is_some_and(|x| compare(*op, &x, c)),
+            Pred::FeatureConst(slot, bound) => bound.holds(f.ctx.feature(*slot as usize)),
+            Pred::AmountConst(bound) => {
+                f.ev.amount_minor
+                    .is_some_and(|minor| bound.holds(minor, f.exponent))
+            }
         }
     }
 
@@ -408,9 +405,18 @@ impl Pred {
                 eq: op == CmpOp::Eq,
             },
             Pred::InStr(StrExpr::Field(field), list) => Pred::FieldIn(field, list),
-            Pred::Num(op, a, NumExpr::Const(c)) => Pred::NumConst(op, a, c),
-            Pred::Num(op, NumExpr::Const(c), b) => Pred::NumConst(op.flipped(), b, c),
+            Pred::Num(op, a, NumExpr::Const(c)) => Pred::num_const(op, a, c),
+            Pred::Num(op, NumExpr::Const(c), b) => Pred::num_const(op.flipped(), b, c),
             p => p,
+        }
+    }
+
+    /// `a <op> c`, prepared for a feature or the amount (see `bound`).
+    fn num_const(op: CmpOp, a: NumExpr, c: Decimal) -> Pred {
+        match a {
+            NumExpr::Feature(slot) => Pred::FeatureConst(slot, Box::new(FeatureBound::new(op, c))),
+            NumExpr::Field(Field::Amount) => Pred::AmountConst(Box::new(AmountBound::new(op, c))),
+            a => Pred::NumConst(op, a, c),
         }
     }
 

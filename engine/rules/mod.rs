@@ -1,6 +1,7 @@
 //! The `.veto` rule language (docs/rule-language.md): lexer → parser → checker → compiler → evaluator, and `veto check`.
 
 pub mod ast;
+pub mod bound;
 pub mod checker;
 pub mod compiler;
 pub mod diagnostic;
