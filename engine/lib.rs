@@ -5,8 +5,9 @@
 //!
 //! # Layout
 //!
-//! Dependencies point one way: `pipeline` → `rules` / `store` / `timer` → `event`.
-//! The modules that tie them together (`decider`, `service`, `ha`, `demo`, `reload`) sit on top.
+//! Dependencies point one way: `pipeline` → `decider` → `rules` / `store` / `timer` → `event`
+//! (the pipeline sees the engine only through its `Decider` trait and the `Decided` buffers it
+//! fills). The modules that tie them together (`service`, `ha`, `demo`, `reload`) sit on top.
 //!
 //! | module        | role |
 //! |---------------|------|
