@@ -41,6 +41,11 @@ use support::*;
 
 /// How far production runs ahead of the decisions seen (so the kills land mid-stream).
 const STREAM_AHEAD: usize = 10_000;
+/// Up to a kill point, production stops this far past it; right before the kill a burst takes it
+/// to `2 * AHEAD_OF_KILL` (events in flight when the active dies), and after the kill to
+/// `STREAM_AHEAD` past it: the new active always has events left to decide, however fast the
+/// old one caught up.
+const AHEAD_OF_KILL: usize = STREAM_AHEAD / 4;
 /// Session timeout of the election and of the active's consumer.
 const SESSION_TIMEOUT: &str = "2s";
 const HEARTBEAT: &str = "400ms";
@@ -366,9 +371,10 @@ fn failover(delivery: Delivery) {
     std::thread::sleep(Duration::from_secs(1));
 
     let mut produced = 0;
-    let feed = |seen: &Seen, produced: &mut usize| {
-        while *produced < total && *produced < seen.event.len() + STREAM_AHEAD {
-            let end = (*produced + 2_500).min(total);
+    let feed = |seen: &Seen, produced: &mut usize, cap: usize| {
+        let cap = cap.min(total);
+        while *produced < cap && *produced < seen.event.len() + STREAM_AHEAD {
+            let end = (*produced + 2_500).min(cap);
             produce_events(&brokers, &events[*produced..end]);
             *produced = end;
         }
@@ -388,7 +394,7 @@ fn failover(delivery: Delivery) {
             .collect()
     };
     while seen.event.len() < total / 20 {
-        feed(&seen, &mut produced);
+        feed(&seen, &mut produced, total);
         seen.read_for(&consumer, Duration::from_millis(50));
     }
     let cpu_window_start = (seen.event.len(), cpu_now(&instances));
@@ -401,9 +407,15 @@ fn failover(delivery: Delivery) {
         let kill_at = stretch * (kill + 1) + rng.random_range(0..stretch / 2);
         let not_before = Instant::now() + Duration::from_secs(1);
         while seen.event.len() < kill_at || Instant::now() < not_before {
-            feed(&seen, &mut produced);
+            feed(&seen, &mut produced, kill_at + AHEAD_OF_KILL);
             seen.read_for(&consumer, Duration::from_millis(50));
         }
+        feed(
+            &seen,
+            &mut produced,
+            (kill_at + 2 * AHEAD_OF_KILL).min(total - 1),
+        );
+        seen.read_for(&consumer, Duration::from_millis(rng.random_range(0..200)));
         if cpu_window.is_none() {
             cpu_window = Some((seen.event.len(), cpu_now(&instances)));
         }
@@ -419,7 +431,7 @@ fn failover(delivery: Delivery) {
         // A standby takes over; the first decision it takes ends the outage.
         let deadline = Instant::now() + Duration::from_secs(60);
         let first = loop {
-            feed(&seen, &mut produced);
+            feed(&seen, &mut produced, kill_at + STREAM_AHEAD);
             seen.read_for(&consumer, Duration::from_millis(50));
             if let Some(first) = seen.first_decided_after(kill_ms) {
                 break first;
@@ -479,7 +491,7 @@ fn failover(delivery: Delivery) {
             reference.never_captured.len(),
             logs_of(&instances)
         );
-        feed(&seen, &mut produced);
+        feed(&seen, &mut produced, total);
         seen.read_for(&consumer, Duration::from_millis(500));
     }
     // Standbys first, so that the role does not move when the active stops.
