@@ -543,13 +543,17 @@ impl Engine {
     fn apply_shadow_timers(&self, plan: &ShadowPlan, event: &PaymentEvent, eval: &Evaluation) {
         for cancel in &eval.cancel {
             if let Some(name) = plan.timer_names.get(cancel.sequence) {
-                self.timers.cancel(name, &cancel.key);
+                self.timers.cancel(name, cancel.key(event));
             }
         }
         for arm in &eval.arm {
             if let Some(name) = plan.timer_names.get(arm.sequence) {
-                self.timers
-                    .arm(name, &arm.key, event, Duration::from_millis(arm.within_ms));
+                self.timers.arm(
+                    name,
+                    arm.key(event),
+                    event,
+                    Duration::from_millis(arm.within_ms),
+                );
             }
         }
     }
@@ -638,14 +642,14 @@ fn apply_effects(
     let sequences = rules.sequences();
     for cancel in &eval.cancel {
         if let Some(seq) = sequences.get(cancel.sequence) {
-            timers.cancel(&seq.rule, &cancel.key);
+            timers.cancel(&seq.rule, cancel.key(event));
         }
     }
     for arm in &eval.arm {
         if let Some(seq) = sequences.get(arm.sequence) {
             timers.arm(
                 &seq.rule,
-                &arm.key,
+                arm.key(event),
                 event,
                 Duration::from_millis(arm.within_ms),
             );

@@ -138,19 +138,35 @@ pub struct RuleTest {
 /// Event time of `at: 0s` in test blocks: 2026-01-01T00:00:00Z.
 pub const TEST_EPOCH_MS: i64 = 1_767_225_600_000;
 
-/// Arm a sequence timer for `key` (the correlation field's value).
+/// Arm a sequence timer keyed by the event's value of the correlation field ([`ArmTimer::key`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArmTimer {
     pub sequence: usize,
-    pub key: String,
+    /// The `with same <field>` field; the event has a value for it.
+    pub correlate: Field,
     pub within_ms: u64,
 }
 
-/// Cancel the sequence timer for `key`.
+/// Cancel the sequence timer keyed by the event's value of the correlation field.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CancelTimer {
     pub sequence: usize,
-    pub key: String,
+    /// The `with same <field>` field; the event has a value for it.
+    pub correlate: Field,
+}
+
+impl ArmTimer {
+    /// The timer's key: `ev`'s value of the correlation field (the evaluated event's).
+    pub fn key<'e>(&self, ev: &'e PaymentEvent) -> &'e str {
+        ev.str_field(self.correlate).unwrap_or_default()
+    }
+}
+
+impl CancelTimer {
+    /// The timer's key: `ev`'s value of the correlation field (the evaluated event's).
+    pub fn key<'e>(&self, ev: &'e PaymentEvent) -> &'e str {
+        ev.str_field(self.correlate).unwrap_or_default()
+    }
 }
 
 /// The result of evaluating one event. Reused across events: `evaluate` clears it first.
@@ -410,19 +426,19 @@ impl RuleSet {
             }
         }
         for (i, s) in self.sequences.iter().enumerate() {
-            let Some(key) = ev.str_field(s.correlate) else {
+            if ev.str_field(s.correlate).is_none() {
                 continue;
-            };
+            }
             if type_may_match(&s.expect_types, &ev.kind) && s.expect.eval_in(&frame) {
                 out.cancel.push(CancelTimer {
                     sequence: i,
-                    key: key.to_string(),
+                    correlate: s.correlate,
                 });
             }
             if type_may_match(&s.after_types, &ev.kind) && s.after.eval_in(&frame) {
                 out.arm.push(ArmTimer {
                     sequence: i,
-                    key: key.to_string(),
+                    correlate: s.correlate,
                     within_ms: s.within_ms,
                 });
             }

@@ -433,19 +433,21 @@ fn sequences_arm_cancel_and_time_out() {
         out.arm,
         vec![ArmTimer {
             sequence: 0,
-            key: "t1".into(),
+            correlate: Field::TxnId,
             within_ms: 2000
         }]
     );
+    assert_eq!(out.arm[0].key(&ev), "t1");
     ev.kind = "capture".into();
     rs.evaluate(&ev, &ctx, &mut out);
     assert_eq!(
         out.cancel,
         vec![CancelTimer {
             sequence: 0,
-            key: "t1".into()
+            correlate: Field::TxnId,
         }]
     );
+    assert_eq!(out.cancel[0].key(&ev), "t1");
     let (outcome, score, hits) = rs.timeout_decision(0);
     assert_eq!((outcome, score, hits.len()), (Outcome::Block, 60, 1));
     assert_eq!(rs.sequences()[0].correlate, Field::TxnId);
@@ -669,10 +671,10 @@ fn run_reference(rs: &RuleSet, test: &RuleTest) -> Result<(), String> {
             );
         }
         for c in &out.cancel {
-            pending.remove(&(c.sequence, c.key.clone()));
+            pending.remove(&(c.sequence, c.key(ev).to_string()));
         }
         for a in &out.arm {
-            pending.insert((a.sequence, a.key.clone()));
+            pending.insert((a.sequence, a.key(ev).to_string()));
         }
     }
     if let Some(m) = test.expect.mismatch(out.outcome, out.score, &out.hits) {

@@ -177,13 +177,13 @@ pub fn run(cfg: &DigestConfig) -> Result<DigestSummary, BenchError> {
         for arm in &trace.eval.arm {
             h.bytes(b"A");
             h.u64(arm.sequence as u64);
-            h.str(&arm.key);
+            h.str(arm.key(&event));
             h.u64(arm.within_ms);
         }
         for cancel in &trace.eval.cancel {
             h.bytes(b"C");
             h.u64(cancel.sequence as u64);
-            h.str(&cancel.key);
+            h.str(cancel.key(&event));
         }
         sum.tags += trace.eval.tags.len() as u64;
         sum.arms += trace.eval.arm.len() as u64;
