@@ -50,6 +50,21 @@ impl LiveDecider {
         }
     }
 
+    /// The periodic at-least-once checkpoint: the snapshot is taken now, the state copied out
+    /// and written in the background while decisions go on. Returns whether the offsets may be
+    /// committed to Kafka at once: yes when an earlier checkpoint is on disk (a crash before
+    /// this one is in restores that one, and partitions start from *its* offsets, whatever
+    /// Kafka holds); no for a store's first checkpoint, since without any checkpoint a restart
+    /// would start from Kafka's offsets with an empty state.
+    fn periodic_checkpoint(&self) -> anyhow::Result<bool> {
+        let store = self.engine.store();
+        let durable = store.has_checkpoint();
+        let offsets = self.safe_offsets.lock().clone();
+        let timers = self.timers.0.snapshot();
+        store.checkpoint_in_background(&offsets, &timers)?;
+        Ok(durable)
+    }
+
     /// Writes state, armed timers and the safe offsets in one atomic checkpoint.
     pub(super) fn write_checkpoint(&self) -> anyhow::Result<()> {
         let offsets = self.safe_offsets.lock().clone();
@@ -87,11 +102,17 @@ impl Decider for LiveDecider {
         if self.exactly_once {
             return self.checkpoint_exactly_once(offsets, publish);
         }
-        if let Err(e) = self.write_checkpoint() {
-            tracing::error!(error = %e, "periodic checkpoint failed; the previous one stands");
+        match self.periodic_checkpoint() {
+            // Failures are logged by the pipeline; a restart seeks to the checkpoint anyway.
+            Ok(true) => {
+                let _ = publish(None);
+            }
+            // committed with the next checkpoint
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "periodic checkpoint failed; the previous one stands");
+            }
         }
-        // Failures are logged by the pipeline; a restart seeks to the checkpoint anyway.
-        let _ = publish(None);
     }
 
     fn stopping(&self) {

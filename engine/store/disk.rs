@@ -478,14 +478,23 @@ impl Disk {
         Ok(ranges)
     }
 
-    /// Calls `each` with every spilled (entity key, payload) of the current epoch, in key order.
+    /// The spill as it stands now, for [`Disk::for_each_spilled`] to read later while entities
+    /// go on being read back (and their entries deleted).
+    pub fn spill_view(&self) -> SpillView<'_> {
+        SpillView(self.db.snapshot())
+    }
+
+    /// Calls `each` with every spilled (entity key, payload) of the current epoch as `view`
+    /// saw them, in key order.
     pub fn for_each_spilled(
         &self,
+        view: &SpillView<'_>,
         mut each: impl FnMut(&[u8], &[u8]) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let cf = self.cf(CF_SPILL)?;
         let epoch = self.spill_epoch.load(Ordering::Relaxed);
         let mut options = ReadOptions::default();
+        options.set_snapshot(&view.0);
         let (from, to) = epoch_range(epoch);
         options.set_iterate_lower_bound(from.to_vec());
         options.set_iterate_upper_bound(to.to_vec());
@@ -714,6 +723,9 @@ impl Disk {
         Ok(())
     }
 }
+
+/// The spill at one moment (a RocksDB snapshot): what a checkpoint captured then holds.
+pub struct SpillView<'a>(rocksdb::SnapshotWithThreadMode<'a, DB>);
 
 /// One checkpoint file being written: entity puts and deletes in ascending key order, then
 /// the manifest. Removed when dropped unfinished.

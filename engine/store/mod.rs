@@ -88,6 +88,8 @@ pub enum StoreError {
     NotPublished(String),
     #[error("an earlier exactly-once checkpoint is not settled yet; the next start settles it")]
     PendingUnsettled,
+    #[error("checkpoint not written: {0}")]
+    NotWritten(String),
     #[error("corrupt spilled entity {key}: {reason}")]
     CorruptSpill { key: String, reason: String },
 }
@@ -146,7 +148,10 @@ pub struct CheckpointStats {
     /// Entities in the checkpoint after this one.
     pub entities_total: u64,
     pub bytes_written: u64,
+    /// From the start to the file being in.
     pub duration: Duration,
+    /// How long operations were blocked while the dirty state was copied out.
+    pub locked: Duration,
 }
 
 /// What [`TagStore::restore`] loaded.

@@ -83,8 +83,16 @@ struct Shard {
     spilled: u64,
     /// Keys of checkpointed entities deleted since the last checkpoint.
     deleted: AHashSet<Box<[u8]>>,
+    /// Keys deleted by the checkpoint being written: still in the checkpoint on disk until it
+    /// is in, so a miss must not read them back.
+    pending_deleted: AHashSet<Box<[u8]>>,
     /// The entities of this shard that may be on disk.
     disk_keys: DiskKeys,
+    /// A checkpoint's snapshot was taken and this shard's part is not copied out yet: the
+    /// next lock copies it ([`Shard::capture`]) before anything changes.
+    uncaptured: bool,
+    /// This shard's part of the checkpoint being written, until the writer collects it.
+    capture: checkpoint::Capture,
 }
 
 impl Shard {
@@ -148,6 +156,11 @@ pub struct TagStore {
     /// An exactly-once checkpoint file whose transaction committed but whose ingestion failed;
     /// applied before the next checkpoint.
     unapplied: Mutex<Option<Pending>>,
+    /// A checkpoint is being captured and written: entities it marked clean have no current
+    /// copy on disk yet, so nothing is evicted until it is in.
+    checkpoint_writing: AtomicBool,
+    /// The thread writing a checkpoint begun by [`TagStore::checkpoint_in_background`].
+    background: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Feature ids still defined, once `retain_features` has been called.
     retained: RwLock<Option<Arc<AHashSet<u64>>>>,
 }
@@ -234,6 +247,8 @@ impl TagStore {
             checkpoint_entities: AtomicU64::new(0),
             sequence: AtomicU64::new(0),
             unapplied: Mutex::new(None),
+            checkpoint_writing: AtomicBool::new(false),
+            background: Mutex::new(None),
             retained: RwLock::new(None),
         })
     }
@@ -243,8 +258,12 @@ impl TagStore {
         (hash >> 32) as usize & self.shard_mask
     }
 
+    /// Locks a shard, first copying out its part of a checkpoint being written if nobody did
+    /// since the snapshot ([`Shard::capture`]).
     fn lock(&self, index: usize) -> MutexGuard<'_, Shard> {
-        self.shards[index & self.shard_mask].0.lock()
+        let mut shard = self.shards[index & self.shard_mask].0.lock();
+        shard.capture();
+        shard
     }
 
     /// Updates every feature of one event and writes each feature's value after counting into
@@ -454,6 +473,7 @@ impl TagStore {
             clock,
             spilled,
             deleted,
+            pending_deleted,
             disk_keys,
             ..
         } = shard;
@@ -464,7 +484,14 @@ impl TagStore {
         let entity = match map.raw_entry_mut().from_key_hashed_nocheck(hash, value) {
             RawEntryMut::Occupied(entry) => entry.into_mut(),
             RawEntryMut::Vacant(entry) => {
-                let entity = match self.read_back(spilled, deleted, disk_keys, kind, value, hash) {
+                let entity = match self.read_back(
+                    spilled,
+                    [deleted, pending_deleted],
+                    disk_keys,
+                    kind,
+                    value,
+                    hash,
+                ) {
                     Some(entity) => entity,
                     None if create => {
                         let mut entity = Entity::fresh();
@@ -526,9 +553,8 @@ impl TagStore {
             stats.entities_in_memory += shard.entity_count();
             stats.entities_spilled += shard.spilled;
             stats.accounted_bytes += shard.memory()
-                + shard
-                    .deleted
-                    .iter()
+                + (shard.deleted.iter())
+                    .chain(&shard.pending_deleted)
                     .map(|k| (alloc_size(k.len()) + 24) as u64)
                     .sum::<u64>();
         }

@@ -42,6 +42,7 @@ pub fn idle_entities_deleted(count: u64) {
 pub fn checkpoint_written(stats: &CheckpointStats) {
     metrics::histogram!("veto_store_checkpoint_duration_seconds")
         .record(stats.duration.as_secs_f64());
+    metrics::histogram!("veto_store_checkpoint_locked_seconds").record(stats.locked.as_secs_f64());
     metrics::counter!("veto_store_checkpoint_bytes_total").increment(stats.bytes_written);
     tracing::info!(
         sequence = stats.sequence,
@@ -50,8 +51,16 @@ pub fn checkpoint_written(stats: &CheckpointStats) {
         total = stats.entities_total,
         bytes = stats.bytes_written,
         seconds = stats.duration.as_secs_f64(),
+        locked_seconds = stats.locked.as_secs_f64(),
         "checkpoint written"
     );
+}
+
+/// A checkpoint written in the background failed: the previous one stands, the state stays
+/// dirty for the next.
+pub fn checkpoint_failed(error: &StoreError) {
+    metrics::counter!("veto_store_checkpoint_failures_total").increment(1);
+    tracing::error!(%error, "checkpoint failed; the previous one stands");
 }
 
 pub fn checkpoint_restored(entities: usize, sequence: u64, seconds: f64) {

@@ -1,59 +1,156 @@
-//! Checkpoints: every dirty entity (in memory and spilled), the timers and the offsets written
-//! as one SST file in key order and ingested atomically; the exactly-once pending variant.
+//! Checkpoints: a snapshot taken in an instant under every shard lock, each shard's dirty state
+//! copied out before anything changes it, then one SST file in key order ingested atomically
+//! while decisions go on; the periodic one on a background thread; the exactly-once variant.
 
-use super::{entity_key, Shard, TagStore};
-use crate::store::disk::{CheckpointWriter, Manifest};
+use super::{entity_hash, split_key, Shard, TagStore};
+use crate::store::disk::{CheckpointWriter, Manifest, SpillView};
 use crate::store::entity::Entity;
 use crate::store::telemetry;
 use crate::store::{CheckpointStats, PartitionOffset, StoreError};
 use ahash::AHashSet;
-use parking_lot::MutexGuard;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-/// A persisted key as (kind byte, value bytes): compares like the key's bytes.
-fn key_parts(key: &[u8]) -> (u8, &[u8]) {
-    key.split_first()
-        .map_or((0, &[][..]), |(kind, value)| (*kind, value))
+/// One change of a [`Capture`]: its key and, for a put, the encoded entity right after it in
+/// the capture's arena.
+struct Change {
+    at: usize,
+    key_len: u32,
+    /// `None` for a delete.
+    payload_len: Option<u32>,
+    /// A put of an entity the checkpoint did not hold: it counts one more.
+    new: bool,
 }
 
-/// One entry of a checkpoint file, borrowed from a shard.
-enum Change<'s> {
-    Delete(&'s [u8]),
-    Put(u8, &'s str, &'s Entity),
+/// Changes of a checkpoint, encoded: one shard's part, or all of them.
+#[derive(Default)]
+pub(super) struct Capture {
+    arena: Vec<u8>,
+    changes: Vec<Change>,
 }
 
-impl Change<'_> {
-    /// Orders like the persisted key ([`entity_key`]): kind byte, then value bytes.
-    fn key(&self) -> (u8, &[u8]) {
-        match *self {
-            Change::Delete(key) => key_parts(key),
-            Change::Put(kind, value, _) => (kind, value.as_bytes()),
+impl Shard {
+    /// Copies this shard's part of the checkpoint being written out, once, before anything
+    /// changes the shard after the snapshot: every key the checkpoint deletes and every dirty
+    /// entity, which become clean and checkpointed. [`TagStore::lock`] calls it, so whoever
+    /// locks the shard first after the snapshot (an operation, or the checkpoint's writer)
+    /// pays for it.
+    #[inline]
+    pub(super) fn capture(&mut self) {
+        if self.uncaptured {
+            self.capture_now();
         }
     }
 
-    fn is_put(&self) -> bool {
-        matches!(self, Change::Put(..))
+    #[cold]
+    fn capture_now(&mut self) {
+        self.uncaptured = false;
+        let Shard {
+            maps,
+            pending_deleted,
+            capture,
+            ..
+        } = self;
+        for key in pending_deleted.iter() {
+            capture.push_delete(key);
+        }
+        for (kind, map) in maps.iter_mut().enumerate() {
+            for (value, entity) in map.iter_mut().filter(|(_, e)| e.dirty) {
+                capture.push_put(kind as u8, value, entity);
+                entity.dirty = false;
+                entity.persisted = true;
+            }
+        }
+    }
+}
+
+/// One checkpoint from its snapshot to its file. The snapshot itself only marks every shard
+/// uncaptured, so decisions go on while each shard's part is copied out ([`Shard::capture`]) and
+/// the file written. Until the file is in (or has failed) the store keeps what it will change
+/// visible: the deletes it carries stay in each shard's `pending_deleted`, and nothing is
+/// evicted (an entity a capture marked clean has no current copy on disk yet).
+struct Snapshot {
+    /// Every shard's capture, once collected.
+    capture: Capture,
+    manifest: Manifest,
+    /// Some shard had spilled entities: once in, some checkpointed entities are only on disk.
+    moved_to_disk: bool,
+    started: Instant,
+    /// How long the shards were locked for the snapshot.
+    locked: Duration,
+}
+
+impl Capture {
+    fn key(&self, change: &Change) -> &[u8] {
+        &self.arena[change.at..change.at + change.key_len as usize]
+    }
+
+    fn push_delete(&mut self, key: &[u8]) {
+        self.changes.push(Change {
+            at: self.arena.len(),
+            key_len: key.len() as u32,
+            payload_len: None,
+            new: false,
+        });
+        self.arena.extend_from_slice(key);
+    }
+
+    fn push_put(&mut self, kind: u8, value: &str, entity: &Entity) {
+        let at = self.arena.len();
+        self.arena.push(kind);
+        self.arena.extend_from_slice(value.as_bytes());
+        let payload_at = self.arena.len();
+        entity.encode(&mut self.arena);
+        self.changes.push(Change {
+            at,
+            key_len: (payload_at - at) as u32,
+            payload_len: Some((self.arena.len() - payload_at) as u32),
+            new: !entity.persisted,
+        });
+    }
+
+    /// Moves `other`'s changes to the end of this one.
+    fn append(&mut self, other: Capture) {
+        let base = self.arena.len();
+        self.arena.extend_from_slice(&other.arena);
+        let moved = other.changes.into_iter().map(|c| Change {
+            at: c.at + base,
+            ..c
+        });
+        self.changes.extend(moved);
+    }
+
+    /// Key order, one change per key: a put outranks a delete of the same key (the entity came
+    /// back).
+    fn sort(&mut self) {
+        let arena = &self.arena;
+        let key = |c: &Change| &arena[c.at..c.at + c.key_len as usize];
+        let is_put = |c: &Change| c.payload_len.is_some();
+        self.changes
+            .sort_unstable_by(|a, b| key(a).cmp(key(b)).then(is_put(b).cmp(&is_put(a))));
+        self.changes
+            .dedup_by(|later, earlier| key(later) == key(earlier));
     }
 
     fn write(
         &self,
+        change: &Change,
         writer: &mut CheckpointWriter<'_>,
-        payload: &mut Vec<u8>,
         counts: &mut Counts,
     ) -> Result<(), StoreError> {
-        match *self {
-            Change::Delete(key) => {
+        let key = self.key(change);
+        match change.payload_len {
+            None => {
                 writer.delete_entity(key)?;
                 counts.deleted += 1;
                 counts.total = counts.total.saturating_sub(1);
             }
-            Change::Put(kind, value, entity) => {
-                payload.clear();
-                entity.encode(payload);
-                writer.put_entity(&entity_key(kind, value), payload)?;
+            Some(len) => {
+                let at = change.at + key.len();
+                writer.put_entity(key, &self.arena[at..at + len as usize])?;
                 counts.written += 1;
-                counts.total += u64::from(!entity.persisted);
+                counts.total += u64::from(change.new);
             }
         }
         Ok(())
@@ -76,14 +173,76 @@ struct Publish<'a> {
 
 impl TagStore {
     /// Writes every dirty entity (in memory and spilled), the timers blob and the Kafka offsets
-    /// as one checkpoint file, ingested atomically and durably. Waits for in-flight operations
-    /// and blocks new ones while it runs, so state and offsets correspond.
+    /// as one checkpoint file, ingested atomically and durably, and returns once it is in.
+    /// Operations are blocked only while the snapshot is taken, then each shard's until its part
+    /// is copied out ([`Shard::capture`]); a checkpoint still being written in the background
+    /// is waited for first.
     pub fn checkpoint(
         &self,
         offsets: &[PartitionOffset],
         timers: &[u8],
     ) -> Result<CheckpointStats, StoreError> {
-        self.write_checkpoint(offsets, timers, None)
+        self.wait_for_background_checkpoint();
+        let (mut snapshot, view) = self.take_snapshot(offsets.to_vec(), timers.to_vec())?;
+        let written = self.write_snapshot(&mut snapshot, &view, None);
+        self.finish_snapshot(snapshot, written)
+    }
+
+    /// The checkpoint of [`TagStore::checkpoint`], returning as soon as its snapshot is taken:
+    /// a thread of its own collects the shards' captures and writes the file while operations
+    /// go on. Until the file is in, nothing is evicted; a failure is logged and counted, and
+    /// leaves the state dirty for the next checkpoint. The next checkpoint (of either kind)
+    /// waits for this one first. Errors are those of the snapshot.
+    pub fn checkpoint_in_background(
+        self: &Arc<Self>,
+        offsets: &[PartitionOffset],
+        timers: &[u8],
+    ) -> Result<(), StoreError> {
+        let mut background = self.background.lock();
+        if let Some(previous) = background.take() {
+            let _ = previous.join();
+        }
+        let (taken, copied) = std::sync::mpsc::sync_channel(1);
+        let store = Arc::clone(self);
+        let (offsets, timers) = (offsets.to_vec(), timers.to_vec());
+        let writer = std::thread::Builder::new()
+            .name("veto-checkpoint".into())
+            .spawn(move || match store.take_snapshot(offsets, timers) {
+                Ok((mut snapshot, view)) => {
+                    let _ = taken.send(Ok(()));
+                    let written = store.write_snapshot(&mut snapshot, &view, None);
+                    drop(view);
+                    if let Err(error) = store.finish_snapshot(snapshot, written) {
+                        telemetry::checkpoint_failed(&error);
+                    }
+                }
+                Err(error) => {
+                    let _ = taken.send(Err(error));
+                }
+            })
+            .map_err(|source| StoreError::Io {
+                path: self.cfg.data_dir.clone(),
+                source,
+            })?;
+        *background = Some(writer);
+        copied.recv().unwrap_or_else(|_| {
+            Err(StoreError::NotWritten(
+                "the checkpoint thread ended before taking the snapshot".into(),
+            ))
+        })
+    }
+
+    /// Whether a checkpoint of this run's state is on disk (restored, or written by this run).
+    pub fn has_checkpoint(&self) -> bool {
+        self.checkpoint_live.load(Ordering::Relaxed)
+    }
+
+    /// Waits until a checkpoint begun by [`TagStore::checkpoint_in_background`] is in (or
+    /// failed).
+    pub fn wait_for_background_checkpoint(&self) {
+        if let Some(writer) = self.background.lock().take() {
+            let _ = writer.join();
+        }
     }
 
     /// The exactly-once checkpoint: the file is first recorded as *pending*, then `publish`
@@ -99,14 +258,14 @@ impl TagStore {
         txn_offsets: &[PartitionOffset],
         publish: &mut dyn FnMut(u64) -> Result<(), String>,
     ) -> Result<CheckpointStats, StoreError> {
-        self.write_checkpoint(
-            offsets,
-            timers,
-            Some(Publish {
-                txn_offsets,
-                publish,
-            }),
-        )
+        self.wait_for_background_checkpoint();
+        let (mut snapshot, view) = self.take_snapshot(offsets.to_vec(), timers.to_vec())?;
+        let publish = Publish {
+            txn_offsets,
+            publish,
+        };
+        let written = self.write_snapshot(&mut snapshot, &view, Some(publish));
+        self.finish_snapshot(snapshot, written)
     }
 
     /// The Kafka offsets and the sequence of the pending exactly-once checkpoint, if one is
@@ -139,51 +298,60 @@ impl TagStore {
         Ok(())
     }
 
-    /// Writes into `writer`, in key order, every deleted and dirty entity of `shards` and every
-    /// spilled one (the spilled copy wins on the same key: it is the newer one).
-    fn write_changes(
+    /// Takes the snapshot under the gate and every shard lock: marks every shard uncaptured,
+    /// moves its deleted keys to `pending_deleted`, and takes a view of the spill at the same
+    /// instant. No entity is copied here.
+    fn take_snapshot(
         &self,
-        shards: &[MutexGuard<'_, Shard>],
-        writer: &mut CheckpointWriter<'_>,
-        counts: &mut Counts,
-    ) -> Result<(), StoreError> {
-        let mut order = Vec::new();
-        for shard in shards {
-            order.extend(shard.deleted.iter().map(|key| Change::Delete(key)));
-            for (kind, map) in shard.maps.iter().enumerate() {
-                let dirty = map.iter().filter(|(_, e)| e.dirty);
-                order.extend(dirty.map(|(value, e)| Change::Put(kind as u8, value, e)));
-            }
-        }
-        // a put outranks a delete of the same key (the entity came back)
-        order.sort_unstable_by(|a, b| a.key().cmp(&b.key()).then(b.is_put().cmp(&a.is_put())));
-        order.dedup_by(|later, earlier| later.key() == earlier.key());
-        let mut payload = Vec::with_capacity(256);
-        let mut changes = order.iter().peekable();
-        self.disk.for_each_spilled(|key, spilled| {
-            let at = key_parts(key);
-            while let Some(change) = changes.next_if(|c| c.key() <= at) {
-                if change.key() < at {
-                    change.write(writer, &mut payload, counts)?;
-                }
-            }
-            writer.put_entity(key, spilled)?;
-            counts.written += 1;
-            counts.total += u64::from(spilled.get(1) != Some(&1));
-            Ok(())
-        })?;
-        changes.try_for_each(|change| change.write(writer, &mut payload, counts))
-    }
-
-    fn write_checkpoint(
-        &self,
-        offsets: &[PartitionOffset],
-        timers: &[u8],
-        publish: Option<Publish<'_>>,
-    ) -> Result<CheckpointStats, StoreError> {
+        offsets: Vec<PartitionOffset>,
+        timers: Vec<u8>,
+    ) -> Result<(Snapshot, SpillView<'_>), StoreError> {
         let started = Instant::now();
         let _gate = self.gate.write();
         self.apply_unapplied()?;
+        let mut snapshot = Snapshot {
+            capture: Capture::default(),
+            manifest: Manifest {
+                sequence: self.sequence.load(Ordering::Relaxed) + 1,
+                entities: 0,
+                offsets,
+                timers,
+            },
+            moved_to_disk: false,
+            started,
+            locked: Duration::ZERO,
+        };
+        // not `lock`: it would capture what the previous snapshot left uncaptured (nothing)
+        let mut shards: Vec<_> = self.shards.iter().map(|s| s.0.lock()).collect();
+        let view = self.disk.spill_view();
+        for shard in shards.iter_mut() {
+            snapshot.moved_to_disk |= shard.spilled > 0;
+            let deleted = std::mem::take(&mut shard.deleted);
+            shard.pending_deleted.extend(deleted);
+            shard.uncaptured = true;
+        }
+        self.checkpoint_writing.store(true, Ordering::Relaxed);
+        drop(shards);
+        snapshot.locked = started.elapsed();
+        Ok((snapshot, view))
+    }
+
+    /// Writes the snapshot and every entity spilled as `view` saw the spill (the spilled copy
+    /// wins on the same key: it is the newer one) into one file, in key order, and applies it;
+    /// in exactly-once mode records it as pending, publishes, then applies it. Returns the
+    /// counts and bytes written.
+    fn write_snapshot(
+        &self,
+        snapshot: &mut Snapshot,
+        view: &SpillView<'_>,
+        publish: Option<Publish<'_>>,
+    ) -> Result<(Counts, u64), StoreError> {
+        for index in 0..self.shards.len() {
+            let part = std::mem::take(&mut self.lock(index).capture);
+            snapshot.capture.append(part);
+        }
+        let capture = &mut snapshot.capture;
+        capture.sort();
         let live = self.checkpoint_live.load(Ordering::Relaxed);
         if !live {
             self.disk.clear_checkpoint()?;
@@ -196,24 +364,32 @@ impl TagStore {
             },
             ..Counts::default()
         };
-        let sequence = self.sequence.load(Ordering::Relaxed) + 1;
+        let sequence = snapshot.manifest.sequence;
         let mut writer = self.disk.checkpoint_writer(sequence)?;
-        let mut shards: Vec<_> = (0..self.shards.len()).map(|i| self.lock(i)).collect();
-        self.write_changes(&shards, &mut writer, &mut counts)?;
-        let manifest = Manifest {
-            sequence,
-            entities: counts.total,
-            offsets: offsets.to_vec(),
-            timers: timers.to_vec(),
-        };
-        let bytes_written = writer.bytes;
+        let mut changes = capture.changes.iter().peekable();
+        self.disk.for_each_spilled(view, |key, spilled| {
+            while let Some(change) = changes.next_if(|c| capture.key(c) <= key) {
+                if capture.key(change) < key {
+                    capture.write(change, &mut writer, &mut counts)?;
+                }
+            }
+            writer.put_entity(key, spilled)?;
+            counts.written += 1;
+            counts.total += u64::from(spilled.get(1) != Some(&1));
+            Ok(())
+        })?;
+        changes.try_for_each(|change| capture.write(change, &mut writer, &mut counts))?;
+        snapshot.manifest.entities = counts.total;
+        let bytes = writer.bytes;
         match publish {
-            None => self.disk.commit(writer, &manifest)?,
+            None => self.disk.commit(writer, &snapshot.manifest)?,
             Some(Publish {
                 txn_offsets,
                 publish,
             }) => {
-                let pending = self.disk.write_pending(txn_offsets, writer, &manifest)?;
+                let pending = self
+                    .disk
+                    .write_pending(txn_offsets, writer, &snapshot.manifest)?;
                 publish(sequence).map_err(StoreError::NotPublished)?;
                 if let Err(error) = self.disk.commit_pending(&pending) {
                     // its transaction committed: no other checkpoint before this one is in
@@ -222,39 +398,98 @@ impl TagStore {
                 }
             }
         }
-        self.disk.end_spill_epoch();
+        Ok((counts, bytes))
+    }
 
-        let mut moved_to_disk = false;
-        for shard in shards.iter_mut() {
-            shard.deleted = AHashSet::new();
-            moved_to_disk |= shard.spilled > 0;
-            shard.spilled = 0;
-            for map in shard.maps.iter_mut() {
-                for entity in map.values_mut() {
-                    entity.dirty = false;
-                    entity.persisted = true;
-                }
+    /// After the file is in: the store's counters follow it, the spill taken in is dropped and
+    /// the pending deletes are done. After a failure: every change is pending again (dirty
+    /// entities, deleted keys, checkpointed flags as before), for the next checkpoint.
+    fn finish_snapshot(
+        &self,
+        snapshot: Snapshot,
+        written: Result<(Counts, u64), StoreError>,
+    ) -> Result<CheckpointStats, StoreError> {
+        let (counts, bytes_written) = match written {
+            Ok(written) => written,
+            Err(error) => {
+                self.restore_pending(&snapshot);
+                self.checkpoint_writing.store(false, Ordering::Relaxed);
+                return Err(error);
             }
-        }
-        if moved_to_disk {
+        };
+        let sequence = snapshot.manifest.sequence;
+        // before the spill epoch ends: a miss must find the spilled entities in the checkpoint
+        if snapshot.moved_to_disk {
             self.checkpoint_has_cold.store(true, Ordering::Relaxed);
         }
         self.checkpoint_live.store(true, Ordering::Relaxed);
         self.checkpoint_entities
             .store(counts.total, Ordering::Relaxed);
         self.sequence.store(sequence, Ordering::Relaxed);
+        self.disk.end_spill_epoch();
+        for index in 0..self.shards.len() {
+            let mut shard = self.lock(index);
+            // nothing was spilled since the snapshot: eviction waits for the file
+            shard.spilled = 0;
+            shard.pending_deleted = AHashSet::new();
+        }
+        self.checkpoint_writing.store(false, Ordering::Relaxed);
         let stats = CheckpointStats {
             sequence,
             entities_written: counts.written,
             entities_deleted: counts.deleted,
             entities_total: counts.total,
             bytes_written,
-            duration: started.elapsed(),
+            duration: snapshot.started.elapsed(),
+            locked: snapshot.locked,
         };
         telemetry::checkpoint_written(&stats);
-        drop(shards);
-        drop(_gate);
         telemetry::size(&self.stats());
         Ok(stats)
+    }
+
+    /// Undoes what the snapshot and the captures did to the shards, for a checkpoint that is not
+    /// in: entities it copied are dirty again (and not checkpointed if they were not), keys it
+    /// deletes are deleted again, and a key that came back in the meantime is checkpointed.
+    fn restore_pending(&self, snapshot: &Snapshot) {
+        let capture = &snapshot.capture;
+        for change in capture.changes.iter().filter(|c| c.payload_len.is_some()) {
+            let key = capture.key(change);
+            let Ok((kind, value)) = split_key(key) else {
+                continue;
+            };
+            let mut shard = self.lock(self.shard_of(entity_hash(value)));
+            match shard.maps[kind as usize].get_mut(value) {
+                Some(entity) => {
+                    entity.dirty = true;
+                    entity.persisted &= !change.new;
+                }
+                // deleted since (idle): its key went to `deleted` as checkpointed
+                None if change.new => {
+                    shard.deleted.remove(key);
+                }
+                None => {}
+            }
+        }
+        for index in 0..self.shards.len() {
+            let mut shard = self.lock(index);
+            let Shard {
+                maps,
+                deleted,
+                pending_deleted,
+                ..
+            } = &mut *shard;
+            for key in std::mem::take(pending_deleted) {
+                let back = split_key(&key)
+                    .ok()
+                    .and_then(|(kind, value)| maps[kind as usize].get_mut(value));
+                match back {
+                    Some(entity) => entity.persisted = true,
+                    None => {
+                        deleted.insert(key);
+                    }
+                }
+            }
+        }
     }
 }

@@ -35,11 +35,13 @@ pub(super) fn shard_budget(memory_budget: u64, rocksdb_bytes: u64, shards: usize
 
 impl TagStore {
     /// Looks for an entity that is not in memory in the spill, then in the checkpoint; not at
-    /// all when the shard's [`DiskKeys`] say it never left memory.
+    /// all when the shard's [`DiskKeys`] say it never left memory, nor when it was deleted
+    /// since the last checkpoint (`deleted`: the shard's deleted keys and those of the
+    /// checkpoint being written).
     pub(super) fn read_back(
         &self,
         spilled: &mut u64,
-        deleted: &AHashSet<Box<[u8]>>,
+        deleted: [&AHashSet<Box<[u8]>>; 2],
         disk_keys: &DiskKeys,
         kind: Field,
         value: &str,
@@ -52,7 +54,7 @@ impl TagStore {
             return None;
         }
         let key = entity_key(kind as u8, value);
-        if deleted.contains(key.as_slice()) {
+        if deleted.iter().any(|d| d.contains(key.as_slice())) {
             return None;
         }
         let found = (|| -> Result<Option<(Entity, usize)>, StoreError> {
@@ -94,7 +96,12 @@ impl TagStore {
         }
     }
 
+    /// Evicts from a shard over its budget, except while a checkpoint is being written (see
+    /// [`TagStore::checkpoint_in_background`]).
     pub(super) fn keep_within_budget(&self, shard: &mut Shard) {
+        if self.checkpoint_writing.load(Ordering::Relaxed) {
+            return;
+        }
         if shard.memory() > self.shard_budget.load(Ordering::Relaxed) {
             if self.evictions.fetch_add(1, Ordering::Relaxed) % BUDGET_REFRESH_EVICTIONS == 0 {
                 self.refresh_budget(self.disk.memory_bytes());

@@ -485,3 +485,103 @@ fn no_checkpoint_restores_nothing_and_open_rejects_bad_config() {
     cfg.shards = 6;
     assert!(matches!(TagStore::open(cfg), Err(StoreError::Config(_))));
 }
+
+/// Counts one event of each of `cards` at `at_ms`.
+fn count_cards(store: &TagStore, specs: &[FeatureSpec; 1], cards: &[String], at_ms: i64) {
+    let mut out = [None];
+    for card in cards {
+        store.update(
+            at_ms,
+            specs,
+            &[input(Some(card), Observation::Count)],
+            &mut out,
+        );
+    }
+}
+
+fn cards(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}{i:05}")).collect()
+}
+
+/// A checkpoint written in the background holds exactly the state at its copy, spilled
+/// entities included, though entities are counted, read back and spilled again meanwhile.
+#[test]
+fn a_background_checkpoint_holds_the_state_at_its_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.memory_budget_bytes = 256 << 10;
+    let specs = [spec(1, Aggregate::Count, Field::CardId)];
+    let all = cards("card-", 3_000);
+    let evens: Vec<String> = all.iter().step_by(2).cloned().collect();
+    let thirds: Vec<String> = all.iter().step_by(3).cloned().collect();
+    {
+        let store = std::sync::Arc::new(TagStore::open(cfg.clone()).unwrap());
+        count_cards(&store, &specs, &all, 1_000);
+        assert!(store.stats().entities_spilled > 0, "the budget spills");
+        store.checkpoint(&offsets(1), b"t1").unwrap();
+        count_cards(&store, &specs, &evens, 2_000);
+        assert!(store.stats().entities_spilled > 0, "the budget spills");
+        store.checkpoint_in_background(&offsets(2), b"t2").unwrap();
+        // while the file is written (or after): not in the checkpoint
+        count_cards(&store, &specs, &thirds, 3_000);
+        store.wait_for_background_checkpoint();
+        assert_eq!(store.stats().entities_checkpointed, 3_000);
+    }
+    let store = TagStore::open(cfg).unwrap();
+    let restored = store.restore().unwrap().unwrap();
+    assert_eq!(restored.offsets, offsets(2));
+    assert_eq!(restored.timers, b"t2");
+    assert_eq!(restored.entities, 3_000);
+    for (i, card) in all.iter().enumerate() {
+        let want = if i % 2 == 0 { 2.0 } else { 1.0 };
+        assert_eq!(
+            store.feature_value(&specs[0], card, 3_000),
+            Some(want),
+            "{card}"
+        );
+    }
+}
+
+/// A checkpoint whose file cannot be written (here: its folder is gone) leaves every change
+/// for the next one: dirty and new entities, and deletes of idle ones, in either kind of
+/// checkpoint; the next one's entity count is exact (restore verifies it).
+#[test]
+fn a_failed_checkpoint_leaves_everything_for_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let incoming = dir.path().join("incoming");
+    let mut cfg = config(dir.path());
+    cfg.expiry_grace_ms = 0;
+    let specs = [spec(1, Aggregate::Count, Field::CardId)];
+    let (old, kept, new) = (cards("old-", 100), cards("kept-", 100), cards("new-", 100));
+    {
+        let store = std::sync::Arc::new(TagStore::open(cfg.clone()).unwrap());
+        count_cards(&store, &specs, &old, 0);
+        count_cards(&store, &specs, &kept, 100_000);
+        store.checkpoint(&offsets(1), b"t1").unwrap();
+        count_cards(&store, &specs, &kept, 650_000);
+        count_cards(&store, &specs, &new, 650_000);
+        store.sweep(); // the old cards are idle: deleted
+        std::fs::remove_dir(&incoming).unwrap();
+        store.checkpoint_in_background(&offsets(2), b"t2").unwrap();
+        store.wait_for_background_checkpoint();
+        let error = store.checkpoint(&offsets(2), b"t2").unwrap_err();
+        assert!(matches!(error, StoreError::Rocks { .. }), "{error}");
+        assert_eq!(
+            store.stats().entities_checkpointed,
+            200,
+            "as after the first"
+        );
+        std::fs::create_dir(&incoming).unwrap();
+        store.checkpoint(&offsets(3), b"t3").unwrap();
+    }
+    let store = TagStore::open(cfg).unwrap();
+    let restored = store.restore().unwrap().unwrap();
+    assert_eq!(restored.offsets, offsets(3));
+    assert_eq!(restored.entities, 200);
+    for (cards, want) in [(&old, 0.0), (&kept, 2.0), (&new, 1.0)] {
+        for card in cards {
+            let got = store.feature_value(&specs[0], card, 650_000);
+            assert_eq!(got, Some(want), "{card}");
+        }
+    }
+}
