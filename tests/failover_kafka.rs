@@ -425,9 +425,11 @@ fn failover(delivery: Delivery) {
         assert_eq!(active.len(), 1, "exactly one active instance: {active:?}");
         let victim = active[0];
         let before = seen.event.len();
-        let kill_ms = now_ms();
         let killed_at = Instant::now();
         instances[victim].kill_9();
+        // Read once the victim is reaped: a decision it took while the signal was on its way
+        // may carry a later time than one read before the kill.
+        let kill_ms = now_ms();
         // A standby takes over; the first decision it takes ends the outage.
         let deadline = Instant::now() + Duration::from_secs(60);
         let first = loop {

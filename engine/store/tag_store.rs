@@ -23,6 +23,7 @@ use super::window::{empty_value, to_fixed, Contribution, Geometry};
 use super::{FeatureInput, FeatureSpec, Observation, StoreConfig, StoreError, StoreStats};
 use crate::event::{Aggregate, Field};
 use ahash::{AHashSet, RandomState};
+use checkpoint::untouched;
 use disk_keys::DiskKeys;
 use hashbrown::hash_map::RawEntryMut;
 use parking_lot::{Mutex, MutexGuard, RwLock};
@@ -88,9 +89,11 @@ struct Shard {
     pending_deleted: AHashSet<Box<[u8]>>,
     /// The entities of this shard that may be on disk.
     disk_keys: DiskKeys,
-    /// A checkpoint's snapshot was taken and this shard's part is not copied out yet: the
-    /// next lock copies it ([`Shard::capture`]) before anything changes.
+    /// A checkpoint's snapshot was taken and this shard's part is not all copied out yet
+    /// ([`Shard::capture`]).
     uncaptured: bool,
+    /// `clock` at the snapshot: entities accessed since were copied before that access.
+    snapshot_clock: u32,
     /// This shard's part of the checkpoint being written, until the writer collects it.
     capture: checkpoint::Capture,
 }
@@ -258,10 +261,14 @@ impl TagStore {
         (hash >> 32) as usize & self.shard_mask
     }
 
-    /// Locks a shard, first copying out its part of a checkpoint being written if nobody did
-    /// since the snapshot ([`Shard::capture`]).
     fn lock(&self, index: usize) -> MutexGuard<'_, Shard> {
-        let mut shard = self.shards[index & self.shard_mask].0.lock();
+        self.shards[index & self.shard_mask].0.lock()
+    }
+
+    /// Locks a shard for an operation that may change any of its entities, first copying out
+    /// what is left of its part of a checkpoint being written ([`Shard::capture`]).
+    fn lock_captured(&self, index: usize) -> MutexGuard<'_, Shard> {
+        let mut shard = self.lock(index);
         shard.capture();
         shard
     }
@@ -475,6 +482,9 @@ impl TagStore {
             deleted,
             pending_deleted,
             disk_keys,
+            uncaptured,
+            snapshot_clock,
+            capture,
             ..
         } = shard;
         let map = &mut maps[kind as usize];
@@ -482,7 +492,15 @@ impl TagStore {
         let (table_bytes, len) = (map.allocation_size() as u64, map.len() as u64);
         let room = map.capacity() as u64 > len;
         let entity = match map.raw_entry_mut().from_key_hashed_nocheck(hash, value) {
-            RawEntryMut::Occupied(entry) => entry.into_mut(),
+            RawEntryMut::Occupied(entry) => {
+                let (key, entity) = entry.into_key_value();
+                // copied for the checkpoint being captured before its first access since the
+                // snapshot (one read back or created below is not in the snapshot)
+                if *uncaptured && entity.dirty && untouched(*clock, *snapshot_clock, entity) {
+                    capture.entity(kind as u8, key, entity);
+                }
+                entity
+            }
             RawEntryMut::Vacant(entry) => {
                 let entity = match self.read_back(
                     spilled,

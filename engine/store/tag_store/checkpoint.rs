@@ -1,6 +1,6 @@
-//! Checkpoints: a snapshot taken in an instant under every shard lock, each shard's dirty state
-//! copied out before anything changes it, then one SST file in key order ingested atomically
-//! while decisions go on; the periodic one on a background thread; the exactly-once variant.
+//! Checkpoints: a snapshot taken in an instant under every shard lock, each dirty entity copied
+//! out before anything changes it, then one SST file in key order ingested atomically while
+//! decisions go on; the periodic one on a background thread; the exactly-once variant.
 
 use super::{entity_hash, split_key, Shard, TagStore};
 use crate::store::disk::{CheckpointWriter, Manifest, SpillView};
@@ -30,22 +30,27 @@ pub(super) struct Capture {
     changes: Vec<Change>,
 }
 
-impl Shard {
-    /// Copies this shard's part of the checkpoint being written out, once, before anything
-    /// changes the shard after the snapshot: every key the checkpoint deletes and every dirty
-    /// entity, which become clean and checkpointed. [`TagStore::lock`] calls it, so whoever
-    /// locks the shard first after the snapshot (an operation, or the checkpoint's writer)
-    /// pays for it.
-    #[inline]
-    pub(super) fn capture(&mut self) {
-        if self.uncaptured {
-            self.capture_now();
-        }
-    }
+/// Whether `entity` was last accessed before the snapshot of a shard now at `clock` (at
+/// `snapshot_clock` then): then its `dirty` flag is still the one the snapshot saw. Exact while
+/// fewer than 2^32 accesses of the shard separate a dirty entity's last access from the
+/// snapshot: an entity stays dirty only until the next checkpoint (30 s by default), and the
+/// shard's clock would need over a hundred million accesses per second to wrap in that time.
+pub(super) fn untouched(clock: u32, snapshot_clock: u32, entity: &Entity) -> bool {
+    clock.wrapping_sub(entity.last_access) >= clock.wrapping_sub(snapshot_clock)
+}
 
-    #[cold]
-    fn capture_now(&mut self) {
+impl Shard {
+    /// Copies what is left of this shard's part of the checkpoint being written out, once:
+    /// every key the checkpoint deletes and every entity dirty at the snapshot and not accessed
+    /// since (an access copies its entity first: `TagStore::entity_mut`). They become clean and
+    /// checkpointed. Called by the checkpoint's writer going through the shards, and by
+    /// operations that go through a whole shard ([`TagStore::lock_captured`]).
+    pub(super) fn capture(&mut self) {
+        if !self.uncaptured {
+            return;
+        }
         self.uncaptured = false;
+        let (clock, snapshot_clock) = (self.clock, self.snapshot_clock);
         let Shard {
             maps,
             pending_deleted,
@@ -56,21 +61,21 @@ impl Shard {
             capture.push_delete(key);
         }
         for (kind, map) in maps.iter_mut().enumerate() {
-            for (value, entity) in map.iter_mut().filter(|(_, e)| e.dirty) {
-                capture.push_put(kind as u8, value, entity);
-                entity.dirty = false;
-                entity.persisted = true;
+            let in_snapshot = |e: &Entity| e.dirty && untouched(clock, snapshot_clock, e);
+            for (value, entity) in map.iter_mut().filter(|(_, e)| in_snapshot(e)) {
+                capture.entity(kind as u8, value, entity);
             }
         }
     }
 }
 
 /// One checkpoint from its snapshot to its file. The snapshot itself only marks every shard
-/// uncaptured, so decisions go on while each shard's part is copied out ([`Shard::capture`]) and
+/// uncaptured and notes its clock, so decisions go on while the entities are copied out (each
+/// before its first access since the snapshot, the rest by the writer: [`Shard::capture`]) and
 /// the file written. Until the file is in (or has failed) the store keeps what it will change
 /// visible: the deletes it carries stay in each shard's `pending_deleted`, and nothing is
 /// evicted (an entity a capture marked clean has no current copy on disk yet).
-struct Snapshot {
+pub(super) struct Snapshot {
     /// Every shard's capture, once collected.
     capture: Capture,
     manifest: Manifest,
@@ -94,6 +99,13 @@ impl Capture {
             new: false,
         });
         self.arena.extend_from_slice(key);
+    }
+
+    /// Copies an entity dirty at the snapshot, which becomes clean and checkpointed.
+    pub(super) fn entity(&mut self, kind: u8, value: &str, entity: &mut Entity) {
+        self.push_put(kind, value, entity);
+        entity.dirty = false;
+        entity.persisted = true;
     }
 
     fn push_put(&mut self, kind: u8, value: &str, entity: &Entity) {
@@ -159,14 +171,14 @@ impl Capture {
 
 /// Entities a checkpoint wrote and deleted, and how many it holds.
 #[derive(Default)]
-struct Counts {
+pub(super) struct Counts {
     written: u64,
     deleted: u64,
     total: u64,
 }
 
 /// The Kafka side of an exactly-once checkpoint: the transaction's offsets and its commit.
-struct Publish<'a> {
+pub(super) struct Publish<'a> {
     txn_offsets: &'a [PartitionOffset],
     publish: &'a mut dyn FnMut(u64) -> Result<(), String>,
 }
@@ -174,9 +186,9 @@ struct Publish<'a> {
 impl TagStore {
     /// Writes every dirty entity (in memory and spilled), the timers blob and the Kafka offsets
     /// as one checkpoint file, ingested atomically and durably, and returns once it is in.
-    /// Operations are blocked only while the snapshot is taken, then each shard's until its part
-    /// is copied out ([`Shard::capture`]); a checkpoint still being written in the background
-    /// is waited for first.
+    /// Operations are blocked only while the snapshot is taken (then an operation copies the
+    /// entity it touches first if the snapshot holds it); a checkpoint still being written in
+    /// the background is waited for first.
     pub fn checkpoint(
         &self,
         offsets: &[PartitionOffset],
@@ -301,7 +313,7 @@ impl TagStore {
     /// Takes the snapshot under the gate and every shard lock: marks every shard uncaptured,
     /// moves its deleted keys to `pending_deleted`, and takes a view of the spill at the same
     /// instant. No entity is copied here.
-    fn take_snapshot(
+    pub(super) fn take_snapshot(
         &self,
         offsets: Vec<PartitionOffset>,
         timers: Vec<u8>,
@@ -321,14 +333,14 @@ impl TagStore {
             started,
             locked: Duration::ZERO,
         };
-        // not `lock`: it would capture what the previous snapshot left uncaptured (nothing)
-        let mut shards: Vec<_> = self.shards.iter().map(|s| s.0.lock()).collect();
+        let mut shards: Vec<_> = (0..self.shards.len()).map(|i| self.lock(i)).collect();
         let view = self.disk.spill_view();
         for shard in shards.iter_mut() {
             snapshot.moved_to_disk |= shard.spilled > 0;
             let deleted = std::mem::take(&mut shard.deleted);
             shard.pending_deleted.extend(deleted);
             shard.uncaptured = true;
+            shard.snapshot_clock = shard.clock;
         }
         self.checkpoint_writing.store(true, Ordering::Relaxed);
         drop(shards);
@@ -340,14 +352,14 @@ impl TagStore {
     /// wins on the same key: it is the newer one) into one file, in key order, and applies it;
     /// in exactly-once mode records it as pending, publishes, then applies it. Returns the
     /// counts and bytes written.
-    fn write_snapshot(
+    pub(super) fn write_snapshot(
         &self,
         snapshot: &mut Snapshot,
         view: &SpillView<'_>,
         publish: Option<Publish<'_>>,
     ) -> Result<(Counts, u64), StoreError> {
         for index in 0..self.shards.len() {
-            let part = std::mem::take(&mut self.lock(index).capture);
+            let part = std::mem::take(&mut self.lock_captured(index).capture);
             snapshot.capture.append(part);
         }
         let capture = &mut snapshot.capture;
@@ -404,7 +416,7 @@ impl TagStore {
     /// After the file is in: the store's counters follow it, the spill taken in is dropped and
     /// the pending deletes are done. After a failure: every change is pending again (dirty
     /// entities, deleted keys, checkpointed flags as before), for the next checkpoint.
-    fn finish_snapshot(
+    pub(super) fn finish_snapshot(
         &self,
         snapshot: Snapshot,
         written: Result<(Counts, u64), StoreError>,

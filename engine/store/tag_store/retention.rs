@@ -33,7 +33,7 @@ impl TagStore {
         }
         let _gate = self.gate.read();
         for index in 0..self.shards.len() {
-            let mut shard = self.lock(index);
+            let mut shard = self.lock_captured(index);
             let mut delta: i64 = 0;
             for map in shard.maps.iter_mut() {
                 for (value, entity) in map.iter_mut() {
@@ -54,7 +54,7 @@ impl TagStore {
         let _gate = self.gate.read();
         let mut deleted_total = 0;
         for index in 0..self.shards.len() {
-            let mut shard = self.lock(index);
+            let mut shard = self.lock_captured(index);
             let horizon = shard.watermark_ms.saturating_sub(self.cfg.expiry_grace_ms);
             let mut freed: i64 = 0;
             let Shard { maps, deleted, .. } = &mut *shard;

@@ -585,3 +585,39 @@ fn a_failed_checkpoint_leaves_everything_for_the_next() {
         }
     }
 }
+
+/// The file holds the state at the snapshot: entities counted after it, whether dirty at the
+/// snapshot or not, are copied before they change (spilled ones: see
+/// `a_background_checkpoint_holds_the_state_at_its_copy`).
+#[test]
+fn a_checkpoint_holds_the_state_at_its_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let specs = [spec(1, Aggregate::Count, Field::CardId)];
+    let all = cards("card-", 3_000);
+    let evens: Vec<String> = all.iter().step_by(2).cloned().collect();
+    {
+        let store = TagStore::open(cfg.clone()).unwrap();
+        count_cards(&store, &specs, &all, 1_000);
+        store.checkpoint(&offsets(1), b"t1").unwrap();
+        count_cards(&store, &specs, &evens, 2_000);
+        let (mut snapshot, view) = store.take_snapshot(offsets(2), b"t2".to_vec()).unwrap();
+        // every card after the snapshot, before the writer copies anything
+        count_cards(&store, &specs, &all, 3_000);
+        let written = store.write_snapshot(&mut snapshot, &view, None);
+        let stats = store.finish_snapshot(snapshot, written).unwrap();
+        assert_eq!(stats.entities_written, 1_500);
+    }
+    let store = TagStore::open(cfg).unwrap();
+    let restored = store.restore().unwrap().unwrap();
+    assert_eq!(restored.offsets, offsets(2));
+    assert_eq!(restored.entities, 3_000);
+    for (i, card) in all.iter().enumerate() {
+        let want = if i % 2 == 0 { 2.0 } else { 1.0 };
+        assert_eq!(
+            store.feature_value(&specs[0], card, 3_000),
+            Some(want),
+            "{card}"
+        );
+    }
+}
