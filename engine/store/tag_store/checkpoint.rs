@@ -171,7 +171,7 @@ impl Capture {
 
 /// Entities a checkpoint wrote and deleted, and how many it holds.
 #[derive(Default)]
-pub(super) struct Counts {
+struct Counts {
     written: u64,
     deleted: u64,
     total: u64,
@@ -195,9 +195,8 @@ impl TagStore {
         timers: &[u8],
     ) -> Result<CheckpointStats, StoreError> {
         self.wait_for_background_checkpoint();
-        let (mut snapshot, view) = self.take_snapshot(offsets.to_vec(), timers.to_vec())?;
-        let written = self.write_snapshot(&mut snapshot, &view, None);
-        self.finish_snapshot(snapshot, written)
+        let (snapshot, view) = self.take_snapshot(offsets.to_vec(), timers.to_vec())?;
+        self.complete_snapshot(snapshot, view, None)
     }
 
     /// The checkpoint of [`TagStore::checkpoint`], returning as soon as its snapshot is taken:
@@ -220,11 +219,9 @@ impl TagStore {
         let writer = std::thread::Builder::new()
             .name("veto-checkpoint".into())
             .spawn(move || match store.take_snapshot(offsets, timers) {
-                Ok((mut snapshot, view)) => {
+                Ok((snapshot, view)) => {
                     let _ = taken.send(Ok(()));
-                    let written = store.write_snapshot(&mut snapshot, &view, None);
-                    drop(view);
-                    if let Err(error) = store.finish_snapshot(snapshot, written) {
+                    if let Err(error) = store.complete_snapshot(snapshot, view, None) {
                         telemetry::checkpoint_failed(&error);
                     }
                 }
@@ -232,10 +229,7 @@ impl TagStore {
                     let _ = taken.send(Err(error));
                 }
             })
-            .map_err(|source| StoreError::Io {
-                path: self.cfg.data_dir.clone(),
-                source,
-            })?;
+            .map_err(|e| StoreError::NotWritten(format!("cannot start its thread: {e}")))?;
         *background = Some(writer);
         copied.recv().unwrap_or_else(|_| {
             Err(StoreError::NotWritten(
@@ -271,13 +265,12 @@ impl TagStore {
         publish: &mut dyn FnMut(u64) -> Result<(), String>,
     ) -> Result<CheckpointStats, StoreError> {
         self.wait_for_background_checkpoint();
-        let (mut snapshot, view) = self.take_snapshot(offsets.to_vec(), timers.to_vec())?;
+        let (snapshot, view) = self.take_snapshot(offsets.to_vec(), timers.to_vec())?;
         let publish = Publish {
             txn_offsets,
             publish,
         };
-        let written = self.write_snapshot(&mut snapshot, &view, Some(publish));
-        self.finish_snapshot(snapshot, written)
+        self.complete_snapshot(snapshot, view, Some(publish))
     }
 
     /// The Kafka offsets and the sequence of the pending exactly-once checkpoint, if one is
@@ -348,11 +341,23 @@ impl TagStore {
         Ok((snapshot, view))
     }
 
+    /// Writes the snapshot's file ([`TagStore::write_snapshot`]), then finishes it either way
+    /// ([`TagStore::finish_snapshot`]).
+    pub(super) fn complete_snapshot(
+        &self,
+        mut snapshot: Snapshot,
+        view: SpillView<'_>,
+        publish: Option<Publish<'_>>,
+    ) -> Result<CheckpointStats, StoreError> {
+        let written = self.write_snapshot(&mut snapshot, &view, publish);
+        self.finish_snapshot(snapshot, written)
+    }
+
     /// Writes the snapshot and every entity spilled as `view` saw the spill (the spilled copy
     /// wins on the same key: it is the newer one) into one file, in key order, and applies it;
     /// in exactly-once mode records it as pending, publishes, then applies it. Returns the
     /// counts and bytes written.
-    pub(super) fn write_snapshot(
+    fn write_snapshot(
         &self,
         snapshot: &mut Snapshot,
         view: &SpillView<'_>,
@@ -416,7 +421,7 @@ impl TagStore {
     /// After the file is in: the store's counters follow it, the spill taken in is dropped and
     /// the pending deletes are done. After a failure: every change is pending again (dirty
     /// entities, deleted keys, checkpointed flags as before), for the next checkpoint.
-    pub(super) fn finish_snapshot(
+    fn finish_snapshot(
         &self,
         snapshot: Snapshot,
         written: Result<(Counts, u64), StoreError>,

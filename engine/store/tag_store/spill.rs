@@ -99,10 +99,9 @@ impl TagStore {
     /// Evicts from a shard over its budget, except while a checkpoint is being written (see
     /// [`TagStore::checkpoint_in_background`]).
     pub(super) fn keep_within_budget(&self, shard: &mut Shard) {
-        if self.checkpoint_writing.load(Ordering::Relaxed) {
-            return;
-        }
-        if shard.memory() > self.shard_budget.load(Ordering::Relaxed) {
+        if shard.memory() > self.shard_budget.load(Ordering::Relaxed)
+            && !self.checkpoint_writing.load(Ordering::Relaxed)
+        {
             if self.evictions.fetch_add(1, Ordering::Relaxed) % BUDGET_REFRESH_EVICTIONS == 0 {
                 self.refresh_budget(self.disk.memory_bytes());
             }

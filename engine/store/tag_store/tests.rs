@@ -503,6 +503,18 @@ fn cards(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}{i:05}")).collect()
 }
 
+/// Every even-numbered card of `all` counted twice, the others once.
+fn assert_evens_counted_twice(store: &TagStore, specs: &[FeatureSpec; 1], all: &[String]) {
+    for (i, card) in all.iter().enumerate() {
+        let want = if i % 2 == 0 { 2.0 } else { 1.0 };
+        assert_eq!(
+            store.feature_value(&specs[0], card, 3_000),
+            Some(want),
+            "{card}"
+        );
+    }
+}
+
 /// A checkpoint written in the background holds exactly the state at its copy, spilled
 /// entities included, though entities are counted, read back and spilled again meanwhile.
 #[test]
@@ -532,14 +544,7 @@ fn a_background_checkpoint_holds_the_state_at_its_copy() {
     assert_eq!(restored.offsets, offsets(2));
     assert_eq!(restored.timers, b"t2");
     assert_eq!(restored.entities, 3_000);
-    for (i, card) in all.iter().enumerate() {
-        let want = if i % 2 == 0 { 2.0 } else { 1.0 };
-        assert_eq!(
-            store.feature_value(&specs[0], card, 3_000),
-            Some(want),
-            "{card}"
-        );
-    }
+    assert_evens_counted_twice(&store, &specs, &all);
 }
 
 /// A checkpoint whose file cannot be written (here: its folder is gone) leaves every change
@@ -601,23 +606,15 @@ fn a_checkpoint_holds_the_state_at_its_snapshot() {
         count_cards(&store, &specs, &all, 1_000);
         store.checkpoint(&offsets(1), b"t1").unwrap();
         count_cards(&store, &specs, &evens, 2_000);
-        let (mut snapshot, view) = store.take_snapshot(offsets(2), b"t2".to_vec()).unwrap();
+        let (snapshot, view) = store.take_snapshot(offsets(2), b"t2".to_vec()).unwrap();
         // every card after the snapshot, before the writer copies anything
         count_cards(&store, &specs, &all, 3_000);
-        let written = store.write_snapshot(&mut snapshot, &view, None);
-        let stats = store.finish_snapshot(snapshot, written).unwrap();
+        let stats = store.complete_snapshot(snapshot, view, None).unwrap();
         assert_eq!(stats.entities_written, 1_500);
     }
     let store = TagStore::open(cfg).unwrap();
     let restored = store.restore().unwrap().unwrap();
     assert_eq!(restored.offsets, offsets(2));
     assert_eq!(restored.entities, 3_000);
-    for (i, card) in all.iter().enumerate() {
-        let want = if i % 2 == 0 { 2.0 } else { 1.0 };
-        assert_eq!(
-            store.feature_value(&specs[0], card, 3_000),
-            Some(want),
-            "{card}"
-        );
-    }
+    assert_evens_counted_twice(&store, &specs, &all);
 }
