@@ -17,10 +17,7 @@
 use rust_decimal::prelude::ToPrimitive;
 
 use super::ast::CmpOp;
-use super::number::{self, Decimal};
-
-/// Below 2^53 every whole `f64` is exact.
-const EXACT: f64 = 9_007_199_254_740_992.0;
+use super::number::{self, Decimal, EXACT};
 
 /// Currency exponents `currency_exponent` returns are 0 to 4.
 const EXPONENTS: usize = 5;
@@ -63,7 +60,7 @@ impl FeatureBound {
             return false;
         };
         match self.c_f64 {
-            Some(c) if v.fract() == 0.0 && v.abs() < EXACT => compare(self.op, &v, &c),
+            Some(c) if number::whole(v).is_some() => compare(self.op, &v, &c),
             _ => number::from_feature(v).is_some_and(|x| compare(self.op, &x, &self.c)),
         }
     }

@@ -7,6 +7,7 @@ use ahash::AHashMap;
 use super::ast::Span;
 use super::eval::{EvalContext, Frame, NoContext, Pred};
 use super::explain::{RuleTree, SequenceTree};
+use super::lower::Code;
 use crate::event::{Aggregate, Field, Outcome, PaymentEvent, RuleHit, TagUpdate};
 
 /// A feature the store maintains; `slot` i of `EvalContext::feature` is `RuleSet::features()[i]`.
@@ -212,6 +213,10 @@ pub struct RuleSet {
     /// Rules without a type guard, visited for every other type.
     untyped: Box<[u32]>,
     use_type_index: bool,
+    /// What a visit of rule i evaluates, lowered: its `body` with the type index, else `cond`.
+    code: Box<[Code]>,
+    /// Each sequence's `after` and `expect`, lowered.
+    sequence_code: Box<[(Code, Code)]>,
 }
 
 /// Everything the checker produced, ready to compile.
@@ -289,6 +294,8 @@ pub fn compile(checked: Checked, content: &[&str]) -> RuleSet {
     RuleSet {
         version,
         features,
+        code: rules.iter().map(|r| Code::new(&r.body)).collect(),
+        sequence_code: lower_sequences(&sequences),
         rules,
         sequences,
         decides: checked.decides,
@@ -298,6 +305,13 @@ pub fn compile(checked: Checked, content: &[&str]) -> RuleSet {
         untyped: untyped.into_boxed_slice(),
         use_type_index: true,
     }
+}
+
+fn lower_sequences(sequences: &[SequenceDef]) -> Box<[(Code, Code)]> {
+    sequences
+        .iter()
+        .map(|s| (Code::new(&s.after), Code::new(&s.expect)))
+        .collect()
 }
 
 impl RuleSet {
@@ -357,6 +371,8 @@ impl RuleSet {
             by_type: AHashMap::new(),
             untyped: (0..self.rules.len() as u32).collect(),
             use_type_index: false,
+            code: self.rules.iter().map(|r| Code::new(&r.cond)).collect(),
+            sequence_code: self.sequence_code.clone(),
         }
     }
 
@@ -394,16 +410,12 @@ impl RuleSet {
         let mut outcome = Outcome::Allow;
         let mut score: i32 = 0;
         for &i in visit {
-            let Some(rule) = self.rules.get(i as usize) else {
+            let (Some(rule), Some(code)) = (self.rules.get(i as usize), self.code.get(i as usize))
+            else {
                 continue;
             };
             out.rules_visited += 1;
-            let cond = if self.use_type_index {
-                &rule.body
-            } else {
-                &rule.cond
-            };
-            if !cond.eval_in(&frame) {
+            if !code.holds(&frame) {
                 continue;
             }
             outcome = outcome.max(rule.outcome);
@@ -425,17 +437,18 @@ impl RuleSet {
                 }
             }
         }
-        for (i, s) in self.sequences.iter().enumerate() {
+        for (i, (s, (after, expect))) in self.sequences.iter().zip(&self.sequence_code).enumerate()
+        {
             if ev.str_field(s.correlate).is_none() {
                 continue;
             }
-            if type_may_match(&s.expect_types, &ev.kind) && s.expect.eval_in(&frame) {
+            if type_may_match(&s.expect_types, &ev.kind) && expect.holds(&frame) {
                 out.cancel.push(CancelTimer {
                     sequence: i,
                     correlate: s.correlate,
                 });
             }
-            if type_may_match(&s.after_types, &ev.kind) && s.after.eval_in(&frame) {
+            if type_may_match(&s.after_types, &ev.kind) && after.holds(&frame) {
                 out.arm.push(ArmTimer {
                     sequence: i,
                     correlate: s.correlate,

@@ -65,6 +65,11 @@ impl<'a> Frame<'a> {
         }
     }
 
+    /// The decimals of the event currency's minor unit.
+    pub(super) fn exponent(&self) -> u32 {
+        self.exponent
+    }
+
     /// A numeric field as rules read it: exact.
     fn number(&self, field: Field) -> Option<Decimal> {
         match field {

@@ -6,6 +6,7 @@ use ahash::AHashMap;
 
 use super::compiler::FeatureDef;
 use super::eval::{Frame, Pred};
+use super::lower::Code;
 
 /// One feature's filter for events of one type.
 #[derive(Debug, Clone)]
@@ -14,8 +15,8 @@ pub enum Filter {
     Never,
     /// No filter, or only a type guard the type passes.
     Always,
-    /// What remains to evaluate once the type guard holds.
-    Eval(Pred),
+    /// What remains to evaluate once the type guard holds (lowered).
+    Eval(Code),
 }
 
 impl Filter {
@@ -33,7 +34,7 @@ impl Filter {
         match rest {
             Pred::Const(true) => Filter::Always,
             Pred::Const(false) => Filter::Never,
-            rest => Filter::Eval(rest),
+            rest => Filter::Eval(Code::new(&rest)),
         }
     }
 
@@ -42,7 +43,7 @@ impl Filter {
         match self {
             Filter::Never => false,
             Filter::Always => true,
-            Filter::Eval(pred) => pred.eval_in(frame),
+            Filter::Eval(code) => code.holds(frame),
         }
     }
 }

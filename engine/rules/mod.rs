@@ -9,6 +9,7 @@ pub mod eval;
 pub mod explain;
 pub mod filters;
 pub mod lexer;
+pub mod lower;
 pub mod number;
 pub mod parser;
 
