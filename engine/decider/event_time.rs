@@ -1,6 +1,8 @@
 //! Timers in event time for replays (`veto test`, `veto backtest`, the benches): the engine's
 //! timer sink when there is no wall clock to wait on.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,38 +29,87 @@ pub struct EventTimeTimers {
 
 #[derive(Default)]
 struct EventTimeTimersInner {
-    by_deadline: std::collections::BTreeMap<(i64, u64), DueTimer>,
-    /// Armed timers by rule, then key (looked up by `&str`: no allocation to cancel).
-    armed: ahash::AHashMap<Arc<str>, ahash::AHashMap<String, (i64, u64)>>,
+    /// Deadlines in the order they fall due (then in arming order). A cancel leaves its entry
+    /// here: an entry whose timer is no longer armed under its `seq` is skipped when it is due.
+    queue: BinaryHeap<Reverse<Deadline>>,
+    /// Armed timers of each rule (a handful of sequence rules: found by a scan).
+    rules: Vec<RuleTimers>,
     seq: u64,
+}
+
+/// One armed timer's place in the queue.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct Deadline {
+    at_ms: i64,
+    /// Unique per arm: the order of timers due at the same time, and the check that an entry
+    /// is still the armed timer of its key.
+    seq: u64,
+    rule: usize,
+    key: Arc<str>,
+}
+
+struct RuleTimers {
+    rule: Arc<str>,
+    /// By key (looked up by `&str`: no allocation to cancel).
+    armed: ahash::AHashMap<Arc<str>, Armed>,
+}
+
+struct Armed {
+    seq: u64,
+    event_id: String,
+    txn_id: Option<String>,
+}
+
+impl EventTimeTimersInner {
+    /// The index of `rule`'s timers (the same `Arc` as a rule set passes each time, else the
+    /// same name: a swapped-in set's rule finds the timers its predecessor armed).
+    fn rule(&self, rule: &Arc<str>) -> Option<usize> {
+        self.rules
+            .iter()
+            .position(|r| Arc::ptr_eq(&r.rule, rule) || r.rule == *rule)
+    }
 }
 
 impl EventTimeTimers {
     /// Removes and returns, in deadline order, every timer due at or before `now_ms`.
     pub fn due(&self, now_ms: i64) -> Vec<DueTimer> {
         let mut inner = self.inner.lock();
+        let inner = &mut *inner;
         let mut due = Vec::new();
-        while let Some(entry) = inner.by_deadline.first_entry() {
-            if entry.key().0 > now_ms {
+        while let Some(Reverse(next)) = inner.queue.peek() {
+            if next.at_ms > now_ms {
                 break;
             }
-            let timer = entry.remove();
-            if let Some(keys) = inner.armed.get_mut(&*timer.rule) {
-                keys.remove(&timer.key);
+            let Some(Reverse(next)) = inner.queue.pop() else {
+                break;
+            };
+            let Some(timers) = inner.rules.get_mut(next.rule) else {
+                continue;
+            };
+            // cancelled, or fired and armed again since: not this entry's timer any more
+            if timers
+                .armed
+                .get(&*next.key)
+                .is_none_or(|a| a.seq != next.seq)
+            {
+                continue;
             }
-            due.push(timer);
+            if let Some(armed) = timers.armed.remove(&*next.key) {
+                due.push(DueTimer {
+                    rule: timers.rule.clone(),
+                    key: next.key.to_string(),
+                    event_id: armed.event_id,
+                    txn_id: armed.txn_id,
+                    deadline_ms: next.at_ms,
+                });
+            }
         }
         due
     }
 
     /// Number of armed timers.
     pub fn armed(&self) -> usize {
-        self.inner
-            .lock()
-            .armed
-            .values()
-            .map(|keys| keys.len())
-            .sum()
+        self.inner.lock().rules.iter().map(|r| r.armed.len()).sum()
     }
 }
 
@@ -66,42 +117,104 @@ impl TimerSink for EventTimeTimers {
     fn arm(&self, rule: &Arc<str>, key: &str, event: &PaymentEvent, within: Duration) {
         let mut inner = self.inner.lock();
         let inner = &mut *inner;
-        if !inner.armed.contains_key(&**rule) {
-            inner.armed.insert(rule.clone(), Default::default());
-        }
-        let Some(keys) = inner.armed.get_mut(&**rule) else {
-            return;
+        let at = match inner.rule(rule) {
+            Some(at) => at,
+            None => {
+                inner.rules.push(RuleTimers {
+                    rule: rule.clone(),
+                    armed: Default::default(),
+                });
+                inner.rules.len() - 1
+            }
         };
-        if keys.contains_key(key) {
+        let timers = &mut inner.rules[at];
+        if timers.armed.contains_key(key) {
             return;
         }
         inner.seq += 1;
-        let deadline_ms = event
+        let at_ms = event
             .event_time_ms
             .saturating_add(i64::try_from(within.as_millis()).unwrap_or(i64::MAX));
-        let slot = (deadline_ms, inner.seq);
-        keys.insert(key.to_owned(), slot);
-        inner.by_deadline.insert(
-            slot,
-            DueTimer {
-                rule: rule.clone(),
-                key: key.to_owned(),
+        let key: Arc<str> = Arc::from(key);
+        timers.armed.insert(
+            key.clone(),
+            Armed {
+                seq: inner.seq,
                 event_id: event.event_id.clone(),
                 txn_id: event.txn_id.clone(),
-                deadline_ms,
             },
         );
+        inner.queue.push(Reverse(Deadline {
+            at_ms,
+            seq: inner.seq,
+            rule: at,
+            key,
+        }));
     }
 
     fn cancel(&self, rule: &Arc<str>, key: &str) {
         let mut inner = self.inner.lock();
-        let inner = &mut *inner;
-        if let Some(slot) = inner
-            .armed
-            .get_mut(&**rule)
-            .and_then(|keys| keys.remove(key))
-        {
-            inner.by_deadline.remove(&slot);
+        if let Some(at) = inner.rule(rule) {
+            inner.rules[at].armed.remove(key);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(id: &str, at_ms: i64) -> PaymentEvent {
+        PaymentEvent {
+            event_id: id.into(),
+            event_time_ms: at_ms,
+            ..PaymentEvent::default()
+        }
+    }
+
+    fn fired(timers: &EventTimeTimers, now_ms: i64) -> Vec<(String, String, i64)> {
+        timers
+            .due(now_ms)
+            .into_iter()
+            .map(|t| (t.rule.to_string(), t.event_id, t.deadline_ms))
+            .collect()
+    }
+
+    #[test]
+    fn timers_fire_in_deadline_order_once_and_not_after_a_cancel() {
+        let timers = EventTimeTimers::default();
+        let (a, b) = (Arc::<str>::from("a"), Arc::<str>::from("b"));
+        let s = Duration::from_secs(1);
+        timers.arm(&a, "k1", &event("e1", 0), s * 5);
+        timers.arm(&b, "k1", &event("e2", 0), s * 2);
+        timers.arm(&a, "k2", &event("e3", 1_000), s);
+        // armed already: the second arm of a key is ignored
+        timers.arm(&a, "k1", &event("e4", 100), s);
+        assert_eq!(timers.armed(), 3);
+        // cancelled, then armed again later: only the new timer fires, at its own deadline
+        timers.cancel(&Arc::from("b"), "k1");
+        timers.arm(&b, "k1", &event("e5", 2_500), s);
+        // a cancel of a key or rule never armed changes nothing
+        timers.cancel(&a, "nope");
+        timers.cancel(&Arc::from("c"), "k1");
+        assert_eq!(fired(&timers, 1_999), vec![]);
+        assert_eq!(
+            fired(&timers, 2_000),
+            vec![("a".into(), "e3".into(), 2_000)]
+        );
+        assert_eq!(
+            fired(&timers, 10_000),
+            vec![
+                ("b".into(), "e5".into(), 3_500),
+                ("a".into(), "e1".into(), 5_000)
+            ]
+        );
+        assert_eq!(timers.armed(), 0);
+        // fired: the key can be armed again
+        timers.arm(&a, "k1", &event("e6", 20_000), s);
+        assert_eq!(
+            fired(&timers, 21_000),
+            vec![("a".into(), "e6".into(), 21_000)]
+        );
     }
 }
