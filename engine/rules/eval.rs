@@ -93,7 +93,25 @@ const SMALL_LIST: usize = 8;
 /// A set of strings: an ahash set, plus a flat copy when small.
 pub struct StrSet {
     small: Option<Box<[Box<str>]>>,
+    /// When small and every value is short (codes: countries, currencies, MCCs): the values
+    /// packed ([`pack`]), so a lookup compares integers instead of calling `memcmp`.
+    packed: Option<Box<[u64]>>,
     set: AHashSet<Box<str>>,
+}
+
+/// A string of at most 7 bytes as one integer: its bytes in the low 7 bytes (little-endian),
+/// its length in the top byte. Two strings pack alike iff they are equal; `None` when longer.
+#[inline]
+pub fn pack(s: &str) -> Option<u64> {
+    let bytes = s.as_bytes();
+    if bytes.len() > 7 {
+        return None;
+    }
+    let mut v = (bytes.len() as u64) << 56;
+    for (i, &b) in bytes.iter().enumerate() {
+        v |= u64::from(b) << (8 * i);
+    }
+    Some(v)
 }
 
 /// Sorted, so two sets with the same values print alike (the reload diff compares printed rules).
@@ -108,10 +126,17 @@ impl std::fmt::Debug for StrSet {
 impl StrSet {
     pub fn new(set: AHashSet<Box<str>>) -> StrSet {
         let small = (set.len() <= SMALL_LIST).then(|| set.iter().cloned().collect());
-        StrSet { small, set }
+        let packed = (set.len() <= SMALL_LIST)
+            .then(|| set.iter().map(|v| pack(v)).collect::<Option<Box<[u64]>>>())
+            .flatten();
+        StrSet { small, packed, set }
     }
 
     pub fn contains(&self, value: &str) -> bool {
+        if let Some(packed) = &self.packed {
+            // every value is short: a longer one is not in the set
+            return pack(value).is_some_and(|v| packed.contains(&v));
+        }
         match &self.small {
             Some(values) => values.iter().any(|v| v.as_ref() == value),
             None => self.set.contains(value),
@@ -579,6 +604,33 @@ mod tests {
         );
         assert!(Pred::HasTag(Field::UserId, "trusted".into()).eval(&e, &ctx));
         assert!(!Pred::HasTag(Field::CardId, "trusted".into()).eval(&e, &ctx));
+    }
+
+    #[test]
+    fn short_strings_pack_alike_only_when_equal() {
+        let values = [
+            "",
+            "a",
+            "a\0",
+            "\0",
+            "KP",
+            "PK",
+            "EUR",
+            "7995",
+            "abcdefg",
+            "abcdef\u{1}",
+        ];
+        for a in values {
+            for b in values {
+                assert_eq!(pack(a) == pack(b), a == b, "{a:?} {b:?}");
+            }
+            assert!(pack(a).is_some());
+        }
+        assert_eq!(pack("abcdefgh"), None);
+        let set = StrSet::new(["KP", "IR", "SY"].into_iter().map(Box::from).collect());
+        assert!(set.contains("IR") && !set.contains("I") && !set.contains("IRAN"));
+        let mixed = StrSet::new(["KP", "long value"].into_iter().map(Box::from).collect());
+        assert!(mixed.contains("long value") && mixed.contains("KP") && !mixed.contains("IR"));
     }
 
     #[test]

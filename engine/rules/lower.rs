@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use super::eval::{Frame, ListValues, Pred};
+use super::eval::{pack, Frame, ListValues, Pred};
 
 type Node = Box<dyn Fn(&Frame<'_>) -> bool + Send + Sync>;
 
@@ -62,6 +62,16 @@ fn lower(pred: &Pred) -> Node {
             ref value,
             eq,
         } => {
+            if let Some(packed) = pack(value) {
+                return if eq {
+                    Box::new(move |f| f.ev.str_field(field).and_then(pack) == Some(packed))
+                } else {
+                    Box::new(move |f| {
+                        f.ev.str_field(field)
+                            .is_some_and(|v| pack(v) != Some(packed))
+                    })
+                };
+            }
             let value = value.clone();
             if eq {
                 Box::new(move |f| f.ev.str_field(field) == Some(&*value))
