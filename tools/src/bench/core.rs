@@ -108,12 +108,17 @@ pub struct ScratchEngine {
     _store_dir: tempfile::TempDir,
 }
 
+thread_local! {
+    /// Each thread's decision buffers, reused from event to event as a pipeline worker does.
+    static DECIDED: std::cell::RefCell<veto::decider::Decided> = Default::default();
+}
+
 impl CoreEngine for ScratchEngine {
     fn decide(&self, event: &PaymentEvent) -> Outcome {
-        self.engine
-            .decide(event, event.event_time_ms)
-            .decision
-            .outcome
+        DECIDED.with_borrow_mut(|out| {
+            self.engine.decide_reusing(event, event.event_time_ms, out);
+            out.decision.outcome
+        })
     }
 }
 
