@@ -8,7 +8,10 @@
 
 use std::sync::Arc;
 
-use super::eval::{pack, Frame, ListValues, Pred};
+use super::ast::CmpOp;
+use super::bound::{AmountBound, FeatureBound};
+use super::eval::{pack, Frame, ListValues, NumExpr, Pred};
+use crate::event::Field;
 
 type Node = Box<dyn Fn(&Frame<'_>) -> bool + Send + Sync>;
 
@@ -105,6 +108,41 @@ fn lower(pred: &Pred) -> Node {
                     .is_some_and(|v| f.ctx.has_tag(entity, v, &tag))
             })
         }
+        Pred::InNum(NumExpr::Field(Field::Amount), list) => {
+            let ListValues::Num(values) = list.as_ref() else {
+                return Box::new(|_| false);
+            };
+            // the exact comparisons of `amount == c`, one per value
+            let bounds: Box<[AmountBound]> = values
+                .iter()
+                .map(|&c| AmountBound::new(CmpOp::Eq, c))
+                .collect();
+            Box::new(move |f| {
+                f.ev.amount_minor
+                    .is_some_and(|minor| bounds.iter().any(|b| b.holds(minor, f.exponent())))
+            })
+        }
+        // a whole number computed without decimals, compared as a feature value is
+        Pred::NumConst(op, NumExpr::Len(s), c) => {
+            let (s, bound) = ((**s).clone(), FeatureBound::new(*op, *c));
+            Box::new(move |f| bound.holds(s.eval(f.ev).map(|s| s.chars().count() as f64)))
+        }
+        Pred::NumConst(op, NumExpr::Hour(e), c)
+            if matches!(**e, NumExpr::Field(Field::EventTime)) =>
+        {
+            let bound = FeatureBound::new(*op, *c);
+            Box::new(move |f| bound.holds(Some(hour_of_ms(f.ev.event_time_ms) as f64)))
+        }
+        Pred::Matches(s, re) => match ByteClass::of(re.as_str()) {
+            Some(class) => {
+                let s = s.clone();
+                Box::new(move |f| s.eval(f.ev).is_some_and(|s| class.matches(&s)))
+            }
+            None => {
+                let pred = pred.clone();
+                Box::new(move |f| pred.eval_in(f))
+            }
+        },
         other => {
             let pred = other.clone();
             Box::new(move |f| pred.eval_in(f))
@@ -114,6 +152,71 @@ fn lower(pred: &Pred) -> Node {
 
 fn lower_all(ps: &[Pred]) -> Vec<Node> {
     ps.iter().map(lower).collect()
+}
+
+/// `hour(event_time)`: the hour of day (UTC) of epoch milliseconds, as [`super::number::hour_of`]
+/// computes it in decimals (floor division, then the non-negative remainder).
+fn hour_of_ms(ms: i64) -> i64 {
+    ms.div_euclid(3_600_000).rem_euclid(24)
+}
+
+/// A pattern `^[class]+$` (or `*`) whose class holds ASCII characters only: a string matches
+/// when each of its bytes is in the class (a non-ASCII character never is), and, for `+`, it
+/// is not empty. Checked with a table instead of running the regex.
+struct ByteClass {
+    table: [bool; 256],
+    nonempty: bool,
+}
+
+impl ByteClass {
+    /// The class of `pattern` (as `regex` reads it with its default flags), when the pattern has
+    /// that shape.
+    fn of(pattern: &str) -> Option<ByteClass> {
+        use regex_syntax::hir::{Class, HirKind, Look};
+        let hir = regex_syntax::Parser::new().parse(pattern).ok()?;
+        let HirKind::Concat(parts) = hir.kind() else {
+            return None;
+        };
+        let [start, repeated, end] = parts.as_slice() else {
+            return None;
+        };
+        let anchored = matches!(start.kind(), HirKind::Look(Look::Start))
+            && matches!(end.kind(), HirKind::Look(Look::End));
+        let HirKind::Repetition(rep) = repeated.kind() else {
+            return None;
+        };
+        if !anchored || rep.min > 1 || rep.max.is_some() {
+            return None;
+        }
+        let ranges: Vec<(u32, u32)> = match rep.sub.kind() {
+            HirKind::Class(Class::Unicode(c)) => c
+                .iter()
+                .map(|r| (r.start() as u32, r.end() as u32))
+                .collect(),
+            HirKind::Class(Class::Bytes(c)) => c
+                .iter()
+                .map(|r| (u32::from(r.start()), u32::from(r.end())))
+                .collect(),
+            _ => return None,
+        };
+        let mut table = [false; 256];
+        for (start, end) in ranges {
+            if end > 0x7f {
+                return None;
+            }
+            for b in start..=end {
+                table[b as usize] = true;
+            }
+        }
+        Some(ByteClass {
+            table,
+            nonempty: rep.min == 1,
+        })
+    }
+
+    fn matches(&self, s: &str) -> bool {
+        (!self.nonempty || !s.is_empty()) && s.bytes().all(|b| self.table[usize::from(b)])
+    }
 }
 
 #[cfg(test)]
@@ -158,6 +261,11 @@ mod tests {
         "f0 * 2 > amount",
         r#"attrs["email"] matches "^a.*""#,
         r#"card_id starts_with "test_""#,
+        "amount in [5, 12.5, 0.1]",
+        "len(card_id) >= 2.5",
+        "hour(event_time) < 1",
+        r#"card_id matches "^[a-z0-9]+$""#,
+        r#"not user_id matches "^[0-9]*$""#,
     ];
 
     fn condition() -> impl Strategy<Value = String> {
@@ -194,6 +302,64 @@ mod tests {
             ev.attrs.insert("email".into(), "alice@x".into());
         }
         ev
+    }
+
+    #[test]
+    fn hours_agree_with_the_decimal_hour() {
+        for ms in [
+            0,
+            1,
+            3_599_999,
+            3_600_000,
+            86_399_999,
+            -1,
+            -3_600_000,
+            -3_600_001,
+            i64::MIN,
+            i64::MAX,
+        ] {
+            let decimal = crate::rules::number::hour_of(crate::rules::number::from_int(ms));
+            assert_eq!(decimal, Some(hour_of_ms(ms).into()), "{ms}");
+        }
+    }
+
+    #[test]
+    fn byte_classes_are_read_only_from_anchored_ascii_class_repetitions() {
+        for pattern in [
+            r"^[0-9a-fA-F:.]+$",
+            "^[a-z]*$",
+            r"(?-u)^\d+$",
+            "(?i)^[a-f_]+$",
+        ] {
+            assert!(ByteClass::of(pattern).is_some(), "{pattern}");
+        }
+        // unanchored, bounded, non-ASCII, alternation, Unicode `\d`, `\w`, a case-insensitive
+        // class with non-ASCII case variants (`k`: KELVIN SIGN), a negated class
+        for pattern in [
+            r"^\d+$",
+            "(?i)^[a-z]+$",
+            "[a-z]+$",
+            "^[a-z]+",
+            "^[a-z]{2,3}$",
+            "^[a-zé]+$",
+            "^(a|b)+$",
+            r"(?u)^\w+$",
+            "^[^a]+$",
+        ] {
+            assert!(ByteClass::of(pattern).is_none(), "{pattern}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn byte_classes_match_as_the_regex_does(
+            s in "[0-9a-fA-F:._ éΩ\\-]{0,12}",
+            pattern in proptest::sample::select(&[r"^[0-9a-fA-F:.]+$", "^[a-z]*$", "(?i)^[a-f_]+$", r"^[\-.]+$"][..]),
+        ) {
+            let class = ByteClass::of(pattern).expect("a byte class");
+            let re = regex::Regex::new(pattern).expect("regex");
+            prop_assert_eq!(class.matches(&s), re.is_match(&s), "{} on {:?}", pattern, s);
+        }
     }
 
     proptest! {
