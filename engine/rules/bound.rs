@@ -60,7 +60,12 @@ impl FeatureBound {
             return false;
         };
         match self.c_f64 {
-            Some(c) if number::whole(v).is_some() => compare(self.op, &v, &c),
+            // v is `d` = k / 10^4 rounded to the nearest f64 (a whole d is exactly v). Rounding
+            // keeps order, and v is never the whole `c` unless d is: comparing v with c gives
+            // the answer for d.
+            Some(c) if number::whole(v).is_some() || number::ten_thousandths(v).is_some() => {
+                compare(self.op, &v, &c)
+            }
             _ => number::from_feature(v).is_some_and(|x| compare(self.op, &x, &self.c)),
         }
     }
@@ -134,6 +139,10 @@ mod tests {
         prop_oneof![
             (0u32..1_000).prop_map(f64::from),
             (-1_000_000_000i64..1_000_000_000).prop_map(|v| v as f64 / 10_000.0),
+            // large sums, where an f64 holds few decimals
+            (-(1i64 << 53) + 1..1i64 << 53).prop_map(|v| v as f64 / 10_000.0),
+            // a ten-thousandth beside the whole constants
+            (-1_000i64..1_000, -3i64..=3).prop_map(|(c, d)| (c * 10_000 + d) as f64 / 10_000.0),
             any::<f64>(),
             Just(EXACT),
             Just(EXACT - 1.0),

@@ -44,11 +44,18 @@ pub fn from_feature(v: f64) -> Option<Decimal> {
     if let Some(i) = whole(v) {
         return Some(Decimal::from(i));
     }
-    let scaled = (v * 10_000.0).round();
-    if scaled.abs() < EXACT && scaled / 10_000.0 == v {
-        return Some(Decimal::new(scaled as i64, 4).normalize());
+    if let Some(units) = ten_thousandths(v) {
+        return Some(Decimal::new(units, 4).normalize());
     }
     Decimal::from_f64(v)
+}
+
+/// `k` when `v` is the `f64` nearest to `k / 10^4` (|k| < 2^53): the value a feature in 1e-4
+/// units stands for is exactly `k / 10^4`.
+#[inline]
+pub fn ten_thousandths(v: f64) -> Option<i64> {
+    let scaled = (v * 10_000.0).round();
+    (scaled.abs() < EXACT && scaled / 10_000.0 == v).then_some(scaled as i64)
 }
 
 /// Below 2^53 every whole `f64` is exact (and the scaled round trip of `from_feature` is
