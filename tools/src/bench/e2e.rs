@@ -29,6 +29,7 @@ use veto::proto;
 use veto::synth::{Synth, SynthConfig};
 
 use super::broker::Broker;
+use super::cpu::{CpuPerEvent, CpuWindow};
 use super::garbage::GarbageKind;
 use super::kafka::{consumer_config, create_topics};
 use super::machine::MachineInfo;
@@ -459,6 +460,11 @@ impl VetoProcess {
     }
 
     /// Fails when the process has already exited (bad config, missing subcommand, crash).
+    /// The process id (for its CPU time in `/proc`).
+    pub(super) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub(super) fn check_alive(&mut self) -> Result<(), BenchError> {
         match self.child.try_wait() {
             Ok(Some(status)) => {
@@ -609,6 +615,9 @@ pub struct SystemResult {
     pub steps: Vec<StepResult>,
     pub duplicates: u64,
     pub foreign_records: u64,
+    /// Veto's CPU per decided event by thread group, between the saturation phase's 20 % and
+    /// 95 % marks (`None` for the passthrough, which runs inside the harness).
+    pub cpu_per_event: Option<CpuPerEvent>,
 }
 
 fn wait_for(
@@ -616,12 +625,16 @@ fn wait_for(
     range: std::ops::Range<usize>,
     timeout: Duration,
     veto: Option<&mut VetoProcess>,
+    mut cpu: Option<&mut CpuWindow>,
 ) -> Result<usize, BenchError> {
     let deadline = Instant::now() + timeout;
     let want = range.len();
     let mut veto = veto;
     loop {
         let got = tracker.received_in(range.clone());
+        if let Some(cpu) = cpu.as_deref_mut() {
+            cpu.observe(got);
+        }
         if got >= want || Instant::now() >= deadline {
             return Ok(got);
         }
@@ -830,18 +843,27 @@ fn run_system(
             Running::Veto(start_veto(args, brokers, &topics, &round_suffix(round))?)
         }
     };
+    // the same marks as the saturation rate (20 % and 95 % of the decisions)
+    let mut cpu = running
+        .veto_process()
+        .map(|v| CpuWindow::new(v.pid(), saturation / 5, saturation * 19 / 20));
     // startup (group join) is not part of the measured interval, but it bounds the wait.
     let got = wait_for(
         &tracker,
         0..saturation,
         args.drain_timeout + Duration::from_secs(30),
         running.veto_process(),
+        cpu.as_mut(),
     )?;
     let saturation_res = saturation_result(&tracker, 0..saturation);
     eprintln!(
         "[{name}] saturation: {got}/{saturation} decisions, {:.0} events/s",
         saturation_res.events_per_sec
     );
+    let cpu_per_event = cpu.and_then(|c| c.result());
+    if let Some(cpu) = &cpu_per_event {
+        eprintln!("[{name}] CPU per decided event (/proc, 20 %–95 % of saturation): {cpu}");
+    }
     let mut steps = Vec::new();
     let mut start = saturation;
     for (rate, count) in args.rates.iter().zip(&step_events) {
@@ -852,6 +874,7 @@ fn run_system(
             range.clone(),
             args.drain_timeout,
             running.veto_process(),
+            None,
         )?;
         let step = step_result(&tracker, range.clone(), *rate);
         eprintln!(
@@ -874,6 +897,7 @@ fn run_system(
         steps,
         duplicates: tracker.duplicates.load(Ordering::Relaxed),
         foreign_records: tracker.foreign.load(Ordering::Relaxed),
+        cpu_per_event,
     })
 }
 
@@ -1084,6 +1108,7 @@ mod tests {
             steps: Vec::new(),
             duplicates: 0,
             foreign_records: 0,
+            cpu_per_event: None,
         }
     }
 

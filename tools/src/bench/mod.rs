@@ -12,6 +12,7 @@ pub mod allocs;
 pub mod badinput;
 pub mod broker;
 pub mod core;
+pub mod cpu;
 pub mod digest;
 pub mod e2e;
 pub mod garbage;

@@ -33,6 +33,38 @@ pub fn cpu_seconds() -> f64 {
     parse_cpu_seconds(&stat)
 }
 
+/// User + system CPU seconds of each thread group of process `pid` so far, by thread name with
+/// its trailing index dropped (`veto-worker-0` and `veto-worker-1` are `veto-worker`;
+/// librdkafka's `rdk:broker3` is `rdk:broker`). Empty when `/proc` cannot be read.
+pub fn thread_cpu_seconds(pid: u32) -> std::collections::BTreeMap<String, f64> {
+    let mut groups = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return groups;
+    };
+    for task in tasks.filter_map(Result::ok) {
+        let (Ok(comm), Ok(stat)) = (
+            std::fs::read_to_string(task.path().join("comm")),
+            std::fs::read_to_string(task.path().join("stat")),
+        ) else {
+            continue; // the thread ended meanwhile
+        };
+        *groups.entry(thread_group(&comm)).or_insert(0.0) += parse_cpu_seconds(&stat);
+    }
+    groups
+}
+
+/// A thread's name without its trailing index (digits and a `-` before them).
+fn thread_group(comm: &str) -> String {
+    let name = comm.trim();
+    let stem = name.trim_end_matches(|c: char| c.is_ascii_digit());
+    let stem = if stem.len() < name.len() {
+        stem.trim_end_matches('-')
+    } else {
+        stem
+    };
+    if stem.is_empty() { name } else { stem }.to_string()
+}
+
 /// User + system seconds of a `/proc/<pid>/stat` line (100 ticks per second).
 pub fn parse_cpu_seconds(stat: &str) -> f64 {
     // fields after the parenthesised command name: utime and stime are the 12th and 13th
@@ -57,6 +89,31 @@ mod tests {
         assert_eq!(parse_vm_rss("Name: x\n"), None);
         let stat = "42 (veto (bench)) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 4 0";
         assert!((parse_cpu_seconds(stat) - 3.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn threads_group_by_name_without_index() {
+        assert_eq!(thread_group("veto-worker-12\n"), "veto-worker");
+        assert_eq!(thread_group("rdk:broker3"), "rdk:broker");
+        assert_eq!(thread_group("veto-source"), "veto-source");
+        assert_eq!(thread_group("42"), "42");
+        if cfg!(target_os = "linux") {
+            let busy = std::thread::Builder::new()
+                .name("cpu-probe-7".into())
+                .spawn(|| {
+                    let started = std::time::Instant::now();
+                    while started.elapsed() < std::time::Duration::from_millis(200) {
+                        std::hint::black_box(0u64);
+                    }
+                    thread_cpu_seconds(std::process::id())
+                })
+                .expect("spawn");
+            let groups = busy.join().expect("join");
+            assert!(
+                groups.get("cpu-probe").is_some_and(|s| *s > 0.05),
+                "{groups:?}"
+            );
+        }
     }
 
     #[test]
