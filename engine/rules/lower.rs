@@ -2,9 +2,10 @@
 //! directly, with no dispatch on the tree's variant per node.
 //!
 //! [`Pred`] stays the one definition of what a condition means: the common forms (connectives,
-//! field against constant, feature and amount bounds, tags) are lowered to closures that do
-//! what [`Pred::eval_in`] does for them; every other form is evaluated by `Pred::eval_in` itself
-//! inside its closure. A property test checks that both agree on generated conditions.
+//! field against a constant or a list, feature and amount bounds, `amount in [...]`, `len` and
+//! `hour(event_time)` against a constant, anchored ASCII-class patterns, tags) are lowered to
+//! closures that give what [`Pred::eval_in`] gives for them; every other form is evaluated by
+//! `Pred::eval_in` itself inside its closure. Property tests check that both agree.
 
 use std::sync::Arc;
 
@@ -138,16 +139,16 @@ fn lower(pred: &Pred) -> Node {
                 let s = s.clone();
                 Box::new(move |f| s.eval(f.ev).is_some_and(|s| class.matches(&s)))
             }
-            None => {
-                let pred = pred.clone();
-                Box::new(move |f| pred.eval_in(f))
-            }
+            None => tree(pred),
         },
-        other => {
-            let pred = other.clone();
-            Box::new(move |f| pred.eval_in(f))
-        }
+        other => tree(other),
     }
+}
+
+/// A form not lowered: the tree evaluates it.
+fn tree(pred: &Pred) -> Node {
+    let pred = pred.clone();
+    Box::new(move |f| pred.eval_in(f))
 }
 
 fn lower_all(ps: &[Pred]) -> Vec<Node> {
