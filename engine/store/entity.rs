@@ -79,9 +79,22 @@ pub const MAX_TAGS: usize = 256;
 /// packing a long bucket list on every event costs more than the typed form's extra bytes.
 const HOT_RECORDS: usize = 8;
 
-/// Fixed per-entity overhead of the shard map besides the entity itself: the key box and one
-/// control byte.
-pub const MAP_ENTRY_OVERHEAD: usize = size_of::<Box<str>>() + 1;
+/// Fixed per-entity overhead of the shard map besides the entity itself: the key (inline up
+/// to [`INLINE_KEY`] bytes) and one control byte.
+pub const MAP_ENTRY_OVERHEAD: usize = size_of::<compact_str::CompactString>() + 1;
+
+/// Longest entity value held inline in the map's key; a longer one takes a heap block of at
+/// least 32 bytes.
+pub const INLINE_KEY: usize = size_of::<compact_str::CompactString>();
+
+/// Heap bytes of the map key of an entity value of `len` bytes.
+pub fn key_heap_bytes(len: usize) -> usize {
+    if len <= INLINE_KEY {
+        0
+    } else {
+        alloc_size(len.max(32))
+    }
+}
 
 /// An entity's share of its shard map's table: its slot plus the slack of a table kept at most
 /// 7/8 full (about 1/4 on average). The shard adds what its tables really take beyond this.
@@ -101,7 +114,7 @@ impl Entity {
     /// Approximate bytes this entity and its key occupy in memory, allocator rounding included.
     pub fn accounted_bytes(&self, key_len: usize) -> usize {
         let fixed =
-            MAP_SLOT_ACCOUNTED + alloc_size(key_len) + alloc_size(self.features.heap_bytes());
+            MAP_SLOT_ACCOUNTED + key_heap_bytes(key_len) + alloc_size(self.features.heap_bytes());
         match &self.extra {
             None => fixed,
             Some(extra) => fixed + extra.accounted_bytes(),
@@ -523,6 +536,21 @@ mod tests {
     use super::super::hll::DistinctState;
     use super::super::window::Buckets;
     use super::*;
+
+    #[test]
+    fn entity_values_up_to_the_inline_length_take_no_key_block() {
+        use compact_str::CompactString;
+        let inline = "k".repeat(INLINE_KEY);
+        let long = "k".repeat(INLINE_KEY + 1);
+        assert!(!CompactString::from(inline.as_str()).is_heap_allocated());
+        assert!(CompactString::from(long.as_str()).is_heap_allocated());
+        assert_eq!(key_heap_bytes(0), 0);
+        assert_eq!(key_heap_bytes(INLINE_KEY), 0);
+        assert_eq!(key_heap_bytes(INLINE_KEY + 1), alloc_size(32));
+        assert_eq!(key_heap_bytes(100), alloc_size(100));
+        let e = Entity::fresh();
+        assert!(e.accounted_bytes(INLINE_KEY + 1) > e.accounted_bytes(INLINE_KEY));
+    }
 
     #[test]
     fn entity_round_trips_and_rejects_damage() {

@@ -24,6 +24,7 @@ use super::{FeatureInput, FeatureSpec, Observation, StoreConfig, StoreError, Sto
 use crate::event::{Aggregate, Field};
 use ahash::{AHashSet, RandomState};
 use checkpoint::untouched;
+use compact_str::CompactString;
 use disk_keys::DiskKeys;
 use hashbrown::hash_map::RawEntryMut;
 use parking_lot::{Mutex, MutexGuard, RwLock};
@@ -57,7 +58,8 @@ impl BuildHasher for EntityHasher {
 }
 
 /// Entities of one kind in one shard, by value.
-type EntityMap = hashbrown::HashMap<Box<str>, Entity, EntityHasher>;
+/// Entities by value; values of up to 24 bytes (most ids) are held inline in the key.
+type EntityMap = hashbrown::HashMap<CompactString, Entity, EntityHasher>;
 
 /// Hash of an entity value, as [`EntityMap`] computes it.
 fn entity_hash(value: &str) -> u64 {
@@ -530,7 +532,9 @@ impl TagStore {
                 } else {
                     *tables_changed = true;
                 }
-                entry.insert_hashed_nocheck(hash, value.into(), entity).1
+                entry
+                    .insert_hashed_nocheck(hash, CompactString::from(value), entity)
+                    .1
             }
         };
         *clock = clock.wrapping_add(1);
