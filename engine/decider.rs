@@ -4,6 +4,7 @@
 //! `event_time`.
 
 mod event_time;
+mod live_timers;
 mod staged;
 
 pub use event_time::{DueTimer, EventTimeTimers};

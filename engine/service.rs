@@ -38,7 +38,7 @@ use crate::timer::{TimerConfig, TimerService};
 use exactly_once::discard_pending_checkpoint;
 use live::LiveDecider;
 use readiness::ServiceReadiness;
-use timers::{cancel_removed_sequences, forward_timeouts, LiveTimers};
+use timers::{cancel_removed_sequences, forward_timeouts};
 
 /// Runs the service until SIGTERM/SIGINT: loads the config, installs signal handlers, serves.
 /// Logging starts once the config is read: `log` (the command line) over `[telemetry]`.
@@ -118,13 +118,13 @@ pub async fn serve(
         channel_capacity: config.timers.channel_capacity,
         ..TimerConfig::default()
     })?;
-    let timers = Arc::new(LiveTimers(timers));
+    let timers = Arc::new(timers);
     // Nothing fires before this instance is active (a standby publishes nothing).
-    timers.0.hold();
+    timers.hold();
     let mut checkpointed = Vec::new();
     if let Some(restored) = restored {
         if !restored.timers.is_empty() {
-            let armed = timers.0.restore(&restored.timers)?;
+            let armed = timers.restore(&restored.timers)?;
             tracing::info!(armed, "timers restored from checkpoint");
         }
         tracing::info!(
@@ -184,7 +184,7 @@ pub async fn serve(
         requests,
         reload_status.clone(),
         move |old: &RuleSet, new: &RuleSet, kind: reload::SetKind| {
-            cancel_removed_sequences(&swap_timers.0, old, new, kind)
+            cancel_removed_sequences(&swap_timers, old, new, kind)
         },
     ));
     tokio::spawn(sweep_store(store.clone(), stop_rx.clone()));
@@ -241,7 +241,7 @@ pub async fn serve(
         return Ok(RunSummary::default());
     }
     ha_status.set_active();
-    timers.0.release();
+    timers.release();
 
     let run = pipeline::run(
         settings,

@@ -40,16 +40,16 @@ impl LiveDecider {
         if offsets.is_empty() {
             return; // no partition with a known position: no offsets to tie the transaction to
         }
-        let paused = self.timers.0.pause();
+        let paused = self.timers.pause();
         let published = pipeline::wait_until(Instant::now() + TIMEOUTS_PUBLISHED_WAIT, || {
-            self.timeouts_handled.load(Ordering::Acquire) >= self.timers.0.delivered()
+            self.timeouts_handled.load(Ordering::Acquire) >= self.timers.delivered()
         });
         if !published {
             drop(paused);
             tracing::warn!("exactly-once checkpoint skipped: timeout decisions still unpublished");
             return;
         }
-        let timers = self.timers.0.snapshot_armed();
+        let timers = self.timers.snapshot_armed();
         let state_offsets = self.safe_offsets.lock().clone();
         let txn_offsets: Vec<PartitionOffset> = offsets
             .iter()

@@ -9,17 +9,17 @@ use parking_lot::Mutex;
 
 use super::now_ms;
 use super::rule_hits::rules_hit;
-use super::timers::LiveTimers;
 use crate::decider::{Decided, Engine};
 use crate::event::{EventError, PaymentEvent, TagUpdate};
 use crate::ha::{self, Replica};
 use crate::pipeline::Decider;
 use crate::store::PartitionOffset;
+use crate::timer::TimerService;
 
 /// The engine as the pipeline drives it: decisions, tag updates, offsets and checkpoints.
 pub(super) struct LiveDecider {
     pub(super) engine: Arc<Engine>,
-    pub(super) timers: Arc<LiveTimers>,
+    pub(super) timers: Arc<TimerService>,
     /// Checkpoints go through Kafka transactions (two-phase, see `TagStore::checkpoint_published`).
     pub(super) exactly_once: bool,
     /// Fired timers whose timeout decision was published or dropped (compared with the timer
@@ -60,7 +60,7 @@ impl LiveDecider {
         let store = self.engine.store();
         let durable = store.has_checkpoint();
         let offsets = self.safe_offsets.lock().clone();
-        let timers = self.timers.0.snapshot();
+        let timers = self.timers.snapshot();
         store.checkpoint_in_background(&offsets, &timers)?;
         Ok(durable)
     }
@@ -68,7 +68,7 @@ impl LiveDecider {
     /// Writes state, armed timers and the safe offsets in one atomic checkpoint.
     pub(super) fn write_checkpoint(&self) -> anyhow::Result<()> {
         let offsets = self.safe_offsets.lock().clone();
-        let timers = self.timers.0.snapshot();
+        let timers = self.timers.snapshot();
         let stats = self.engine.store().checkpoint(&offsets, &timers)?;
         tracing::debug!(entities = stats.entities_written, "checkpoint written");
         Ok(())
@@ -116,7 +116,7 @@ impl Decider for LiveDecider {
     }
 
     fn stopping(&self) {
-        self.timers.0.stop_firing();
+        self.timers.stop_firing();
     }
 
     fn timeout_handled(&self) {

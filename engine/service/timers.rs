@@ -1,42 +1,17 @@
-//! Live sequence-rule timers: the timer service as the engine's timer sink, timers of removed
-//! rules cancelled on a swap, and fired timers turned into timeout decisions.
+//! Live sequence-rule timers: timers of removed rules cancelled on a swap, and fired timers
+//! turned into timeout decisions.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use crate::decider::{Engine, TimerSink, SHADOW_TIMER_PREFIX};
-use crate::event::PaymentEvent;
+use crate::decider::{Engine, SHADOW_TIMER_PREFIX};
 use crate::ha::{self, DeliveredTimeouts};
 use crate::pipeline::{Delivered, TimeoutDecision};
 use crate::reload;
 use crate::rules::RuleSet;
-use crate::timer::{FiredReceiver, TimerKey, TimerPayload, TimerService};
-
-/// The live timer service seen as the engine's timer sink.
-pub(super) struct LiveTimers(pub(super) TimerService);
-
-impl TimerSink for LiveTimers {
-    fn arm(&self, rule: &Arc<str>, key: &str, event: &PaymentEvent, within: Duration) {
-        let timer_key = TimerKey {
-            sequence: rule.clone(),
-            key: key.to_owned(),
-        };
-        let payload = TimerPayload {
-            rule: rule.clone(),
-            event_id: event.event_id.clone(),
-            txn_id: event.txn_id.clone(),
-            key: key.to_owned(),
-        };
-        self.0.arm(timer_key, payload, within);
-    }
-
-    fn cancel(&self, rule: &Arc<str>, key: &str) {
-        self.0.cancel(rule, key);
-    }
-}
+use crate::timer::{FiredReceiver, TimerService};
 
 /// Cancels the armed timers of sequence rules the new set no longer has.
 pub(super) fn cancel_removed_sequences(
@@ -63,35 +38,35 @@ pub(super) fn cancel_removed_sequences(
 pub(super) async fn forward_timeouts(
     mut fired: FiredReceiver,
     engine: Arc<Engine>,
-    timers: Arc<LiveTimers>,
+    timers: Arc<TimerService>,
     out: mpsc::Sender<TimeoutDecision>,
     handled: Arc<AtomicU64>,
     delivered: Arc<DeliveredTimeouts>,
 ) {
     while let Some(fired) = fired.recv().await {
         let (id, payload) = (fired.id, fired.payload);
-        if delivered.take(&payload.rule, &payload.event_id) {
+        if delivered.take(&payload.rule, payload.event_id()) {
             // An earlier active instance published this timeout already.
             ha::timeout_already_delivered();
-            timers.0.acknowledge(id);
+            timers.acknowledge(id);
             handled.fetch_add(1, Ordering::AcqRel);
             continue;
         }
         let Some(decision) = engine.timeout_decision(
             &payload.rule,
-            payload.event_id,
-            payload.txn_id,
+            payload.event_id().to_owned(),
+            payload.txn_id().map(str::to_owned),
             fired.fired_at_ms,
         ) else {
             // The sequence rule was removed by a swap: nothing to publish.
-            timers.0.acknowledge(id);
+            timers.acknowledge(id);
             handled.fetch_add(1, Ordering::AcqRel);
             continue;
         };
         let timers = Arc::clone(&timers);
         let timeout = TimeoutDecision {
             decision,
-            delivered: Some(Delivered::new(move || timers.0.acknowledge(id))),
+            delivered: Some(Delivered::new(move || timers.acknowledge(id))),
         };
         if out.send(timeout).await.is_err() {
             return;

@@ -5,7 +5,7 @@
 
 use super::clock::Clock;
 use super::error::TimerError;
-use super::model::{Fired, TimerKey, TimerPayload};
+use super::model::{Fired, TimerIds, TimerPayload};
 use super::persist;
 use super::telemetry::Telemetry;
 use super::ticker::{nanos, period_nanos};
@@ -15,16 +15,35 @@ use parking_lot::Mutex;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Key and payload, shared so a snapshot can copy them out of the lock cheaply.
-#[derive(Debug, Clone)]
-struct ArmedTimer {
-    key: TimerKey,
-    payload: TimerPayload,
+/// A timer's correlation value as a map key: hashed and compared by the key alone, looked up
+/// by `&str`.
+#[derive(Debug)]
+struct KeyOf(TimerIds);
+
+impl std::hash::Hash for KeyOf {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.key().hash(state);
+    }
+}
+
+impl PartialEq for KeyOf {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.key() == other.0.key()
+    }
+}
+
+impl Eq for KeyOf {}
+
+impl std::borrow::Borrow<str> for KeyOf {
+    fn borrow(&self) -> &str {
+        self.0.key()
+    }
 }
 
 #[derive(Debug)]
 struct Entry {
-    timer: Arc<ArmedTimer>,
+    /// Shared strings: a snapshot copies it out of the lock without allocating.
+    timer: TimerPayload,
     /// Deadline on the clock's monotonic timeline in ns (negative for restored overdue timers).
     deadline_ns: i64,
     deadline_ms: i64,
@@ -36,12 +55,12 @@ struct Entry {
 struct State {
     wheel: TimingWheel<Entry>,
     /// rule name → correlation value → timer.
-    by_rule: AHashMap<Arc<str>, AHashMap<String, TimerHandle>>,
+    by_rule: AHashMap<Arc<str>, AHashMap<KeyOf, TimerHandle>>,
     next_sequence_number: u64,
     /// Fired timers whose timeout decision is not acknowledged yet, by fire id (oldest first):
     /// (deadline, timer). They stay in snapshots, so a restart fires them again (a duplicate
     /// timeout decision) instead of losing one that never reached Kafka.
-    unacknowledged: std::collections::BTreeMap<u64, (i64, Arc<ArmedTimer>)>,
+    unacknowledged: std::collections::BTreeMap<u64, (i64, TimerPayload)>,
     next_fire_id: u64,
 }
 
@@ -50,8 +69,8 @@ struct State {
 const MAX_UNACKNOWLEDGED: usize = 1 << 20;
 
 impl State {
-    fn handle(&self, key: &TimerKey) -> Option<TimerHandle> {
-        self.by_rule.get(&*key.sequence)?.get(&key.key).copied()
+    fn handle(&self, sequence: &str, key: &str) -> Option<TimerHandle> {
+        self.by_rule.get(sequence)?.get(key).copied()
     }
 
     fn forget(&mut self, sequence: &str, key: &str) -> Option<TimerHandle> {
@@ -65,11 +84,11 @@ impl State {
 
     /// Arms unless the key is armed already; `false` for a duplicate.
     fn arm(&mut self, entry: Entry, deadline_tick: u64) -> bool {
-        if self.handle(&entry.timer.key).is_some() {
+        let timer = &entry.timer;
+        if self.handle(&timer.rule, timer.key()).is_some() {
             return false;
         }
-        let sequence = Arc::clone(&entry.timer.key.sequence);
-        let key = entry.timer.key.key.clone();
+        let (sequence, key) = (Arc::clone(&timer.rule), KeyOf(timer.ids.clone()));
         let handle = self.wheel.arm(deadline_tick, entry);
         self.by_rule
             .entry(sequence)
@@ -111,15 +130,15 @@ impl<C: Clock> TimerCore<C> {
         &self.clock
     }
 
-    /// Arms a timer firing `after` from now for `key`. Returns `false` and changes nothing if a
-    /// timer for `key` is armed already (the first arming wins; its deadline is not extended).
-    pub fn arm(&self, key: TimerKey, payload: TimerPayload, after: Duration) -> bool {
+    /// Arms a timer firing `after` from now for its rule and key. Returns `false` and changes
+    /// nothing if a timer for them is armed already (the first arming wins; its deadline is
+    /// not extended).
+    pub fn arm(&self, timer: TimerPayload, after: Duration) -> bool {
         let now_ns = self.monotonic_ns();
         let deadline_ns = now_ns.saturating_add(to_i64(nanos(after)));
         let after_ms = i64::try_from(after.as_millis()).unwrap_or(i64::MAX);
         let deadline_ms = self.clock.wall_ms().saturating_add(after_ms);
         let deadline_tick = self.deadline_tick(deadline_ns);
-        let timer = Arc::new(ArmedTimer { key, payload });
         let mut state = self.state.lock();
         let entry = Entry {
             timer,
@@ -177,9 +196,9 @@ impl<C: Clock> TimerCore<C> {
         bound.is_some_and(|bound| bound <= tick)
     }
 
-    /// Whether a timer is armed for `key`.
-    pub fn is_armed(&self, key: &TimerKey) -> bool {
-        self.state.lock().handle(key).is_some()
+    /// Whether a timer of sequence rule `sequence` is armed for `key`.
+    pub fn is_armed(&self, sequence: &str, key: &str) -> bool {
+        self.state.lock().handle(sequence, key).is_some()
     }
 
     /// Processes every tick due by the clock's current time, in order, appending the fired
@@ -199,28 +218,17 @@ impl<C: Clock> TimerCore<C> {
         } = &mut *state;
         wheel.advance_to(due_tick, |expired| {
             let entry = expired.value;
-            // Shared only while a snapshot is being encoded.
-            let ArmedTimer { key, payload } =
-                Arc::try_unwrap(entry.timer).unwrap_or_else(|shared| ArmedTimer::clone(&shared));
-            if let Some(keys) = by_rule.get_mut(&*key.sequence) {
-                keys.remove(&key.key);
+            let payload = entry.timer;
+            if let Some(keys) = by_rule.get_mut(&*payload.rule) {
+                keys.remove(payload.key());
                 if keys.is_empty() {
-                    by_rule.remove(&*key.sequence);
+                    by_rule.remove(&*payload.rule);
                 }
             }
             let lateness_ns = now_ns.saturating_sub(entry.deadline_ns).max(0);
             let id = *next_fire_id;
             *next_fire_id += 1;
-            unacknowledged.insert(
-                id,
-                (
-                    entry.deadline_ms,
-                    Arc::new(ArmedTimer {
-                        key: key.clone(),
-                        payload: payload.clone(),
-                    }),
-                ),
-            );
+            unacknowledged.insert(id, (entry.deadline_ms, payload.clone()));
             fired.push(Fired {
                 id,
                 payload,
@@ -269,24 +277,19 @@ impl<C: Clock> TimerCore<C> {
     fn snapshot_with(&self, unacknowledged: bool) -> Vec<u8> {
         let (taken_at_ms, mut timers) = {
             let state = self.state.lock();
-            let timers: Vec<(i64, u64, i64, Arc<ArmedTimer>)> = state
+            let timers: Vec<(i64, u64, i64, TimerPayload)> = state
                 .wheel
                 .iter()
                 .map(|(_, entry)| {
                     let order = (entry.deadline_ns, entry.sequence_number);
-                    (
-                        order.0,
-                        order.1,
-                        entry.deadline_ms,
-                        Arc::clone(&entry.timer),
-                    )
+                    (order.0, order.1, entry.deadline_ms, entry.timer.clone())
                 })
                 .chain(
                     state
                         .unacknowledged
                         .values()
                         .filter(|_| unacknowledged)
-                        .map(|(deadline_ms, timer)| (i64::MIN, 0, *deadline_ms, Arc::clone(timer))),
+                        .map(|(deadline_ms, timer)| (i64::MIN, 0, *deadline_ms, timer.clone())),
                 )
                 .collect();
             (self.clock.wall_ms(), timers)
@@ -298,7 +301,7 @@ impl<C: Clock> TimerCore<C> {
             taken_at_ms,
             timers
                 .iter()
-                .map(|(_, _, deadline_ms, timer)| (*deadline_ms, &timer.key, &timer.payload)),
+                .map(|(_, _, deadline_ms, timer)| (*deadline_ms, timer)),
         )
     }
 
@@ -307,22 +310,17 @@ impl<C: Clock> TimerCore<C> {
     /// already are skipped. Corrupt bytes are rejected before anything changes. Returns how many
     /// timers were armed.
     pub fn restore(&self, bytes: &[u8]) -> Result<usize, TimerError> {
-        let timers: Vec<(i64, Arc<ArmedTimer>)> = persist::decode(bytes)?
-            .into_iter()
-            .map(|timer| {
-                let armed = ArmedTimer {
-                    key: timer.key,
-                    payload: timer.payload,
-                };
-                (timer.deadline_ms, Arc::new(armed))
-            })
-            .collect();
+        let timers = persist::decode(bytes)?;
         let mut state = self.state.lock();
         let now_ns = self.monotonic_ns();
         let wall_now_ms = self.clock.wall_ms();
         let (mut restored, mut overdue) = (0, 0);
         let total = timers.len();
-        for (deadline_ms, timer) in timers {
+        for persist::PersistedTimer {
+            deadline_ms,
+            payload: timer,
+        } in timers
+        {
             let remaining_ms = i128::from(deadline_ms) - i128::from(wall_now_ms);
             let deadline_ns = i128::from(now_ns) + remaining_ms * 1_000_000;
             let deadline_ns = i64::try_from(deadline_ns).unwrap_or(if deadline_ns < 0 {
@@ -376,28 +374,15 @@ mod tests {
         TimerCore::new(ManualClock::new(WALL_START_MS), Duration::from_millis(1), 0)
     }
 
-    fn key(rule: &str, value: &str) -> TimerKey {
-        TimerKey {
-            sequence: Arc::from(rule),
-            key: value.to_owned(),
-        }
-    }
-
     fn payload(rule: &str, value: &str) -> TimerPayload {
         TimerPayload {
             rule: Arc::from(rule),
-            event_id: format!("evt-{value}"),
-            txn_id: Some(value.to_owned()),
-            key: value.to_owned(),
+            ids: TimerIds::new(value, &format!("evt-{value}"), Some(value)),
         }
     }
 
     fn arm(core: &TimerCore<ManualClock>, rule: &str, value: &str, after_ms: u64) -> bool {
-        core.arm(
-            key(rule, value),
-            payload(rule, value),
-            Duration::from_millis(after_ms),
-        )
+        core.arm(payload(rule, value), Duration::from_millis(after_ms))
     }
 
     fn advance_and_fire(core: &TimerCore<ManualClock>, by: Duration) -> Vec<Fired> {
@@ -408,10 +393,7 @@ mod tests {
     }
 
     fn keys_of(fired: &[Fired]) -> Vec<&str> {
-        fired
-            .iter()
-            .map(|timer| timer.payload.key.as_str())
-            .collect()
+        fired.iter().map(|timer| timer.payload.key()).collect()
     }
 
     #[test]
@@ -450,11 +432,7 @@ mod tests {
     fn sub_tick_deadlines_round_up_never_early() {
         let core = core();
         core.clock().advance(Duration::from_micros(400));
-        core.arm(
-            key("seq", "x"),
-            payload("seq", "x"),
-            Duration::from_micros(1_500),
-        );
+        core.arm(payload("seq", "x"), Duration::from_micros(1_500));
         // Deadline at 1.9 ms: tick 1 (1 ms) is too early, tick 2 (2 ms) fires it.
         assert!(advance_and_fire(&core, Duration::from_micros(1_400)).is_empty());
         let fired = advance_and_fire(&core, Duration::from_micros(200));
@@ -472,14 +450,14 @@ mod tests {
         assert!(!core.cancel("auth", "t1"));
         assert!(!core.cancel("auth", "unknown"));
         assert!(!core.cancel("unknown", "t1"));
-        assert!(core.is_armed(&key("refund", "t1")));
+        assert!(core.is_armed("refund", "t1"));
         assert_eq!(core.cancel_sequence("auth"), 1);
         assert_eq!(core.cancel_sequence("auth"), 0);
         let fired = advance_and_fire(&core, Duration::from_millis(100));
         assert_eq!(
             fired
                 .iter()
-                .map(|timer| (&*timer.payload.rule, timer.payload.key.as_str()))
+                .map(|timer| (&*timer.payload.rule, timer.payload.key()))
                 .collect::<Vec<_>>(),
             vec![("refund", "t1")]
         );

@@ -18,7 +18,7 @@ mod wheel;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::TimerError;
 pub use keyed::TimerCore;
-pub use model::{Fired, TimerConfig, TimerKey, TimerPayload};
+pub use model::{Fired, TimerConfig, TimerIds, TimerPayload};
 pub use service::{FiredReceiver, TimerService};
 pub use telemetry::LATENESS_BUCKETS;
 pub use ticker::{raise_to_realtime, TickBatch, Ticker};

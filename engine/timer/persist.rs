@@ -10,7 +10,7 @@
 //! ```
 
 use super::error::TimerError;
-use super::model::{TimerKey, TimerPayload};
+use super::model::{TimerIds, TimerPayload};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -25,14 +25,13 @@ const MIN_RECORD_LEN: usize = 8 + 5 * 4 + 1;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct PersistedTimer {
     pub deadline_ms: i64,
-    pub key: TimerKey,
     pub payload: TimerPayload,
 }
 
 /// Encodes timers (already in the order they should be re-armed) taken at wall time `taken_at_ms`.
 pub(crate) fn encode<'a>(
     taken_at_ms: i64,
-    timers: impl ExactSizeIterator<Item = (i64, &'a TimerKey, &'a TimerPayload)>,
+    timers: impl ExactSizeIterator<Item = (i64, &'a TimerPayload)>,
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN + timers.len() * 96 + CHECKSUM_LEN);
     out.extend_from_slice(MAGIC);
@@ -40,20 +39,22 @@ pub(crate) fn encode<'a>(
     out.extend_from_slice(&0u16.to_le_bytes());
     out.extend_from_slice(&taken_at_ms.to_le_bytes());
     out.extend_from_slice(&(timers.len() as u64).to_le_bytes());
-    for (deadline_ms, key, payload) in timers {
+    for (deadline_ms, payload) in timers {
         out.extend_from_slice(&deadline_ms.to_le_bytes());
-        put_str(&mut out, &key.sequence);
-        put_str(&mut out, &key.key);
+        // the timer's (sequence, key) and the payload's (rule, key) are one pair since the
+        // payload carries the key; the format keeps both places
         put_str(&mut out, &payload.rule);
-        put_str(&mut out, &payload.event_id);
-        match &payload.txn_id {
+        put_str(&mut out, payload.key());
+        put_str(&mut out, &payload.rule);
+        put_str(&mut out, payload.event_id());
+        match payload.txn_id() {
             Some(txn_id) => {
                 out.push(1);
                 put_str(&mut out, txn_id);
             }
             None => out.push(0),
         }
-        put_str(&mut out, &payload.key);
+        put_str(&mut out, payload.key());
     }
     let checksum = crc32fast::hash(&out);
     out.extend_from_slice(&checksum.to_le_bytes());
@@ -103,15 +104,16 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Vec<PersistedTimer>, TimerError> {
             1 => Some(reader.string()?),
             _ => return Err(TimerError::Corrupt("txn_id flag is neither 0 nor 1")),
         };
-        let payload_key = reader.string()?;
+        if reader.string()? != key || sequence != rule {
+            return Err(TimerError::Corrupt(
+                "payload names another timer than its key",
+            ));
+        }
         timers.push(PersistedTimer {
             deadline_ms,
-            key: TimerKey { sequence, key },
             payload: TimerPayload {
                 rule,
-                event_id,
-                txn_id,
-                key: payload_key,
+                ids: TimerIds::new(&key, &event_id, txn_id.as_deref()),
             },
         });
     }
@@ -199,15 +201,9 @@ mod tests {
     fn timer(deadline_ms: i64, key: &str, txn_id: Option<&str>) -> PersistedTimer {
         PersistedTimer {
             deadline_ms,
-            key: TimerKey {
-                sequence: Arc::from("auth_without_capture"),
-                key: key.to_owned(),
-            },
             payload: TimerPayload {
                 rule: Arc::from("auth_without_capture"),
-                event_id: format!("evt-{key}"),
-                txn_id: txn_id.map(str::to_owned),
-                key: key.to_owned(),
+                ids: TimerIds::new(key, &format!("evt-{key}"), txn_id),
             },
         }
     }
@@ -217,7 +213,7 @@ mod tests {
             42,
             timers
                 .iter()
-                .map(|timer| (timer.deadline_ms, &timer.key, &timer.payload)),
+                .map(|timer| (timer.deadline_ms, &timer.payload)),
         )
     }
 
@@ -296,9 +292,14 @@ mod tests {
         ) {
             let original = PersistedTimer {
                 deadline_ms,
-                key: TimerKey { sequence: Arc::from("rule"), key: key.clone() },
-                payload: TimerPayload { rule: Arc::from("rule"), event_id, txn_id, key },
+                payload: TimerPayload {
+                    rule: Arc::from("rule"),
+                    ids: TimerIds::new(&key, &event_id, txn_id.as_deref()),
+                },
             };
+            prop_assert_eq!(original.payload.key(), key.as_str());
+            prop_assert_eq!(original.payload.event_id(), event_id.as_str());
+            prop_assert_eq!(original.payload.txn_id(), txn_id.as_deref());
             let decoded = decode(&encode_all(std::slice::from_ref(&original)));
             prop_assert_eq!(decoded.ok(), Some(vec![original]));
         }

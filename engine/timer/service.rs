@@ -6,7 +6,7 @@
 use super::clock::{Clock, SystemClock};
 use super::error::TimerError;
 use super::keyed::TimerCore;
-use super::model::{Fired, TimerConfig, TimerKey, TimerPayload};
+use super::model::{Fired, TimerConfig, TimerPayload};
 use super::telemetry::Telemetry;
 use super::ticker::Ticker;
 use parking_lot::{Mutex, MutexGuard};
@@ -117,9 +117,10 @@ impl<C: Clock + Clone> TimerService<C> {
 
 impl<C: Clock> TimerService<C> {
     /// Arms a timer firing `after` from now. Returns `false` and changes nothing if a timer is
-    /// already armed for `key`: the first arming wins and its deadline is not extended.
-    pub fn arm(&self, key: TimerKey, payload: TimerPayload, after: Duration) -> bool {
-        self.core.arm(key, payload, after)
+    /// already armed for its rule and key: the first arming wins and its deadline is not
+    /// extended.
+    pub fn arm(&self, timer: TimerPayload, after: Duration) -> bool {
+        self.core.arm(timer, after)
     }
 
     /// Cancels the timer of sequence rule `sequence` keyed by `key`; `false` if none is armed
@@ -282,21 +283,13 @@ fn deliver(sender: &mpsc::Sender<Fired>, mut timer: Fired, stop: &AtomicBool) ->
 mod tests {
     use super::*;
     use crate::timer::clock::ManualClock;
+    use crate::timer::TimerIds;
     use std::time::Instant;
-
-    fn key(value: &str) -> TimerKey {
-        TimerKey {
-            sequence: Arc::from("auth_without_capture"),
-            key: value.to_owned(),
-        }
-    }
 
     fn payload(value: &str) -> TimerPayload {
         TimerPayload {
             rule: Arc::from("auth_without_capture"),
-            event_id: value.to_owned(),
-            txn_id: Some(value.to_owned()),
-            key: value.to_owned(),
+            ids: TimerIds::new(value, value, Some(value)),
         }
     }
 
@@ -329,10 +322,10 @@ mod tests {
         let Ok((service, mut receiver)) = started else {
             panic!("timer thread did not start");
         };
-        assert!(service.arm(key("early"), payload("early"), Duration::from_millis(100)));
+        assert!(service.arm(payload("early"), Duration::from_millis(100)));
         clock.advance(Duration::from_millis(200));
         assert!(recv_within(&mut receiver, Duration::from_secs(10)).is_some());
-        assert!(service.arm(key("late"), payload("late"), Duration::from_millis(100)));
+        assert!(service.arm(payload("late"), Duration::from_millis(100)));
         service.stop_firing();
         clock.advance(Duration::from_secs(5));
         assert!(recv_within(&mut receiver, Duration::from_millis(300)).is_none());
@@ -353,8 +346,8 @@ mod tests {
             panic!("timer thread did not start");
         };
         service.hold();
-        assert!(service.arm(key("kept"), payload("kept"), Duration::from_millis(100)));
-        assert!(service.arm(key("gone"), payload("gone"), Duration::from_millis(100)));
+        assert!(service.arm(payload("kept"), Duration::from_millis(100)));
+        assert!(service.arm(payload("gone"), Duration::from_millis(100)));
         clock.advance(Duration::from_secs(2));
         assert!(recv_within(&mut receiver, Duration::from_millis(300)).is_none());
         // due but held: still armed, so the capture that arrives now cancels it
@@ -364,7 +357,7 @@ mod tests {
         // the next tick fires everything due by the clock
         clock.advance(Duration::from_millis(10));
         let fired = recv_within(&mut receiver, Duration::from_secs(10)).expect("fires");
-        assert_eq!(fired.payload.event_id, "kept");
+        assert_eq!(fired.payload.event_id(), "kept");
         assert!(recv_within(&mut receiver, Duration::from_millis(300)).is_none());
     }
 
@@ -376,14 +369,14 @@ mod tests {
             panic!("timer thread did not start");
         };
         for (value, after_ms) in [("c", 3_000), ("a", 1_000), ("b", 2_000), ("d", 6_000)] {
-            assert!(service.arm(key(value), payload(value), Duration::from_millis(after_ms)));
+            assert!(service.arm(payload(value), Duration::from_millis(after_ms)));
         }
         assert!(service.cancel("auth_without_capture", "b"));
         clock.advance(Duration::from_secs(5));
         let mut order = Vec::new();
         for _ in 0..2 {
             let timer = recv_within(&mut receiver, Duration::from_secs(10));
-            order.extend(timer.map(|timer| (timer.payload.key, timer.lateness)));
+            order.extend(timer.map(|timer| (timer.payload.key().to_owned(), timer.lateness)));
         }
         assert_eq!(
             order,
@@ -405,7 +398,7 @@ mod tests {
         else {
             panic!("timer thread did not start");
         };
-        service.arm(key("t"), payload("t"), Duration::from_millis(5));
+        service.arm(payload("t"), Duration::from_millis(5));
         clock.advance(Duration::from_millis(5));
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_time()
@@ -417,7 +410,10 @@ mod tests {
             tokio::time::timeout(Duration::from_secs(10), receiver.recv()).await
         });
         assert_eq!(
-            received.ok().flatten().map(|timer| timer.payload.event_id),
+            received
+                .ok()
+                .flatten()
+                .map(|timer| timer.payload.event_id().to_owned()),
             Some("t".to_owned())
         );
     }
@@ -439,7 +435,7 @@ mod tests {
             let after = Duration::from_micros(1_000 + state % 1_999_000);
             let armed_at = Instant::now();
             let value = index.to_string();
-            assert!(service.arm(key(&value), payload(&value), after));
+            assert!(service.arm(payload(&value), after));
             due_at.push(armed_at + after);
         }
         let mut fired_count = vec![0u32; TIMERS];
@@ -448,8 +444,8 @@ mod tests {
                 break;
             };
             let received_at = Instant::now();
-            let index: usize = timer.payload.event_id.parse().unwrap_or(usize::MAX);
-            assert!(index < TIMERS, "unknown timer {}", timer.payload.event_id);
+            let index: usize = timer.payload.event_id().parse().unwrap_or(usize::MAX);
+            assert!(index < TIMERS, "unknown timer {}", timer.payload.event_id());
             assert!(received_at >= due_at[index], "timer {index} fired early");
             fired_count[index] += 1;
         }

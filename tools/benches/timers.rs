@@ -11,9 +11,7 @@ use criterion::{BatchSize, Criterion};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 use veto::timer::{ManualClock, TimerCore, TimingWheel};
-use veto_tools::kit::timers::{
-    compare, timer_key as key, timer_payload as payload, Method, PERIOD,
-};
+use veto_tools::kit::timers::{compare, timer_payload as payload, Method, PERIOD};
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -46,11 +44,7 @@ fn keyed_throughput(armed: usize) -> serde_json::Value {
     let started = Instant::now();
     for (i, value) in keys.iter().enumerate() {
         let after = Duration::from_millis(1 + (i as u64 * 7_919) % 7_200_000);
-        core.arm(
-            key("auth_without_capture", value),
-            payload("auth_without_capture", value),
-            after,
-        );
+        core.arm(payload("auth_without_capture", value), after);
     }
     let arm_elapsed = started.elapsed();
     let snapshot_started = Instant::now();
@@ -124,7 +118,6 @@ fn criterion_groups(criterion: &mut Criterion, armed: usize) {
     for i in 0..armed {
         let value = format!("txn-{i:09}");
         core.arm(
-            key("auth_without_capture", &value),
             payload("auth_without_capture", &value),
             Duration::from_millis(1 + (i as u64 * 7_919) % 7_200_000),
         );
@@ -135,14 +128,11 @@ fn criterion_groups(criterion: &mut Criterion, armed: usize) {
             || {
                 counter += 1;
                 let value = format!("bench-{counter}");
-                (
-                    key("auth_without_capture", &value),
-                    payload("auth_without_capture", &value),
-                )
+                (payload("auth_without_capture", &value), value)
             },
-            |(timer_key, timer_payload)| {
-                core.arm(timer_key.clone(), timer_payload, Duration::from_secs(2));
-                black_box(core.cancel(&timer_key.sequence, &timer_key.key))
+            |(timer, key)| {
+                core.arm(timer, Duration::from_secs(2));
+                black_box(core.cancel("auth_without_capture", &key))
             },
             BatchSize::SmallInput,
         )

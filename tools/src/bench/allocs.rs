@@ -1,7 +1,8 @@
 //! Heap allocations per decided event on the service's per-event path, in process: decode the
-//! payload (protobuf or JSON) into a reused event, decide into reused decisions, encode the
-//! decision into a reused buffer (as the pipeline's workers do). Counted by the counting
-//! allocator (`heap`), on one thread.
+//! payload (protobuf or JSON) into a reused event, decide into reused decisions (arming the
+//! service's timer service, as `veto run` does), encode the decision into a reused buffer (as
+//! the pipeline's workers do). Counted by the counting allocator (`heap`), on one thread; the
+//! timer service's clock stands still, so its thread fires nothing and allocates nothing.
 
 use std::path::Path;
 
@@ -12,7 +13,7 @@ use veto::event::{
 };
 use veto::synth::{Synth, SynthConfig};
 
-use super::core::scratch_engine;
+use super::core::engine_with_timers;
 use super::{heap, BenchError};
 
 /// Allocations per event of one wire format's path, by step.
@@ -66,7 +67,11 @@ fn one_path(
     output: OutputFormat,
     warmup: usize,
 ) -> Result<PathAllocations, BenchError> {
-    let engine = scratch_engine(rules)?;
+    let clock = veto::timer::ManualClock::new(0);
+    let (timers, _fired) =
+        veto::timer::TimerService::start_with_clock(veto::timer::TimerConfig::default(), clock)
+            .map_err(|e| BenchError::Invalid(format!("timer service: {e}")))?;
+    let (engine, _store_dir) = engine_with_timers(rules, std::sync::Arc::new(timers))?;
     // what a pipeline worker keeps from message to message
     let mut event = PaymentEvent::default();
     let mut decided = Decided::default();
@@ -78,12 +83,8 @@ fn one_path(
         decode_event_into(payload, input, DEFAULT_MAX_EVENT_BYTES, &mut event)
             .map_err(|e| BenchError::Invalid(format!("synthetic event {i} rejected: {e}")))?;
         let decoded = heap::allocations();
-        // event-time timers stand in for the service's timer wheel: not counted
-        engine.timers.due(event.event_time_ms);
         let before_decide = heap::allocations();
-        engine
-            .engine
-            .decide_reusing(&event, event.event_time_ms, &mut decided);
+        engine.decide_reusing(&event, event.event_time_ms, &mut decided);
         let after_decide = heap::allocations();
         encode_decision_into(&decided.decision, output, &mut buf);
         let encoded = heap::allocations();

@@ -124,6 +124,21 @@ impl CoreEngine for ScratchEngine {
 
 /// Builds the engine for `rules` with empty state.
 pub fn scratch_engine(rules: &Path) -> Result<ScratchEngine, BenchError> {
+    let timers = Arc::new(veto::decider::EventTimeTimers::default());
+    let (engine, store_dir) = engine_with_timers(rules, timers.clone())?;
+    Ok(ScratchEngine {
+        engine,
+        timers,
+        _store_dir: store_dir,
+    })
+}
+
+/// The engine for `rules` with empty state on a scratch tag store (kept while the directory
+/// lives), arming `timers`.
+pub fn engine_with_timers(
+    rules: &Path,
+    timers: Arc<dyn veto::decider::TimerSink>,
+) -> Result<(veto::decider::Engine, tempfile::TempDir), BenchError> {
     let report = veto::rules::load(&[rules.to_path_buf()]);
     let rendered = report.render_human(false);
     let has_errors = report.has_errors();
@@ -142,13 +157,8 @@ pub fn scratch_engine(rules: &Path) -> Result<ScratchEngine, BenchError> {
         ..veto::store::StoreConfig::default()
     })
     .map_err(|e| BenchError::Invalid(format!("scratch tag store: {e}")))?;
-    let timers = Arc::new(veto::decider::EventTimeTimers::default());
-    let engine = veto::decider::Engine::new(Arc::new(rule_set), Arc::new(store), timers.clone());
-    Ok(ScratchEngine {
-        engine,
-        timers,
-        _store_dir: store_dir,
-    })
+    let engine = veto::decider::Engine::new(Arc::new(rule_set), Arc::new(store), timers);
+    Ok((engine, store_dir))
 }
 
 /// Builds the engine for `rules`, fresh (empty state) for each measurement.

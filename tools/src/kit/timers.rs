@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use veto::timer::{
-    raise_to_realtime, SystemClock, Ticker, TimerConfig, TimerKey, TimerPayload, TimerService,
+    raise_to_realtime, SystemClock, Ticker, TimerConfig, TimerIds, TimerPayload, TimerService,
     TimingWheel,
 };
 
@@ -223,11 +223,7 @@ fn service_series(ticks: usize) -> LatenessSeries {
     let started = Instant::now();
     for k in 1..=ticks as u32 {
         let value = k.to_string();
-        service.arm(
-            timer_key("bench", &value),
-            timer_payload("bench", &value),
-            PERIOD * k,
-        );
+        service.arm(timer_payload("bench", &value), PERIOD * k);
     }
     let mut lateness_ns = Vec::with_capacity(ticks);
     while lateness_ns.len() < ticks {
@@ -251,21 +247,11 @@ fn nanos(duration: Duration) -> u64 {
     u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// The key of bench timer `value` of sequence `rule`.
-pub fn timer_key(rule: &str, value: &str) -> TimerKey {
-    TimerKey {
-        sequence: Arc::from(rule),
-        key: value.to_owned(),
-    }
-}
-
-/// The payload of bench timer `value` of sequence `rule`.
+/// Bench timer `value` of sequence `rule`.
 pub fn timer_payload(rule: &str, value: &str) -> TimerPayload {
     TimerPayload {
         rule: Arc::from(rule),
-        event_id: value.to_owned(),
-        txn_id: Some(value.to_owned()),
-        key: value.to_owned(),
+        ids: TimerIds::new(value, value, Some(value)),
     }
 }
 
