@@ -25,7 +25,7 @@ impl<C: Clock> TimerSink for TimerService<C> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::timer::{ManualClock, TimerConfig};
+    use crate::timer::{recv_within, ManualClock, TimerConfig};
 
     #[test]
     fn armed_through_the_sink_a_timer_fires_with_its_event_ids() {
@@ -49,16 +49,7 @@ mod tests {
         sink.cancel(&rule, "user-7");
         assert_eq!(service.armed(), 1);
         clock.advance(Duration::from_millis(5));
-        let give_up = std::time::Instant::now() + Duration::from_secs(10);
-        let timer = loop {
-            match fired.try_recv() {
-                Ok(timer) => break timer,
-                Err(_) if std::time::Instant::now() < give_up => {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err(e) => panic!("no timer fired: {e}"),
-            }
-        };
+        let timer = recv_within(&mut fired, Duration::from_secs(10)).expect("the timer fires");
         assert_eq!(&*timer.payload.rule, "auth_without_capture");
         assert_eq!(timer.payload.event_id(), "evt-1");
         assert_eq!(timer.payload.txn_id(), Some("txn-1"));

@@ -57,8 +57,8 @@ impl BuildHasher for EntityHasher {
     }
 }
 
-/// Entities of one kind in one shard, by value.
-/// Entities by value; values of up to 24 bytes (most ids) are held inline in the key.
+/// Entities of one kind in one shard, by value (values of up to 24 bytes, most ids, held
+/// inline in the key).
 type EntityMap = hashbrown::HashMap<CompactString, Entity, EntityHasher>;
 
 /// Hash of an entity value, as [`EntityMap`] computes it.

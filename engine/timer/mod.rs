@@ -19,6 +19,8 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::TimerError;
 pub use keyed::TimerCore;
 pub use model::{Fired, TimerConfig, TimerIds, TimerPayload};
+#[cfg(test)]
+pub(crate) use service::recv_within;
 pub use service::{FiredReceiver, TimerService};
 pub use telemetry::LATENESS_BUCKETS;
 pub use ticker::{raise_to_realtime, TickBatch, Ticker};

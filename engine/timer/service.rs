@@ -279,6 +279,23 @@ fn deliver(sender: &mpsc::Sender<Fired>, mut timer: Fired, stop: &AtomicBool) ->
     }
 }
 
+/// Test helper: receives with a real-time limit so a missing timer fails the test instead of
+/// hanging it.
+#[cfg(test)]
+pub(crate) fn recv_within(receiver: &mut FiredReceiver, limit: Duration) -> Option<Fired> {
+    let give_up = std::time::Instant::now() + limit;
+    loop {
+        match receiver.try_recv() {
+            Ok(timer) => return Some(timer),
+            Err(mpsc::error::TryRecvError::Disconnected) => return None,
+            Err(mpsc::error::TryRecvError::Empty) if std::time::Instant::now() >= give_up => {
+                return None
+            }
+            Err(mpsc::error::TryRecvError::Empty) => std::thread::sleep(Duration::from_micros(200)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,21 +307,6 @@ mod tests {
         TimerPayload {
             rule: Arc::from("auth_without_capture"),
             ids: TimerIds::new(value, value, Some(value)),
-        }
-    }
-
-    /// Receives with a real-time limit so a missing timer fails the test instead of hanging it.
-    fn recv_within(receiver: &mut FiredReceiver, limit: Duration) -> Option<Fired> {
-        let give_up = Instant::now() + limit;
-        loop {
-            match receiver.try_recv() {
-                Ok(timer) => return Some(timer),
-                Err(mpsc::error::TryRecvError::Disconnected) => return None,
-                Err(mpsc::error::TryRecvError::Empty) if Instant::now() >= give_up => return None,
-                Err(mpsc::error::TryRecvError::Empty) => {
-                    std::thread::sleep(Duration::from_micros(200))
-                }
-            }
         }
     }
 
