@@ -404,18 +404,64 @@ impl RuleSet {
     /// Evaluates the rules for one event. Clears and fills `out`. Never loops or does I/O;
     /// allocates only for hits, tags and timers.
     pub fn evaluate(&self, ev: &PaymentEvent, ctx: &dyn EvalContext, out: &mut Evaluation) {
-        out.clear();
-        let visit = self.rules_for_type(&ev.kind);
         let frame = Frame::new(ev, ctx);
+        self.evaluate_with(
+            ev,
+            self.rules_for_type(&ev.kind),
+            |i| self.code.get(i).is_some_and(|code| code.holds(&frame)),
+            |i, s| {
+                let Some((after, expect)) = self.sequence_code.get(i) else {
+                    return (false, false);
+                };
+                (
+                    type_may_match(&s.expect_types, &ev.kind) && expect.holds(&frame),
+                    type_may_match(&s.after_types, &ev.kind) && after.holds(&frame),
+                )
+            },
+            out,
+        );
+    }
+
+    /// [`RuleSet::evaluate`] by the definition of each condition: every rule's and sequence's
+    /// condition as compiled (the folded tree, [`Pred::eval_in`]) for every event, with no type
+    /// index and no lowered code. Differential tests hold `evaluate` to it.
+    pub fn evaluate_by_definition(
+        &self,
+        ev: &PaymentEvent,
+        ctx: &dyn EvalContext,
+        out: &mut Evaluation,
+    ) {
+        let frame = Frame::new(ev, ctx);
+        let all: Vec<u32> = (0..self.rules.len() as u32).collect();
+        self.evaluate_with(
+            ev,
+            &all,
+            |i| self.rules[i].cond.eval_in(&frame),
+            |_, s| (s.expect.eval_in(&frame), s.after.eval_in(&frame)),
+            out,
+        );
+    }
+
+    /// Visits rules `visit` (`rule_holds(i)`: whether rule i's condition holds) and every
+    /// sequence (`sequence_holds(i, s)`: whether its `expect` and its `after` hold), filling
+    /// `out` with the hits, tags, timer requests, outcome and score.
+    fn evaluate_with(
+        &self,
+        ev: &PaymentEvent,
+        visit: &[u32],
+        rule_holds: impl Fn(usize) -> bool,
+        sequence_holds: impl Fn(usize, &SequenceDef) -> (bool, bool),
+        out: &mut Evaluation,
+    ) {
+        out.clear();
         let mut outcome = Outcome::Allow;
         let mut score: i32 = 0;
         for &i in visit {
-            let (Some(rule), Some(code)) = (self.rules.get(i as usize), self.code.get(i as usize))
-            else {
+            let Some(rule) = self.rules.get(i as usize) else {
                 continue;
             };
             out.rules_visited += 1;
-            if !code.holds(&frame) {
+            if !rule_holds(i as usize) {
                 continue;
             }
             outcome = outcome.max(rule.outcome);
@@ -437,18 +483,18 @@ impl RuleSet {
                 }
             }
         }
-        for (i, (s, (after, expect))) in self.sequences.iter().zip(&self.sequence_code).enumerate()
-        {
+        for (i, s) in self.sequences.iter().enumerate() {
             if ev.str_field(s.correlate).is_none() {
                 continue;
             }
-            if type_may_match(&s.expect_types, &ev.kind) && expect.holds(&frame) {
+            let (expect, after) = sequence_holds(i, s);
+            if expect {
                 out.cancel.push(CancelTimer {
                     sequence: i,
                     correlate: s.correlate,
                 });
             }
-            if type_may_match(&s.after_types, &ev.kind) && after.holds(&frame) {
+            if after {
                 out.arm.push(ArmTimer {
                     sequence: i,
                     correlate: s.correlate,

@@ -139,6 +139,17 @@ pub fn engine_with_timers(
     rules: &Path,
     timers: Arc<dyn veto::decider::TimerSink>,
 ) -> Result<(veto::decider::Engine, tempfile::TempDir), BenchError> {
+    let limit = veto::store::StoreConfig::default().distinct_exact_limit;
+    engine_with_store(rules, timers, limit)
+}
+
+/// [`engine_with_timers`] with `store.distinct_exact_limit` set: a `distinct` window turns
+/// into a sketch past that many live items.
+pub fn engine_with_store(
+    rules: &Path,
+    timers: Arc<dyn veto::decider::TimerSink>,
+    distinct_exact_limit: usize,
+) -> Result<(veto::decider::Engine, tempfile::TempDir), BenchError> {
     let report = veto::rules::load(&[rules.to_path_buf()]);
     let rendered = report.render_human(false);
     let has_errors = report.has_errors();
@@ -154,6 +165,7 @@ pub fn engine_with_timers(
     })?;
     let store = veto::store::TagStore::open(veto::store::StoreConfig {
         data_dir: store_dir.path().to_path_buf(),
+        distinct_exact_limit,
         ..veto::store::StoreConfig::default()
     })
     .map_err(|e| BenchError::Invalid(format!("scratch tag store: {e}")))?;

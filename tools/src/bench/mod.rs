@@ -22,6 +22,7 @@ pub mod kafka;
 pub mod machine;
 pub mod passthrough;
 pub mod plot;
+pub mod reference;
 pub mod report;
 pub mod spill;
 pub mod stats;
