@@ -23,7 +23,7 @@ use crate::event::{
 use crate::rules::eval::{Frame, NoContext};
 use crate::rules::filters::FeatureFilters;
 use crate::rules::{EvalContext, Evaluation, FeatureDef, RuleSet};
-use crate::store::{FeatureInput, FeaturePlan, FeatureSpec, Observation, TagStore};
+use crate::store::{FeaturePlan, FeatureSpec, Observation, TagStore};
 
 /// A compiled rule set together with the store's view of its features.
 pub struct LoadedRules {
@@ -599,27 +599,13 @@ fn update_features(
     store.update_planned(
         event.event_time_ms,
         &sets.plan,
+        |kind| event.str_field(kind).filter(|_| owns(kind)),
         |i| {
-            let spec = &sets.specs[i];
-            let entity = event.str_field(spec.by).filter(|_| owns(spec.by));
-            if entity.is_none() {
-                // nothing to update: skip the filter and the value
-                return FeatureInput {
-                    entity,
-                    counted: false,
-                    observation: Observation::Missing,
-                };
-            }
-            let counted = filters.get(i).is_some_and(|filter| filter.holds(&frame));
-            FeatureInput {
-                entity,
-                counted,
-                // an event the filter rejects contributes nothing: skip reading the value
-                observation: if counted {
-                    observe(spec.agg, sets.values[i], &frame)
-                } else {
-                    Observation::Missing
-                },
+            // an event the filter rejects contributes nothing: skip reading the value
+            if filters.get(i).is_some_and(|filter| filter.holds(&frame)) {
+                observe(sets.specs[i].agg, sets.values[i], &frame)
+            } else {
+                Observation::Missing
             }
         },
         values,

@@ -2,7 +2,8 @@
 //! memory budget, RocksDB spill and atomic checkpoints. See `docs/store.md`.
 //!
 //! The store never knows rules syntax or Kafka: callers describe features with [`FeatureSpec`]
-//! and hand in one [`FeatureInput`] per feature for each event.
+//! and, for each event, name its entity of each kind and what it brings to each feature
+//! ([`TagStore::update_planned`], or one [`FeatureInput`] per feature to [`TagStore::update`]).
 
 mod codec;
 mod disk;

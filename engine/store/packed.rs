@@ -92,16 +92,8 @@ pub struct Scratch {
     record: Vec<u8>,
     /// The block of the entity being updated (`Entity::update_features`).
     pub(super) block: Vec<u8>,
-    /// An event's feature updates of one entity (filled by the tag store).
-    pub(super) updates: Vec<super::entity::FeatureUpdate>,
     /// An event's contribution to each feature of one entity (filled by the tag store).
     pub(super) contributions: Vec<Contribution>,
-    /// The same for the features of one kind naming several entities.
-    pub(super) mixed_contributions: Vec<Contribution>,
-    /// The input index of each of `updates`.
-    pub(super) update_inputs: Vec<usize>,
-    /// Positions in a plan group of the features still to apply.
-    pub(super) todo: Vec<usize>,
 }
 
 /// The packed features of one entity (16 bytes inline, one exact-size heap block).

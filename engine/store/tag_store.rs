@@ -18,7 +18,7 @@ use super::disk::{printable_key, Disk, Pending};
 use super::entity::{alloc_size, Entity, Tag, MAP_SLOT_ACCOUNTED};
 use super::hll::item_hash;
 use super::packed::Scratch;
-use super::plan::{FeaturePlan, PlanGroup};
+use super::plan::FeaturePlan;
 use super::window::{empty_value, to_fixed, Contribution, Geometry};
 use super::{FeatureInput, FeatureSpec, Observation, StoreConfig, StoreError, StoreStats};
 use crate::event::{Aggregate, Field};
@@ -204,12 +204,9 @@ impl LiveTags<'_> {
     }
 }
 
-/// What an input adds to a feature of aggregate `agg`.
-fn contribution(agg: Aggregate, input: &FeatureInput<'_>) -> Contribution {
-    if !input.counted {
-        return Contribution::Nothing;
-    }
-    match (agg, input.observation) {
+/// What an observation adds to a feature of aggregate `agg`.
+fn contribution(agg: Aggregate, observation: Observation<'_>) -> Contribution {
+    match (agg, observation) {
         (_, Observation::Missing) => Contribution::Nothing,
         (Aggregate::Count, _) => Contribution::Count,
         (Aggregate::Distinct, Observation::Item(item)) => {
@@ -276,8 +273,9 @@ impl TagStore {
     }
 
     /// Updates every feature of one event and writes each feature's value after counting into
-    /// `out[i]`. `specs[i]` and `inputs[i]` correspond. Plans the features on every call: the
-    /// engine keeps a [`FeaturePlan`] per rule set and calls [`TagStore::update_planned`].
+    /// `out[i]`. `specs[i]` and `inputs[i]` correspond; features of one kind may name different
+    /// entities. Plans the features on every call: the engine keeps a [`FeaturePlan`] per rule
+    /// set and calls [`TagStore::update_planned`].
     pub fn update(
         &self,
         event_time_ms: i64,
@@ -287,28 +285,54 @@ impl TagStore {
     ) {
         let n = specs.len().min(inputs.len()).min(out.len());
         out.iter_mut().for_each(|o| *o = None);
-        let plan = FeaturePlan::new(&specs[..n]);
-        self.update_planned(
-            event_time_ms,
-            &plan,
-            |i| inputs[i],
-            &mut out[..n],
-            |_, _| {},
-        );
+        // one planned update per (kind, entity), in order of first appearance
+        let mut done = vec![false; n];
+        for first in 0..n {
+            let (kind, Some(entity)) = (specs[first].by, inputs[first].entity) else {
+                continue;
+            };
+            if done[first] {
+                continue;
+            }
+            let members: Vec<usize> = (first..n)
+                .filter(|&i| !done[i] && specs[i].by == kind && inputs[i].entity == Some(entity))
+                .collect();
+            let plan: Vec<FeatureSpec> = members.iter().map(|&i| specs[i]).collect();
+            let mut values = vec![None; members.len()];
+            self.update_planned(
+                event_time_ms,
+                &FeaturePlan::new(&plan),
+                |_| Some(entity),
+                |k| {
+                    let input = inputs[members[k]];
+                    match input.counted {
+                        true => input.observation,
+                        false => Observation::Missing,
+                    }
+                },
+                &mut values,
+                |_, _| {},
+            );
+            for (&i, value) in members.iter().zip(values) {
+                done[i] = true;
+                out[i] = value;
+            }
+        }
     }
 
-    /// Updates every feature of `plan` with the event's `input(i)` for feature `i` and writes
-    /// each feature's value after counting into `out[i]` (`None` when the entity is missing).
+    /// Updates every feature of `plan` for one event and writes each feature's value after
+    /// counting into `out[i]`: `entity(kind)` names the event's entity of each kind (`None`:
+    /// its features are not updated and their values stay `None`), `observe(i)` what the event
+    /// brings to feature `i` (`Observation::Missing` when it fails the feature's `where`).
     /// Entities are updated one at a time, each under its shard's lock with all of its
     /// features; `seen` then gets each entity's kind and its tags live at the event's time
-    /// (read in the same lookup, for callers that ask about them next). `input` is called once
-    /// per feature when all features of a kind name the same entity (as an event's do), else
-    /// again as the features of each further entity are updated.
+    /// (read in the same lookup, for callers that ask about them next).
     pub fn update_planned<'a>(
         &self,
         event_time_ms: i64,
         plan: &FeaturePlan,
-        input: impl Fn(usize) -> FeatureInput<'a>,
+        entity: impl Fn(Field) -> Option<&'a str>,
+        observe: impl Fn(usize) -> Observation<'a>,
         out: &mut [Option<f64>],
         mut seen: impl FnMut(Field, LiveTags<'_>),
     ) {
@@ -317,117 +341,44 @@ impl TagStore {
         let mut contributions = std::mem::take(&mut scratch.contributions);
         let _gate = self.gate.read();
         for group in &plan.groups {
-            // the common case: every feature of the kind names one entity
+            let Some(value) = entity(group.kind) else {
+                continue;
+            };
             contributions.clear();
-            let (mut value, mut missing): (Option<&str>, usize) = (None, 0);
-            for (&i, update) in group.specs.iter().zip(&group.updates) {
-                let input = match out.get(i) {
-                    Some(_) => input(i),
-                    None => break,
-                };
-                match (value, input.entity) {
-                    (None, None) => {
-                        missing += 1;
-                        continue;
-                    }
-                    (None, Some(entity)) if missing == 0 => value = Some(entity),
-                    (Some(v), Some(entity)) if std::ptr::eq(v, entity) || v == entity => {}
-                    _ => break,
+            contributions.extend(
+                group
+                    .specs
+                    .iter()
+                    .zip(&group.updates)
+                    .map(|(&i, update)| contribution(update.agg, observe(i))),
+            );
+            let specs = &group.specs;
+            let report = |k: usize, v: Option<f64>, _| {
+                if let Some(o) = out.get_mut(specs[k]) {
+                    *o = v;
                 }
-                contributions.push(contribution(update.agg, &input));
-            }
-            match value {
-                // the event has no entity of this kind: nothing to update, the values stay None
-                None if missing == group.specs.len() => {}
-                Some(value) if contributions.len() == group.specs.len() => {
-                    let specs = &group.specs;
-                    let report = |k: usize, v: Option<f64>, _| out[specs[k]] = v;
-                    let (updates, kind) = (&group.updates, group.kind);
-                    let contributions = &contributions[..];
-                    self.update_entity(
+            };
+            let (updates, contributions) = (&group.updates, &contributions[..]);
+            self.update_entity(
+                event_time_ms,
+                group.kind,
+                value,
+                &mut scratch,
+                &mut seen,
+                |e, s| {
+                    e.update_features(
                         event_time_ms,
-                        kind,
-                        value,
-                        &mut scratch,
-                        &mut seen,
-                        |e, s| {
-                            e.update_features(
-                                event_time_ms,
-                                updates,
-                                contributions,
-                                self.cfg.distinct_exact_limit,
-                                s,
-                                report,
-                            )
-                        },
-                    );
-                }
-                _ => self.update_mixed(event_time_ms, group, &input, out, &mut scratch, &mut seen),
-            }
+                        updates,
+                        contributions,
+                        self.cfg.distinct_exact_limit,
+                        s,
+                        report,
+                    )
+                },
+            );
         }
         scratch.contributions = contributions;
         SCRATCH.with(|s| *s.borrow_mut() = Some(scratch));
-    }
-
-    /// The features of one kind naming different entities (or some none): one entity per
-    /// round, the first value seen; inputs naming another wait for the next round.
-    fn update_mixed<'a>(
-        &self,
-        event_time_ms: i64,
-        group: &PlanGroup,
-        input: &impl Fn(usize) -> FeatureInput<'a>,
-        out: &mut [Option<f64>],
-        scratch: &mut Scratch,
-        seen: &mut impl FnMut(Field, LiveTags<'_>),
-    ) {
-        let mut updates = std::mem::take(&mut scratch.updates);
-        let mut contributions = std::mem::take(&mut scratch.mixed_contributions);
-        let mut of_input = std::mem::take(&mut scratch.update_inputs);
-        let mut todo = std::mem::take(&mut scratch.todo);
-        todo.clear();
-        todo.extend(0..group.specs.len());
-        while !todo.is_empty() {
-            let mut value: Option<&str> = None;
-            updates.clear();
-            contributions.clear();
-            of_input.clear();
-            let mut waiting = 0;
-            for j in 0..todo.len() {
-                let (i, update) = (group.specs[todo[j]], &group.updates[todo[j]]);
-                if i >= out.len() {
-                    continue;
-                }
-                let input = input(i);
-                let Some(entity) = input.entity else {
-                    continue;
-                };
-                match value {
-                    None => value = Some(entity),
-                    Some(v) if std::ptr::eq(v, entity) || v == entity => {}
-                    Some(_) => {
-                        todo[waiting] = todo[j];
-                        waiting += 1;
-                        continue;
-                    }
-                }
-                updates.push(*update);
-                contributions.push(contribution(update.agg, &input));
-                of_input.push(i);
-            }
-            todo.truncate(waiting);
-            let Some(value) = value else {
-                break;
-            };
-            let report = |k: usize, v: Option<f64>, _| out[of_input[k]] = v;
-            let limit = self.cfg.distinct_exact_limit;
-            self.update_entity(event_time_ms, group.kind, value, scratch, seen, |e, s| {
-                e.update_features(event_time_ms, &updates, &contributions, limit, s, report)
-            });
-        }
-        scratch.updates = updates;
-        scratch.mixed_contributions = contributions;
-        scratch.update_inputs = of_input;
-        scratch.todo = todo;
     }
 
     /// Applies `update` to the entity `value` of `kind` under its shard's lock (it returns

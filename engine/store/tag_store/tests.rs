@@ -108,17 +108,22 @@ fn planned_update_reports_each_entity_once_with_its_live_tags_and_splits_differi
     assert!(store.apply_tag(&tag("fraudster", None)));
     assert!(store.apply_tag(&tag("expired", Some(500))));
     let plan = FeaturePlan::new(&specs);
-    let inputs = [
-        input(Some("c1"), Observation::Count),
-        input(Some("u1"), Observation::Count),
-        input(Some("c1"), Observation::Num(2.5)),
+    let observations = [
+        Observation::Count,
+        Observation::Count,
+        Observation::Num(2.5),
     ];
     let mut out = [None; 3];
     let mut seen = Vec::new();
     store.update_planned(
         1_000,
         &plan,
-        |i| inputs[i],
+        |kind| match kind {
+            Field::CardId => Some("c1"),
+            Field::UserId => Some("u1"),
+            _ => None,
+        },
+        |i| observations[i],
         &mut out,
         |kind, tags| seen.push((kind, tags.names().map(String::from).collect::<Vec<_>>())),
     );
