@@ -744,6 +744,31 @@ rule user_many when user_auths > 1 then challenge
 "#;
 
     #[test]
+    fn features_defined_alike_under_two_names_count_each_event_once() {
+        let rules = compile(
+            r#"
+feature a = count() by card_id over 10m
+feature b = count() by card_id over 10m
+rule two when a > 1 or b > 1 then review
+"#,
+        );
+        let dir = tempfile::tempdir().expect("dir");
+        let store = TagStore::open(StoreConfig {
+            data_dir: dir.path().to_path_buf(),
+            ..StoreConfig::default()
+        })
+        .expect("store");
+        let engine = Engine::new(rules, Arc::new(store), Arc::new(EventTimeTimers::default()));
+        let mut trace = DecideTrace::default();
+        let decided = engine.decide_traced(&auth("e1", 1_000, 100), 1_000, &mut trace);
+        assert_eq!(trace.values, [Some(1.0), Some(1.0)]);
+        assert_eq!(decided.decision.outcome, Outcome::Allow);
+        let decided = engine.decide_traced(&auth("e2", 2_000, 100), 2_000, &mut trace);
+        assert_eq!(trace.values, [Some(2.0), Some(2.0)]);
+        assert_eq!(decided.decision.outcome, Outcome::Review);
+    }
+
+    #[test]
     fn deciding_into_reused_buffers_equals_fresh_decisions() {
         let engine = |dir: &std::path::Path| {
             let store = TagStore::open(StoreConfig {

@@ -11,6 +11,9 @@ use crate::event::Field;
 #[derive(Debug, Clone, Default)]
 pub struct FeaturePlan {
     pub(super) groups: Vec<PlanGroup>,
+    /// `(i, first)`: spec `i` has the same definition (id) as the earlier spec `first`, so it
+    /// is kept once, under `first`, and reads its value (an event must not count twice).
+    pub(super) aliases: Vec<(usize, usize)>,
     len: usize,
 }
 
@@ -27,7 +30,12 @@ pub(super) struct PlanGroup {
 impl FeaturePlan {
     pub fn new(specs: &[FeatureSpec]) -> FeaturePlan {
         let mut groups: Vec<PlanGroup> = Vec::new();
+        let mut aliases = Vec::new();
         for (i, spec) in specs.iter().enumerate() {
+            if let Some(first) = specs[..i].iter().position(|s| s.id == spec.id) {
+                aliases.push((i, first));
+                continue;
+            }
             let update = FeatureUpdate {
                 id: spec.id,
                 agg: spec.agg,
@@ -50,6 +58,7 @@ impl FeaturePlan {
         }
         FeaturePlan {
             groups,
+            aliases,
             len: specs.len(),
         }
     }

@@ -379,6 +379,11 @@ impl TagStore {
         }
         scratch.contributions = contributions;
         SCRATCH.with(|s| *s.borrow_mut() = Some(scratch));
+        for &(i, first) in &plan.aliases {
+            if let (Some(&value), true) = (out.get(first), i < out.len()) {
+                out[i] = value;
+            }
+        }
     }
 
     /// Applies `update` to the entity `value` of `kind` under its shard's lock (it returns

@@ -147,6 +147,39 @@ fn planned_update_reports_each_entity_once_with_its_live_tags_and_splits_differi
 }
 
 #[test]
+fn features_with_one_definition_count_an_event_once_and_read_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = TagStore::open(config(dir.path())).unwrap();
+    // the same definition under two names (equal ids), around another feature of the kind
+    let specs = [
+        spec(1, Aggregate::Count, Field::CardId),
+        spec(2, Aggregate::Sum, Field::CardId),
+        spec(1, Aggregate::Count, Field::CardId),
+    ];
+    let plan = FeaturePlan::new(&specs);
+    let observations = [
+        Observation::Count,
+        Observation::Num(2.0),
+        Observation::Count,
+    ];
+    let mut out = [None; 3];
+    for t in [1_000, 2_000] {
+        store.update_planned(
+            t,
+            &plan,
+            |_| Some("c1"),
+            |i| observations[i],
+            &mut out,
+            |_, _| {},
+        );
+    }
+    assert_eq!(out, [Some(2.0), Some(4.0), Some(2.0)]);
+    let inputs = observations.map(|o| input(Some("c1"), o));
+    store.update(3_000, &specs, &inputs, &mut out);
+    assert_eq!(out, [Some(3.0), Some(6.0), Some(3.0)]);
+}
+
+#[test]
 fn many_threads_on_overlapping_keys_count_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let store = TagStore::open(config(dir.path())).unwrap();
