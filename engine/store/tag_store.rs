@@ -305,9 +305,10 @@ impl TagStore {
                 |_| Some(entity),
                 |k| {
                     let input = inputs[members[k]];
-                    match input.counted {
-                        true => input.observation,
-                        false => Observation::Missing,
+                    if input.counted {
+                        input.observation
+                    } else {
+                        Observation::Missing
                     }
                 },
                 &mut values,
@@ -380,8 +381,9 @@ impl TagStore {
         scratch.contributions = contributions;
         SCRATCH.with(|s| *s.borrow_mut() = Some(scratch));
         for &(i, first) in &plan.aliases {
-            if let (Some(&value), true) = (out.get(first), i < out.len()) {
-                out[i] = value;
+            let value = out.get(first).copied().flatten();
+            if let Some(o) = out.get_mut(i) {
+                *o = value;
             }
         }
     }
