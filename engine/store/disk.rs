@@ -13,9 +13,9 @@
 use super::codec::{DecodeError, Reader, Writer};
 use super::{PartitionOffset, StoreError};
 use rocksdb::{
-    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType,
-    IngestExternalFileOptions, Options, Range, ReadOptions, SstFileWriter, WriteBatch,
-    WriteOptions, DB,
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompactionStyle,
+    DBCompressionType, IngestExternalFileOptions, Options, Range, ReadOptions, SstFileWriter,
+    WriteBatch, WriteOptions, DB,
 };
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -277,8 +277,17 @@ impl Disk {
             db_options.set_env(&env);
             sst_options.set_env(&env);
         }
-        let families = [CF_SPILL, CF_CHECKPOINT_ENTITIES, CF_CHECKPOINT_META]
-            .map(|name| ColumnFamilyDescriptor::new(name, cf_options()));
+        let families = [CF_SPILL, CF_CHECKPOINT_ENTITIES, CF_CHECKPOINT_META].map(|name| {
+            let mut o = cf_options();
+            if name == CF_SPILL {
+                // Spilled entries live until read back or taken into a checkpoint, and every
+                // one is written once: compressing them and compacting them level by level
+                // cost the store a third of its CPU while spilling (docs/store.md).
+                o.set_compression_type(DBCompressionType::None);
+                o.set_compaction_style(DBCompactionStyle::Universal);
+            }
+            ColumnFamilyDescriptor::new(name, o)
+        });
         let db = DB::open_cf_descriptors(&db_options, dir, families).map_err(rocks("open"))?;
         let disk = Disk {
             db,
@@ -337,13 +346,17 @@ impl Disk {
             .ok_or(StoreError::MissingColumnFamily(name))
     }
 
-    /// Writes spilled entities (entity key, payload) under the current spill epoch.
-    pub fn spill(&self, entries: &[(Vec<u8>, Vec<u8>)]) -> Result<(), StoreError> {
+    /// Writes spilled entities under the current spill epoch.
+    pub fn spill(&self, entities: &SpillBatch) -> Result<(), StoreError> {
         let cf = self.cf(CF_SPILL)?;
         let epoch = self.spill_epoch.load(Ordering::Relaxed);
         let mut batch = WriteBatch::default();
-        for (key, value) in entries {
-            batch.put_cf(cf, spill_key(epoch, key), value);
+        let mut key = Vec::new();
+        for (entity, payload) in entities.iter() {
+            key.clear();
+            key.extend_from_slice(&epoch.to_be_bytes());
+            key.extend_from_slice(entity);
+            batch.put_cf(cf, &key, payload);
         }
         self.db
             .write_opt(batch, &unlogged())
@@ -773,6 +786,10 @@ impl Drop for CheckpointWriter<'_> {
         }
     }
 }
+
+mod spill_batch;
+
+pub use spill_batch::SpillBatch;
 
 #[cfg(test)]
 mod tests;

@@ -186,9 +186,11 @@ fn bench_updates(c: &mut Criterion) {
 }
 
 /// Bytes per card entity holding three windowed features (count 10m, sum 1h, distinct 24h),
-/// two events each, from the store's accounting and from RSS growth.
+/// two events each, from the store's accounting and from RSS growth, at
+/// `VETO_BENCH_BYTES_ENTITIES` entities (default 10M, the scale: a hash table's load,
+/// and so its bytes per entity, depends on where the count falls between two doublings).
 fn report_bytes_per_entity() {
-    let n = 500_000usize;
+    let n = env_usize("VETO_BENCH_BYTES_ENTITIES", 10_000_000);
     let dir = tempfile::tempdir().expect("tempdir");
     let rss_before = rss_bytes();
     let store = TagStore::open(StoreConfig {

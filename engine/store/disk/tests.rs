@@ -68,15 +68,22 @@ fn unfinished_checkpoint_files_do_not_accumulate() {
 fn a_new_spill_epoch_hides_the_old_entries() {
     let dir = tempfile::tempdir().unwrap();
     let disk = open(dir.path());
-    disk.spill(&[(b"\x05a".to_vec(), b"old".to_vec())]).unwrap();
+    disk.spill(&batch(b"a", b"old")).unwrap();
     disk.spill_epoch.fetch_add(1, Ordering::Relaxed);
-    disk.spill(&[(b"\x05b".to_vec(), b"new".to_vec())]).unwrap();
+    disk.spill(&batch(b"b", b"new")).unwrap();
     assert_eq!(
         spilled(&disk, &disk.spill_view()),
         vec![(b"\x05b".to_vec(), b"new".to_vec())]
     );
     assert_eq!(disk.take_spilled(b"\x05a").unwrap(), None);
     assert_eq!(disk.take_spilled(b"\x05b").unwrap().unwrap(), b"new");
+}
+
+/// A spill batch of one entity of kind 5.
+fn batch(value: &[u8], payload: &[u8]) -> SpillBatch {
+    let mut batch = SpillBatch::default();
+    batch.push(5, value, |buf| buf.extend_from_slice(payload));
+    batch
 }
 
 fn spilled(disk: &Disk, view: &SpillView<'_>) -> Vec<(Vec<u8>, Vec<u8>)> {
@@ -95,10 +102,10 @@ fn spilled(disk: &Disk, view: &SpillView<'_>) -> Vec<(Vec<u8>, Vec<u8>)> {
 fn a_spill_view_keeps_what_it_saw() {
     let dir = tempfile::tempdir().unwrap();
     let disk = open(dir.path());
-    disk.spill(&[(b"\x05a".to_vec(), b"one".to_vec())]).unwrap();
+    disk.spill(&batch(b"a", b"one")).unwrap();
     let view = disk.spill_view();
     assert_eq!(disk.take_spilled(b"\x05a").unwrap().unwrap(), b"one");
-    disk.spill(&[(b"\x05b".to_vec(), b"two".to_vec())]).unwrap();
+    disk.spill(&batch(b"b", b"two")).unwrap();
     assert_eq!(
         spilled(&disk, &view),
         vec![(b"\x05a".to_vec(), b"one".to_vec())]

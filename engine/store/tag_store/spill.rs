@@ -5,7 +5,7 @@ use super::disk_keys::DiskKeys;
 use super::{entity_hash, entity_key, split_key, Shard, TagStore};
 use crate::event::Field;
 use crate::store::codec::DecodeError;
-use crate::store::disk::printable_key;
+use crate::store::disk::{printable_key, SpillBatch};
 use crate::store::entity::{Entity, MAP_SLOT_ACCOUNTED};
 use crate::store::telemetry;
 use crate::store::StoreError;
@@ -141,7 +141,7 @@ impl TagStore {
         let (_, threshold, _) = ages.select_nth_unstable_by(to_evict - 1, |a, b| b.cmp(a));
         let threshold = *threshold;
         let horizon = shard.watermark_ms.saturating_sub(self.cfg.expiry_grace_ms);
-        let mut spill: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut spill = SpillBatch::default();
         let mut freed = 0u64;
         let mut idle = 0u64;
         let mut dropped_clean = false;
@@ -159,11 +159,10 @@ impl TagStore {
                     return true;
                 }
                 freed += entity.accounted_bytes(value.len()) as u64;
-                let key = entity_key(kind as u8, value);
                 if is_idle {
                     idle += 1;
                     if entity.persisted {
-                        deleted.insert(key.into_boxed_slice());
+                        deleted.insert(entity_key(kind as u8, value).into_boxed_slice());
                     }
                     return false;
                 }
@@ -171,14 +170,17 @@ impl TagStore {
                 // on disk from here on (spilled, or its checkpoint copy is current)
                 disk_keys.insert(kind as u8, entity_hash(value));
                 if entity.dirty {
-                    let mut payload = Vec::with_capacity(64);
-                    entity.encode(&mut payload);
-                    spill.push((key, payload));
+                    spill.push(kind as u8, value.as_bytes(), |buf| entity.encode(buf));
                 } else {
                     dropped_clean = true;
                 }
                 false
             });
+            // A table keeps its size when entities leave, and its slots count in the shard's
+            // memory: left at a peak's size, tables would crowd out the entities themselves.
+            if map.len() * 4 < map.capacity() {
+                map.shrink_to(map.len() * 2);
+            }
         }
         shard.bytes = shard.bytes.saturating_sub(freed);
         shard.tables_changed = true;
@@ -191,23 +193,24 @@ impl TagStore {
         if spill.is_empty() {
             return;
         }
+        // in key order, each memtable insert starts where the previous one ended
+        spill.sort();
         match self.disk.spill(&spill) {
             Ok(()) => {
                 shard.spilled += spill.len() as u64;
-                let bytes = spill.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum();
-                telemetry::entities_spilled(spill.len() as u64, bytes);
+                telemetry::entities_spilled(spill.len() as u64, spill.bytes());
             }
             Err(error) => {
                 telemetry::spill_failed(&error);
-                self.reinsert(shard, spill);
+                self.reinsert(shard, &spill);
             }
         }
     }
 
     /// Puts entities back into memory after a failed spill.
-    fn reinsert(&self, shard: &mut Shard, entries: Vec<(Vec<u8>, Vec<u8>)>) {
-        for (key, payload) in entries {
-            let (Ok((kind, value)), Ok(mut entity)) = (split_key(&key), Entity::decode(&payload))
+    fn reinsert(&self, shard: &mut Shard, entries: &SpillBatch) {
+        for (key, payload) in entries.iter() {
+            let (Ok((kind, value)), Ok(mut entity)) = (split_key(key), Entity::decode(payload))
             else {
                 continue;
             };

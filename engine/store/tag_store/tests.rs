@@ -6,6 +6,7 @@ use crate::event::{Aggregate, Field, TagUpdate};
 use crate::store::{
     FeatureInput, FeaturePlan, FeatureSpec, Observation, PartitionOffset, StoreConfig, StoreError,
 };
+use std::sync::atomic::Ordering;
 
 #[test]
 fn the_budget_covers_rocksdb_and_an_allocator_reserve() {
@@ -655,4 +656,39 @@ fn a_checkpoint_holds_the_state_at_its_snapshot() {
     assert_eq!(restored.offsets, offsets(2));
     assert_eq!(restored.entities, 3_000);
     assert_evens_counted_twice(&store, &specs, &all);
+}
+
+/// When the budget shrinks below what a peak left (here: set lower after 20,000 entities; in
+/// a service, RocksDB's memory and the filter of keys on disk grow), the shard maps' tables
+/// shrink with the entities they lose, and the entities keep the memory: without that, the
+/// tables alone filled the budget and every new entity was spilled as soon as it came.
+#[test]
+fn tables_shrink_when_the_budget_does_and_entities_keep_the_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = TagStore::open(config(dir.path())).unwrap();
+    let specs = [spec(1, Aggregate::Count, Field::CardId)];
+    count_cards(&store, &specs, &cards("peak-", 20_000), 1_000);
+    let peak = store.stats();
+    assert_eq!(
+        (peak.entities_in_memory, peak.entities_spilled),
+        (20_000, 0)
+    );
+    store.cfg.memory_budget_bytes = peak.accounted_bytes / 4;
+    store.refresh_budget(0);
+    count_cards(&store, &specs, &cards("later-", 4_000), 2_000);
+    let after = store.stats();
+    assert!(after.entities_spilled > 0, "the budget spills");
+    // RocksDB's memory (refreshed as the store evicts) takes its part of the budget too
+    let entity_budget = store.shard_budget.load(Ordering::Relaxed) * store.shards.len() as u64;
+    assert!(after.accounted_bytes <= entity_budget, "{after:?}");
+    // entities hold most of what the filter of keys on disk leaves: a table shrunk to twice
+    // its entities costs about as much as they do, so at least a third of the peak's entities
+    // that fit in that stay
+    let filter: u64 = store
+        .shards
+        .iter()
+        .map(|shard| shard.0.lock().disk_keys.bytes())
+        .sum();
+    let kept = 20_000 * (entity_budget - filter) / peak.accounted_bytes / 3;
+    assert!(after.entities_in_memory >= kept, "{after:?}, want {kept}");
 }
