@@ -282,7 +282,7 @@ impl Disk {
             if name == CF_SPILL {
                 // Spilled entries live until read back or taken into a checkpoint, and every
                 // one is written once: compressing them and compacting them level by level
-                // cost the store a third of its CPU while spilling (docs/store.md).
+                // took half of RocksDB's background CPU while spilling (docs/store.md).
                 o.set_compression_type(DBCompressionType::None);
                 o.set_compaction_style(DBCompactionStyle::Universal);
             }

@@ -171,3 +171,44 @@ fn sealed_values_detect_damage() {
     let err = unseal(b"\x05card", &bad).unwrap_err();
     assert!(err.to_string().contains("card_id:card"), "{err}");
 }
+
+/// A data directory whose spill column family was compacted level by level (before the spill
+/// was compacted universally) opens, and its spill is cleared as at every start.
+#[test]
+fn a_spill_compacted_by_levels_opens_under_universal_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut options = Options::default();
+        options.create_if_missing(true);
+        options.create_missing_column_families(true);
+        let families = [CF_SPILL, CF_CHECKPOINT_ENTITIES, CF_CHECKPOINT_META]
+            .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+        let db = DB::open_cf_descriptors(&options, dir.path(), families).unwrap();
+        let cf = db.cf_handle(CF_SPILL).unwrap();
+        for round in 0..3u8 {
+            for i in 0..100u8 {
+                db.put_cf(cf, spill_key(0, &[5, round, i]), b"old").unwrap();
+            }
+            db.flush_cf(cf).unwrap();
+            if round == 0 {
+                // files below level 0, as levelled compaction leaves them
+                db.compact_range_cf(cf, None::<&[u8]>, None::<&[u8]>);
+            }
+        }
+        let levels = (0..7)
+            .filter(|l| {
+                db.property_int_value_cf(cf, &format!("rocksdb.num-files-at-level{l}"))
+                    .unwrap()
+                    .is_some_and(|files| files > 0)
+            })
+            .count();
+        assert!(levels >= 2, "files on {levels} level(s)");
+    }
+    let disk = open(dir.path());
+    assert_eq!(disk.take_spilled(&[5, 0, 7]).unwrap(), None);
+    disk.spill(&batch(b"a", b"new")).unwrap();
+    assert_eq!(
+        spilled(&disk, &disk.spill_view()),
+        vec![(b"\x05a".to_vec(), b"new".to_vec())]
+    );
+}
