@@ -3,7 +3,8 @@
 use std::ops::Range;
 
 /// Entity keys (kind byte, value) and their encoded payloads, laid end to end in one buffer:
-/// an eviction allocates nothing per entity.
+/// an eviction allocates nothing per entity. [`SpillBatch::sort`] puts them in key order, the
+/// order in which RocksDB's memtable takes them fastest.
 #[derive(Debug, Default)]
 pub struct SpillBatch {
     bytes: Vec<u8>,
@@ -20,6 +21,13 @@ impl SpillBatch {
         let payload = self.bytes.len();
         encode(&mut self.bytes);
         self.entries.push((key..payload, payload..self.bytes.len()));
+    }
+
+    /// Orders the entries by key.
+    pub fn sort(&mut self) {
+        let bytes = &self.bytes;
+        self.entries
+            .sort_unstable_by(|a, b| bytes[a.0.clone()].cmp(&bytes[b.0.clone()]));
     }
 
     /// (entity key, payload) of each entry, in order.
@@ -48,19 +56,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn entries_keep_their_key_and_payload_in_order() {
+    fn entries_keep_their_key_and_payload_and_sort_by_key() {
         let mut batch = SpillBatch::default();
         batch.push(5, b"b", |buf| buf.extend_from_slice(b"two"));
         batch.push(5, b"a", |buf| buf.extend_from_slice(b"one"));
         batch.push(1, b"zz", |_| {});
         assert_eq!((batch.len(), batch.bytes()), (3, 13));
+        batch.sort();
         let entries: Vec<_> = batch.iter().collect();
         assert_eq!(
             entries,
             vec![
-                (&b"\x05b"[..], &b"two"[..]),
+                (&b"\x01zz"[..], &b""[..]),
                 (&b"\x05a"[..], &b"one"[..]),
-                (&b"\x01zz"[..], &b""[..])
+                (&b"\x05b"[..], &b"two"[..])
             ]
         );
     }

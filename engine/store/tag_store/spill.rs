@@ -193,6 +193,8 @@ impl TagStore {
         if spill.is_empty() {
             return;
         }
+        // in key order, each memtable insert starts where the previous one ended
+        spill.sort();
         match self.disk.spill(&spill) {
             Ok(()) => {
                 shard.spilled += spill.len() as u64;
