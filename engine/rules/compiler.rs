@@ -456,14 +456,15 @@ impl RuleSet {
         out.clear();
         let mut outcome = Outcome::Allow;
         let mut score: i32 = 0;
+        // every index in `visit` is a rule's (the type index is built from them)
+        out.rules_visited = visit.len() as u32;
         for &i in visit {
-            let Some(rule) = self.rules.get(i as usize) else {
-                continue;
-            };
-            out.rules_visited += 1;
             if !rule_holds(i as usize) {
                 continue;
             }
+            let Some(rule) = self.rules.get(i as usize) else {
+                continue;
+            };
             outcome = outcome.max(rule.outcome);
             score = score.saturating_add(rule.score);
             out.hits.push(RuleHit {

@@ -2,16 +2,17 @@
 //! directly, with no dispatch on the tree's variant per node.
 //!
 //! [`Pred`] stays the one definition of what a condition means: the common forms (connectives,
-//! field against a constant or a list, feature and amount bounds, `amount in [...]`, `len` and
-//! `hour(event_time)` against a constant, anchored ASCII-class patterns, tags) are lowered to
-//! closures that give what [`Pred::eval_in`] gives for them; every other form is evaluated by
-//! `Pred::eval_in` itself inside its closure. Property tests check that both agree.
+//! field against a constant or a list, two fields compared, feature and amount bounds, `amount
+//! in [...]`, `len` and `hour(event_time)` against a constant, patterns, prefixes, string lists,
+//! tags) are lowered to closures that give what [`Pred::eval_in`] gives for them; every other
+//! form is evaluated by `Pred::eval_in` itself inside its closure. Property tests check that
+//! both agree.
 
 use std::sync::Arc;
 
 use super::ast::CmpOp;
-use super::bound::{AmountBound, FeatureBound};
-use super::eval::{pack, Frame, ListValues, NumExpr, Pred};
+use super::bound::{compare, AmountBound, FeatureBound};
+use super::eval::{pack, Frame, ListValues, NumExpr, Pred, StrExpr};
 use crate::event::Field;
 
 type Node = Box<dyn Fn(&Frame<'_>) -> bool + Send + Sync>;
@@ -134,13 +135,34 @@ fn lower(pred: &Pred) -> Node {
             let bound = FeatureBound::new(*op, *c);
             Box::new(move |f| bound.holds(Some(hour_of_ms(f.ev.event_time_ms) as f64)))
         }
-        Pred::Matches(s, re) => match ByteClass::of(re.as_str()) {
-            Some(class) => {
-                let s = s.clone();
-                Box::new(move |f| s.eval(f.ev).is_some_and(|s| class.matches(&s)))
+        Pred::Matches(s, re) => {
+            let s = s.clone();
+            match ByteClass::of(re.as_str()) {
+                Some(class) => Box::new(move |f| s.eval(f.ev).is_some_and(|s| class.matches(&s))),
+                None => {
+                    let re = re.clone();
+                    Box::new(move |f| s.eval(f.ev).is_some_and(|s| re.is_match(&s)))
+                }
             }
-            None => tree(pred),
-        },
+        }
+        // two fields compared (`card_country != ip_country`): both present, no copies
+        &Pred::Str(op, StrExpr::Field(a), StrExpr::Field(b)) => Box::new(move |f| {
+            match (f.ev.str_field(a), f.ev.str_field(b)) {
+                (Some(x), Some(y)) => compare(op, x, y),
+                _ => false,
+            }
+        }),
+        Pred::InStr(s, list) => {
+            let (s, list) = (s.clone(), list.clone());
+            Box::new(move |f| match (s.eval(f.ev), list.as_ref()) {
+                (Some(v), ListValues::Str(set)) => set.contains(&v),
+                _ => false,
+            })
+        }
+        Pred::StartsWith(s, prefix) => {
+            let (s, prefix) = (s.clone(), prefix.clone());
+            Box::new(move |f| s.eval(f.ev).is_some_and(|v| v.starts_with(&*prefix)))
+        }
         other => tree(other),
     }
 }
@@ -267,6 +289,11 @@ mod tests {
         "hour(event_time) < 1",
         r#"card_id matches "^[a-z0-9]+$""#,
         r#"not user_id matches "^[0-9]*$""#,
+        "card_id != user_id",
+        "ip_country == card_country",
+        r#"lower(attrs["email"]) in ["alice@x", "bob@y"]"#,
+        r#"attrs["email"] starts_with "ali""#,
+        r#"attrs["email"] matches "(?i)(ALICE|bob)""#,
     ];
 
     fn condition() -> impl Strategy<Value = String> {
@@ -297,10 +324,12 @@ mod tests {
             ev.amount_minor = Some(i64::from(pick) * 37 % 2_000);
             ev.currency = Some(if pick & 32 != 0 { "EUR" } else { "JPY" }.into());
             ev.ip_country = Some(if pick & 64 != 0 { "KP" } else { "DE" }.into());
+            ev.card_country = Some(if pick & 2 != 0 { "KP" } else { "DE" }.into());
             ev.device_id = Some("dev".into());
         }
         if pick & 128 != 0 {
-            ev.attrs.insert("email".into(), "alice@x".into());
+            let email = if pick & 1 != 0 { "Alice@x" } else { "alice@x" };
+            ev.attrs.insert("email".into(), email.into());
         }
         ev
     }
