@@ -146,12 +146,12 @@ fn lower(pred: &Pred) -> Node {
             }
         }
         // two fields compared (`card_country != ip_country`): both present, no copies
-        &Pred::Str(op, StrExpr::Field(a), StrExpr::Field(b)) => Box::new(move |f| {
-            match (f.ev.str_field(a), f.ev.str_field(b)) {
+        &Pred::Str(op, StrExpr::Field(a), StrExpr::Field(b)) => {
+            Box::new(move |f| match (f.ev.str_field(a), f.ev.str_field(b)) {
                 (Some(x), Some(y)) => compare(op, x, y),
                 _ => false,
-            }
-        }),
+            })
+        }
         Pred::InStr(s, list) => {
             let (s, list) = (s.clone(), list.clone());
             Box::new(move |f| match (s.eval(f.ev), list.as_ref()) {

@@ -28,7 +28,45 @@ pub struct Edited {
 /// or shrinks only when the feature's record count changes, and then by exactly the records
 /// added or dropped. `None`, with nothing changed, for what only the typed form does: a
 /// sketch, a `distinct` that would outgrow `distinct_limit`.
+#[inline]
 pub fn update_packed(
+    block: &mut Vec<u8>,
+    start: usize,
+    agg: Aggregate,
+    geometry: Geometry,
+    t_ms: i64,
+    contribution: Contribution,
+    distinct_limit: usize,
+) -> Option<Edited> {
+    // An event that counts nothing in an empty window only advances T: the common case of a
+    // feature whose `where` the event fails, decided here without the call.
+    if contribution == Contribution::Nothing
+        && block[start + 16] == kind_of(agg)
+        && u32_at(block, start + 17) == 0
+    {
+        let latest_ms = i64_at(block, start + 8).max(t_ms);
+        put_i64(block, start + 8, latest_ms);
+        return Some(Edited {
+            value: empty_value(agg),
+            latest_ms,
+            records: 0,
+            end: start + HEADER,
+        });
+    }
+    edit_records(
+        block,
+        start,
+        agg,
+        geometry,
+        t_ms,
+        contribution,
+        distinct_limit,
+    )
+}
+
+/// [`update_packed`] past its empty-window shortcut.
+#[inline(never)]
+fn edit_records(
     block: &mut Vec<u8>,
     start: usize,
     agg: Aggregate,
@@ -44,16 +82,6 @@ pub fn update_packed(
     let records = u32_at(block, start + 17) as usize;
     let first = start + HEADER;
     let latest_ms = i64_at(block, start + 8).max(t_ms);
-    if records == 0 && contribution == Contribution::Nothing {
-        // an event that counts nothing in an empty window only advances T
-        put_i64(block, start + 8, latest_ms);
-        return Some(Edited {
-            value: empty_value(agg),
-            latest_ms,
-            records: 0,
-            end: first,
-        });
-    }
     let width = WIDTH[usize::from(kind)];
     let rec = |i: usize| first + i * width;
     let (cutoff, index) = geometry.cutoff_and_bucket(latest_ms, t_ms);
