@@ -55,17 +55,26 @@ impl FeatureBound {
 
     /// Whether the feature value `v` (as the store reports it) satisfies the comparison;
     /// false when missing.
+    #[inline]
     pub fn holds(&self, v: Option<f64>) -> bool {
         let Some(v) = v else {
             return false;
         };
         match self.c_f64 {
+            // a whole value (counts, distinct counts) against a whole constant: exact as `f64`
+            Some(c) if number::whole(v).is_some() => compare(self.op, &v, &c),
+            _ => self.holds_for(v),
+        }
+    }
+
+    /// [`FeatureBound::holds`] for a present value that is not whole or a constant that is not.
+    #[inline(never)]
+    fn holds_for(&self, v: f64) -> bool {
+        match self.c_f64 {
             // v is `d` = k / 10^4 rounded to the nearest f64 (a whole d is exactly v). Rounding
             // keeps order, and v is never the whole `c` unless d is: comparing v with c gives
             // the answer for d.
-            Some(c) if number::whole(v).is_some() || number::ten_thousandths(v).is_some() => {
-                compare(self.op, &v, &c)
-            }
+            Some(c) if number::ten_thousandths(v).is_some() => compare(self.op, &v, &c),
             _ => number::from_feature(v).is_some_and(|x| compare(self.op, &x, &self.c)),
         }
     }
