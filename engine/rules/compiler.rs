@@ -5,6 +5,7 @@ use std::sync::Arc;
 use ahash::AHashMap;
 
 use super::ast::Span;
+use super::by_type::ByType;
 use super::eval::{EvalContext, Frame, NoContext, Pred};
 use super::explain::{RuleTree, SequenceTree};
 use super::lower::Code;
@@ -209,7 +210,7 @@ pub struct RuleSet {
     tests: Vec<RuleTest>,
     list_count: usize,
     /// Rule indices (sorted) to visit for each event type named by a type guard.
-    by_type: AHashMap<Box<str>, Box<[u32]>>,
+    by_type: ByType<Box<[u32]>>,
     /// Rules without a type guard, visited for every other type.
     untyped: Box<[u32]>,
     use_type_index: bool,
@@ -368,7 +369,7 @@ impl RuleSet {
             decides: self.decides.clone(),
             tests: self.tests.clone(),
             list_count: self.list_count,
-            by_type: AHashMap::new(),
+            by_type: ByType::default(),
             untyped: (0..self.rules.len() as u32).collect(),
             use_type_index: false,
             code: self.rules.iter().map(|r| Code::new(&r.cond)).collect(),

@@ -2,8 +2,7 @@
 //! each feature's filter is decided at load (never / always) or reduced to what the type guard
 //! leaves, so an event evaluates only the filter parts its type does not settle.
 
-use ahash::AHashMap;
-
+use super::by_type::ByType;
 use super::compiler::FeatureDef;
 use super::eval::{Frame, Pred};
 use super::lower::Code;
@@ -52,7 +51,7 @@ impl Filter {
 /// all other types.
 #[derive(Debug, Clone, Default)]
 pub struct FeatureFilters {
-    by_type: AHashMap<Box<str>, Box<[Filter]>>,
+    by_type: ByType<Box<[Filter]>>,
     /// For a type no guard names.
     other: Box<[Filter]>,
 }

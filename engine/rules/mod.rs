@@ -2,6 +2,7 @@
 
 pub mod ast;
 pub mod bound;
+mod by_type;
 pub mod checker;
 pub mod compiler;
 pub mod diagnostic;
