@@ -211,6 +211,15 @@ pub enum Pred {
     AmountConst(Box<AmountBound>),
 }
 
+/// `len(s)`: the characters of `s` (its bytes when it is ASCII, as ids and codes are).
+pub fn char_len(s: &str) -> usize {
+    if s.is_ascii() {
+        s.len()
+    } else {
+        s.chars().count()
+    }
+}
+
 impl NumExpr {
     pub fn eval(&self, ev: &PaymentEvent, ctx: &dyn EvalContext) -> Option<Decimal> {
         self.eval_in(&Frame::new(ev, ctx))
@@ -223,7 +232,7 @@ impl NumExpr {
             NumExpr::Feature(slot) => f.ctx.feature(*slot as usize).and_then(number::from_feature),
             NumExpr::Neg(e) => e.eval_in(f).map(|v| -v),
             NumExpr::Arith(op, a, b) => number::arith(*op, a.eval_in(f)?, b.eval_in(f)?),
-            NumExpr::Len(s) => s.eval(f.ev).map(|s| Decimal::from(s.chars().count())),
+            NumExpr::Len(s) => s.eval(f.ev).map(|s| Decimal::from(char_len(&s))),
             NumExpr::Hour(e) => e.eval_in(f).and_then(number::hour_of),
         }
     }
@@ -252,7 +261,7 @@ impl NumExpr {
                 e => NumExpr::Hour(Box::new(e)),
             },
             NumExpr::Len(s) => match s.fold() {
-                StrExpr::Const(c) => NumExpr::Const(Decimal::from(c.chars().count())),
+                StrExpr::Const(c) => NumExpr::Const(Decimal::from(char_len(&c))),
                 s => NumExpr::Len(Box::new(s)),
             },
             e => e,
@@ -536,6 +545,13 @@ fn type_guard(p: &Pred) -> Option<Vec<Arc<str>>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn len_counts_characters_ascii_or_not() {
+        for s in ["", "abc", "card-42", "é", "naïve", "日本", "a\u{1F600}b"] {
+            assert_eq!(char_len(s), s.chars().count(), "{s:?}");
+        }
+    }
 
     fn n(v: i64) -> NumExpr {
         NumExpr::Const(Decimal::from(v))

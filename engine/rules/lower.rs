@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use super::ast::CmpOp;
 use super::bound::{compare, AmountBound, FeatureBound};
-use super::eval::{pack, Frame, ListValues, NumExpr, Pred, StrExpr};
+use super::eval::{char_len, pack, Frame, ListValues, NumExpr, Pred, StrExpr};
 use crate::event::Field;
 
 type Node = Box<dyn Fn(&Frame<'_>) -> bool + Send + Sync>;
@@ -127,7 +127,7 @@ fn lower(pred: &Pred) -> Node {
         // a whole number computed without decimals, compared as a feature value is
         Pred::NumConst(op, NumExpr::Len(s), c) => {
             let (s, bound) = ((**s).clone(), FeatureBound::new(*op, *c));
-            Box::new(move |f| bound.holds(s.eval(f.ev).map(|s| s.chars().count() as f64)))
+            Box::new(move |f| bound.holds(s.eval(f.ev).map(|s| char_len(&s) as f64)))
         }
         Pred::NumConst(op, NumExpr::Hour(e), c)
             if matches!(**e, NumExpr::Field(Field::EventTime)) =>
