@@ -402,8 +402,15 @@ fn a_second_instance_with_the_same_transactional_id_fences_the_first() {
     };
     assert!(!status.success(), "a fenced instance exits with an error");
     let log = std::fs::read_to_string(&first_log).expect("log");
+    // When the takeover lands while the first instance is committing, Apache Kafka 4.4.0 can
+    // answer that EndTxn with an unknown server error instead of a fencing error (under load,
+    // e.g. beside the other test binaries): the instance stops all the same, with the
+    // transaction error.
+    let fenced = log.contains("fenced by another instance with transactional id \"veto-shared\"");
+    let commit_raced = log.contains("kafka transaction failed (commit)")
+        && log.contains("EndTxn commit failed: Unknown broker error");
     assert!(
-        log.contains("fenced by another instance with transactional id \"veto-shared\""),
+        fenced || commit_raced,
         "the fenced instance says why it stopped: {log}"
     );
     sigterm_and_wait(second);
