@@ -27,10 +27,8 @@ impl<T> ByType<T> {
     /// The value of type `kind`.
     pub fn get(&self, kind: &str) -> Option<&T> {
         let at = match &self.index {
-            None => self
-                .entries
-                .iter()
-                .position(|(k, _)| k.len() == kind.len() && **k == *kind)?,
+            // `str` equality compares lengths before bytes
+            None => self.entries.iter().position(|(k, _)| **k == *kind)?,
             Some(index) => *index.get(kind)?,
         };
         self.entries.get(at).map(|(_, value)| value)

@@ -229,9 +229,16 @@ fn epoch_range(epoch: u64) -> ([u8; 8], [u8; 8]) {
 /// The spill key of an entity: spill epoch (big-endian), then the entity key.
 fn spill_key(epoch: u64, key: &[u8]) -> Vec<u8> {
     let mut spill = Vec::with_capacity(8 + key.len());
-    spill.extend_from_slice(&epoch.to_be_bytes());
-    spill.extend_from_slice(key);
+    write_spill_key(&mut spill, epoch, key);
     spill
+}
+
+/// Replaces `buf` with the spill key of entity `key` under `epoch` ([`spill_key`] into a
+/// reused buffer).
+fn write_spill_key(buf: &mut Vec<u8>, epoch: u64, key: &[u8]) {
+    buf.clear();
+    buf.extend_from_slice(&epoch.to_be_bytes());
+    buf.extend_from_slice(key);
 }
 
 /// The store's RocksDB database.
@@ -353,9 +360,7 @@ impl Disk {
         let mut batch = WriteBatch::default();
         let mut key = Vec::new();
         for (entity, payload) in entities.iter() {
-            key.clear();
-            key.extend_from_slice(&epoch.to_be_bytes());
-            key.extend_from_slice(entity);
+            write_spill_key(&mut key, epoch, entity);
             batch.put_cf(cf, &key, payload);
         }
         self.db
