@@ -6,6 +6,8 @@
 //! Numbers are kept as fixed-point i64 in units of 1e-4 so money sums are exact to the cent
 //! (every ISO 4217 exponent is <= 4).
 
+use std::num::NonZeroU64;
+
 use super::hll::{item_hash, DistinctState};
 use crate::event::Aggregate;
 
@@ -38,8 +40,17 @@ impl Geometry {
         }
     }
 
+    #[inline]
     pub fn bucket(&self, t_ms: i64) -> i64 {
-        t_ms.div_euclid(self.resolution_ms)
+        // `resolution_ms` is at least 1: for the usual time at or after the epoch, an unsigned
+        // divide by a non-zero value has no sign fix-up and no overflow or zero check
+        match (
+            u64::try_from(t_ms),
+            NonZeroU64::new(self.resolution_ms as u64),
+        ) {
+            (Ok(t), Some(resolution)) => (t / resolution) as i64,
+            _ => t_ms.div_euclid(self.resolution_ms),
+        }
     }
 
     /// Newest bucket index that is outside the window at evaluation time `t_ms`.
@@ -354,6 +365,17 @@ mod tests {
     use crate::store::codec::{Reader, Writer};
     use crate::store::packed::{PackedFeatures, Scratch};
     use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn bucket_is_the_euclidean_quotient(
+            t in prop_oneof![any::<i64>(), -1_000_000i64..1_000_000, Just(i64::MIN), Just(i64::MAX)],
+            resolution in prop_oneof![1u64..100_000, any::<u64>(), Just(60_000), Just(u64::MAX)],
+        ) {
+            let g = Geometry::new(86_400_000, resolution);
+            prop_assert_eq!(g.bucket(t), t.div_euclid(g.resolution_ms));
+        }
+    }
 
     /// One event of a generated sequence: time, passed `where`, value in cents (None = missing).
     type Event = (i64, bool, Option<i64>);
