@@ -237,14 +237,44 @@ struct Scratch {
     eval: Evaluation,
     shadow_values: Vec<Option<f64>>,
     shadow_eval: Evaluation,
-    tags: Vec<EntityTags>,
+    tags: EntityTags,
 }
 
-/// The live tags of the event's entity of `kind` at the event's time, read once per evaluation:
-/// rules ask about several tags of the same entity.
-struct EntityTags {
-    kind: Field,
-    names: Vec<Box<str>>,
+/// The live tags of the event's own entities at the event's time, by kind, each read once per
+/// event: rules ask about several tags of the same entity.
+#[derive(Default)]
+pub(crate) struct EntityTags {
+    /// Bit `kind as usize` set: `names[kind as usize]` holds that entity's tags.
+    known: u32,
+    names: [Vec<Box<str>>; Field::ALL.len()],
+}
+
+impl EntityTags {
+    fn clear(&mut self) {
+        let mut known = self.known;
+        while known != 0 {
+            self.names[known.trailing_zeros() as usize].clear();
+            known &= known - 1;
+        }
+        self.known = 0;
+    }
+
+    fn set<'n>(&mut self, kind: Field, names: impl Iterator<Item = &'n str>) {
+        self.fill(kind, |held| held.extend(names.map(Box::from)));
+    }
+
+    /// Records the tags `fill` pushes as those of the entity of `kind`; returns them.
+    fn fill(&mut self, kind: Field, fill: impl FnOnce(&mut Vec<Box<str>>)) -> &[Box<str>] {
+        let held = &mut self.names[kind as usize];
+        held.clear();
+        fill(held);
+        self.known |= 1 << kind as u32;
+        held
+    }
+
+    fn get(&self, kind: Field) -> Option<&[Box<str>]> {
+        (self.known & (1 << kind as u32) != 0).then(|| self.names[kind as usize].as_slice())
+    }
 }
 
 thread_local! {
@@ -257,7 +287,7 @@ struct StoreContext<'a> {
     values: &'a [Option<f64>],
     store: &'a TagStore,
     /// Tags of the event's entities: those the feature update saw, and those read since.
-    tags: RefCell<&'a mut Vec<EntityTags>>,
+    tags: RefCell<&'a mut EntityTags>,
 }
 
 impl<'a> StoreContext<'a> {
@@ -265,7 +295,7 @@ impl<'a> StoreContext<'a> {
         event: &'a PaymentEvent,
         values: &'a [Option<f64>],
         store: &'a TagStore,
-        tags: &'a mut Vec<EntityTags>,
+        tags: &'a mut EntityTags,
     ) -> StoreContext<'a> {
         StoreContext {
             event,
@@ -282,30 +312,38 @@ impl EvalContext for StoreContext<'_> {
     }
 
     fn has_tag(&self, entity: Field, value: &str, tag: &str) -> bool {
-        let now_ms = self.event.event_time_ms;
         // the cache holds the event's own entities (the same memory, so the same value)
         let is_events = self
             .event
             .str_field(entity)
             .is_some_and(|v| std::ptr::eq(v, value));
-        if !is_events {
-            return self.store.has_tag(entity, value, tag, now_ms);
+        if is_events {
+            self.has_event_tag(self.event, entity, tag)
+        } else {
+            self.store
+                .has_tag(entity, value, tag, self.event.event_time_ms)
+        }
+    }
+
+    fn has_event_tag(&self, event: &PaymentEvent, entity: Field, tag: &str) -> bool {
+        if !std::ptr::eq(event, self.event) {
+            return event
+                .str_field(entity)
+                .is_some_and(|v| self.store.has_tag(entity, v, tag, event.event_time_ms));
         }
         let mut cache = self.tags.borrow_mut();
-        let at = match cache.iter().position(|e| e.kind == entity) {
-            Some(at) => at,
-            None => {
-                let mut names = Vec::new();
-                self.store
-                    .for_each_tag(entity, value, now_ms, |name| names.push(name.into()));
-                cache.push(EntityTags {
-                    kind: entity,
-                    names,
-                });
-                cache.len() - 1
-            }
+        if let Some(names) = cache.get(entity) {
+            return names.iter().any(|n| &**n == tag);
+        }
+        let Some(value) = event.str_field(entity) else {
+            return false;
         };
-        cache[at].names.iter().any(|n| &**n == tag)
+        let now_ms = event.event_time_ms;
+        let names = cache.fill(entity, |held| {
+            self.store
+                .for_each_tag(entity, value, now_ms, |name| held.push(name.into()))
+        });
+        names.iter().any(|n| &**n == tag)
     }
 }
 
@@ -458,12 +496,7 @@ impl Engine {
                 event,
                 &mut scratch.values,
                 |_| true,
-                |kind, live| {
-                    tags.push(EntityTags {
-                        kind,
-                        names: live.names().map(Box::from).collect(),
-                    })
-                },
+                |kind, live| tags.set(kind, live.names()),
             );
             let live = &sets.live;
             {

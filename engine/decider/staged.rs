@@ -116,7 +116,7 @@ pub struct RuleStage {
     timers: Arc<dyn TimerSink>,
     values: Vec<Option<f64>>,
     eval: Evaluation,
-    seen: Vec<EntityTags>,
+    seen: EntityTags,
 }
 
 impl RuleStage {
@@ -135,7 +135,7 @@ impl RuleStage {
             timers,
             values: Vec::new(),
             eval: Evaluation::default(),
-            seen: Vec::new(),
+            seen: EntityTags::default(),
         }
     }
 

@@ -19,6 +19,13 @@ pub trait EvalContext {
     fn feature(&self, slot: usize) -> Option<f64>;
     /// Whether the entity `entity = value` carries `tag`, unexpired at this event's time.
     fn has_tag(&self, entity: Field, value: &str, tag: &str) -> bool;
+    /// Whether the entity `event` names as `entity` carries `tag`: `<entity> has tag` in a
+    /// rule. A context may answer it from what it read for the event before.
+    fn has_event_tag(&self, event: &PaymentEvent, entity: Field, tag: &str) -> bool {
+        event
+            .str_field(entity)
+            .is_some_and(|v| self.has_tag(entity, v, tag))
+    }
 }
 
 /// A context with no features and no tags (for feature `where` filters).

@@ -105,10 +105,7 @@ fn lower(pred: &Pred) -> Node {
         }
         Pred::HasTag(entity, tag) => {
             let (entity, tag) = (*entity, tag.clone());
-            Box::new(move |f| {
-                f.ev.str_field(entity)
-                    .is_some_and(|v| f.ctx.has_tag(entity, v, &tag))
-            })
+            Box::new(move |f| f.ctx.has_event_tag(f.ev, entity, &tag))
         }
         Pred::InNum(NumExpr::Field(Field::Amount), list) => {
             let ListValues::Num(values) = list.as_ref() else {
