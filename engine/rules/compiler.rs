@@ -58,13 +58,6 @@ pub struct SequenceDef {
     pub explain: Option<Arc<SequenceTree>>,
 }
 
-/// Whether an event of type `kind` can match a condition pinned to `types`.
-fn type_may_match(types: &Option<Box<[Arc<str>]>>, kind: &str) -> bool {
-    types
-        .as_ref()
-        .is_none_or(|t| t.iter().any(|t| t.as_ref() == kind))
-}
-
 /// A `tag <field> "<name>" for <duration>` action.
 #[derive(Debug, Clone)]
 pub struct TagAction {
@@ -209,15 +202,56 @@ pub struct RuleSet {
     decides: Vec<(Outcome, i32)>,
     tests: Vec<RuleTest>,
     list_count: usize,
-    /// Rule indices (sorted) to visit for each event type named by a type guard.
-    by_type: ByType<Box<[u32]>>,
-    /// Rules without a type guard, visited for every other type.
-    untyped: Box<[u32]>,
-    use_type_index: bool,
-    /// What a visit of rule i evaluates, lowered: its `body` with the type index, else `cond`.
-    code: Box<[Code]>,
+    /// What an event evaluates, for each event type a type guard names.
+    by_type: ByType<TypePlan>,
+    /// What an event of any other type evaluates (every rule without the type index).
+    other: TypePlan,
     /// Each sequence's `after` and `expect`, lowered.
     sequence_code: Box<[(Code, Code)]>,
+}
+
+/// The rules and sequence halves an event of one type evaluates.
+#[derive(Debug, Clone, Default)]
+struct TypePlan {
+    /// Indexes of the rules visited, sorted.
+    rules: Box<[u32]>,
+    /// The code of each visited rule, lowered: its `body` with the type index, else `cond`.
+    code: Box<[Code]>,
+    /// For each sequence: whether its `expect` and its `after` may hold for the type.
+    sequences: Box<[(bool, bool)]>,
+}
+
+impl TypePlan {
+    /// The plan of rules `visit` (code lowered from `body` when `typed`, else from `cond`) for
+    /// events of type `kind` (`None`: a type no guard names).
+    fn new(
+        rules: &[CompiledRule],
+        visit: Vec<u32>,
+        typed: bool,
+        sequences: &[SequenceDef],
+        kind: Option<&str>,
+    ) -> TypePlan {
+        let may = |types: &Option<Box<[Arc<str>]>>| {
+            types
+                .as_ref()
+                .is_none_or(|t| kind.is_some_and(|k| t.iter().any(|t| t.as_ref() == k)))
+        };
+        let code = visit
+            .iter()
+            .map(|&i| {
+                let r = &rules[i as usize];
+                Code::new(if typed { &r.body } else { &r.cond })
+            })
+            .collect();
+        TypePlan {
+            rules: visit.into_boxed_slice(),
+            code,
+            sequences: sequences
+                .iter()
+                .map(|s| (may(&s.expect_types), may(&s.after_types)))
+                .collect(),
+        }
+    }
 }
 
 /// Everything the checker produced, ready to compile.
@@ -273,15 +307,27 @@ pub fn compile(checked: Checked, content: &[&str]) -> RuleSet {
             None => untyped.push(i as u32),
         }
     }
+    // a type only a sequence names gets a plan of its own too (its sequence halves)
+    for s in &sequences {
+        for t in [&s.expect_types, &s.after_types]
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            typed.entry(Box::from(t.as_ref())).or_default();
+        }
+    }
     let by_type = typed
         .into_iter()
         .map(|(t, mut list)| {
             list.extend_from_slice(&untyped);
             list.sort_unstable();
             list.dedup();
-            (t, list.into_boxed_slice())
+            let plan = TypePlan::new(&rules, list, true, &sequences, Some(&t));
+            (t, plan)
         })
         .collect();
+    let other = TypePlan::new(&rules, untyped, true, &sequences, None);
     let version = match checked.version {
         Some(v) => Arc::from(v),
         None => {
@@ -295,7 +341,6 @@ pub fn compile(checked: Checked, content: &[&str]) -> RuleSet {
     RuleSet {
         version,
         features,
-        code: rules.iter().map(|r| Code::new(&r.body)).collect(),
         sequence_code: lower_sequences(&sequences),
         rules,
         sequences,
@@ -303,8 +348,7 @@ pub fn compile(checked: Checked, content: &[&str]) -> RuleSet {
         tests: checked.tests,
         list_count: checked.list_count,
         by_type,
-        untyped: untyped.into_boxed_slice(),
-        use_type_index: true,
+        other,
     }
 }
 
@@ -370,9 +414,16 @@ impl RuleSet {
             tests: self.tests.clone(),
             list_count: self.list_count,
             by_type: ByType::default(),
-            untyped: (0..self.rules.len() as u32).collect(),
-            use_type_index: false,
-            code: self.rules.iter().map(|r| Code::new(&r.cond)).collect(),
+            other: TypePlan {
+                sequences: vec![(true, true); self.sequences.len()].into_boxed_slice(),
+                ..TypePlan::new(
+                    &self.rules,
+                    (0..self.rules.len() as u32).collect(),
+                    false,
+                    &[],
+                    None,
+                )
+            },
             sequence_code: self.sequence_code.clone(),
         }
     }
@@ -395,28 +446,34 @@ impl RuleSet {
     /// Indexes (into [`RuleSet::rules`]) of the rules evaluated for events of type `kind`: the
     /// type index skips rules whose type guard names other types.
     pub fn rules_for_type(&self, kind: &str) -> &[u32] {
-        if self.use_type_index {
-            self.by_type.get(kind).unwrap_or(&self.untyped)
-        } else {
-            &self.untyped
-        }
+        &self.plan_for(kind).rules
+    }
+
+    fn plan_for(&self, kind: &str) -> &TypePlan {
+        self.by_type.get(kind).unwrap_or(&self.other)
     }
 
     /// Evaluates the rules for one event. Clears and fills `out`. Never loops or does I/O;
     /// allocates only for hits, tags and timers.
     pub fn evaluate(&self, ev: &PaymentEvent, ctx: &dyn EvalContext, out: &mut Evaluation) {
         let frame = Frame::new(ev, ctx);
+        let plan = self.plan_for(&ev.kind);
+        let holding = plan.rules.iter().zip(&plan.code);
         self.evaluate_with(
             ev,
-            self.rules_for_type(&ev.kind),
-            |i| self.code.get(i).is_some_and(|code| code.holds(&frame)),
-            |i, s| {
-                let Some((after, expect)) = self.sequence_code.get(i) else {
+            plan.rules.len(),
+            holding
+                .filter(|(_, code)| code.holds(&frame))
+                .map(|(&i, _)| i),
+            |i, _| {
+                let (Some(&(expect_may, after_may)), Some((after, expect))) =
+                    (plan.sequences.get(i), self.sequence_code.get(i))
+                else {
                     return (false, false);
                 };
                 (
-                    type_may_match(&s.expect_types, &ev.kind) && expect.holds(&frame),
-                    type_may_match(&s.after_types, &ev.kind) && after.holds(&frame),
+                    expect_may && expect.holds(&frame),
+                    after_may && after.holds(&frame),
                 )
             },
             out,
@@ -433,36 +490,32 @@ impl RuleSet {
         out: &mut Evaluation,
     ) {
         let frame = Frame::new(ev, ctx);
-        let all: Vec<u32> = (0..self.rules.len() as u32).collect();
+        let all = 0..self.rules.len() as u32;
         self.evaluate_with(
             ev,
-            &all,
-            |i| self.rules[i].cond.eval_in(&frame),
+            self.rules.len(),
+            all.filter(|&i| self.rules[i as usize].cond.eval_in(&frame)),
             |_, s| (s.expect.eval_in(&frame), s.after.eval_in(&frame)),
             out,
         );
     }
 
-    /// Visits rules `visit` (`rule_holds(i)`: whether rule i's condition holds) and every
-    /// sequence (`sequence_holds(i, s)`: whether its `expect` and its `after` hold), filling
-    /// `out` with the hits, tags, timer requests, outcome and score.
+    /// Takes the rules that hold among the `visited` rules, in rule order (`holding`), and
+    /// visits every sequence (`sequence_holds(i, s)`: whether its `expect` and its `after`
+    /// hold), filling `out` with the hits, tags, timer requests, outcome and score.
     fn evaluate_with(
         &self,
         ev: &PaymentEvent,
-        visit: &[u32],
-        rule_holds: impl Fn(usize) -> bool,
+        visited: usize,
+        holding: impl Iterator<Item = u32>,
         sequence_holds: impl Fn(usize, &SequenceDef) -> (bool, bool),
         out: &mut Evaluation,
     ) {
         out.clear();
         let mut outcome = Outcome::Allow;
         let mut score: i32 = 0;
-        // every index in `visit` is a rule's (the type index is built from them)
-        out.rules_visited = visit.len() as u32;
-        for &i in visit {
-            if !rule_holds(i as usize) {
-                continue;
-            }
+        out.rules_visited = visited as u32;
+        for i in holding {
             let Some(rule) = self.rules.get(i as usize) else {
                 continue;
             };
