@@ -62,7 +62,7 @@ impl FeatureBound {
         };
         match self.c_f64 {
             // a whole value (counts, distinct counts) against a whole constant: exact as `f64`
-            Some(c) if number::whole(v).is_some() => compare(self.op, &v, &c),
+            Some(c) if number::is_whole(v) => compare(self.op, &v, &c),
             _ => self.holds_for(v),
         }
     }
