@@ -619,6 +619,9 @@ impl Engine {
 /// Counts the event into every feature whose entity kind `owns` accepts, writing their values
 /// to `values` (one per spec; the others stay `None`), and hands `seen` the live tags of each
 /// entity it updated (the engine caches them: rules then read them without a lookup).
+// Out of line: inlined into `decide_into` beside the rule evaluation, its per-feature loop
+// kept its state on the stack (measured: 52 more instructions per decided event).
+#[inline(never)]
 fn update_features(
     store: &TagStore,
     sets: &Sets,
