@@ -51,13 +51,40 @@ struct Deadline {
 struct RuleTimers {
     rule: Arc<str>,
     /// By key (looked up by `&str`: no allocation to cancel).
-    armed: ahash::AHashMap<Arc<str>, Armed>,
+    armed: hashbrown::HashMap<Arc<str>, Armed, ahash::RandomState>,
 }
 
 struct Armed {
     seq: u64,
-    event_id: String,
-    txn_id: Option<String>,
+    /// The arming event's id followed by its transaction id: one allocation per timer.
+    ids: Box<str>,
+    /// Where the transaction id starts in `ids`; `None` when the event had none.
+    txn_at: Option<usize>,
+}
+
+impl Armed {
+    fn new(seq: u64, event: &PaymentEvent) -> Armed {
+        let txn_id = event.txn_id.as_deref();
+        let mut ids = String::with_capacity(event.event_id.len() + txn_id.map_or(0, str::len));
+        ids.push_str(&event.event_id);
+        let txn_at = txn_id.map(|txn_id| {
+            ids.push_str(txn_id);
+            event.event_id.len()
+        });
+        Armed {
+            seq,
+            ids: ids.into_boxed_str(),
+            txn_at,
+        }
+    }
+
+    /// The event id and the transaction id.
+    fn ids(&self) -> (String, Option<String>) {
+        match self.txn_at.and_then(|at| self.ids.split_at_checked(at)) {
+            Some((event_id, txn_id)) => (event_id.to_string(), Some(txn_id.to_string())),
+            None => (self.ids.to_string(), None),
+        }
+    }
 }
 
 impl EventTimeTimersInner {
@@ -95,11 +122,12 @@ impl EventTimeTimers {
                 continue;
             }
             if let Some(armed) = timers.armed.remove(&*next.key) {
+                let (event_id, txn_id) = armed.ids();
                 due.push(DueTimer {
                     rule: timers.rule.clone(),
                     key: next.key.to_string(),
-                    event_id: armed.event_id,
-                    txn_id: armed.txn_id,
+                    event_id,
+                    txn_id,
                     deadline_ms: next.at_ms,
                 });
             }
@@ -127,23 +155,16 @@ impl TimerSink for EventTimeTimers {
                 inner.rules.len() - 1
             }
         };
-        let timers = &mut inner.rules[at];
-        if timers.armed.contains_key(key) {
+        // one lookup: the key is copied only when it is not armed yet
+        let hashbrown::hash_map::EntryRef::Vacant(vacant) = inner.rules[at].armed.entry_ref(key)
+        else {
             return;
-        }
+        };
         inner.seq += 1;
         let at_ms = event
             .event_time_ms
             .saturating_add(i64::try_from(within.as_millis()).unwrap_or(i64::MAX));
-        let key: Arc<str> = Arc::from(key);
-        timers.armed.insert(
-            key.clone(),
-            Armed {
-                seq: inner.seq,
-                event_id: event.event_id.clone(),
-                txn_id: event.txn_id.clone(),
-            },
-        );
+        let key = Arc::clone(vacant.insert_entry(Armed::new(inner.seq, event)).key());
         inner.queue.push(Reverse(Deadline {
             at_ms,
             seq: inner.seq,
@@ -178,6 +199,30 @@ mod tests {
             .into_iter()
             .map(|t| (t.rule.to_string(), t.event_id, t.deadline_ms))
             .collect()
+    }
+
+    #[test]
+    fn a_fired_timer_carries_the_arming_events_ids() {
+        let timers = EventTimeTimers::default();
+        let rule = Arc::<str>::from("r");
+        let with_txn = PaymentEvent {
+            txn_id: Some("t-9".into()),
+            ..event("e-1", 0)
+        };
+        timers.arm(&rule, "k1", &with_txn, Duration::from_secs(1));
+        timers.arm(&rule, "k2", &event("e-2", 0), Duration::from_secs(1));
+        let ids: Vec<_> = timers
+            .due(1_000)
+            .into_iter()
+            .map(|t| (t.key, t.event_id, t.txn_id))
+            .collect();
+        assert_eq!(
+            ids,
+            vec![
+                ("k1".into(), "e-1".into(), Some("t-9".into())),
+                ("k2".into(), "e-2".into(), None)
+            ]
+        );
     }
 
     #[test]
