@@ -246,17 +246,20 @@ struct Scratch {
 pub(crate) struct EntityTags {
     /// Bit `kind as usize` set: `names[kind as usize]` holds that entity's tags.
     known: u32,
+    /// The bits of `known` whose entity has tags (most have none).
+    tagged: u32,
     names: [Vec<Box<str>>; Field::ALL.len()],
 }
 
 impl EntityTags {
     fn clear(&mut self) {
-        let mut known = self.known;
-        while known != 0 {
-            self.names[known.trailing_zeros() as usize].clear();
-            known &= known - 1;
+        let mut tagged = self.tagged;
+        while tagged != 0 {
+            self.names[tagged.trailing_zeros() as usize].clear();
+            tagged &= tagged - 1;
         }
         self.known = 0;
+        self.tagged = 0;
     }
 
     fn set<'n>(&mut self, kind: Field, names: impl Iterator<Item = &'n str>) {
@@ -269,6 +272,9 @@ impl EntityTags {
         held.clear();
         fill(held);
         self.known |= 1 << kind as u32;
+        if !held.is_empty() {
+            self.tagged |= 1 << kind as u32;
+        }
         held
     }
 
@@ -487,7 +493,7 @@ impl Engine {
             let mut guard = cell.borrow_mut();
             let scratch = &mut *guard;
             scratch.tags.clear();
-            scratch.values.clear();
+            // sized for the set; `update_features` writes every value
             scratch.values.resize(sets.specs.len(), None);
             let tags = &mut scratch.tags;
             update_features(
