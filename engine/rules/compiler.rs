@@ -211,7 +211,7 @@ pub struct RuleSet {
 }
 
 /// The rules and sequence halves an event of one type evaluates.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 struct TypePlan {
     /// Indexes of the rules visited, sorted.
     rules: Box<[u32]>,
@@ -424,7 +424,7 @@ impl RuleSet {
                     None,
                 )
             },
-            sequence_code: self.sequence_code.clone(),
+            sequence_code: lower_sequences(&self.sequences),
         }
     }
 

@@ -8,7 +8,7 @@ use super::eval::{Frame, Pred};
 use super::lower::Code;
 
 /// One feature's filter for events of one type.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum Filter {
     /// The type fails the filter's type guard: the event is never counted.
     Never,
@@ -49,7 +49,7 @@ impl Filter {
 
 /// The filters of a list of features, planned for every event type their guards name and for
 /// all other types.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct FeatureFilters {
     by_type: ByType<Box<[Filter]>>,
     /// For a type no guard names.

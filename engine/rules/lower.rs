@@ -8,8 +8,6 @@
 //! form is evaluated by `Pred::eval_in` itself inside its closure. Property tests check that
 //! both agree.
 
-use std::sync::Arc;
-
 use super::ast::CmpOp;
 use super::bound::{compare, AmountBound, FeatureBound};
 use super::eval::{char_len, pack, Frame, ListValues, NumExpr, Pred, StrExpr};
@@ -17,14 +15,14 @@ use crate::event::Field;
 
 type Node = Box<dyn Fn(&Frame<'_>) -> bool + Send + Sync>;
 
-/// A condition ready to evaluate; cheap to clone (shared).
-#[derive(Clone)]
-pub struct Code(Arc<dyn Fn(&Frame<'_>) -> bool + Send + Sync>);
+/// A condition ready to evaluate, owned by one plan: a direct call (a shared `Arc` would add
+/// finding the closure behind the counts to every evaluation).
+pub struct Code(Node);
 
 impl Code {
     /// Lowers `pred` (folded and specialized, as the compiler leaves it).
     pub fn new(pred: &Pred) -> Code {
-        Code(Arc::from(lower(pred)))
+        Code(lower(pred))
     }
 
     /// Whether the condition holds for the event in `frame`: the same answer as
