@@ -415,6 +415,7 @@ impl RuleSet {
             list_count: self.list_count,
             by_type: ByType::default(),
             other: TypePlan {
+                // every sequence half is tested: its lowered condition keeps its type guard
                 sequences: vec![(true, true); self.sequences.len()].into_boxed_slice(),
                 ..TypePlan::new(
                     &self.rules,
