@@ -189,6 +189,7 @@ impl Entity {
     /// `updates[k]` (each created on first use, in order when an id repeats); returns whether
     /// the entity's [`Entity::accounted_bytes`] may have changed. Reports `(k, value after counting, T)` for each
     /// `updates[k]` to `report`. Extends the horizon to T + window of each feature.
+    /// (`holds_until_ms` is never below T + window of any feature it holds.)
     ///
     /// A packed entity's block is edited in a scratch copy, feature by feature in the order of
     /// `updates` (only the updated features are touched), and written back in place, or into
@@ -204,11 +205,11 @@ impl Entity {
         scratch: &mut Scratch,
         mut report: impl FnMut(usize, Option<f64>, i64),
     ) -> bool {
-        let mut horizon = self.holds_until_ms;
-        let mut done = |k: usize, value: Option<f64>, latest_ms: i64| {
-            report(k, value, latest_ms);
-            horizon = horizon.max(latest_ms.saturating_add(updates[k].window_ms));
-        };
+        // T + window of every feature is at most the horizon already, and an update moves a
+        // feature's T to the event's time only when it is later: so the horizon reaches the
+        // event's time plus the longest window, and no further.
+        let window = updates.iter().map(|u| u.window_ms).max().unwrap_or(0);
+        self.holds_until_ms = self.holds_until_ms.max(t_ms.saturating_add(window));
         if let Some(hot) = self
             .extra
             .as_mut()
@@ -225,9 +226,8 @@ impl Entity {
                 };
                 let f = &mut hot[at];
                 let value = f.update(u.agg, u.geometry, t_ms, c, distinct_limit);
-                done(k, value, f.latest_ms);
+                report(k, value, f.latest_ms);
             }
-            self.holds_until_ms = horizon;
             return true;
         }
         let mut block = std::mem::take(&mut scratch.block);
@@ -272,13 +272,12 @@ impl Entity {
                 }
             };
             promote |= edited.records >= HOT_RECORDS;
-            done(k, edited.value, edited.latest_ms);
+            report(k, edited.value, edited.latest_ms);
             cursor = edited.end;
         }
         let resized = block.len() != self.features.heap_bytes();
         self.features.put_block(&block);
         scratch.block = block;
-        self.holds_until_ms = horizon;
         if sketches_changed {
             self.tidy_extra();
         }
@@ -649,7 +648,7 @@ mod tests {
                     id,
                     agg,
                     geometry: g,
-                    window_ms: 60_000,
+                    window_ms: 50_000 + 10_000 * id as i64,
                 })
                 .collect();
             let contributions: Vec<Contribution> = feats[..live]
@@ -680,6 +679,12 @@ mod tests {
                 let want = r.update(u.agg, u.geometry, t, c, 4);
                 assert_eq!(got[k], (want, r.latest_ms), "event {event}, update {k}");
             }
+            // the horizon: the furthest T + window of any feature held
+            let horizon = reference
+                .iter()
+                .map(|r| r.latest_ms + 50_000 + 10_000 * r.id as i64)
+                .max();
+            assert_eq!(Some(e.holds_until_ms), horizon, "event {event}");
         }
         assert_eq!(e.hot().is_some(), ends_hot);
         let mut seen_sketch = false;
