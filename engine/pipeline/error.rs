@@ -66,6 +66,11 @@ pub enum PipelineError {
          settles from the checkpoint)"
     )]
     RevokeUncommitted { reason: String },
+    #[error(
+        "partition {partition} of {topic} has no queue of its own (librdkafka refused to split \
+         it): its messages cannot be decided in order; stopping"
+    )]
+    PartitionQueue { topic: String, partition: i32 },
     #[error("committing final offsets: {source}")]
     FinalCommit {
         #[source]

@@ -214,10 +214,13 @@ pub fn checkpoint_quiesced(waited: Duration, quiet: bool) {
     histogram!("veto_checkpoint_quiesce_seconds").record(waited.as_secs_f64());
 }
 
-/// A partition's lane is full: the source waits (and fetching stops) until the workers catch up.
-pub fn lane_full(topic: &str, partition: i32) {
-    debug!(topic, partition, "partition lane full, source waiting");
-    counter!("veto_backpressure_pauses_total").increment(1);
+/// An assigned partition's queue could not be split from the consumer's (the pipeline stops).
+pub fn partition_queue_failed(topic: &str, partition: i32) {
+    counter!("veto_kafka_errors_total", "kind" => "partition_queue").increment(1);
+    error!(
+        topic,
+        partition, "could not give the partition a queue of its own"
+    );
 }
 
 /// The producer's local queue is full: the sender waits (never drops).

@@ -1,10 +1,10 @@
 //! The Kafka pipeline: consume → decide → publish, at-least-once, with dead letters and a graceful drain.
 //!
 //! ```text
-//! payments, entity-tags ──► source thread (consumer group, manual commits, rebalance drain)
-//!                             │ bounded lane per partition (full → source waits)
+//! payments, entity-tags ──► consumer (group member; source thread: rebalances, commits)
+//!                             │ a queue per assigned partition (librdkafka's, bounded prefetch)
 //!                             ▼
-//!                           worker threads (take ready lanes; one worker per lane at a time)
+//!                           worker threads (read ready partitions' queues; one worker each at a time)
 //!                             │ decode → Decider::decide / apply_tag_update → encode
 //!                             ▼
 //!   timeout decisions ──►   sink (idempotent producer) ──► decisions / shadow / dead letters
@@ -18,6 +18,7 @@
 mod ack;
 mod error;
 mod events;
+mod feed;
 mod partition;
 mod settings;
 mod sink;

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use parking_lot::Mutex;
 
 use super::ack::{AckSeq, AckTracker};
-use super::worker::Lane;
+use super::feed::{Feed, Schedule};
 
 /// What a consumed topic carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -21,7 +21,6 @@ const NO_OFFSET: i64 = -1;
 ///
 /// A slot lives from the partition's assignment to its revocation; a reassigned partition gets
 /// a fresh slot, so late acknowledgements for an old assignment never touch the new one.
-#[derive(Debug)]
 pub struct PartitionSlot {
     pub topic: String,
     pub partition: i32,
@@ -31,13 +30,26 @@ pub struct PartitionSlot {
     safe_next: AtomicI64,
     /// Last offset committed to Kafka (source thread only writes it).
     committed_next: AtomicI64,
-    /// Messages handed to a worker / finished by a worker (skipped ones included).
+    /// Messages taken by a worker / finished by a worker (skipped ones included).
     dispatched: AtomicU64,
     processed: AtomicU64,
     /// Set when the partition is revoked: workers skip its queued messages.
     revoked: AtomicBool,
-    /// Messages waiting for a worker (see [`super::worker`]).
-    pub(super) lane: Mutex<Lane>,
+    /// The partition's own queue of consumed messages, read by one worker at a time (see
+    /// [`super::feed`]); `None` before it is attached and once the partition is revoked.
+    pub(super) feed: Mutex<Option<Box<dyn Feed>>>,
+    /// On the workers' ready queue or being read.
+    pub(super) schedule: Schedule,
+}
+
+impl std::fmt::Debug for PartitionSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartitionSlot")
+            .field("topic", &self.topic)
+            .field("partition", &self.partition)
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
 }
 
 impl PartitionSlot {
@@ -52,7 +64,8 @@ impl PartitionSlot {
             dispatched: AtomicU64::new(0),
             processed: AtomicU64::new(0),
             revoked: AtomicBool::new(false),
-            lane: Mutex::new(Lane::default()),
+            feed: Mutex::new(None),
+            schedule: Schedule::default(),
         }
     }
 
@@ -106,26 +119,30 @@ impl PartitionSlot {
         self.committed_next.fetch_max(next, Ordering::AcqRel);
     }
 
+    // Sequentially consistent, with `revoke` / `is_revoked`: a worker counts a message taken
+    // before it asks whether the partition is revoked, the revocation marks it before it asks
+    // whether every taken message is processed; so either the revocation waits for that
+    // message, or the worker sees the mark and skips it.
     pub fn note_dispatched(&self) {
-        self.dispatched.fetch_add(1, Ordering::AcqRel);
+        self.dispatched.fetch_add(1, Ordering::SeqCst);
     }
 
     pub fn note_processed(&self) {
-        self.processed.fetch_add(1, Ordering::AcqRel);
+        self.processed.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// Every dispatched message is processed and every output acknowledged.
+    /// Every message taken by a worker is processed and every output acknowledged.
     pub fn is_drained(&self) -> bool {
-        self.processed.load(Ordering::Acquire) >= self.dispatched.load(Ordering::Acquire)
+        self.processed.load(Ordering::SeqCst) >= self.dispatched.load(Ordering::SeqCst)
             && self.tracker.lock().in_flight() == 0
     }
 
     pub fn revoke(&self) {
-        self.revoked.store(true, Ordering::Release);
+        self.revoked.store(true, Ordering::SeqCst);
     }
 
     pub fn is_revoked(&self) -> bool {
-        self.revoked.load(Ordering::Acquire)
+        self.revoked.load(Ordering::SeqCst)
     }
 }
 

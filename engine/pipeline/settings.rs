@@ -33,7 +33,8 @@ pub struct PipelineSettings {
     pub librdkafka: BTreeMap<String, String>,
     /// Worker threads deciding events; any idle worker takes the next partition with work.
     pub workers: usize,
-    /// Capacity of each partition's lane of waiting messages; a full lane makes the source wait.
+    /// Messages kept waiting in each assigned partition's queue (librdkafka's
+    /// `queued.min.messages`; `queued.max.messages.kbytes` bounds all partitions together).
     pub queue_capacity: usize,
     /// Messages larger than this go to the dead-letter topic as `oversized`.
     pub max_event_bytes: usize,

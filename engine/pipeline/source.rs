@@ -1,17 +1,20 @@
-//! The source: a consumer-group member on its own thread that feeds the workers and commits safe offsets.
+//! The source: a consumer-group member on its own thread that hands each assigned partition's
+//! queue to the workers and commits safe offsets.
 //!
 //! The consumer is polled on a dedicated thread, so rebalance callbacks (which run inside
-//! `poll`) may block while revoked partitions drain. Auto commit and auto offset store are
-//! off: the source commits the offsets up to which every message's outputs are acknowledged
-//! (see [`super::ack`]): every `commit_interval`, or, with a stateful decider, right after each
-//! quiesced checkpoint with exactly the checkpoint's offsets.
+//! `poll`) may block while revoked partitions drain. Messages never pass through it: each
+//! partition's messages go to a queue of their own, split from the consumer's when the
+//! partition is assigned (before fetching starts), which the workers read. Auto commit and
+//! auto offset store are off: the source commits the offsets up to which every message's
+//! outputs are acknowledged (see [`super::ack`]): every `commit_interval`, or, with a stateful
+//! decider, right after each quiesced checkpoint with exactly the checkpoint's offsets.
 //!
 //! Over 800 lines on purpose: the poll loop, the rebalance callbacks and the checkpoint/commit
 //! steps are one state machine over the same assignment and slots.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -19,7 +22,7 @@ use parking_lot::Mutex;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::ClientContext;
@@ -31,7 +34,7 @@ use super::partition::{PartitionSlot, TopicKind};
 use super::settings::PipelineSettings;
 use super::sink::Sink;
 use super::status::{PipelineStatus, RunCounters, RunSummary};
-use super::worker::{DispatchError, WorkItem, WorkerPool};
+use super::worker::{PoolHandle, WorkerPool};
 use super::Decider;
 
 /// How long `poll` blocks when idle; bounds how fast a shutdown request is noticed.
@@ -39,13 +42,6 @@ const IDLE_POLL: Duration = Duration::from_millis(100);
 /// Fetched-but-unconsumed messages librdkafka may hold, in KiB (`queued.max.messages.kbytes`;
 /// overridable in `kafka.librdkafka`). 16 MiB is ~0.5 s of input at 150k events/s.
 const PREFETCH_KBYTES: &str = "16384";
-/// How long the source sleeps before retrying a full lane. Long enough for the workers to
-/// drain a good part of it (hundreds of events), so the threads do not wake each other per
-/// message; short against the lane's own drain time.
-const BACKPRESSURE_WAIT: Duration = Duration::from_millis(1);
-/// While messages keep coming, the source checks for a fatal producer error and the commit
-/// clock once per this many messages (a clock read and a librdkafka call per message showed).
-const HOUSEKEEPING_EVERY: u32 = 64;
 /// How often drains check for progress.
 const DRAIN_CHECK: Duration = Duration::from_millis(2);
 /// Deadline for reading committed offsets when a partition is assigned.
@@ -94,6 +90,12 @@ pub struct SourceContext {
     transactional: Option<Arc<Sink>>,
     /// Exactly-once mode: a revocation that could not commit; the run loop stops on it.
     revoke_failed: Mutex<Option<String>>,
+    /// The consumer itself, to split assigned partitions' queues from (set once created).
+    consumer: OnceLock<Weak<BaseConsumer<SourceContext>>>,
+    /// The workers: assigned partitions' queues go to them; checkpoints pause them.
+    workers: PoolHandle,
+    /// A partition whose queue could not be split; the run loop stops on it.
+    split_failed: Mutex<Option<(String, i32)>>,
 }
 
 impl SourceContext {
@@ -105,14 +107,6 @@ impl SourceContext {
         } else {
             None
         }
-    }
-
-    fn slot(&self, kind: TopicKind, partition: i32) -> Option<Arc<PartitionSlot>> {
-        self.assignment
-            .lock()
-            .slots_mut(kind)
-            .get(&partition)
-            .cloned()
     }
 
     fn mark_reachable(&self) {
@@ -188,8 +182,28 @@ impl SourceContext {
                 events::partition_starts_from_state(topic, *partition, *state, committed);
             }
         }
+        self.split_queues(&slots);
         self.status.set_joined();
         self.mark_reachable();
+    }
+
+    /// Gives every new partition its own queue, read by the workers. Split before the
+    /// assignment starts fetching, so no message of it reaches the consumer's queue (librdkafka
+    /// keeps a queue's forwarding that the application set).
+    fn split_queues(&self, slots: &[Arc<PartitionSlot>]) {
+        let consumer = self.consumer.get().and_then(Weak::upgrade);
+        for slot in slots {
+            let queue = consumer
+                .as_ref()
+                .and_then(|c| c.split_partition_queue(&slot.topic, slot.partition));
+            let Some(mut queue) = queue else {
+                events::partition_queue_failed(&slot.topic, slot.partition);
+                *self.split_failed.lock() = Some((slot.topic.clone(), slot.partition));
+                continue;
+            };
+            queue.set_nonempty_callback(self.workers.waker(slot));
+            self.workers.attach(slot, Box::new(queue));
+        }
     }
 
     /// Revoked partitions: queued messages are skipped (never decided here, so the new owner
@@ -216,12 +230,19 @@ impl SourceContext {
             deadline = deadline.min(stop_at);
         }
         let drained = wait_until(deadline, || revoked.iter().all(|s| s.is_drained()));
+        // the workers are done with them (a worker reading one finishes its batch first)
+        for slot in &revoked {
+            slot.feed.lock().take();
+        }
         let lost = consumer.assignment_lost();
         if self.transactional.is_some() {
             // The state covers every partition: checkpoint and commit them all in one transaction.
             let mut slots = self.assignment.lock().all_slots();
             slots.extend(revoked.iter().cloned());
-            let quiet = wait_until(deadline, || slots.iter().all(|s| s.is_drained()));
+            let paused = self.workers.pause();
+            let quiet = wait_until(deadline, || {
+                paused.idle() && slots.iter().all(|s| s.is_drained())
+            });
             // Whether the open transaction holds decisions of the revoked partitions.
             let theirs = revoked
                 .iter()
@@ -562,7 +583,7 @@ fn mark_committed(slots: &[Arc<PartitionSlot>], offsets: &[(String, i32, i64)]) 
 
 /// The consumer side of the pipeline; `run` loops on its own thread until shutdown.
 pub struct Source {
-    consumer: BaseConsumer<SourceContext>,
+    consumer: Arc<BaseConsumer<SourceContext>>,
     workers: WorkerPool,
     sink: Arc<Sink>,
     counters: Arc<RunCounters>,
@@ -602,6 +623,8 @@ impl Source {
             // (default 1 s): Veto drained it in ~0.5 s and then idled, running in bursts.
             // 10 ms resumes fetching soon after there is room.
             .set("fetch.queue.backoff.ms", "10")
+            // Messages kept waiting per partition (its queue, read by the workers).
+            .set("queued.min.messages", settings.queue_capacity.to_string())
             .set("statistics.interval.ms", "1000");
         if let Some((session, heartbeat)) = settings.session {
             config
@@ -628,14 +651,18 @@ impl Source {
                 .as_ref()
                 .map(|_| Arc::clone(&sink)),
             revoke_failed: Mutex::new(None),
+            consumer: OnceLock::new(),
+            workers: workers.handle(),
+            split_failed: Mutex::new(None),
         };
-        let consumer: BaseConsumer<SourceContext> =
-            config.create_with_context(context).map_err(|source| {
+        let consumer: Arc<BaseConsumer<SourceContext>> =
+            Arc::new(config.create_with_context(context).map_err(|source| {
                 PipelineError::ClientCreation {
                     client: "consumer",
                     source,
                 }
-            })?;
+            })?);
+        let _ = consumer.context().consumer.set(Arc::downgrade(&consumer));
         let topics = [
             settings.payments_topic.as_str(),
             settings.entity_tags_topic.as_str(),
@@ -661,45 +688,43 @@ impl Source {
         self.consumer.context()
     }
 
-    /// Consumes until shutdown is requested (or a fatal error), then drains and commits.
-    pub fn run(mut self) -> Result<RunSummary, PipelineError> {
+    /// Serves the consumer (rebalances, errors, statistics) and commits until shutdown is
+    /// requested (or a fatal error), then drains and commits.
+    pub fn run(self) -> Result<RunSummary, PipelineError> {
         let mut last_commit = Instant::now();
         // A stateful decider's checkpoints pace the commits: Kafka never runs ahead of the state.
         let checkpoints = self.context().decider.checkpoint_interval();
         let commit_every = checkpoints.unwrap_or(self.commit_interval);
-        // Messages dispatched since the last housekeeping (fatal error, commit clock): done
-        // every HOUSEKEEPING_EVERY messages while busy, and after every idle poll.
-        let mut busy = 0u32;
         let failure = loop {
             if let Some(&deadline) = self.context().stop_at.get() {
                 return self.shut_down(deadline, None);
             }
-            if busy == 0 {
-                if let Some(fatal) = self.sink.fatal_error() {
-                    break fatal;
-                }
+            if let Some(fatal) = self.sink.fatal_error() {
+                break fatal;
             }
-            let message = self.consumer.poll(IDLE_POLL);
+            if !self.workers.all_alive() {
+                break PipelineError::ThreadPanicked("a worker thread exited".to_owned());
+            }
+            let polled = self.consumer.poll(IDLE_POLL);
             if let Some(reason) = self.context().revoke_failed.lock().take() {
                 break PipelineError::RevokeUncommitted { reason };
             }
-            let message = match message {
-                None => None,
-                Some(Ok(message)) => Some(self.to_work_item(&message)),
-                Some(Err(error)) => {
-                    events::consume_failed(&error);
-                    None
-                }
-            };
-            if let Some(Some((slot, item))) = message {
-                if let Err(error) = self.dispatch(&slot, item) {
-                    break error;
-                }
-                busy = (busy + 1) % HOUSEKEEPING_EVERY;
-            } else {
-                busy = 0;
+            if let Some((topic, partition)) = self.context().split_failed.lock().take() {
+                break PipelineError::PartitionQueue { topic, partition };
             }
-            if busy == 0 && last_commit.elapsed() >= commit_every {
+            match polled {
+                None => {}
+                // Cannot happen: every assigned partition's queue is split before fetching
+                // starts. Deciding it here could break its partition's order: stop instead.
+                Some(Ok(message)) => {
+                    break PipelineError::PartitionQueue {
+                        topic: message.topic().to_owned(),
+                        partition: message.partition(),
+                    }
+                }
+                Some(Err(error)) => events::consume_failed(&error),
+            }
+            if last_commit.elapsed() >= commit_every {
                 // Plain commit failures are logged inside; the next commit retries.
                 if checkpoints.is_some() {
                     if let Err(error) = self.quiesced_checkpoint() {
@@ -716,63 +741,7 @@ impl Source {
         self.shut_down(deadline, Some(failure))
     }
 
-    /// Copies a consumed message into a work item for its partition's slot.
-    fn to_work_item(
-        &self,
-        message: &BorrowedMessage<'_>,
-    ) -> Option<(Arc<PartitionSlot>, WorkItem)> {
-        let context = self.context();
-        context.mark_reachable();
-        let kind = context.kind_of(message.topic())?;
-        let slot = context.slot(kind, message.partition())?;
-        let item = WorkItem::new(message.offset(), message.key(), message.payload());
-        Some((slot, item))
-    }
-
-    /// Queues an item in its partition's lane, waiting while the lane is full.
-    ///
-    /// Waiting here (not polling) is the backpressure: librdkafka's fetch queue is bounded
-    /// too, so fetching stops, and heartbeats continue on librdkafka's own thread. An item
-    /// still waiting when shutdown starts or its partition is revoked is dropped: it was
-    /// never registered, so its offset is never committed and it is consumed again later.
-    fn dispatch(
-        &mut self,
-        slot: &Arc<PartitionSlot>,
-        mut item: WorkItem,
-    ) -> Result<(), PipelineError> {
-        let mut waited = false;
-        loop {
-            match self.workers.dispatch(slot, item) {
-                Ok(()) => return Ok(()),
-                Err(DispatchError::Full(back)) => {
-                    if !self.workers.all_alive() {
-                        return Err(PipelineError::ThreadPanicked(
-                            "a worker thread exited".to_owned(),
-                        ));
-                    }
-                    if !waited {
-                        events::lane_full(&slot.topic, slot.partition);
-                        waited = true;
-                    }
-                    if let Some(fatal) = self.sink.fatal_error() {
-                        return Err(fatal);
-                    }
-                    if self.context().stop_at.get().is_some() || slot.is_revoked() {
-                        return Ok(());
-                    }
-                    std::thread::sleep(BACKPRESSURE_WAIT);
-                    item = back;
-                }
-                Err(DispatchError::WorkerGone) => {
-                    return Err(PipelineError::ThreadPanicked(
-                        "a worker thread exited".to_owned(),
-                    ))
-                }
-            }
-        }
-    }
-
-    /// Stops dispatching until every dispatched message is decided and its outputs
+    /// Pauses the workers until every message they took is decided and its outputs
     /// acknowledged, lets the decider checkpoint at those offsets, then commits exactly them.
     /// Past the drain timeout it skips both, and says so: the state already counts events
     /// decided past the safe offsets (outputs unacknowledged), so a checkpoint then would be
@@ -783,8 +752,9 @@ impl Source {
     fn quiesced_checkpoint(&self) -> Result<(), PipelineError> {
         let started = Instant::now();
         let slots = self.context().assignment.lock().all_slots();
+        let paused = self.context().workers.pause();
         let quiet = wait_until(started + self.drain_timeout, || {
-            slots.iter().all(|s| s.is_drained())
+            paused.idle() && slots.iter().all(|s| s.is_drained())
         });
         events::checkpoint_quiesced(started.elapsed(), quiet);
         if !quiet {
@@ -805,8 +775,7 @@ impl Source {
         )
     }
 
-    /// Stops fetching, lets workers finish their queues, waits for every output to be
-    /// acknowledged, flushes the producer and commits the safe offsets, all by `deadline`.
+    /// Stops the workers after the batch in hand, waits for every output to be acknowledged, flushes the producer and commits the safe offsets, all by `deadline`.
     fn shut_down(
         self,
         deadline: Instant,
@@ -870,6 +839,11 @@ impl Source {
             )
             .map_err(|source| PipelineError::FinalCommit { source })
         };
+        // The partitions' queues hold the consumer: let it go, so that dropping it below
+        // leaves the group at once.
+        for slot in &slots {
+            slot.feed.lock().take();
+        }
         let mut panicked = false;
         for handle in handles {
             if handle.is_finished() {

@@ -1,16 +1,16 @@
-//! Worker pool: decodes, decides and publishes consumed messages, each partition in offset order.
+//! Worker pool: reads each partition's own queue, decodes, decides and publishes, in offset order.
 //!
-//! Every partition has its own bounded lane of waiting messages (in its [`PartitionSlot`]).
-//! A lane with messages is on the shared ready queue exactly once; a worker takes it, handles
-//! up to [`LANE_BATCH`] of its messages and puts it back at the end of the ready queue if more
-//! are waiting. So one partition is never handled by two workers at once (offset order holds),
-//! while any idle worker can take any partition: skewed partitions no longer leave one worker
-//! idle and another saturated. Workers are plain threads: decoding and deciding never run on
-//! the async runtime. The source waits when a lane is full.
+//! Every assigned partition has its own queue of consumed messages ([`super::feed`]). A
+//! partition with messages is on the shared ready queue exactly once; a worker takes it, reads
+//! up to [`BATCH`] of its messages and puts it back at the end of the ready queue if more are
+//! waiting. So one partition is never read by two workers at once (offset order holds), while
+//! any idle worker can take any partition: skewed partitions do not leave one worker idle and
+//! another saturated. Workers are plain threads: decoding and deciding never run on the async
+//! runtime. The source can pause the workers between batches ([`PoolHandle::pause`]) to
+//! checkpoint at quiet offsets.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -25,87 +25,19 @@ use crate::event::{
 use super::ack::AckSeq;
 use super::error::PipelineError;
 use super::events;
+use super::feed::{Feed, Incoming, Polled};
 use super::partition::{PartitionSlot, TopicKind};
 use super::settings::PipelineSettings;
 use super::sink::{AckToken, Sink};
 use super::status::RunCounters;
 use super::Decider;
 
-/// Messages a worker handles from one lane before giving other lanes a turn.
-const LANE_BATCH: usize = 64;
+/// Messages a worker reads from one partition before giving other partitions a turn.
+const BATCH: usize = 64;
 /// How often an idle worker checks whether the pool is closing.
 const CLOSE_CHECK: Duration = Duration::from_millis(20);
-
-/// One consumed message on its way to a worker (its partition is the lane it waits in).
-#[derive(Debug)]
-pub struct WorkItem {
-    pub offset: i64,
-    /// Key bytes followed by payload bytes: one allocation per message instead of two.
-    data: Vec<u8>,
-    /// Length of the key at the start of `data`; `None` when the message has no key.
-    key_len: Option<usize>,
-    /// Whether the message has a payload (the rest of `data`), as opposed to a null value.
-    has_payload: bool,
-}
-
-/// A partition's waiting messages, in offset order.
-#[derive(Debug, Default)]
-pub struct Lane {
-    items: VecDeque<WorkItem>,
-    /// On the ready queue or being handled by a worker: at most one of either at a time.
-    scheduled: bool,
-}
-
-impl WorkItem {
-    /// Copies a consumed message's key and payload.
-    pub fn new(offset: i64, key: Option<&[u8]>, payload: Option<&[u8]>) -> WorkItem {
-        let (k, p) = (key.unwrap_or_default(), payload.unwrap_or_default());
-        let mut data = Vec::with_capacity(k.len() + p.len());
-        data.extend_from_slice(k);
-        data.extend_from_slice(p);
-        WorkItem {
-            offset,
-            data,
-            key_len: key.map(<[u8]>::len),
-            has_payload: payload.is_some(),
-        }
-    }
-
-    /// The message key, if any.
-    pub fn key(&self) -> Option<&[u8]> {
-        self.key_len.and_then(|len| self.data.get(..len))
-    }
-
-    /// The message payload, or why there is none: a null value (a Kafka tombstone).
-    pub fn value(&self) -> Result<&[u8], EventError> {
-        if self.has_payload {
-            Ok(self.payload())
-        } else {
-            Err(EventError::Undecodable {
-                format: "message",
-                detail: "null value (a tombstone), not an event".to_owned(),
-            })
-        }
-    }
-
-    /// The message payload; empty for a null value.
-    pub fn payload(&self) -> &[u8] {
-        if !self.has_payload {
-            return &[];
-        }
-        self.data
-            .get(self.key_len.unwrap_or(0)..)
-            .unwrap_or_default()
-    }
-}
-
-/// Why a message could not be queued.
-pub enum DispatchError {
-    /// The partition's lane is full; the item comes back.
-    Full(WorkItem),
-    /// The worker thread is gone (it panicked).
-    WorkerGone,
-}
+/// How often a paused worker checks whether the pause is over.
+const PAUSE_CHECK: Duration = Duration::from_micros(200);
 
 /// Everything a worker needs, shared by all workers.
 struct WorkerShared {
@@ -122,19 +54,44 @@ struct WorkerShared {
     /// Latest accepted event time, as milliseconds ahead of the wall clock.
     max_future_skew_ms: Option<i64>,
     metrics: events::DecisionMetrics,
-    /// Set by [`WorkerPool::close`]: workers exit once no lane is scheduled.
+    /// Set by [`WorkerPool::close`]: workers exit after the batch in hand.
     closing: AtomicBool,
-    /// Lanes on the ready queue or being handled.
-    scheduled_lanes: AtomicUsize,
+    /// Pauses in force ([`PoolHandle::pause`]): workers start no batch while above zero.
+    pauses: AtomicUsize,
+    /// Workers inside a batch.
+    busy: AtomicUsize,
 }
 
-/// The worker threads and the ready queue of lanes they share.
+/// The worker threads and the ready queue of partitions they share.
 pub struct WorkerPool {
-    /// Unbounded, yet never longer than the assigned partitions: a lane is on it at most once.
-    ready: Sender<Arc<PartitionSlot>>,
-    lane_capacity: usize,
-    shared: Arc<WorkerShared>,
+    handle: PoolHandle,
     handles: Vec<JoinHandle<()>>,
+}
+
+/// What the source holds of the pool: it attaches partitions' queues and pauses the workers.
+#[derive(Clone)]
+pub struct PoolHandle {
+    /// Unbounded, yet never longer than the assigned partitions: one is on it at most once.
+    ready: Sender<Arc<PartitionSlot>>,
+    shared: Arc<WorkerShared>,
+}
+
+/// Workers start no batch while this lives; see [`Paused::idle`].
+pub struct Paused {
+    shared: Arc<WorkerShared>,
+}
+
+impl Paused {
+    /// No worker is inside a batch: every message taken so far is processed.
+    pub fn idle(&self) -> bool {
+        self.shared.busy.load(Ordering::SeqCst) == 0
+    }
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        self.shared.pauses.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl WorkerPool {
@@ -161,7 +118,8 @@ impl WorkerPool {
                 .map(|skew| i64::try_from(skew.as_millis()).unwrap_or(i64::MAX)),
             metrics: events::DecisionMetrics::register(),
             closing: AtomicBool::new(false),
-            scheduled_lanes: AtomicUsize::new(0),
+            pauses: AtomicUsize::new(0),
+            busy: AtomicUsize::new(0),
         });
         let (ready, ready_rx) = unbounded();
         let mut handles = Vec::with_capacity(settings.workers);
@@ -176,35 +134,13 @@ impl WorkerPool {
             handles.push(handle);
         }
         Ok(WorkerPool {
-            ready,
-            lane_capacity: settings.queue_capacity,
-            shared,
+            handle: PoolHandle { ready, shared },
             handles,
         })
     }
 
-    /// Queues an item in its partition's lane without waiting, and schedules the lane if it
-    /// was idle.
-    ///
-    /// The caller backs off on [`DispatchError::Full`] instead of waiting on a condition: a
-    /// waiter woken by every taken message costs a context switch per message for both
-    /// threads exactly when the workers are the bottleneck.
-    pub fn dispatch(&self, slot: &Arc<PartitionSlot>, item: WorkItem) -> Result<(), DispatchError> {
-        let mut lane = slot.lane.lock();
-        if lane.items.len() >= self.lane_capacity {
-            return Err(DispatchError::Full(item));
-        }
-        slot.note_dispatched();
-        lane.items.push_back(item);
-        if lane.scheduled {
-            return Ok(());
-        }
-        lane.scheduled = true;
-        self.shared.scheduled_lanes.fetch_add(1, Ordering::AcqRel);
-        drop(lane);
-        self.ready
-            .send(Arc::clone(slot))
-            .map_err(|_| DispatchError::WorkerGone)
+    pub fn handle(&self) -> PoolHandle {
+        self.handle.clone()
     }
 
     /// Whether every worker thread is still running.
@@ -212,10 +148,44 @@ impl WorkerPool {
         self.handles.iter().all(|handle| !handle.is_finished())
     }
 
-    /// Stops taking new items; workers finish every queued one, then exit.
+    /// Workers finish the batch in hand, then exit; messages still queued stay unprocessed
+    /// (never acknowledged, so never committed: consumed again by the next owner).
     pub fn close(self) -> Vec<JoinHandle<()>> {
-        self.shared.closing.store(true, Ordering::Release);
+        self.handle.shared.closing.store(true, Ordering::Release);
         self.handles
+    }
+}
+
+impl PoolHandle {
+    /// Gives `slot` its queue, and schedules it in case messages are waiting already.
+    pub fn attach(&self, slot: &Arc<PartitionSlot>, feed: Box<dyn Feed>) {
+        *slot.feed.lock() = Some(feed);
+        self.wake(slot);
+    }
+
+    /// What the partition's queue calls when it becomes non-empty: schedules the partition.
+    pub fn waker(&self, slot: &Arc<PartitionSlot>) -> impl Fn() + Send + Sync + 'static {
+        let (pool, slot) = (self.clone(), Arc::downgrade(slot));
+        move || {
+            if let Some(slot) = Weak::upgrade(&slot) {
+                pool.wake(&slot);
+            }
+        }
+    }
+
+    fn wake(&self, slot: &Arc<PartitionSlot>) {
+        if slot.schedule.notify() {
+            // cannot fail while the pool lives: it holds a receiver until the workers exit
+            let _ = self.ready.send(Arc::clone(slot));
+        }
+    }
+
+    /// Pauses the workers between batches until the guard drops.
+    pub fn pause(&self) -> Paused {
+        self.shared.pauses.fetch_add(1, Ordering::SeqCst);
+        Paused {
+            shared: Arc::clone(&self.shared),
+        }
     }
 }
 
@@ -244,23 +214,31 @@ pub fn decision_key(decision: &Decision) -> &[u8] {
         .as_bytes()
 }
 
+/// What became of a scheduled partition after a worker's turn.
+enum Served {
+    /// Messages may remain: back on the ready queue.
+    More,
+    /// Its queue was empty: unscheduled.
+    Idle,
+    /// The pool is closing.
+    Closing,
+}
+
 impl WorkerShared {
     fn run(&self, ready: &Sender<Arc<PartitionSlot>>, ready_rx: &Receiver<Arc<PartitionSlot>>) {
         let mut scratch = Scratch::default();
-        let mut batch = Vec::with_capacity(LANE_BATCH);
         loop {
             match ready_rx.recv_timeout(CLOSE_CHECK) {
-                Ok(slot) => {
-                    if !self.serve(&slot, &mut batch, &mut scratch) {
-                        // More waiting: back to the end of the ready queue, behind the other
-                        // lanes. Cannot fail: this worker holds a receiver.
+                Ok(slot) => match self.serve(&slot, &mut scratch) {
+                    // behind the other partitions; cannot fail: this worker holds a receiver
+                    Served::More => {
                         let _ = ready.send(slot);
                     }
-                }
+                    Served::Idle => {}
+                    Served::Closing => return,
+                },
                 Err(RecvTimeoutError::Timeout) => {
-                    if self.closing.load(Ordering::Acquire)
-                        && self.scheduled_lanes.load(Ordering::Acquire) == 0
-                    {
+                    if self.closing.load(Ordering::Acquire) {
                         return;
                     }
                 }
@@ -269,41 +247,78 @@ impl WorkerShared {
         }
     }
 
-    /// Handles up to [`LANE_BATCH`] messages of a scheduled lane in offset order. Returns
-    /// `false` when messages remain (the lane stays scheduled and goes back on the ready
-    /// queue), `true` when the lane is empty and was unscheduled.
-    fn serve(
-        &self,
-        slot: &Arc<PartitionSlot>,
-        batch: &mut Vec<WorkItem>,
-        scratch: &mut Scratch,
-    ) -> bool {
-        {
-            let mut lane = slot.lane.lock();
-            let take = lane.items.len().min(LANE_BATCH);
-            batch.extend(lane.items.drain(..take));
-        }
-        for item in batch.drain(..) {
-            if slot.is_revoked() || self.abort.load(Ordering::Acquire) {
-                events::revoked_message_skipped();
-            } else {
-                match slot.kind {
-                    TopicKind::Payments => self.handle_payment(slot, &item, scratch),
-                    TopicKind::EntityTags => self.handle_tag_update(slot, &item),
-                }
+    /// Counts this worker busy, once no pause is in force; `false` when the pool is closing.
+    fn enter(&self) -> bool {
+        loop {
+            if self.closing.load(Ordering::Acquire) {
+                return false;
             }
-            slot.note_processed();
+            // Sequentially consistent with `pause` / `Paused::idle`: a pause either sees this
+            // worker busy, or this worker sees the pause.
+            self.busy.fetch_add(1, Ordering::SeqCst);
+            if self.pauses.load(Ordering::SeqCst) == 0 {
+                return true;
+            }
+            self.busy.fetch_sub(1, Ordering::SeqCst);
+            std::thread::sleep(PAUSE_CHECK);
         }
-        let mut lane = slot.lane.lock();
-        if !lane.items.is_empty() {
-            return false;
-        }
-        lane.scheduled = false;
-        self.scheduled_lanes.fetch_sub(1, Ordering::AcqRel);
-        true
     }
 
-    fn handle_payment(&self, slot: &Arc<PartitionSlot>, item: &WorkItem, scratch: &mut Scratch) {
+    /// Reads up to [`BATCH`] messages of a scheduled partition in offset order.
+    fn serve(&self, slot: &Arc<PartitionSlot>, scratch: &mut Scratch) -> Served {
+        if !self.enter() {
+            return Served::Closing;
+        }
+        let emptied = {
+            let feed = slot.feed.lock();
+            match feed.as_deref() {
+                // not attached yet, or revoked
+                None => true,
+                Some(feed) => self.read(slot, feed, scratch),
+            }
+        };
+        self.busy.fetch_sub(1, Ordering::SeqCst);
+        if emptied && slot.schedule.idle() {
+            Served::Idle
+        } else {
+            Served::More
+        }
+    }
+
+    /// Handles up to [`BATCH`] messages of `feed`; whether it was found empty (or revoked).
+    fn read(&self, slot: &Arc<PartitionSlot>, feed: &dyn Feed, scratch: &mut Scratch) -> bool {
+        for _ in 0..BATCH {
+            if slot.is_revoked() {
+                return true;
+            }
+            match feed.next(&mut |message| self.handle(slot, message, scratch)) {
+                Polled::Message => {}
+                Polled::Empty => return true,
+                Polled::Error(error) => events::consume_failed(&error),
+            }
+        }
+        false
+    }
+
+    fn handle(&self, slot: &Arc<PartitionSlot>, message: Incoming<'_>, scratch: &mut Scratch) {
+        slot.note_dispatched();
+        if slot.is_revoked() || self.abort.load(Ordering::Acquire) {
+            events::revoked_message_skipped();
+        } else {
+            match slot.kind {
+                TopicKind::Payments => self.handle_payment(slot, &message, scratch),
+                TopicKind::EntityTags => self.handle_tag_update(slot, &message),
+            }
+        }
+        slot.note_processed();
+    }
+
+    fn handle_payment(
+        &self,
+        slot: &Arc<PartitionSlot>,
+        item: &Incoming<'_>,
+        scratch: &mut Scratch,
+    ) {
         let event = &mut scratch.event;
         let decoded = item
             .value()
@@ -356,7 +371,7 @@ impl WorkerShared {
         })
     }
 
-    fn handle_tag_update(&self, slot: &Arc<PartitionSlot>, item: &WorkItem) {
+    fn handle_tag_update(&self, slot: &Arc<PartitionSlot>, item: &Incoming<'_>) {
         match item
             .value()
             .and_then(|raw| decode_tag_update(raw, self.input_format, self.max_event_bytes))
@@ -372,7 +387,7 @@ impl WorkerShared {
     }
 
     /// Publishes a dead letter for a message that could not be decoded or validated.
-    fn reject(&self, slot: &Arc<PartitionSlot>, item: &WorkItem, error: &EventError) {
+    fn reject(&self, slot: &Arc<PartitionSlot>, item: &Incoming<'_>, error: &EventError) {
         let reason = error.to_string();
         events::dead_lettered(
             error.reason_code(),
@@ -393,7 +408,7 @@ impl WorkerShared {
             self.max_event_bytes,
         );
         let seq = slot.register(item.offset, 1);
-        let key = dead_letter_key(item.key());
+        let key = dead_letter_key(item.key);
         self.send(slot, seq, &self.dead_letters_topic, key, &payload);
     }
 
@@ -421,7 +436,8 @@ mod tests {
     use crate::event::{PaymentEvent, TagUpdate};
     use crate::pipeline::status::PipelineStatus;
     use parking_lot::{Condvar, Mutex};
-    use std::collections::{HashMap, HashSet};
+    use std::collections::{HashMap, HashSet, VecDeque};
+    use std::sync::mpsc;
 
     /// Records which thread applied which tag update (value "PARTITION:OFFSET"), checks that no
     /// partition is handled by two threads at once, and holds the first update back until two
@@ -467,24 +483,58 @@ mod tests {
         }
     }
 
-    fn tag_update(partition: i32, offset: i64) -> WorkItem {
-        let json = format!(
-            r#"{{"entity_kind":"user_id","entity_value":"{partition}:{offset}","tag":"t"}}"#
-        );
-        WorkItem::new(offset, None, Some(json.as_bytes()))
+    /// A partition queue in memory: the tag updates `"PARTITION:OFFSET"` in offset order.
+    /// With `stall` set, the next read that finds it empty says so on the first channel and
+    /// waits for the second before it returns.
+    #[derive(Default)]
+    struct Items {
+        queue: Mutex<VecDeque<(i64, Vec<u8>)>>,
+        stall: Mutex<Option<(mpsc::Sender<()>, mpsc::Receiver<()>)>>,
     }
 
-    /// Dispatches `counts[p]` tag updates to partition `p` of the tags topic on two workers,
-    /// closes the pool and returns what the recorder saw.
-    fn run_lanes(counts: &[i64]) -> Arc<Recorder> {
+    impl Items {
+        fn push(&self, partition: i32, offset: i64) {
+            let json = format!(
+                r#"{{"entity_kind":"user_id","entity_value":"{partition}:{offset}","tag":"t"}}"#
+            );
+            self.queue.lock().push_back((offset, json.into_bytes()));
+        }
+    }
+
+    impl Feed for Arc<Items> {
+        fn next(&self, handle: &mut dyn FnMut(Incoming<'_>)) -> Polled {
+            let Some((offset, payload)) = self.queue.lock().pop_front() else {
+                if let Some((found_empty, go)) = self.stall.lock().take() {
+                    let _ = found_empty.send(());
+                    let _ = go.recv();
+                }
+                return Polled::Empty;
+            };
+            handle(Incoming {
+                offset,
+                key: None,
+                payload: Some(&payload),
+            });
+            Polled::Message
+        }
+    }
+
+    /// Two workers over partitions of the tags topic: `fill` gets each partition's slot and
+    /// in-memory queue (attached to the pool), and returns how many updates to wait for. With
+    /// `hold`, the recorder holds the first update until two workers are inside.
+    fn run_workers(
+        partitions: usize,
+        hold: bool,
+        fill: impl FnOnce(&PoolHandle, &[(Arc<PartitionSlot>, Arc<Items>)]) -> usize,
+    ) -> Arc<Recorder> {
         let settings = PipelineSettings {
             brokers: "127.0.0.1:1".to_owned(),
             input_format: InputFormat::Json,
             workers: 2,
-            queue_capacity: 16,
             ..PipelineSettings::default()
         };
         let recorder = Arc::new(Recorder::default());
+        recorder.met.store(!hold, Ordering::Release);
         let abort = Arc::new(AtomicBool::new(false));
         let status = Arc::new(PipelineStatus::new());
         let Ok((sink, retry)) = Sink::start(&settings, status, Arc::clone(&abort)) else {
@@ -495,40 +545,73 @@ mod tests {
         let Ok(pool) = WorkerPool::start(&settings, decider, sink, counters, abort) else {
             panic!("workers not started");
         };
-        let slots: Vec<Arc<PartitionSlot>> = (0..counts.len() as i32)
-            .map(|p| Arc::new(PartitionSlot::new("entity-tags", p, TopicKind::EntityTags)))
+        let parts: Vec<(Arc<PartitionSlot>, Arc<Items>)> = (0..partitions as i32)
+            .map(|p| {
+                let slot = Arc::new(PartitionSlot::new("entity-tags", p, TopicKind::EntityTags));
+                let items = Arc::new(Items::default());
+                pool.handle().attach(&slot, Box::new(Arc::clone(&items)));
+                (slot, items)
+            })
             .collect();
-        let longest = counts.iter().copied().max().unwrap_or(0);
-        for offset in 0..longest {
-            for (slot, &count) in slots.iter().zip(counts) {
-                if offset >= count {
-                    continue;
-                }
-                let mut item = tag_update(slot.partition, offset);
-                loop {
-                    match pool.dispatch(slot, item) {
-                        Ok(()) => break,
-                        Err(DispatchError::Full(back)) => {
-                            item = back;
-                            std::thread::sleep(Duration::from_micros(200));
-                        }
-                        Err(DispatchError::WorkerGone) => panic!("workers gone"),
-                    }
-                }
-            }
+        let expected = fill(&pool.handle(), &parts);
+        let give_up = Instant::now() + Duration::from_secs(30);
+        while recorder.seen.lock().len() < expected && Instant::now() < give_up {
+            std::thread::sleep(Duration::from_millis(5));
         }
         for handle in pool.close() {
             assert!(handle.join().is_ok(), "a worker panicked");
         }
-        for slot in &slots {
+        for (slot, items) in &parts {
             assert!(
                 slot.is_drained(),
                 "partition {} not drained",
                 slot.partition
             );
+            assert!(
+                items.queue.lock().is_empty(),
+                "partition {} unread",
+                slot.partition
+            );
         }
         retry.stop();
         recorder
+    }
+
+    /// `counts[p]` tag updates queued on partition `p` before its queue is announced.
+    fn run_lanes(counts: &[i64]) -> Arc<Recorder> {
+        run_workers(counts.len(), true, |pool, parts| {
+            for ((slot, items), &count) in parts.iter().zip(counts) {
+                for offset in 0..count {
+                    items.push(slot.partition, offset);
+                }
+                pool.waker(slot)();
+            }
+            counts.iter().sum::<i64>() as usize
+        })
+    }
+
+    #[test]
+    fn a_message_arriving_after_its_queue_was_read_empty_is_read() {
+        // The queue announces only its change from empty to non-empty: a message that lands
+        // between a worker finding the queue empty and unscheduling the partition must still
+        // be read, with no later message to wake a worker.
+        let recorder = run_workers(1, false, |pool, parts| {
+            let (slot, items) = &parts[0];
+            let (found_empty, wait_found) = mpsc::channel();
+            let (go, wait_go) = mpsc::channel();
+            *items.stall.lock() = Some((found_empty, wait_go));
+            items.push(slot.partition, 0);
+            pool.waker(slot)();
+            wait_found
+                .recv_timeout(Duration::from_secs(10))
+                .expect("the worker read the queue empty");
+            items.push(slot.partition, 1);
+            pool.waker(slot)();
+            let _ = go.send(());
+            2
+        });
+        let offsets: Vec<i64> = recorder.seen.lock().iter().map(|(_, _, o)| *o).collect();
+        assert_eq!(offsets, [0, 1]);
     }
 
     #[test]
