@@ -167,7 +167,8 @@ pub struct TimersConfig {
 pub struct PipelineConfig {
     /// Worker threads; 0 uses one per available core.
     pub workers: usize,
-    /// Capacity of each partition's lane of messages waiting for a worker.
+    /// Messages kept waiting in each assigned partition's queue (librdkafka's
+    /// `queued.min.messages`; all queues together hold at most 16 MiB).
     pub queue_capacity: usize,
     /// Largest accepted input message, e.g. "64KiB"; larger ones are dead-lettered as `oversized`.
     pub max_event_bytes: ByteSize,
@@ -299,7 +300,7 @@ impl Default for PipelineConfig {
     fn default() -> Self {
         PipelineConfig {
             workers: 0,
-            queue_capacity: 1024,
+            queue_capacity: 100_000,
             max_event_bytes: ByteSize::b(DEFAULT_MAX_EVENT_BYTES as u64),
             drain_timeout: Duration::from_secs(10),
             max_future_skew: DEFAULT_MAX_FUTURE_SKEW,

@@ -153,6 +153,7 @@ pub async fn run(
         Arc::clone(&decider),
         Arc::clone(&sink),
         Arc::clone(&counters),
+        Arc::clone(&status),
         Arc::clone(&abort),
     )?;
     let stop_at = Arc::new(OnceLock::new());

@@ -69,7 +69,7 @@ impl Default for PipelineSettings {
             output_format: OutputFormat::default(),
             librdkafka: BTreeMap::new(),
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
-            queue_capacity: 1024,
+            queue_capacity: 100_000,
             max_event_bytes: 64 * 1024,
             max_future_skew: Some(Duration::from_secs(600)),
             drain_timeout: Duration::from_secs(30),

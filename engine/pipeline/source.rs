@@ -110,8 +110,7 @@ impl SourceContext {
     }
 
     fn mark_reachable(&self) {
-        if !self.status.is_broker_reachable() {
-            self.status.set_broker_reachable(true);
+        if self.status.mark_reachable() {
             events::broker_reachability_changed(true);
         }
     }

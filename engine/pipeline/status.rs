@@ -56,6 +56,11 @@ impl PipelineStatus {
         self.broker_reachable.store(reachable, Ordering::Release);
     }
 
+    /// Marks the broker reachable; `true` when it was not (the caller reports the change).
+    pub(crate) fn mark_reachable(&self) -> bool {
+        !self.is_broker_reachable() && !self.broker_reachable.swap(true, Ordering::AcqRel)
+    }
+
     pub(crate) fn set_stopping(&self) {
         self.stopping.store(true, Ordering::Release);
     }

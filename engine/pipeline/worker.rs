@@ -29,7 +29,7 @@ use super::feed::{Feed, Incoming, Polled};
 use super::partition::{PartitionSlot, TopicKind};
 use super::settings::PipelineSettings;
 use super::sink::{AckToken, Sink};
-use super::status::RunCounters;
+use super::status::{PipelineStatus, RunCounters};
 use super::Decider;
 
 /// Messages a worker reads from one partition before giving other partitions a turn.
@@ -44,6 +44,7 @@ struct WorkerShared {
     decider: Arc<dyn Decider>,
     sink: Arc<Sink>,
     counters: Arc<RunCounters>,
+    status: Arc<PipelineStatus>,
     abort: Arc<AtomicBool>,
     decisions_topic: String,
     dead_letters_topic: String,
@@ -100,12 +101,14 @@ impl WorkerPool {
         decider: Arc<dyn Decider>,
         sink: Arc<Sink>,
         counters: Arc<RunCounters>,
+        status: Arc<PipelineStatus>,
         abort: Arc<AtomicBool>,
     ) -> Result<WorkerPool, PipelineError> {
         let shared = Arc::new(WorkerShared {
             decider,
             sink,
             counters,
+            status,
             abort,
             decisions_topic: settings.decisions_topic.clone(),
             dead_letters_topic: settings.dead_letters_topic.clone(),
@@ -269,15 +272,19 @@ impl WorkerShared {
         if !self.enter() {
             return Served::Closing;
         }
-        let emptied = {
+        let (emptied, read) = {
             let feed = slot.feed.lock();
             match feed.as_deref() {
                 // not attached yet, or revoked
-                None => true,
+                None => (true, 0),
                 Some(feed) => self.read(slot, feed, scratch),
             }
         };
         self.busy.fetch_sub(1, Ordering::SeqCst);
+        // messages came: the broker is reachable (also without librdkafka's statistics)
+        if read > 0 && self.status.mark_reachable() {
+            events::broker_reachability_changed(true);
+        }
         if emptied && slot.schedule.idle() {
             Served::Idle
         } else {
@@ -285,19 +292,26 @@ impl WorkerShared {
         }
     }
 
-    /// Handles up to [`BATCH`] messages of `feed`; whether it was found empty (or revoked).
-    fn read(&self, slot: &Arc<PartitionSlot>, feed: &dyn Feed, scratch: &mut Scratch) -> bool {
+    /// Handles up to [`BATCH`] messages of `feed`: whether it was found empty (or revoked),
+    /// and how many messages were read.
+    fn read(
+        &self,
+        slot: &Arc<PartitionSlot>,
+        feed: &dyn Feed,
+        scratch: &mut Scratch,
+    ) -> (bool, usize) {
+        let mut read = 0;
         for _ in 0..BATCH {
             if slot.is_revoked() {
-                return true;
+                return (true, read);
             }
             match feed.next(&mut |message| self.handle(slot, message, scratch)) {
-                Polled::Message => {}
-                Polled::Empty => return true,
+                Polled::Message => read += 1,
+                Polled::Empty => return (true, read),
                 Polled::Error(error) => events::consume_failed(&error),
             }
         }
-        false
+        (false, read)
     }
 
     fn handle(&self, slot: &Arc<PartitionSlot>, message: Incoming<'_>, scratch: &mut Scratch) {
@@ -434,7 +448,6 @@ mod tests {
     use super::*;
 
     use crate::event::{PaymentEvent, TagUpdate};
-    use crate::pipeline::status::PipelineStatus;
     use parking_lot::{Condvar, Mutex};
     use std::collections::{HashMap, HashSet, VecDeque};
     use std::sync::mpsc;
@@ -537,12 +550,13 @@ mod tests {
         recorder.met.store(!hold, Ordering::Release);
         let abort = Arc::new(AtomicBool::new(false));
         let status = Arc::new(PipelineStatus::new());
-        let Ok((sink, retry)) = Sink::start(&settings, status, Arc::clone(&abort)) else {
+        let Ok((sink, retry)) = Sink::start(&settings, Arc::clone(&status), Arc::clone(&abort))
+        else {
             panic!("producer not created");
         };
         let decider: Arc<dyn Decider> = recorder.clone();
         let counters = Arc::new(RunCounters::default());
-        let Ok(pool) = WorkerPool::start(&settings, decider, sink, counters, abort) else {
+        let Ok(pool) = WorkerPool::start(&settings, decider, sink, counters, status, abort) else {
             panic!("workers not started");
         };
         let parts: Vec<(Arc<PartitionSlot>, Arc<Items>)> = (0..partitions as i32)
