@@ -67,8 +67,9 @@ pub enum PipelineError {
     )]
     RevokeUncommitted { reason: String },
     #[error(
-        "partition {partition} of {topic} has no queue of its own (librdkafka refused to split \
-         it): its messages cannot be decided in order; stopping"
+        "partition {partition} of {topic} is not read through a queue of its own (it could not \
+         be split from the consumer's, or a message of it reached the consumer's): its messages \
+         cannot be decided in order; stopping"
     )]
     PartitionQueue { topic: String, partition: i32 },
     #[error("committing final offsets: {source}")]
