@@ -86,7 +86,7 @@ pub trait Decider: Send + Sync + 'static {
     /// carries as the offsets' commit metadata (see [`checkpoint_metadata`]); its error says
     /// the offsets are not committed. A decider that
     /// cannot checkpoint now may skip both (the next interval tries again). Runs on the source
-    /// thread; dispatch resumes when it returns, so a decider may capture its state here and
+    /// thread; the workers resume when it returns, so a decider may capture its state here and
     /// write it after returning (the engine does, docs/store.md).
     fn checkpoint(
         &self,

@@ -31,7 +31,7 @@ pub struct PartitionSlot {
     /// Last offset committed to Kafka (source thread only writes it).
     committed_next: AtomicI64,
     /// Messages taken by a worker / finished by a worker (skipped ones included).
-    dispatched: AtomicU64,
+    taken: AtomicU64,
     processed: AtomicU64,
     /// Set when the partition is revoked: workers skip its queued messages.
     revoked: AtomicBool,
@@ -61,7 +61,7 @@ impl PartitionSlot {
             tracker: Mutex::new(AckTracker::new()),
             safe_next: AtomicI64::new(NO_OFFSET),
             committed_next: AtomicI64::new(NO_OFFSET),
-            dispatched: AtomicU64::new(0),
+            taken: AtomicU64::new(0),
             processed: AtomicU64::new(0),
             revoked: AtomicBool::new(false),
             feed: Mutex::new(None),
@@ -123,8 +123,8 @@ impl PartitionSlot {
     // before it asks whether the partition is revoked, the revocation marks it before it asks
     // whether every taken message is processed; so either the revocation waits for that
     // message, or the worker sees the mark and skips it.
-    pub fn note_dispatched(&self) {
-        self.dispatched.fetch_add(1, Ordering::SeqCst);
+    pub fn note_taken(&self) {
+        self.taken.fetch_add(1, Ordering::SeqCst);
     }
 
     pub fn note_processed(&self) {
@@ -133,7 +133,7 @@ impl PartitionSlot {
 
     /// Every message taken by a worker is processed and every output acknowledged.
     pub fn is_drained(&self) -> bool {
-        self.processed.load(Ordering::SeqCst) >= self.dispatched.load(Ordering::SeqCst)
+        self.processed.load(Ordering::SeqCst) >= self.taken.load(Ordering::SeqCst)
             && self.tracker.lock().in_flight() == 0
     }
 
@@ -153,7 +153,7 @@ mod tests {
     #[test]
     fn safe_offset_follows_the_tracker_and_commits() {
         let slot = PartitionSlot::new("payments", 0, TopicKind::Payments);
-        slot.note_dispatched();
+        slot.note_taken();
         let seq = slot.register(4, 1);
         slot.note_processed();
         assert_eq!(slot.safe_next(), None);
@@ -170,9 +170,9 @@ mod tests {
     }
 
     #[test]
-    fn a_dispatched_but_unprocessed_message_keeps_the_slot_busy() {
+    fn a_taken_but_unprocessed_message_keeps_the_slot_busy() {
         let slot = PartitionSlot::new("payments", 1, TopicKind::Payments);
-        slot.note_dispatched();
+        slot.note_taken();
         assert!(!slot.is_drained());
         slot.note_processed();
         assert!(slot.is_drained());

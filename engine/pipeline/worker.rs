@@ -315,7 +315,7 @@ impl WorkerShared {
     }
 
     fn handle(&self, slot: &Arc<PartitionSlot>, message: Incoming<'_>, scratch: &mut Scratch) {
-        slot.note_dispatched();
+        slot.note_taken();
         if slot.is_revoked() || self.abort.load(Ordering::Acquire) {
             events::revoked_message_skipped();
         } else {
@@ -592,7 +592,7 @@ mod tests {
     }
 
     /// `counts[p]` tag updates queued on partition `p` before its queue is announced.
-    fn run_lanes(counts: &[i64]) -> Arc<Recorder> {
+    fn run_partitions(counts: &[i64]) -> Arc<Recorder> {
         run_workers(counts.len(), true, |pool, parts| {
             for ((slot, items), &count) in parts.iter().zip(counts) {
                 for offset in 0..count {
@@ -629,9 +629,9 @@ mod tests {
     }
 
     #[test]
-    fn lanes_keep_offset_order_and_never_share_a_partition() {
+    fn partitions_keep_offset_order_and_never_share_a_worker() {
         let counts = [700, 150, 150, 40];
-        let recorder = run_lanes(&counts);
+        let recorder = run_partitions(&counts);
         assert_eq!(recorder.overlaps.load(Ordering::Acquire), 0);
         let seen = recorder.seen.lock();
         let mut per_partition: HashMap<i32, Vec<i64>> = HashMap::new();
@@ -658,7 +658,7 @@ mod tests {
     fn partitions_that_a_fixed_routing_would_pair_run_on_both_workers() {
         // Partitions 0 and 2 of two workers shared worker 0 under the old round-robin routing;
         // the recorder holds the first update until a second worker is inside too.
-        let recorder = run_lanes(&[200, 0, 200]);
+        let recorder = run_partitions(&[200, 0, 200]);
         assert!(
             recorder.met.load(Ordering::Acquire),
             "never two workers at once"
