@@ -214,6 +214,13 @@ pub fn checkpoint_quiesced(waited: Duration, quiet: bool) {
     histogram!("veto_checkpoint_quiesce_seconds").record(waited.as_secs_f64());
 }
 
+/// A checkpoint let the workers go on: they started no batch for `paused` (the quiesce, the
+/// decider's snapshot and the offsets' commit request).
+pub fn checkpoint_pause_ended(paused: Duration) {
+    debug!(paused = ?paused, "workers resumed after a checkpoint");
+    histogram!("veto_checkpoint_pause_seconds").record(paused.as_secs_f64());
+}
+
 /// An assigned partition's queue could not be split from the consumer's (the pipeline stops).
 pub fn partition_queue_failed(topic: &str, partition: i32) {
     counter!("veto_kafka_errors_total", "kind" => "partition_queue").increment(1);

@@ -759,7 +759,10 @@ impl Source {
         if !quiet {
             return Ok(());
         }
-        checkpoint_and_commit(&self.consumer, &slots, CommitMode::Async).map(|_| ())
+        let checkpointed = checkpoint_and_commit(&self.consumer, &slots, CommitMode::Async);
+        drop(paused);
+        events::checkpoint_pause_ended(started.elapsed());
+        checkpointed.map(|_| ())
     }
 
     /// Reports and commits safe offsets of every owned partition.
