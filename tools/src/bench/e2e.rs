@@ -601,7 +601,6 @@ pub struct StepResult {
     pub achieved_rate: f64,
     pub latency: Option<LatencySummary>,
     /// Per-second latency percentiles: (seconds since the step began, summary).
-    #[serde(skip)]
     pub per_second: Vec<(f64, LatencySummary)>,
 }
 
