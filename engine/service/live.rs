@@ -61,7 +61,8 @@ impl LiveDecider {
         let durable = store.has_checkpoint();
         let offsets = self.safe_offsets.lock().clone();
         let timers = self.timers.snapshot();
-        store.checkpoint_in_background(&offsets, &timers)?;
+        // paced over at most half the interval: in well before the next one
+        store.checkpoint_in_background(&offsets, &timers, self.checkpoint_interval / 2)?;
         Ok(durable)
     }
 

@@ -1,5 +1,6 @@
 //! Retention: state of features a rule-set swap dropped, idle entities and expired tags.
 
+use super::checkpoint::untouched;
 use super::{entity_key, Shard, TagStore};
 use crate::store::entity::Entity;
 use crate::store::telemetry;
@@ -51,17 +52,36 @@ impl TagStore {
     /// Purges expired tags and deletes idle entities (event time, minus the grace period) in
     /// every shard; call it periodically.
     pub fn sweep(&self) -> StoreStats {
-        let _gate = self.gate.read();
         let mut deleted_total = 0;
         for index in 0..self.shards.len() {
-            let mut shard = self.lock_captured(index);
+            // per shard: a checkpoint's snapshot waits for one shard's sweep, not all of them
+            let _gate = self.gate.read();
+            let mut shard = self.lock(index);
             let horizon = shard.watermark_ms.saturating_sub(self.cfg.expiry_grace_ms);
+            let (clock, snapshot_clock) = (shard.clock, shard.snapshot_clock);
+            let capturing = shard.uncaptured;
+            let in_snapshot =
+                |e: &Entity| capturing && e.dirty && untouched(clock, snapshot_clock, e);
             let mut freed: i64 = 0;
-            let Shard { maps, deleted, .. } = &mut *shard;
+            let Shard {
+                maps,
+                deleted,
+                capture,
+                ..
+            } = &mut *shard;
             for (kind, map) in maps.iter_mut().enumerate() {
                 map.retain(|value, entity| {
+                    let idle = entity.holds_until_ms <= horizon;
+                    if !idle && entity.tags().is_empty() {
+                        return true;
+                    }
+                    // copied for the checkpoint being captured before it changes, as an
+                    // access does (`TagStore::entity_mut`)
+                    if in_snapshot(entity) {
+                        capture.entity(kind as u8, value, entity);
+                    }
                     let before = entity.accounted_bytes(value.len()) as i64;
-                    if entity.holds_until_ms <= horizon {
+                    if idle {
                         if entity.persisted {
                             deleted.insert(entity_key(kind as u8, value).into_boxed_slice());
                         }
@@ -82,7 +102,6 @@ impl TagStore {
         if deleted_total > 0 {
             telemetry::idle_entities_deleted(deleted_total);
         }
-        drop(_gate);
         let stats = self.stats();
         telemetry::size(&stats);
         stats

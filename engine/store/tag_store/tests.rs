@@ -7,6 +7,7 @@ use crate::store::{
     FeatureInput, FeaturePlan, FeatureSpec, Observation, PartitionOffset, StoreConfig, StoreError,
 };
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 #[test]
 fn the_budget_covers_rocksdb_and_an_allocator_reserve() {
@@ -572,7 +573,9 @@ fn a_background_checkpoint_holds_the_state_at_its_copy() {
         store.checkpoint(&offsets(1), b"t1").unwrap();
         count_cards(&store, &specs, &evens, 2_000);
         assert!(store.stats().entities_spilled > 0, "the budget spills");
-        store.checkpoint_in_background(&offsets(2), b"t2").unwrap();
+        store
+            .checkpoint_in_background(&offsets(2), b"t2", Duration::ZERO)
+            .unwrap();
         // while the file is written (or after): not in the checkpoint
         count_cards(&store, &specs, &thirds, 3_000);
         store.wait_for_background_checkpoint();
@@ -606,7 +609,9 @@ fn a_failed_checkpoint_leaves_everything_for_the_next() {
         count_cards(&store, &specs, &new, 650_000);
         store.sweep(); // the old cards are idle: deleted
         std::fs::remove_dir(&incoming).unwrap();
-        store.checkpoint_in_background(&offsets(2), b"t2").unwrap();
+        store
+            .checkpoint_in_background(&offsets(2), b"t2", Duration::ZERO)
+            .unwrap();
         store.wait_for_background_checkpoint();
         let error = store.checkpoint(&offsets(2), b"t2").unwrap_err();
         assert!(matches!(error, StoreError::Rocks { .. }), "{error}");
@@ -656,6 +661,81 @@ fn a_checkpoint_holds_the_state_at_its_snapshot() {
     assert_eq!(restored.offsets, offsets(2));
     assert_eq!(restored.entities, 3_000);
     assert_evens_counted_twice(&store, &specs, &all);
+}
+
+/// The writer copies a shard's part in steps, releasing the lock between them: an entity
+/// decided on between two steps is copied once, as it was at the snapshot, whether its step
+/// came before the access or after it.
+#[test]
+fn entities_accessed_between_the_writers_steps_are_copied_once_at_their_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let specs = [spec(1, Aggregate::Count, Field::CardId)];
+    let all = cards("card-", 3_000);
+    let evens: Vec<String> = all.iter().step_by(2).cloned().collect();
+    {
+        let store = TagStore::open(cfg.clone()).unwrap();
+        count_cards(&store, &specs, &all, 1_000);
+        store.checkpoint(&offsets(1), b"t1").unwrap();
+        count_cards(&store, &specs, &evens, 2_000);
+        let (snapshot, view) = store.take_snapshot(offsets(2), b"t2".to_vec()).unwrap();
+        let keys: Vec<_> = (0..store.shards.len())
+            .map(|i| store.lock(i).snapshot_keys())
+            .collect();
+        assert_eq!(keys.iter().map(Vec::len).sum::<usize>(), 1_500);
+        for (i, keys) in keys.iter().enumerate() {
+            store.lock(i).capture_entities(&keys[..keys.len() / 2]);
+        }
+        // every card between the steps
+        count_cards(&store, &specs, &all, 3_000);
+        for (i, keys) in keys.iter().enumerate() {
+            store.lock(i).capture_entities(&keys[keys.len() / 2..]);
+        }
+        let copied: usize = (0..store.shards.len())
+            .map(|i| store.lock(i).capture.len())
+            .sum();
+        assert_eq!(copied, 1_500, "each entity of the snapshot copied once");
+        let stats = store.complete_snapshot(snapshot, view, None).unwrap();
+        assert_eq!(stats.entities_written, 1_500);
+    }
+    let store = TagStore::open(cfg).unwrap();
+    let restored = store.restore().unwrap().unwrap();
+    assert_eq!(restored.entities, 3_000);
+    assert_evens_counted_twice(&store, &specs, &all);
+}
+
+/// A sweep while a checkpoint is being captured copies what it deletes first (as an access
+/// does) instead of capturing whole shards: the file holds the idle entities as they were at
+/// the snapshot, and the next checkpoint deletes them.
+#[test]
+fn a_sweep_during_a_capture_copies_what_it_deletes_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.expiry_grace_ms = 0;
+    let specs = [spec(1, Aggregate::Count, Field::CardId)];
+    let (old, new) = (cards("old-", 100), cards("new-", 100));
+    {
+        let store = TagStore::open(cfg.clone()).unwrap();
+        count_cards(&store, &specs, &old, 0);
+        let (snapshot, view) = store.take_snapshot(offsets(1), b"t1".to_vec()).unwrap();
+        count_cards(&store, &specs, &new, 650_000);
+        let swept = store.sweep();
+        assert_eq!(swept.entities_in_memory, 100, "the old cards are idle");
+        assert!(
+            (0..store.shards.len()).all(|i| store.lock(i).uncaptured),
+            "the sweep captured no whole shard"
+        );
+        let stats = store.complete_snapshot(snapshot, view, None).unwrap();
+        assert_eq!((stats.entities_written, stats.entities_total), (100, 100));
+    }
+    {
+        let store = TagStore::open(cfg.clone()).unwrap();
+        let restored = store.restore().unwrap().unwrap();
+        assert_eq!(restored.entities, 100, "the old cards, at the snapshot");
+        for card in &old {
+            assert_eq!(store.feature_value(&specs[0], card, 0), Some(1.0), "{card}");
+        }
+    }
 }
 
 /// When the budget shrinks below what a peak left (here: set lower after 20,000 entities; in
