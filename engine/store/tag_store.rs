@@ -166,6 +166,8 @@ pub struct TagStore {
     checkpoint_writing: AtomicBool,
     /// The thread writing a checkpoint begun by [`TagStore::checkpoint_in_background`].
     background: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Someone waits for the background checkpoint: it stops pacing itself.
+    hurry: AtomicBool,
     /// Feature ids still defined, once `retain_features` has been called.
     retained: RwLock<Option<Arc<AHashSet<u64>>>>,
 }
@@ -251,6 +253,7 @@ impl TagStore {
             unapplied: Mutex::new(None),
             checkpoint_writing: AtomicBool::new(false),
             background: Mutex::new(None),
+            hurry: AtomicBool::new(false),
             retained: RwLock::new(None),
         })
     }

@@ -10,7 +10,7 @@ use crate::store::{CheckpointStats, PartitionOffset, StoreError};
 use ahash::AHashSet;
 use compact_str::CompactString;
 use itertools::Itertools;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -135,19 +135,22 @@ const WORK_SLICE: Duration = Duration::from_millis(2);
 const REST_PER_WORK: u32 = 2;
 
 /// Spreads a background checkpoint's work until a deadline: after each [`WORK_SLICE`] of work
-/// the writer rests [`REST_PER_WORK`] times as long, holding no lock; past the deadline it
-/// works at full speed, so the checkpoint is in well before the next one.
-struct Pace {
+/// the writer rests [`REST_PER_WORK`] times as long, holding no lock; past the deadline, or
+/// once someone waits for the checkpoint (a shutdown, the next checkpoint), it works at full
+/// speed, so the checkpoint is in well before the next one.
+struct Pace<'a> {
     until: Instant,
     working_since: Instant,
+    hurry: &'a AtomicBool,
 }
 
-impl Pace {
-    /// Paces until `until` (now or earlier: not at all).
-    fn new(until: Instant) -> Pace {
+impl<'a> Pace<'a> {
+    /// Paces until `until` (now or earlier: not at all) unless `hurry` is set.
+    fn new(until: Instant, hurry: &'a AtomicBool) -> Pace<'a> {
         Pace {
             until,
             working_since: Instant::now(),
+            hurry,
         }
     }
 
@@ -155,7 +158,7 @@ impl Pace {
     fn rest(&mut self) {
         let now = Instant::now();
         let worked = now - self.working_since;
-        if now >= self.until || worked < WORK_SLICE {
+        if now >= self.until || worked < WORK_SLICE || self.hurry.load(Ordering::Relaxed) {
             return;
         }
         std::thread::sleep((worked * REST_PER_WORK).min(self.until - now));
@@ -286,8 +289,10 @@ impl TagStore {
     ) -> Result<(), StoreError> {
         let mut background = self.background.lock();
         if let Some(previous) = background.take() {
+            self.hurry.store(true, Ordering::Relaxed);
             let _ = previous.join();
         }
+        self.hurry.store(false, Ordering::Relaxed);
         let (taken, copied) = std::sync::mpsc::sync_channel(1);
         let store = Arc::clone(self);
         let (offsets, timers) = (offsets.to_vec(), timers.to_vec());
@@ -323,6 +328,7 @@ impl TagStore {
     /// failed).
     pub fn wait_for_background_checkpoint(&self) {
         if let Some(writer) = self.background.lock().take() {
+            self.hurry.store(true, Ordering::Relaxed);
             let _ = writer.join();
         }
     }
@@ -433,7 +439,7 @@ impl TagStore {
     /// Finishes shard `index`'s part of the checkpoint and takes it. The writer holds the
     /// shard's lock for one step of [`CAPTURE_STEP`] entities at a time, not for the whole
     /// shard: decisions that need the shard wait for one step at most.
-    fn collect_capture(&self, index: usize, pace: &mut Pace) -> Capture {
+    fn collect_capture(&self, index: usize, pace: &mut Pace<'_>) -> Capture {
         let keys = {
             let mut shard = self.lock(index);
             if !shard.uncaptured {
@@ -467,7 +473,7 @@ impl TagStore {
         view: &SpillView<'_>,
         publish: Option<Publish<'_>>,
     ) -> Result<(Counts, u64), StoreError> {
-        let mut pace = Pace::new(snapshot.started + snapshot.spread);
+        let mut pace = Pace::new(snapshot.started + snapshot.spread, &self.hurry);
         for index in 0..self.shards.len() {
             let mut part = self.collect_capture(index, &mut pace);
             part.sort();
@@ -633,6 +639,7 @@ impl TagStore {
 #[cfg(test)]
 mod tests {
     use super::{Pace, REST_PER_WORK, WORK_SLICE};
+    use std::sync::atomic::AtomicBool;
     use std::time::{Duration, Instant};
 
     fn work(how_long: Duration) {
@@ -642,18 +649,19 @@ mod tests {
         }
     }
 
-    /// A paced writer rests twice as long as it worked, but not past its deadline; without a
-    /// deadline ahead it does not rest at all.
+    /// A paced writer rests twice as long as it worked, but not past its deadline, and not at
+    /// all without a deadline ahead or once hurried.
     #[test]
-    fn a_paced_writer_rests_in_proportion_until_its_deadline() {
+    fn a_paced_writer_rests_in_proportion_until_its_deadline_or_hurried() {
+        let calm = AtomicBool::new(false);
         let started = Instant::now();
-        let mut pace = Pace::new(started + Duration::from_secs(60));
+        let mut pace = Pace::new(started + Duration::from_secs(60), &calm);
         work(WORK_SLICE);
         pace.rest();
         assert!(started.elapsed() >= WORK_SLICE * (1 + REST_PER_WORK));
 
         let started = Instant::now();
-        let mut pace = Pace::new(started + WORK_SLICE * 2);
+        let mut pace = Pace::new(started + WORK_SLICE * 2, &calm);
         work(WORK_SLICE);
         pace.rest();
         assert!(
@@ -661,13 +669,19 @@ mod tests {
             "rests until the deadline"
         );
 
-        let mut pace = Pace::new(Instant::now());
-        work(WORK_SLICE);
-        let before = Instant::now();
-        pace.rest();
-        assert!(
-            pace.working_since < before,
-            "no rest: the clock of work was not reset"
-        );
+        let hurried = AtomicBool::new(true);
+        for (until, hurry) in [
+            (Instant::now(), &calm),
+            (Instant::now() + Duration::from_secs(60), &hurried),
+        ] {
+            let mut pace = Pace::new(until, hurry);
+            work(WORK_SLICE);
+            let before = Instant::now();
+            pace.rest();
+            assert!(
+                pace.working_since < before,
+                "no rest: the clock of work was not reset"
+            );
+        }
     }
 }
