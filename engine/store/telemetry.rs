@@ -39,6 +39,12 @@ pub fn idle_entities_deleted(count: u64) {
     tracing::debug!(count, "deleted idle entities");
 }
 
+/// A sweep of idle entities and expired tags went through every shard in `took`.
+pub fn swept(took: std::time::Duration) {
+    metrics::histogram!("veto_store_sweep_seconds").record(took.as_secs_f64());
+    tracing::debug!(seconds = took.as_secs_f64(), "store swept");
+}
+
 pub fn checkpoint_written(stats: &CheckpointStats) {
     metrics::histogram!("veto_store_checkpoint_duration_seconds")
         .record(stats.duration.as_secs_f64());

@@ -1,6 +1,7 @@
 //! Checkpoints: a snapshot taken in an instant under every shard lock, each dirty entity copied
 //! out before anything changes it, then one SST file in key order ingested atomically while
-//! decisions go on; the periodic one on a background thread; the exactly-once variant.
+//! decisions go on; the periodic one on a background thread that paces itself; the
+//! exactly-once variant.
 
 use super::{entity_hash, split_key, Shard, TagStore};
 use crate::store::disk::{CheckpointWriter, Manifest, SpillView};

@@ -52,6 +52,7 @@ impl TagStore {
     /// Purges expired tags and deletes idle entities (event time, minus the grace period) in
     /// every shard; call it periodically.
     pub fn sweep(&self) -> StoreStats {
+        let started = std::time::Instant::now();
         let mut deleted_total = 0;
         for index in 0..self.shards.len() {
             // per shard: a checkpoint's snapshot waits for one shard's sweep, not all of them
@@ -102,6 +103,7 @@ impl TagStore {
         if deleted_total > 0 {
             telemetry::idle_entities_deleted(deleted_total);
         }
+        telemetry::swept(started.elapsed());
         let stats = self.stats();
         telemetry::size(&stats);
         stats

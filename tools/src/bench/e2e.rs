@@ -133,6 +133,8 @@ pub struct E2eArgs {
 /// Send and receive times of every event of one system's run, indexed by event number.
 pub(super) struct Tracker {
     pub(super) base: Instant,
+    /// Wall-clock time at `base`, seconds since the Unix epoch.
+    pub(super) base_unix_s: f64,
     pub(super) sent_ns: Vec<AtomicU64>,
     pub(super) recv_ns: Vec<AtomicU64>,
     pub(super) duplicates: AtomicU64,
@@ -143,6 +145,9 @@ impl Tracker {
     pub(super) fn new(events: usize) -> Tracker {
         Tracker {
             base: Instant::now(),
+            base_unix_s: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
             sent_ns: (0..events).map(|_| AtomicU64::new(0)).collect(),
             recv_ns: (0..events).map(|_| AtomicU64::new(0)).collect(),
             duplicates: AtomicU64::new(0),
@@ -600,6 +605,9 @@ pub struct StepResult {
     /// Decisions per second from the step's first send to its last decision.
     pub achieved_rate: f64,
     pub latency: Option<LatencySummary>,
+    /// When the step's first event was sent, seconds since the Unix epoch: matches
+    /// `per_second` with the system's log.
+    pub started_unix_s: f64,
     /// Per-second latency percentiles: (seconds since the step began, summary).
     pub per_second: Vec<(f64, LatencySummary)>,
 }
@@ -709,6 +717,7 @@ fn step_result(tracker: &Tracker, range: std::ops::Range<usize>, offered: f64) -
             0.0
         },
         latency: LatencySummary::from_nanos(&mut latencies),
+        started_unix_s: tracker.base_unix_s + step_start as f64 / 1e9,
         per_second,
     }
 }
