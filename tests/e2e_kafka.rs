@@ -226,7 +226,7 @@ fn a_sigusr1_reload_past_rules_swap_deadline_is_abandoned_counted_and_the_old_se
     let text = std::fs::read_to_string(&config).expect("read config");
     std::fs::write(
         &config,
-        text.replacen("[rules]\n", "[rules]\nswap_deadline = \"1ms\"\n", 1),
+        text.replacen("swap_deadline = \"30s\"", "swap_deadline = \"1ms\"", 1),
     )
     .expect("write config");
     let log_path = data.path().join("veto.log");

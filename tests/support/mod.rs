@@ -172,7 +172,9 @@ pub fn write_config(
 }
 
 /// Like [`write_config`], with `store_extra` lines added to the `[store]` section and
-/// `librdkafka` properties in `[kafka.librdkafka]`.
+/// `librdkafka` properties in `[kafka.librdkafka]`. `rules.swap_deadline` is 30 s: a reload
+/// in a debug build on a loaded CI machine can pass the 500-ms default and be abandoned
+/// (its own test sets it to 1 ms).
 pub fn write_config_with(
     dir: &std::path::Path,
     brokers: &str,
@@ -189,7 +191,7 @@ pub fn write_config_with(
     std::fs::write(
         &config,
         format!(
-            "[kafka]\nbrokers = \"{brokers}\"\ngroup_id = \"{group}\"\n\n[rules]\npaths = [{rules:?}]\n\n\
+            "[kafka]\nbrokers = \"{brokers}\"\ngroup_id = \"{group}\"\n\n[rules]\nswap_deadline = \"30s\"\npaths = [{rules:?}]\n\n\
              [store]\ndata_dir = {:?}\n{store_extra}\n\n[telemetry]\nlisten = \"127.0.0.1:0\"\n\n\
              [kafka.librdkafka]\n{librdkafka}",
             dir.join("state")
