@@ -59,15 +59,13 @@ impl TagStore {
             let _gate = self.gate.read();
             let mut shard = self.lock(index);
             let horizon = shard.watermark_ms.saturating_sub(self.cfg.expiry_grace_ms);
-            let (clock, snapshot_clock) = (shard.clock, shard.snapshot_clock);
-            let capturing = shard.uncaptured;
-            let in_snapshot =
-                |e: &Entity| capturing && e.dirty && untouched(clock, snapshot_clock, e);
+            let (capturing, snapshot_clock) = (shard.uncaptured, shard.snapshot_clock);
             let mut freed: i64 = 0;
             let Shard {
                 maps,
                 deleted,
                 capture,
+                clock,
                 ..
             } = &mut *shard;
             for (kind, map) in maps.iter_mut().enumerate() {
@@ -76,10 +74,13 @@ impl TagStore {
                     if !idle && entity.tags().is_empty() {
                         return true;
                     }
-                    // copied for the checkpoint being captured before it changes, as an
-                    // access does (`TagStore::entity_mut`)
-                    if in_snapshot(entity) {
+                    // copied for the checkpoint being captured before it changes, and
+                    // touched, as an access does (`TagStore::entity_mut`): neither the writer
+                    // nor a later access copies it again
+                    if capturing && entity.dirty && untouched(*clock, snapshot_clock, entity) {
                         capture.entity(kind as u8, value, entity);
+                        *clock = clock.wrapping_add(1);
+                        entity.last_access = *clock;
                     }
                     let before = entity.accounted_bytes(value.len()) as i64;
                     if idle {

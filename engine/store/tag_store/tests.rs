@@ -748,6 +748,50 @@ fn a_sweep_during_a_capture_copies_what_it_deletes_first() {
     }
 }
 
+/// A sweep that purges an expired tag from an entity of the snapshot copies the entity first
+/// and once: the writer does not copy its purged state again, and the file holds the tag.
+#[test]
+fn a_tag_purged_during_a_capture_stays_in_the_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.expiry_grace_ms = 0;
+    let specs = [spec(1, Aggregate::Count, Field::CardId)];
+    let tagged = || TagUpdate {
+        entity: Field::CardId,
+        value: "tagged".into(),
+        tag: "t".into(),
+        expires_at_ms: Some(100_000),
+        remove: false,
+    };
+    {
+        let store = TagStore::open(cfg.clone()).unwrap();
+        store.apply_tag(&tagged());
+        count_cards(&store, &specs, &["tagged".to_owned()], 600_000);
+        let (snapshot, view) = store.take_snapshot(offsets(1), b"t1".to_vec()).unwrap();
+        count_cards(&store, &specs, &cards("new-", 100), 650_000);
+        store.sweep(); // the tag expired at 100,000
+        assert!(
+            !store.has_tag(Field::CardId, "tagged", "t", 50_000),
+            "purged"
+        );
+        let copied: usize = (0..store.shards.len())
+            .map(|i| store.lock(i).capture.len())
+            .sum();
+        let left: usize = (0..store.shards.len())
+            .map(|i| store.lock(i).snapshot_keys().len())
+            .sum();
+        assert_eq!((copied, left), (1, 0), "copied once, before the purge");
+        let stats = store.complete_snapshot(snapshot, view, None).unwrap();
+        assert_eq!(stats.entities_written, 1);
+    }
+    let store = TagStore::open(cfg).unwrap();
+    store.restore().unwrap().unwrap();
+    assert!(
+        store.has_tag(Field::CardId, "tagged", "t", 50_000),
+        "as at the snapshot"
+    );
+}
+
 /// When the budget shrinks below what a peak left (here: set lower after 20,000 entities; in
 /// a service, RocksDB's memory and the filter of keys on disk grow), the shard maps' tables
 /// shrink with the entities they lose, and the entities keep the memory: without that, the
