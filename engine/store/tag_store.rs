@@ -23,7 +23,7 @@ use super::window::{empty_value, to_fixed, Contribution, Geometry};
 use super::{FeatureInput, FeatureSpec, Observation, StoreConfig, StoreError, StoreStats};
 use crate::event::{Aggregate, Field};
 use ahash::{AHashSet, RandomState};
-use checkpoint::untouched;
+use checkpoint::in_snapshot;
 use compact_str::CompactString;
 use disk_keys::DiskKeys;
 use hashbrown::hash_map::RawEntryMut;
@@ -459,7 +459,7 @@ impl TagStore {
                 let (key, entity) = entry.into_key_value();
                 // copied for the checkpoint being captured before its first access since the
                 // snapshot (one read back or created below is not in the snapshot)
-                if *uncaptured && entity.dirty && untouched(*clock, *snapshot_clock, entity) {
+                if *uncaptured && in_snapshot(*clock, *snapshot_clock, entity) {
                     capture.entity(kind as u8, key, entity);
                 }
                 entity

@@ -33,13 +33,14 @@ pub(super) struct Capture {
     changes: Vec<Change>,
 }
 
-/// Whether `entity` was last accessed before the snapshot of a shard now at `clock` (at
-/// `snapshot_clock` then): then its `dirty` flag is still the one the snapshot saw. Exact while
+/// Whether `entity` belongs to the snapshot of a shard now at `clock` (at `snapshot_clock`
+/// then) and is not copied out yet: dirty, and last accessed before the snapshot, so its
+/// `dirty` flag is still the one the snapshot saw (an access copies it first). Exact while
 /// fewer than 2^32 accesses of the shard separate a dirty entity's last access from the
 /// snapshot: an entity stays dirty only until the next checkpoint (30 s by default), and the
 /// shard's clock would need over a hundred million accesses per second to wrap in that time.
-pub(super) fn untouched(clock: u32, snapshot_clock: u32, entity: &Entity) -> bool {
-    clock.wrapping_sub(entity.last_access) >= clock.wrapping_sub(snapshot_clock)
+pub(super) fn in_snapshot(clock: u32, snapshot_clock: u32, entity: &Entity) -> bool {
+    entity.dirty && clock.wrapping_sub(entity.last_access) >= clock.wrapping_sub(snapshot_clock)
 }
 
 /// Entities the checkpoint's writer copies out under one hold of a shard's lock: a worker
@@ -69,10 +70,11 @@ impl Shard {
     /// to copy.
     pub(super) fn snapshot_keys(&self) -> Vec<EntityKey> {
         let (clock, snapshot_clock) = (self.clock, self.snapshot_clock);
-        let in_snapshot = |e: &Entity| e.dirty && untouched(clock, snapshot_clock, e);
         let mut keys = Vec::new();
         for (kind, map) in self.maps.iter().enumerate() {
-            let held = map.iter().filter(|(_, e)| in_snapshot(e));
+            let held = map
+                .iter()
+                .filter(|(_, e)| in_snapshot(clock, snapshot_clock, e));
             keys.extend(held.map(|(value, _)| (kind as u8, value.clone())));
         }
         keys
@@ -87,7 +89,7 @@ impl Shard {
             let Some(entity) = maps[usize::from(*kind)].get_mut(value.as_str()) else {
                 continue;
             };
-            if entity.dirty && untouched(clock, snapshot_clock, entity) {
+            if in_snapshot(clock, snapshot_clock, entity) {
                 capture.entity(*kind, value, entity);
             }
         }

@@ -1,6 +1,6 @@
 //! Retention: state of features a rule-set swap dropped, idle entities and expired tags.
 
-use super::checkpoint::untouched;
+use super::checkpoint::in_snapshot;
 use super::{entity_key, Shard, TagStore};
 use crate::store::entity::Entity;
 use crate::store::telemetry;
@@ -77,7 +77,7 @@ impl TagStore {
                     // copied for the checkpoint being captured before it changes, and
                     // touched, as an access does (`TagStore::entity_mut`): neither the writer
                     // nor a later access copies it again
-                    if capturing && entity.dirty && untouched(*clock, snapshot_clock, entity) {
+                    if capturing && in_snapshot(*clock, snapshot_clock, entity) {
                         capture.entity(kind as u8, value, entity);
                         *clock = clock.wrapping_add(1);
                         entity.last_access = *clock;

@@ -1,7 +1,7 @@
 //! Tests of the tag store: updates, tags, spill, checkpoints (incl. exactly-once), restore.
 
 use super::spill::entity_budget;
-use super::{entity_key, TagStore};
+use super::{entity_key, Shard, TagStore};
 use crate::event::{Aggregate, Field, TagUpdate};
 use crate::store::{
     FeatureInput, FeaturePlan, FeatureSpec, Observation, PartitionOffset, StoreConfig, StoreError,
@@ -644,6 +644,11 @@ fn checkpoint_all_then_count_evens(store: &TagStore, specs: &[FeatureSpec; 1], a
     count_cards(store, specs, &evens, 2_000);
 }
 
+/// `count` summed over every shard of `store`.
+fn sum_over_shards(store: &TagStore, count: impl Fn(&Shard) -> usize) -> usize {
+    (0..store.shards.len()).map(|i| count(&store.lock(i))).sum()
+}
+
 /// The checkpoint of `cfg`'s store restores as it stood after
 /// [`checkpoint_all_then_count_evens`].
 fn assert_restores_the_evens_counted_twice(
@@ -704,9 +709,7 @@ fn entities_accessed_between_the_writers_steps_are_copied_once_at_their_snapshot
         for (i, keys) in keys.iter().enumerate() {
             store.lock(i).capture_entities(&keys[keys.len() / 2..]);
         }
-        let copied: usize = (0..store.shards.len())
-            .map(|i| store.lock(i).capture.len())
-            .sum();
+        let copied = sum_over_shards(&store, |shard| shard.capture.len());
         assert_eq!(copied, 1_500, "each entity of the snapshot copied once");
         let stats = store.complete_snapshot(snapshot, view, None).unwrap();
         assert_eq!(stats.entities_written, 1_500);
@@ -774,12 +777,8 @@ fn a_tag_purged_during_a_capture_stays_in_the_checkpoint() {
             !store.has_tag(Field::CardId, "tagged", "t", 50_000),
             "purged"
         );
-        let copied: usize = (0..store.shards.len())
-            .map(|i| store.lock(i).capture.len())
-            .sum();
-        let left: usize = (0..store.shards.len())
-            .map(|i| store.lock(i).snapshot_keys().len())
-            .sum();
+        let copied = sum_over_shards(&store, |shard| shard.capture.len());
+        let left = sum_over_shards(&store, |shard| shard.snapshot_keys().len());
         assert_eq!((copied, left), (1, 0), "copied once, before the purge");
         let stats = store.complete_snapshot(snapshot, view, None).unwrap();
         assert_eq!(stats.entities_written, 1);
