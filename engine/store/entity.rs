@@ -191,9 +191,9 @@ impl Entity {
     /// `updates[k]` to `report`. Extends the horizon to T + window of each feature.
     /// (`holds_until_ms` is never below T + window of any feature it holds.)
     ///
-    /// A packed entity's block is edited in a scratch copy, feature by feature in the order of
-    /// `updates` (only the updated features are touched), and written back in place, or into
-    /// one new exact-size allocation when its size changed. Each feature is edited on its packed records
+    /// A packed entity's block is edited in place (its allocation lent out as a vector),
+    /// feature by feature in the order of `updates` (only the updated features are touched),
+    /// and reallocated only when its size changed. Each feature is edited on its packed records
     /// ([`update_packed`]) or, for what only the typed form does (sketches, a `distinct` that
     /// outgrows the exact limit), unpacked, updated and packed ([`update_typed`]).
     pub fn update_features(
@@ -230,8 +230,17 @@ impl Entity {
             }
             return true;
         }
-        let mut block = std::mem::take(&mut scratch.block);
-        self.features.copy_block(&mut block);
+        // an entity with features is edited in its own block; a new one is built in the
+        // reused scratch buffer and copied once
+        let lent = self.features.heap_bytes() > 0;
+        let mut block = if lent {
+            self.features.lend_block()
+        } else {
+            let mut block = std::mem::take(&mut scratch.block);
+            block.clear();
+            block
+        };
+        let before = block.len();
         let (mut cursor, mut promote, mut sketches_changed) = (0, false, false);
         for (k, (u, &c)) in updates.iter().zip(contributions).enumerate() {
             // in the order of the updates, a feature usually follows the one before it
@@ -275,9 +284,13 @@ impl Entity {
             report(k, edited.value, edited.latest_ms);
             cursor = edited.end;
         }
-        let resized = block.len() != self.features.heap_bytes();
-        self.features.put_block(&block);
-        scratch.block = block;
+        let resized = block.len() != before;
+        if lent {
+            self.features.return_block(block);
+        } else {
+            self.features.set_block(&block);
+            scratch.block = block;
+        }
         if sketches_changed {
             self.tidy_extra();
         }

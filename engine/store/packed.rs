@@ -138,6 +138,7 @@ impl PackedFeatures {
     /// Appends the header of an empty feature (T = `i64::MIN`, no records), as a new
     /// [`FeatureState`] packs.
     pub fn push_empty(block: &mut Vec<u8>, id: u64, agg: Aggregate) {
+        block.reserve_exact(HEADER);
         block.extend_from_slice(&id.to_le_bytes());
         block.extend_from_slice(&i64::MIN.to_le_bytes());
         block.push(kind_of(agg));
@@ -175,22 +176,21 @@ impl PackedFeatures {
         None
     }
 
-    /// Copies the block into `edit` (a reused buffer, so edits that resize features do not
-    /// allocate) to be edited with [`update_packed`]; [`PackedFeatures::put_block`] then
-    /// writes it back.
-    pub fn copy_block(&self, edit: &mut Vec<u8>) {
-        edit.clear();
-        edit.extend_from_slice(&self.bytes);
+    /// Lends the heap block out to be edited with [`update_packed`] (no copy: the allocation
+    /// becomes the vector's buffer); [`PackedFeatures::return_block`] takes it back.
+    pub fn lend_block(&mut self) -> Vec<u8> {
+        Vec::from(std::mem::take(&mut self.bytes))
     }
 
-    /// Writes an edited block back: in place when its size did not change, else into one new
-    /// exact-size allocation.
-    pub fn put_block(&mut self, block: &[u8]) {
-        if self.bytes.len() == block.len() {
-            self.bytes.copy_from_slice(block);
-        } else {
-            self.bytes = Box::from(block);
-        }
+    /// Takes back an edited block: without a copy when its size did not change or it grew by
+    /// exactly what the edits reserved, else reallocated to its exact size.
+    pub fn return_block(&mut self, block: Vec<u8>) {
+        self.bytes = block.into_boxed_slice();
+    }
+
+    /// Replaces the block with a copy of `block` (one exact-size allocation).
+    pub fn set_block(&mut self, block: &[u8]) {
+        self.bytes = Box::from(block);
     }
 
     /// T of the feature at `slot`.

@@ -220,6 +220,8 @@ fn fresh_record(kind: u8, index: i64, t_ms: i64, contribution: Contribution) -> 
 /// Inserts `bytes` at `at`.
 fn insert_bytes(block: &mut Vec<u8>, at: usize, bytes: &[u8]) {
     let len = block.len();
+    // exactly: an entity's block is edited in its own allocation, which stays exact-size
+    block.reserve_exact(bytes.len());
     block.extend_from_slice(bytes);
     block.copy_within(at..len, at + bytes.len());
     block[at..at + bytes.len()].copy_from_slice(bytes);
