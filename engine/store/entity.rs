@@ -177,6 +177,7 @@ impl Entity {
         self.update_features(
             t_ms,
             &[update],
+            0,
             &[contribution],
             distinct_limit,
             scratch,
@@ -186,7 +187,8 @@ impl Entity {
     }
 
     /// Applies one event at `t_ms` to every feature in `updates`, `contributions[k]` to
-    /// `updates[k]` (each created on first use, in order when an id repeats); returns whether
+    /// `updates[k]` (each created on first use, in order when an id repeats; `longest_window_ms`
+    /// is the longest `window_ms` among them); returns whether
     /// the entity's [`Entity::accounted_bytes`] may have changed. Reports `(k, value after counting, T)` for each
     /// `updates[k]` to `report`. Extends the horizon to T + window of each feature.
     /// (`holds_until_ms` is never below T + window of any feature it holds.)
@@ -200,6 +202,7 @@ impl Entity {
         &mut self,
         t_ms: i64,
         updates: &[FeatureUpdate],
+        longest_window_ms: i64,
         contributions: &[Contribution],
         distinct_limit: usize,
         scratch: &mut Scratch,
@@ -208,8 +211,9 @@ impl Entity {
         // T + window of every feature is at most the horizon already, and an update moves a
         // feature's T to the event's time only when it is later: so the horizon reaches the
         // event's time plus the longest window, and no further.
-        let window = updates.iter().map(|u| u.window_ms).max().unwrap_or(0);
-        self.holds_until_ms = self.holds_until_ms.max(t_ms.saturating_add(window));
+        self.holds_until_ms = self
+            .holds_until_ms
+            .max(t_ms.saturating_add(longest_window_ms));
         if let Some(hot) = self
             .extra
             .as_mut()
@@ -673,9 +677,11 @@ mod tests {
                 })
                 .collect();
             let mut got = vec![(None, 0); updates.len()];
+            let longest = updates.iter().map(|u| u.window_ms).max().unwrap_or(0);
             e.update_features(
                 t,
                 &updates,
+                longest,
                 &contributions,
                 4,
                 &mut scratch,

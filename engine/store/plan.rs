@@ -25,6 +25,8 @@ pub(super) struct PlanGroup {
     pub specs: Vec<usize>,
     /// The update of each feature (an event adds its contribution).
     pub updates: Vec<FeatureUpdate>,
+    /// The longest window of `updates` (how far an update extends the entity's horizon).
+    pub longest_window_ms: i64,
 }
 
 impl FeaturePlan {
@@ -49,12 +51,15 @@ impl FeaturePlan {
                         kind: spec.by,
                         specs: Vec::new(),
                         updates: Vec::new(),
+                        longest_window_ms: 0,
                     });
                     groups.len() - 1
                 }
             };
-            groups[at].specs.push(i);
-            groups[at].updates.push(update);
+            let group = &mut groups[at];
+            group.specs.push(i);
+            group.longest_window_ms = group.longest_window_ms.max(update.window_ms);
+            group.updates.push(update);
         }
         FeaturePlan {
             groups,

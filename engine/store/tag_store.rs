@@ -362,7 +362,8 @@ impl TagStore {
                     *o = v;
                 }
             };
-            let (updates, contributions) = (&group.updates, &contributions[..]);
+            let (updates, longest, contributions) =
+                (&group.updates, group.longest_window_ms, &contributions[..]);
             self.update_entity(
                 event_time_ms,
                 group.kind,
@@ -373,6 +374,7 @@ impl TagStore {
                     e.update_features(
                         event_time_ms,
                         updates,
+                        longest,
                         contributions,
                         self.cfg.distinct_exact_limit,
                         s,
