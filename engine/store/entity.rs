@@ -71,6 +71,25 @@ pub struct FeatureUpdate {
     pub window_ms: i64,
 }
 
+/// The features of one entity an event updates, in order, with the longest of their windows
+/// (how far the update extends the entity's horizon; a plan computes it once).
+#[derive(Debug, Clone, Copy)]
+pub struct Updates<'a> {
+    pub features: &'a [FeatureUpdate],
+    pub longest_window_ms: i64,
+}
+
+impl<'a> Updates<'a> {
+    #[cfg(test)]
+    pub fn new(features: &'a [FeatureUpdate]) -> Updates<'a> {
+        let longest_window_ms = features.iter().map(|u| u.window_ms).max().unwrap_or(0);
+        Updates {
+            features,
+            longest_window_ms,
+        }
+    }
+}
+
 /// Most tags one entity holds (expired ones count until purged): each `has tag` read of an
 /// event's entity copies its tag names, so this bounds that work.
 pub const MAX_TAGS: usize = 256;
@@ -176,8 +195,7 @@ impl Entity {
         let mut out = (None, i64::MIN);
         self.update_features(
             t_ms,
-            &[update],
-            0,
+            Updates::new(&[update]),
             &[contribution],
             distinct_limit,
             scratch,
@@ -187,8 +205,7 @@ impl Entity {
     }
 
     /// Applies one event at `t_ms` to every feature in `updates`, `contributions[k]` to
-    /// `updates[k]` (each created on first use, in order when an id repeats; `longest_window_ms`
-    /// is the longest `window_ms` among them); returns whether
+    /// `updates[k]` (each created on first use, in order when an id repeats); returns whether
     /// the entity's [`Entity::accounted_bytes`] may have changed. Reports `(k, value after counting, T)` for each
     /// `updates[k]` to `report`. Extends the horizon to T + window of each feature.
     /// (`holds_until_ms` is never below T + window of any feature it holds.)
@@ -201,8 +218,7 @@ impl Entity {
     pub fn update_features(
         &mut self,
         t_ms: i64,
-        updates: &[FeatureUpdate],
-        longest_window_ms: i64,
+        updates: Updates<'_>,
         contributions: &[Contribution],
         distinct_limit: usize,
         scratch: &mut Scratch,
@@ -213,7 +229,8 @@ impl Entity {
         // event's time plus the longest window, and no further.
         self.holds_until_ms = self
             .holds_until_ms
-            .max(t_ms.saturating_add(longest_window_ms));
+            .max(t_ms.saturating_add(updates.longest_window_ms));
+        let updates = updates.features;
         if let Some(hot) = self
             .extra
             .as_mut()
@@ -677,11 +694,9 @@ mod tests {
                 })
                 .collect();
             let mut got = vec![(None, 0); updates.len()];
-            let longest = updates.iter().map(|u| u.window_ms).max().unwrap_or(0);
             e.update_features(
                 t,
-                &updates,
-                longest,
+                Updates::new(&updates),
                 &contributions,
                 4,
                 &mut scratch,

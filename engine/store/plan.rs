@@ -1,7 +1,7 @@
 //! `FeaturePlan`: a rule set's features grouped by the entity kind they are kept per, with each
 //! feature's update precomputed once per rule set instead of once per event.
 
-use super::entity::FeatureUpdate;
+use super::entity::{FeatureUpdate, Updates};
 use super::window::Geometry;
 use super::FeatureSpec;
 use crate::event::Field;
@@ -25,8 +25,18 @@ pub(super) struct PlanGroup {
     pub specs: Vec<usize>,
     /// The update of each feature (an event adds its contribution).
     pub updates: Vec<FeatureUpdate>,
-    /// The longest window of `updates` (how far an update extends the entity's horizon).
-    pub longest_window_ms: i64,
+    /// The longest window of `updates`.
+    longest_window_ms: i64,
+}
+
+impl PlanGroup {
+    /// What an event updates in the group's entity.
+    pub fn updates(&self) -> Updates<'_> {
+        Updates {
+            features: &self.updates,
+            longest_window_ms: self.longest_window_ms,
+        }
+    }
 }
 
 impl FeaturePlan {

@@ -362,8 +362,7 @@ impl TagStore {
                     *o = v;
                 }
             };
-            let (updates, longest, contributions) =
-                (&group.updates, group.longest_window_ms, &contributions[..]);
+            let (updates, contributions) = (group.updates(), &contributions[..]);
             self.update_entity(
                 event_time_ms,
                 group.kind,
@@ -374,7 +373,6 @@ impl TagStore {
                     e.update_features(
                         event_time_ms,
                         updates,
-                        longest,
                         contributions,
                         self.cfg.distinct_exact_limit,
                         s,
