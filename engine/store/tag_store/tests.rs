@@ -635,13 +635,31 @@ fn a_failed_checkpoint_leaves_everything_for_the_next() {
     }
 }
 
-/// Every card of `all` counted at 1,000 and checkpointed, then the even ones counted again at
-/// 2,000: 1,500 entities dirty for the next checkpoint.
-fn checkpoint_all_then_count_evens(store: &TagStore, specs: &[FeatureSpec; 1], all: &[String]) {
-    count_cards(store, specs, all, 1_000);
-    store.checkpoint(&offsets(1), b"t1").unwrap();
-    let evens: Vec<String> = all.iter().step_by(2).cloned().collect();
-    count_cards(store, specs, &evens, 2_000);
+/// 3,000 cards counted at 1,000 and checkpointed, the even ones counted again at 2,000 (1,500
+/// entities dirty), then a snapshot taken; `between` runs before the snapshot is completed,
+/// with the store, the feature and the cards. The file holds the 1,500 dirty entities, and the
+/// checkpoint restores as the store stood at the snapshot.
+fn snapshot_the_evens_around(between: impl FnOnce(&TagStore, &[FeatureSpec; 1], &[String])) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let specs = [spec(1, Aggregate::Count, Field::CardId)];
+    let all = cards("card-", 3_000);
+    {
+        let store = TagStore::open(cfg.clone()).unwrap();
+        count_cards(&store, &specs, &all, 1_000);
+        store.checkpoint(&offsets(1), b"t1").unwrap();
+        let evens: Vec<String> = all.iter().step_by(2).cloned().collect();
+        count_cards(&store, &specs, &evens, 2_000);
+        let (snapshot, view) = store.take_snapshot(offsets(2), b"t2".to_vec()).unwrap();
+        between(&store, &specs, &all);
+        let stats = store.complete_snapshot(snapshot, view, None).unwrap();
+        assert_eq!(stats.entities_written, 1_500);
+    }
+    let store = TagStore::open(cfg).unwrap();
+    let restored = store.restore().unwrap().unwrap();
+    assert_eq!(restored.offsets, offsets(2));
+    assert_eq!(restored.entities, 3_000);
+    assert_evens_counted_twice(&store, &specs, &all);
 }
 
 /// `count` summed over every shard of `store`.
@@ -649,39 +667,15 @@ fn sum_over_shards(store: &TagStore, count: impl Fn(&Shard) -> usize) -> usize {
     (0..store.shards.len()).map(|i| count(&store.lock(i))).sum()
 }
 
-/// The checkpoint of `cfg`'s store restores as it stood after
-/// [`checkpoint_all_then_count_evens`].
-fn assert_restores_the_evens_counted_twice(
-    cfg: StoreConfig,
-    specs: &[FeatureSpec; 1],
-    all: &[String],
-) {
-    let store = TagStore::open(cfg).unwrap();
-    let restored = store.restore().unwrap().unwrap();
-    assert_eq!(restored.offsets, offsets(2));
-    assert_eq!(restored.entities, 3_000);
-    assert_evens_counted_twice(&store, specs, all);
-}
-
 /// The file holds the state at the snapshot: entities counted after it, whether dirty at the
 /// snapshot or not, are copied before they change (spilled ones: see
 /// `a_background_checkpoint_holds_the_state_at_its_copy`).
 #[test]
 fn a_checkpoint_holds_the_state_at_its_snapshot() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path());
-    let specs = [spec(1, Aggregate::Count, Field::CardId)];
-    let all = cards("card-", 3_000);
-    {
-        let store = TagStore::open(cfg.clone()).unwrap();
-        checkpoint_all_then_count_evens(&store, &specs, &all);
-        let (snapshot, view) = store.take_snapshot(offsets(2), b"t2".to_vec()).unwrap();
+    snapshot_the_evens_around(|store, specs, all| {
         // every card after the snapshot, before the writer copies anything
-        count_cards(&store, &specs, &all, 3_000);
-        let stats = store.complete_snapshot(snapshot, view, None).unwrap();
-        assert_eq!(stats.entities_written, 1_500);
-    }
-    assert_restores_the_evens_counted_twice(cfg, &specs, &all);
+        count_cards(store, specs, all, 3_000);
+    });
 }
 
 /// The writer copies a shard's part in steps, releasing the lock between them: an entity
@@ -689,14 +683,7 @@ fn a_checkpoint_holds_the_state_at_its_snapshot() {
 /// came before the access or after it.
 #[test]
 fn entities_accessed_between_the_writers_steps_are_copied_once_at_their_snapshot() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path());
-    let specs = [spec(1, Aggregate::Count, Field::CardId)];
-    let all = cards("card-", 3_000);
-    {
-        let store = TagStore::open(cfg.clone()).unwrap();
-        checkpoint_all_then_count_evens(&store, &specs, &all);
-        let (snapshot, view) = store.take_snapshot(offsets(2), b"t2".to_vec()).unwrap();
+    snapshot_the_evens_around(|store, specs, all| {
         let keys: Vec<_> = (0..store.shards.len())
             .map(|i| store.lock(i).snapshot_keys())
             .collect();
@@ -705,16 +692,13 @@ fn entities_accessed_between_the_writers_steps_are_copied_once_at_their_snapshot
             store.lock(i).capture_entities(&keys[..keys.len() / 2]);
         }
         // every card between the steps
-        count_cards(&store, &specs, &all, 3_000);
+        count_cards(store, specs, all, 3_000);
         for (i, keys) in keys.iter().enumerate() {
             store.lock(i).capture_entities(&keys[keys.len() / 2..]);
         }
-        let copied = sum_over_shards(&store, |shard| shard.capture.len());
+        let copied = sum_over_shards(store, |shard| shard.capture.len());
         assert_eq!(copied, 1_500, "each entity of the snapshot copied once");
-        let stats = store.complete_snapshot(snapshot, view, None).unwrap();
-        assert_eq!(stats.entities_written, 1_500);
-    }
-    assert_restores_the_evens_counted_twice(cfg, &specs, &all);
+    });
 }
 
 /// A sweep while a checkpoint is being captured copies what it deletes first (as an access
