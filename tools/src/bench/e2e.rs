@@ -92,6 +92,12 @@ pub struct E2eArgs {
     /// How long to wait for the last decisions of a phase.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
+    /// Before the first system: the passthrough at the highest of `--rates` for this long on
+    /// topics of its own, not reported. A broker just started (its JVM not yet compiled)
+    /// answers in seconds, not milliseconds, for its first minute or so under load, which
+    /// the first system measured would otherwise carry alone. `0s`: no warm-up.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub broker_warmup: Duration,
     /// Event encoding on the input topics.
     #[arg(long, value_enum, default_value_t = EventFormat::Protobuf)]
     pub format: EventFormat,
@@ -723,8 +729,10 @@ fn step_result(tracker: &Tracker, range: std::ops::Range<usize>, offered: f64) -
 }
 
 /// What tells rounds apart in topic, log and state-folder names: nothing in round 1, `-r<round>` after.
+/// Round 0 is the broker's warm-up ([`E2eArgs::broker_warmup`]).
 fn round_suffix(round: u32) -> String {
     match round {
+        0 => "-warmup".to_string(),
         1 => String::new(),
         n => format!("-r{n}"),
     }
@@ -809,6 +817,26 @@ fn engine_ceiling(
         "passthrough_median_events_per_sec": passthrough,
         "ceiling_ratio": ceiling,
     })))
+}
+
+/// The warm-up's arguments: one step at the highest offered rate, `--broker-warmup` long.
+fn warmup_args(args: &E2eArgs) -> E2eArgs {
+    E2eArgs {
+        rates: vec![args.rates.iter().copied().fold(0.0, f64::max)],
+        step: args.broker_warmup,
+        ..args.clone()
+    }
+}
+
+/// The passthrough through [`warmup_args`] as round 0, on topics of its own; its results are
+/// dropped.
+fn warm_up_broker(
+    args: &E2eArgs,
+    brokers: &str,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<(), BenchError> {
+    let warmup = warmup_args(args);
+    run_system(SystemKind::Passthrough, 0, &warmup, brokers, runtime).map(|_| ())
 }
 
 fn run_system(
@@ -1030,6 +1058,9 @@ pub fn run(args: &E2eArgs) -> Result<PathBuf, BenchError> {
     let broker = Broker::start(args.brokers.as_deref(), &args.out, "e2e")?;
     let broker_info = Some(broker.info.clone());
     let rounds = if args.garbage_only { 0 } else { args.rounds };
+    if rounds > 0 && !args.broker_warmup.is_zero() {
+        warm_up_broker(args, &broker.info.bootstrap, &runtime)?;
+    }
     for round in 1..=rounds {
         for kind in round_order(&args.systems, round) {
             results.push(run_system(
@@ -1131,6 +1162,30 @@ mod tests {
         assert_eq!(round_order(&systems, 3), systems);
         assert_eq!(round_name(SystemKind::Veto, 1), "veto");
         assert_eq!(round_name(SystemKind::Veto, 3), "veto-r3");
+    }
+
+    #[test]
+    fn the_broker_warms_up_at_the_highest_rate_on_topics_of_its_own() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: E2eArgs,
+        }
+        let parse = |argv: &[&str]| <Cli as clap::Parser>::try_parse_from(argv).map(|c| c.args);
+        let args = parse(&["e2e", "--rates", "1000,20000,5000", "--step", "40s"]).expect("args");
+        assert_eq!(args.broker_warmup, Duration::from_secs(60));
+        let warmup = warmup_args(&args);
+        assert_eq!(warmup.rates, vec![20000.0]);
+        assert_eq!(warmup.step, Duration::from_secs(60));
+        assert_eq!(warmup.saturation_events, args.saturation_events);
+        let topics = SystemTopics::for_system(SystemKind::Passthrough, 0);
+        assert_eq!(topics.input, "bench-passthrough-warmup-payments");
+        assert_ne!(
+            topics.input,
+            SystemTopics::for_system(SystemKind::Passthrough, 1).input
+        );
+        let off = parse(&["e2e", "--broker-warmup", "0s"]).expect("args");
+        assert!(off.broker_warmup.is_zero());
     }
 
     #[test]
