@@ -616,6 +616,9 @@ pub struct StepResult {
     pub started_unix_s: f64,
     /// Per-second latency percentiles: (seconds since the step began, summary).
     pub per_second: Vec<(f64, LatencySummary)>,
+    /// Veto's CPU per decided event by thread group, from the step's first send until 95 % of
+    /// its decisions are in (`None` for the passthrough, which runs inside the harness).
+    pub cpu_per_event: Option<CpuPerEvent>,
 }
 
 /// Everything measured for one system.
@@ -725,6 +728,7 @@ fn step_result(tracker: &Tracker, range: std::ops::Range<usize>, offered: f64) -
         latency: LatencySummary::from_nanos(&mut latencies),
         started_unix_s: tracker.base_unix_s + step_start as f64 / 1e9,
         per_second,
+        cpu_per_event: None,
     }
 }
 
@@ -904,15 +908,23 @@ fn run_system(
     let mut start = saturation;
     for (rate, count) in args.rates.iter().zip(&step_events) {
         let range = start..start + count;
+        // from the step's start (none of its events decided yet) to 95 % of its decisions
+        let mut cpu = running
+            .veto_process()
+            .map(|v| CpuWindow::new(v.pid(), 0, count * 19 / 20));
+        if let Some(cpu) = cpu.as_mut() {
+            cpu.observe(0);
+        }
         sender.send(range.clone(), Some(*rate), &tracker)?;
         wait_for(
             &tracker,
             range.clone(),
             args.drain_timeout,
             running.veto_process(),
-            None,
+            cpu.as_mut(),
         )?;
-        let step = step_result(&tracker, range.clone(), *rate);
+        let mut step = step_result(&tracker, range.clone(), *rate);
+        step.cpu_per_event = cpu.and_then(|c| c.result());
         eprintln!(
             "[{name}] {rate:.0} events/s offered: {}/{} decisions, achieved {:.0}/s, p50 {:.0} µs, p99 {:.0} µs",
             step.received,
@@ -921,6 +933,9 @@ fn run_system(
             step.latency.map(|l| l.p50_us).unwrap_or(f64::NAN),
             step.latency.map(|l| l.p99_us).unwrap_or(f64::NAN),
         );
+        if let Some(cpu) = &step.cpu_per_event {
+            eprintln!("[{name}] CPU per decided event at {rate:.0} events/s (/proc, over the step): {cpu}");
+        }
         steps.push(step);
         start = range.end;
     }
