@@ -3,7 +3,22 @@
 
 use std::collections::BTreeMap;
 
-use crate::kit::process::thread_cpu_seconds;
+use crate::kit::process::{process_cpu_seconds, thread_cpu_seconds};
+
+/// The group of [`CpuPerEvent::by_thread_us`] for threads that ended between the two samples
+/// (or started and ended between them: a checkpoint's writer, the blocking pool's threads),
+/// which `/proc/<pid>/task` no longer lists: the process's own total less the listed threads.
+pub const ENDED_THREADS: &str = "ended threads";
+
+/// One sample: decided events, CPU seconds by thread group, the process's total CPU seconds
+/// and its thread count.
+type Sample = (usize, BTreeMap<String, f64>, Option<(f64, usize)>);
+
+fn sample(pid: u32, decided: usize) -> Sample {
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count());
+    let total = process_cpu_seconds(pid).map(|t| (t, threads));
+    (decided, thread_cpu_seconds(pid), total)
+}
 
 /// Samples a process's thread CPU when the count of decided events first reaches `from_at` and
 /// `to_at`.
@@ -12,8 +27,8 @@ pub struct CpuWindow {
     pid: u32,
     from_at: usize,
     to_at: usize,
-    from: Option<(usize, BTreeMap<String, f64>)>,
-    to: Option<(usize, BTreeMap<String, f64>)>,
+    from: Option<Sample>,
+    to: Option<Sample>,
 }
 
 /// CPU microseconds per decided event between the two samples.
@@ -23,7 +38,8 @@ pub struct CpuPerEvent {
     pub events: u64,
     /// Every thread of the process.
     pub total_us: f64,
-    /// By thread group (`veto-worker`, `veto-source`, `rdk:broker`, `veto-rt`, …).
+    /// By thread group (`veto-worker`, `veto-source`, `rdk:broker`, `veto-rt`, …; threads
+    /// that ended meanwhile under [`ENDED_THREADS`]).
     pub by_thread_us: BTreeMap<String, f64>,
 }
 
@@ -41,18 +57,18 @@ impl CpuWindow {
     /// Takes a sample when `decided` first reaches a mark (call it as the count grows).
     pub fn observe(&mut self, decided: usize) {
         if self.from.is_none() && decided >= self.from_at {
-            self.from = Some((decided, thread_cpu_seconds(self.pid)));
+            self.from = Some(sample(self.pid, decided));
         } else if self.from.is_some() && self.to.is_none() && decided >= self.to_at {
-            self.to = Some((decided, thread_cpu_seconds(self.pid)));
+            self.to = Some(sample(self.pid, decided));
         }
     }
 
     /// `None` until both samples are taken, or when no events or no CPU lie between them
     /// (`/proc` unreadable).
     pub fn result(&self) -> Option<CpuPerEvent> {
-        let ((n0, a), (n1, b)) = (self.from.as_ref()?, self.to.as_ref()?);
+        let ((n0, a, total0), (n1, b, total1)) = (self.from.as_ref()?, self.to.as_ref()?);
         let events = n1.checked_sub(*n0).filter(|&n| n > 0)? as f64;
-        let by_thread_us: BTreeMap<String, f64> = b
+        let mut by_thread_us: BTreeMap<String, f64> = b
             .iter()
             .map(|(name, s)| {
                 let before = a.get(name).copied().unwrap_or(0.0);
@@ -60,7 +76,19 @@ impl CpuWindow {
             })
             .filter(|(_, us)| *us > 0.0)
             .collect();
-        let total_us: f64 = by_thread_us.values().sum();
+        let listed_us: f64 = by_thread_us.values().sum();
+        let (total_us, threads) = match (total0, total1) {
+            (Some((t0, _)), Some((t1, threads))) => {
+                (((t1 - t0) * 1e6 / events).max(listed_us), *threads)
+            }
+            _ => (listed_us, 0),
+        };
+        // `/proc` rounds each thread's time to 10-ms ticks: a remainder within a tick per
+        // thread is that rounding, not a thread that ended
+        let rounding_us = 1e4 * (threads + 1) as f64 / events;
+        if total_us - listed_us > rounding_us {
+            by_thread_us.insert(ENDED_THREADS.to_owned(), total_us - listed_us);
+        }
         (total_us > 0.0).then_some(CpuPerEvent {
             events: events as u64,
             total_us,
@@ -122,6 +150,32 @@ mod tests {
     }
 
     #[test]
+    fn a_thread_that_ended_inside_the_window_is_counted() {
+        if !cfg!(target_os = "linux") {
+            return;
+        }
+        let mut window = CpuWindow::new(std::process::id(), 10, 1_010);
+        window.observe(10);
+        std::thread::Builder::new()
+            .name("cpu-window-ended".into())
+            .spawn(|| {
+                let until = std::time::Instant::now() + std::time::Duration::from_millis(400);
+                while std::time::Instant::now() < until {
+                    std::hint::black_box(0u64);
+                }
+            })
+            .expect("spawn")
+            .join()
+            .expect("join");
+        window.observe(1_010);
+        let result = window.result().expect("a result");
+        // about 400 ms of one core over 1,000 events: ~400 µs each (less on a loaded machine)
+        let ended = result.by_thread_us.get(ENDED_THREADS).copied();
+        assert!(ended.is_some_and(|us| us > 40.0), "{result}");
+        assert!(result.total_us >= result.by_thread_us.values().sum::<f64>() - 1e-6);
+    }
+
+    #[test]
     fn per_event_figures_are_the_differences_over_the_events() {
         let at = |pairs: &[(&str, f64)]| -> BTreeMap<String, f64> {
             pairs.iter().map(|(n, s)| (n.to_string(), *s)).collect()
@@ -130,10 +184,15 @@ mod tests {
             pid: 0,
             from_at: 0,
             to_at: 0,
-            from: Some((1_000, at(&[("veto-worker", 1.0), ("rdk:broker", 0.5)]))),
+            from: Some((
+                1_000,
+                at(&[("veto-worker", 1.0), ("rdk:broker", 0.5)]),
+                None,
+            )),
             to: Some((
                 3_000,
                 at(&[("veto-worker", 1.02), ("rdk:broker", 0.51), ("new", 0.002)]),
+                None,
             )),
         };
         let r = window.result().expect("result");

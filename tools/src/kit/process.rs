@@ -33,6 +33,13 @@ pub fn cpu_seconds() -> f64 {
     parse_cpu_seconds(&stat)
 }
 
+/// User + system CPU seconds of process `pid` so far, every thread it ran included (those that
+/// have ended too); `None` when `/proc` cannot be read.
+pub fn process_cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    Some(parse_cpu_seconds(&stat))
+}
+
 /// User + system CPU seconds of each thread group of process `pid` so far, by thread name with
 /// its trailing index dropped (`veto-worker-0` and `veto-worker-1` are `veto-worker`;
 /// librdkafka's `rdk:broker3` is `rdk:broker`). Empty when `/proc` cannot be read.
