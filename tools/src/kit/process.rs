@@ -27,10 +27,9 @@ pub fn dir_bytes(dir: &std::path::Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// User + system CPU seconds of this process so far.
+/// User + system CPU seconds of this process so far (0 when `/proc` cannot be read).
 pub fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    parse_cpu_seconds(&stat)
+    process_cpu_seconds(std::process::id()).unwrap_or(0.0)
 }
 
 /// User + system CPU seconds of process `pid` so far, every thread it ran included (those that
