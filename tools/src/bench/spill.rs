@@ -15,6 +15,7 @@ use crate::kit::process::{cpu_seconds, dir_bytes, rss_bytes};
 use veto::decider::{Engine, EventTimeTimers};
 use veto::event::PaymentEvent;
 use veto::reload::load_rules_blocking;
+use veto::rules::RuleSet;
 use veto::store::{StoreConfig, TagStore};
 use veto::synth::{Synth, SynthConfig};
 
@@ -25,6 +26,9 @@ use super::timers::met;
 use super::BenchError;
 
 const MIB: f64 = 1024.0 * 1024.0;
+
+/// `store.memory_budget` of the in-memory run: 1 PiB, beyond any machine's memory.
+const UNLIMITED_BUDGET: u64 = 1 << 50;
 
 /// Arguments of `veto-bench spill`.
 #[derive(Debug, Clone, clap::Args)]
@@ -138,6 +142,7 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> BenchError + '_ {
 fn plots(
     out: &Path,
     points: &[SpillPoint],
+    in_memory: &[f64],
     budget_bytes: u64,
     rss_before_store: u64,
 ) -> Result<Vec<String>, BenchError> {
@@ -158,13 +163,21 @@ fn plots(
             title: "Engine throughput as entities grow past the memory budget",
             x_label: "entities named so far",
             y_label: "events/s",
-            series: vec![Series {
-                name: "events/s (per step)".into(),
-                points: points
-                    .iter()
-                    .map(|p| (p.entities as f64, p.events_per_sec))
-                    .collect(),
-            }],
+            series: vec![
+                Series {
+                    name: "events/s (per step)".into(),
+                    points: points
+                        .iter()
+                        .map(|p| (p.entities as f64, p.events_per_sec))
+                        .collect(),
+                },
+                Series {
+                    name: "the same events, store in memory".into(),
+                    points: (points.iter().zip(in_memory))
+                        .map(|(p, &r)| (p.entities as f64, r))
+                        .collect(),
+                },
+            ],
             log_y: false,
             markers: markers(),
         },
@@ -231,6 +244,83 @@ fn plots(
     Ok(vec![throughput.into(), rss.into()])
 }
 
+/// An engine running `rules` over a tag store with `budget` in `dir`, and its timers.
+/// Due timers are taken (and dropped: the bench measures event decisions) as event time
+/// passes ([`decide_stream`]), so armed timers stay bounded as in a running service.
+fn open_engine(
+    rules: Arc<RuleSet>,
+    dir: &Path,
+    budget: u64,
+) -> Result<(Engine, Arc<EventTimeTimers>), BenchError> {
+    let store = TagStore::open(StoreConfig {
+        memory_budget_bytes: budget,
+        data_dir: dir.to_path_buf(),
+        ..StoreConfig::default()
+    })
+    .map_err(|e| BenchError::Invalid(format!("tag store in {}: {e}", dir.display())))?;
+    let timers = Arc::new(EventTimeTimers::default());
+    Ok((Engine::new(rules, Arc::new(store), timers.clone()), timers))
+}
+
+/// Events/s of `count` events decided in `seconds`.
+fn rate(count: usize, seconds: f64) -> f64 {
+    if seconds > 0.0 {
+        count as f64 / seconds
+    } else {
+        0.0
+    }
+}
+
+/// Decides the scenario's stream (`args.events` events, every one naming new entities) in
+/// steps of `args.step`, calling `after_step(events decided, entities named, events in the
+/// step, seconds)` after each. Events are made one at a time (no batch held in memory: RSS
+/// is the store's); due timers are taken every 256 events.
+fn decide_stream(
+    engine: &Engine,
+    timers: &EventTimeTimers,
+    args: &SpillArgs,
+    mut after_step: impl FnMut(usize, u64, usize, f64),
+) {
+    let mut synth = Synth::new(SynthConfig {
+        seed: args.seed,
+        ..SynthConfig::default()
+    });
+    let (mut named, mut done) = (0u64, 0usize);
+    while done < args.events {
+        let count = args.step.min(args.events - done);
+        let step_started = Instant::now();
+        for (i, mut event) in synth.by_ref().take(count).enumerate() {
+            named += make_entities_new(&mut event, (done + i) as u64);
+            std::hint::black_box(engine.decide(&event, event.event_time_ms).decision.outcome);
+            if i % 256 == 0 {
+                std::hint::black_box(timers.due(event.event_time_ms).len());
+            }
+        }
+        let seconds = step_started.elapsed().as_secs_f64();
+        done += count;
+        after_step(done, named, count, seconds);
+    }
+}
+
+/// The same stream with a store that never spills (a budget beyond any RSS): the events/s of
+/// each step, the in-memory figure for the very events the budgeted run decided.
+fn in_memory_rates(
+    args: &SpillArgs,
+    rules: Arc<RuleSet>,
+    parent: &Path,
+) -> Result<Vec<f64>, BenchError> {
+    let data_dir = tempfile::Builder::new()
+        .prefix("veto-bench-spill-memory-")
+        .tempdir_in(parent)
+        .map_err(io_err(parent))?;
+    let (engine, timers) = open_engine(rules, data_dir.path(), UNLIMITED_BUDGET)?;
+    let mut rates = Vec::new();
+    decide_stream(&engine, &timers, args, |_, _, count, seconds| {
+        rates.push(rate(count, seconds))
+    });
+    Ok(rates)
+}
+
 /// Runs the scenario and writes the report; returns the report's path.
 pub fn run(args: &SpillArgs) -> Result<PathBuf, BenchError> {
     if args.step == 0 || args.events == 0 || args.budget_mib == 0 {
@@ -251,20 +341,7 @@ pub fn run(args: &SpillArgs) -> Result<PathBuf, BenchError> {
         .map_err(io_err(&parent))?;
     let budget_bytes = args.budget_mib << 20;
     let rss_before_store = rss_bytes();
-    let store = TagStore::open(StoreConfig {
-        memory_budget_bytes: budget_bytes,
-        data_dir: data_dir.path().to_path_buf(),
-        ..StoreConfig::default()
-    })
-    .map_err(|e| BenchError::Invalid(format!("tag store in {}: {e}", data_dir.path().display())))?;
-    // Due timers are taken (and dropped: the bench measures event decisions) as event time
-    // passes, so armed timers stay bounded as in a running service.
-    let timers = Arc::new(EventTimeTimers::default());
-    let engine = Engine::new(rules, Arc::new(store), timers.clone());
-    let mut synth = Synth::new(SynthConfig {
-        seed: args.seed,
-        ..SynthConfig::default()
-    });
+    let (engine, timers) = open_engine(Arc::clone(&rules), data_dir.path(), budget_bytes)?;
     let merchants = SynthConfig::default().merchants;
     eprintln!(
         "spill: {} events in steps of {}, budget {} MiB, RocksDB in {} (RSS before the store {:.0} MiB)",
@@ -276,23 +353,7 @@ pub fn run(args: &SpillArgs) -> Result<PathBuf, BenchError> {
     );
     let cpu_before = cpu_seconds();
     let mut points = Vec::new();
-    let mut named = 0u64;
-    let mut done = 0usize;
-    while done < args.events {
-        let count = args.step.min(args.events - done);
-        // Events are made one at a time (no batch held in memory: RSS is the store's).
-        let step_started = Instant::now();
-        let mut decided = 0;
-        for (i, mut event) in synth.by_ref().take(count).enumerate() {
-            named += make_entities_new(&mut event, (done + i) as u64);
-            std::hint::black_box(engine.decide(&event, event.event_time_ms).decision.outcome);
-            if i % 256 == 0 {
-                std::hint::black_box(timers.due(event.event_time_ms).len());
-            }
-            decided += 1;
-        }
-        let seconds = step_started.elapsed().as_secs_f64();
-        done += decided;
+    decide_stream(&engine, &timers, args, |done, named, count, seconds| {
         let stats = engine.store().stats();
         let point = SpillPoint {
             events: done as u64,
@@ -303,11 +364,7 @@ pub fn run(args: &SpillArgs) -> Result<PathBuf, BenchError> {
             rss_bytes: rss_bytes(),
             rust_heap_bytes: super::heap::rust_heap_bytes(),
             rocksdb_bytes: stats.rocksdb_bytes,
-            events_per_sec: if seconds > 0.0 {
-                count as f64 / seconds
-            } else {
-                0.0
-            },
+            events_per_sec: rate(count, seconds),
             spilling: stats.entities_spilled > 0,
         };
         eprintln!(
@@ -323,33 +380,43 @@ pub fn run(args: &SpillArgs) -> Result<PathBuf, BenchError> {
             point.rocksdb_bytes as f64 / MIB
         );
         points.push(point);
-        if decided < count {
-            break;
-        }
-    }
+    });
     let cpu = cpu_seconds() - cpu_before;
     let check = budget_check(&points, budget_bytes, rss_before_store);
-    let before_spill: Vec<f64> = points
-        .iter()
-        .filter(|p| !p.spilling)
-        .map(|p| p.events_per_sec)
-        .collect();
-    let while_spilling: Vec<f64> = points
-        .iter()
-        .filter(|p| p.spilling)
-        .map(|p| p.events_per_sec)
+    let disk_bytes = dir_bytes(data_dir.path());
+    drop(engine);
+    eprintln!("spill: the same events again, with the store in memory (no budget)");
+    let in_memory = in_memory_rates(args, rules, &parent)?;
+    let rates = |spilling: bool| -> Vec<f64> {
+        (points.iter())
+            .filter(|p| p.spilling == spilling)
+            .map(|p| p.events_per_sec)
+            .collect()
+    };
+    let (before_spill, while_spilling) = (rates(false), rates(true));
+    // the in-memory run's steps over the very events decided while spilling
+    let same_events: Vec<f64> = (points.iter().zip(&in_memory))
+        .filter(|(p, _)| p.spilling)
+        .map(|(_, &r)| r)
         .collect();
     let mean = |v: &[f64]| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
-    let throughput_ratio = match (mean(&while_spilling), mean(&before_spill)) {
-        (Some(s), Some(b)) if b > 0.0 => Some(s / b),
+    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
         _ => None,
     };
+    let throughput_ratio = ratio(mean(&while_spilling), mean(&before_spill));
+    let in_memory_ratio = ratio(mean(&while_spilling), mean(&same_events));
     let fmt = |v: Option<f64>, d: usize| v.map_or("n/a".into(), |v| format!("{v:.d$}"));
     eprintln!(
         "spill: throughput before spilling {} events/s, while spilling {} events/s (ratio {})",
         fmt(mean(&before_spill), 0),
         fmt(mean(&while_spilling), 0),
         fmt(throughput_ratio, 2)
+    );
+    eprintln!(
+        "spill: the events decided while spilling, decided again with the store in memory: {} events/s (while spilling / in memory {})",
+        fmt(mean(&same_events), 0),
+        fmt(in_memory_ratio, 2)
     );
     eprintln!(
         "spill: while spilling, store RSS (RSS - RSS before the store) / budget max {} (target ≤ 1.10: {}); process RSS / budget max {}, last {}; store accounted / budget max {}",
@@ -359,8 +426,13 @@ pub fn run(args: &SpillArgs) -> Result<PathBuf, BenchError> {
         fmt(check.rss_over_budget_last, 2),
         fmt(check.accounted_over_budget_max, 2)
     );
-    let disk_bytes = dir_bytes(data_dir.path());
-    let plots = plots(&args.out, &points, budget_bytes, rss_before_store)?;
+    let plots = plots(
+        &args.out,
+        &points,
+        &in_memory,
+        budget_bytes,
+        rss_before_store,
+    )?;
     let report = Report {
         scenario: "spill".into(),
         started_at,
@@ -383,6 +455,9 @@ pub fn run(args: &SpillArgs) -> Result<PathBuf, BenchError> {
             "events_per_sec_before_spill": mean(&before_spill),
             "events_per_sec_while_spilling": mean(&while_spilling),
             "throughput_ratio_spilling_vs_not": throughput_ratio,
+            "events_per_sec_in_memory": in_memory,
+            "events_per_sec_in_memory_same_events": mean(&same_events),
+            "throughput_ratio_spilling_vs_in_memory": in_memory_ratio,
         }),
         plots,
     };
@@ -459,6 +534,13 @@ mod tests {
         assert_eq!(points.len(), 3);
         assert_eq!(points[2]["events"], 6_000);
         assert!(json["results"]["budget"]["points_spilling"].as_u64() > Some(0));
+        // the same events decided again in memory: a rate per step, and the ratio from them
+        let in_memory = json["results"]["events_per_sec_in_memory"]
+            .as_array()
+            .expect("in-memory rates");
+        assert_eq!(in_memory.len(), 3);
+        assert!(in_memory.iter().all(|r| r.as_f64() > Some(0.0)));
+        assert!(json["results"]["throughput_ratio_spilling_vs_in_memory"].as_f64() > Some(0.0));
         for plot in json["plots"].as_array().expect("plots") {
             let name = plot.as_str().expect("name");
             assert!(args.out.join(name).metadata().expect("png").len() > 1_000);
