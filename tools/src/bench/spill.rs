@@ -6,6 +6,8 @@
 //! linearly. After each `--step` events the harness records the step's throughput, the store's
 //! counters and this process's RSS. RSS is the whole process (harness, rule set, RocksDB
 //! memtables and block cache included) and is compared with the budget as the target in docs/benchmarks.md states it.
+//! Then a fresh engine whose store never spills decides the same events again: the in-memory
+//! figure the throughput while spilling is compared with, step for step.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
