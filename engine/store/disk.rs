@@ -14,8 +14,8 @@ use super::codec::{DecodeError, Reader, Writer};
 use super::{PartitionOffset, StoreError};
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompactionStyle,
-    DBCompressionType, IngestExternalFileOptions, Options, Range, ReadOptions, SstFileWriter,
-    WriteBatch, WriteOptions, DB,
+    DBCompressionType, IngestExternalFileOptions, MemtableFactory, Options, Range, ReadOptions,
+    SliceTransform, SstFileWriter, WriteBatch, WriteOptions, DB,
 };
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -241,6 +241,18 @@ fn write_spill_key(buf: &mut Vec<u8>, epoch: u64, key: &[u8]) {
     buf.extend_from_slice(key);
 }
 
+/// Hash buckets of a spill memtable: about one per entry of an 8 MiB memtable.
+const SPILL_MEMTABLE_BUCKETS: usize = 1 << 16;
+/// Sorted runs the spill column family gathers before universal compaction merges them.
+const SPILL_RUNS_BEFORE_COMPACTION: i32 = 8;
+
+/// Bytes of a RocksDB write batch before its first entry (sequence number, count).
+const WRITE_BATCH_HEADER: usize = 12;
+/// Bytes a spill entry adds to a write batch beyond its entity key and payload: the record
+/// tag, the column family id, the two lengths (varints of at most 5 bytes each) and the
+/// epoch prefix of the key.
+const SPILL_ENTRY_OVERHEAD: usize = 1 + 5 + 5 + 5 + 8;
+
 /// The store's RocksDB database.
 pub struct Disk {
     db: DB,
@@ -279,6 +291,8 @@ impl Disk {
         db_options.create_missing_column_families(true);
         db_options.set_paranoid_checks(true);
         db_options.set_max_background_jobs(2);
+        // the spill's hash memtable takes one writer at a time
+        db_options.set_allow_concurrent_memtable_write(false);
         if in_memory {
             let env = rocksdb::Env::mem_env().map_err(rocks("in-memory env"))?;
             db_options.set_env(&env);
@@ -292,6 +306,15 @@ impl Disk {
                 // took half of RocksDB's background CPU while spilling (docs/store.md).
                 o.set_compression_type(DBCompressionType::None);
                 o.set_compaction_style(DBCompactionStyle::Universal);
+                // Spilled entries are found by key, never scanned in order but by a
+                // checkpoint: a hash table takes them in at a fraction of a skip list's cost
+                // on the deciding thread; the flush sorts them in the background. Eight sorted
+                // runs before a compaction: the same data rewritten less often.
+                o.set_prefix_extractor(SliceTransform::create_noop());
+                o.set_memtable_factory(MemtableFactory::HashLinkList {
+                    bucket_count: SPILL_MEMTABLE_BUCKETS,
+                });
+                o.set_level_zero_file_num_compaction_trigger(SPILL_RUNS_BEFORE_COMPACTION);
             }
             ColumnFamilyDescriptor::new(name, o)
         });
@@ -357,7 +380,10 @@ impl Disk {
     pub fn spill(&self, entities: &SpillBatch) -> Result<(), StoreError> {
         let cf = self.cf(CF_SPILL)?;
         let epoch = self.spill_epoch.load(Ordering::Relaxed);
-        let mut batch = WriteBatch::default();
+        // sized up front: a batch grown by doubling copied itself over and over
+        let mut batch = WriteBatch::with_capacity_bytes(
+            WRITE_BATCH_HEADER + entities.bytes() as usize + entities.len() * SPILL_ENTRY_OVERHEAD,
+        );
         let mut key = Vec::new();
         for (entity, payload) in entities.iter() {
             write_spill_key(&mut key, epoch, entity);
@@ -513,6 +539,8 @@ impl Disk {
         let epoch = self.spill_epoch.load(Ordering::Relaxed);
         let mut options = ReadOptions::default();
         options.set_snapshot(&view.0);
+        // the spill's prefix extractor is the whole key: walk every key, not one prefix
+        options.set_total_order_seek(true);
         let (from, to) = epoch_range(epoch);
         options.set_iterate_lower_bound(from.to_vec());
         options.set_iterate_upper_bound(to.to_vec());

@@ -3,8 +3,8 @@
 use std::ops::Range;
 
 /// Entity keys (kind byte, value) and their encoded payloads, laid end to end in one buffer:
-/// an eviction allocates nothing per entity. [`SpillBatch::sort`] puts them in key order, the
-/// order in which RocksDB's memtable takes them fastest.
+/// an eviction allocates nothing per entity, and one kept batch serves eviction after eviction
+/// ([`SpillBatch::clear`]).
 #[derive(Debug, Default)]
 pub struct SpillBatch {
     bytes: Vec<u8>,
@@ -23,11 +23,10 @@ impl SpillBatch {
         self.entries.push((key..payload, payload..self.bytes.len()));
     }
 
-    /// Orders the entries by key.
-    pub fn sort(&mut self) {
-        let bytes = &self.bytes;
-        self.entries
-            .sort_unstable_by(|a, b| bytes[a.0.clone()].cmp(&bytes[b.0.clone()]));
+    /// Empties the batch, keeping its buffers.
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.entries.clear();
     }
 
     /// (entity key, payload) of each entry, in order.
@@ -56,21 +55,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn entries_keep_their_key_and_payload_and_sort_by_key() {
+    fn entries_keep_their_key_and_payload_until_cleared() {
         let mut batch = SpillBatch::default();
         batch.push(5, b"b", |buf| buf.extend_from_slice(b"two"));
-        batch.push(5, b"a", |buf| buf.extend_from_slice(b"one"));
         batch.push(1, b"zz", |_| {});
-        assert_eq!((batch.len(), batch.bytes()), (3, 13));
-        batch.sort();
+        assert_eq!((batch.len(), batch.bytes()), (2, 8));
         let entries: Vec<_> = batch.iter().collect();
         assert_eq!(
             entries,
-            vec![
-                (&b"\x01zz"[..], &b""[..]),
-                (&b"\x05a"[..], &b"one"[..]),
-                (&b"\x05b"[..], &b"two"[..])
-            ]
+            vec![(&b"\x05b"[..], &b"two"[..]), (&b"\x01zz"[..], &b""[..])]
+        );
+        batch.clear();
+        assert!(batch.is_empty());
+        assert_eq!(batch.bytes(), 0);
+        batch.push(2, b"c", |buf| buf.push(9));
+        assert_eq!(
+            batch.iter().collect::<Vec<_>>(),
+            vec![(&b"\x02c"[..], &[9u8][..])]
         );
     }
 }

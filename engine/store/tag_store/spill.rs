@@ -10,12 +10,23 @@ use crate::store::entity::{Entity, MAP_SLOT_ACCOUNTED};
 use crate::store::telemetry;
 use crate::store::StoreError;
 use ahash::AHashSet;
+use std::cell::RefCell;
 use std::sync::atomic::Ordering;
 
 /// One part in this of what RocksDB leaves of the budget is kept free for the allocator: its
 /// size classes, partly used pages and metadata came to about a quarter of the entity bytes
 /// under jemalloc in `veto-bench spill` (docs/store.md, "Memory budget and spill").
 const ALLOCATOR_RESERVE_PARTS: u64 = 5;
+
+thread_local! {
+    /// An eviction's buffers (entity ages, the spill batch), per thread and kept between
+    /// evictions: fresh ones would be allocated, faulted in and returned to the kernel at each
+    /// eviction (the allocator hands freed pages back at once).
+    static EVICTION: RefCell<(Vec<u32>, SpillBatch)> = RefCell::default();
+}
+
+/// A spill batch larger than this (an eviction after the budget shrank) is not kept.
+const KEPT_SPILL_BYTES: u64 = 4 << 20;
 
 /// Evictions between two refreshes of the entity budget from RocksDB's memory.
 pub(super) const BUDGET_REFRESH_EVICTIONS: u64 = 64;
@@ -122,6 +133,18 @@ impl TagStore {
     /// Brings a shard back to 90% of its budget: idle entities are deleted, then the least
     /// recently used ones are spilled (dirty) or dropped (clean, their checkpoint copy is current).
     fn evict(&self, shard: &mut Shard) {
+        EVICTION.with_borrow_mut(|(ages, spill)| {
+            ages.clear();
+            spill.clear();
+            self.evict_with(shard, ages, spill);
+            if spill.bytes() > KEPT_SPILL_BYTES {
+                *spill = SpillBatch::default();
+            }
+        });
+    }
+
+    /// [`TagStore::evict`] with cleared buffers.
+    fn evict_with(&self, shard: &mut Shard, ages: &mut Vec<u32>, spill: &mut SpillBatch) {
         let shard_budget = self.shard_budget.load(Ordering::Relaxed);
         let target = shard_budget - shard_budget / 10;
         let total = shard.memory();
@@ -132,16 +155,13 @@ impl TagStore {
         // An evicted entity frees its bytes but not its table slot.
         let saving = (shard.bytes / count as u64).saturating_sub(MAP_SLOT_ACCOUNTED as u64);
         let clock = shard.clock;
-        let mut ages: Vec<u32> = shard
-            .maps
-            .iter()
-            .flat_map(|m| m.values().map(|e| clock.wrapping_sub(e.last_access)))
-            .collect();
+        ages.extend(
+            (shard.maps.iter()).flat_map(|m| m.values().map(|e| clock.wrapping_sub(e.last_access))),
+        );
         let mut to_evict = ((total - target).div_ceil(saving.max(1)) as usize).clamp(1, count);
         let (_, threshold, _) = ages.select_nth_unstable_by(to_evict - 1, |a, b| b.cmp(a));
         let threshold = *threshold;
         let horizon = shard.watermark_ms.saturating_sub(self.cfg.expiry_grace_ms);
-        let mut spill = SpillBatch::default();
         let mut freed = 0u64;
         let mut idle = 0u64;
         let mut dropped_clean = false;
@@ -193,16 +213,14 @@ impl TagStore {
         if spill.is_empty() {
             return;
         }
-        // in key order, each memtable insert starts where the previous one ended
-        spill.sort();
-        match self.disk.spill(&spill) {
+        match self.disk.spill(spill) {
             Ok(()) => {
                 shard.spilled += spill.len() as u64;
                 telemetry::entities_spilled(spill.len() as u64, spill.bytes());
             }
             Err(error) => {
                 telemetry::spill_failed(&error);
-                self.reinsert(shard, &spill);
+                self.reinsert(shard, spill);
             }
         }
     }
