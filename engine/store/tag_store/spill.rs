@@ -25,8 +25,9 @@ thread_local! {
     static EVICTION: RefCell<(Vec<u32>, SpillBatch)> = RefCell::default();
 }
 
-/// A spill batch larger than this (an eviction after the budget shrank) is not kept.
-const KEPT_SPILL_BYTES: u64 = 4 << 20;
+/// Eviction buffers larger than this (a very large shard, an eviction after the budget
+/// shrank) are not kept.
+const KEPT_BUFFER_BYTES: usize = 4 << 20;
 
 /// Evictions between two refreshes of the entity budget from RocksDB's memory.
 pub(super) const BUDGET_REFRESH_EVICTIONS: u64 = 64;
@@ -137,7 +138,10 @@ impl TagStore {
             ages.clear();
             spill.clear();
             self.evict_with(shard, ages, spill);
-            if spill.bytes() > KEPT_SPILL_BYTES {
+            if ages.capacity() * size_of::<u32>() > KEPT_BUFFER_BYTES {
+                *ages = Vec::new();
+            }
+            if spill.bytes() > KEPT_BUFFER_BYTES as u64 {
                 *spill = SpillBatch::default();
             }
         });
