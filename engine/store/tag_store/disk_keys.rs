@@ -12,7 +12,7 @@ use fastbloom::BloomFilter;
 /// False-positive rate of each stage.
 const FALSE_POSITIVE_RATE: f64 = 0.005;
 /// Keys the first stage of a shard holds; each later stage holds twice the one before.
-const FIRST_STAGE_KEYS: usize = 4096;
+const FIRST_STAGE_KEYS: usize = 16384;
 /// A shard's filter beyond this many bytes is dropped and stays off until the store is cleared.
 pub const MAX_FILTER_BYTES: u64 = 32 << 20;
 
