@@ -11,7 +11,8 @@ use fastbloom::BloomFilter;
 
 /// False-positive rate of each stage.
 const FALSE_POSITIVE_RATE: f64 = 0.005;
-/// Keys the first stage of a shard holds; each later stage holds twice the one before.
+/// Keys the first stage of a shard holds; each later stage holds twice the one before. A
+/// brand-new key is looked up in every stage (a cache miss each), so the first is not small.
 const FIRST_STAGE_KEYS: usize = 16384;
 /// A shard's filter beyond this many bytes is dropped and stays off until the store is cleared.
 pub const MAX_FILTER_BYTES: u64 = 32 << 20;
