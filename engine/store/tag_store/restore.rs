@@ -144,9 +144,11 @@ impl TagStore {
                     if cold.load(Ordering::Relaxed) || stop.load(Ordering::Relaxed) {
                         cold.store(true, Ordering::Relaxed);
                         let hash = entity_hash(value);
-                        self.lock(self.shard_of(hash))
-                            .disk_keys
-                            .insert(kind as u8, hash);
+                        self.lock(self.shard_of(hash)).disk_keys.insert(
+                            kind as u8,
+                            hash,
+                            self.shard_budget.load(Ordering::Relaxed),
+                        );
                         return Ok(());
                     }
                     entity.persisted = true;
@@ -158,9 +160,11 @@ impl TagStore {
                     let hash = entity_hash(value);
                     if loaded_bytes.fetch_add(bytes, Ordering::Relaxed) >= load_limit {
                         cold.store(true, Ordering::Relaxed);
-                        self.lock(self.shard_of(hash))
-                            .disk_keys
-                            .insert(kind as u8, hash);
+                        self.lock(self.shard_of(hash)).disk_keys.insert(
+                            kind as u8,
+                            hash,
+                            self.shard_budget.load(Ordering::Relaxed),
+                        );
                         return Ok(());
                     }
                     let mut shard = self.lock(self.shard_of(hash));

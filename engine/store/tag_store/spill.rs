@@ -192,7 +192,7 @@ impl TagStore {
                 }
                 to_evict -= 1;
                 // on disk from here on (spilled, or its checkpoint copy is current)
-                disk_keys.insert(kind as u8, entity_hash(value));
+                disk_keys.insert(kind as u8, entity_hash(value), shard_budget);
                 if entity.dirty {
                     spill.push(kind as u8, value.as_bytes(), |buf| entity.encode(buf));
                 } else {
