@@ -128,6 +128,12 @@ impl TagStore {
         let stop = AtomicBool::new(false);
         let first_error: Mutex<Option<StoreError>> = Mutex::new(None);
         let retained = self.retained.read().clone();
+        // an entity left on disk only: its shard's filter must say it may be there
+        let leave_cold = |kind: u8, hash: u64| {
+            cold.store(true, Ordering::Relaxed);
+            let shard_budget = self.shard_budget.load(Ordering::Relaxed);
+            (self.lock(self.shard_of(hash)).disk_keys).insert(kind, hash, shard_budget);
+        };
         let worker = || {
             while !stop.load(Ordering::Relaxed) {
                 let Some(range) = ranges.get(next.fetch_add(1, Ordering::Relaxed)) else {
@@ -142,13 +148,7 @@ impl TagStore {
                         StoreError::CorruptCheckpoint(format!("entity {}: {e}", printable_key(key)))
                     })?;
                     if cold.load(Ordering::Relaxed) || stop.load(Ordering::Relaxed) {
-                        cold.store(true, Ordering::Relaxed);
-                        let hash = entity_hash(value);
-                        self.lock(self.shard_of(hash)).disk_keys.insert(
-                            kind as u8,
-                            hash,
-                            self.shard_budget.load(Ordering::Relaxed),
-                        );
+                        leave_cold(kind as u8, entity_hash(value));
                         return Ok(());
                     }
                     entity.persisted = true;
@@ -159,12 +159,7 @@ impl TagStore {
                     let bytes = entity.accounted_bytes(value.len()) as u64;
                     let hash = entity_hash(value);
                     if loaded_bytes.fetch_add(bytes, Ordering::Relaxed) >= load_limit {
-                        cold.store(true, Ordering::Relaxed);
-                        self.lock(self.shard_of(hash)).disk_keys.insert(
-                            kind as u8,
-                            hash,
-                            self.shard_budget.load(Ordering::Relaxed),
-                        );
+                        leave_cold(kind as u8, hash);
                         return Ok(());
                     }
                     let mut shard = self.lock(self.shard_of(hash));
