@@ -11,7 +11,8 @@
 #   broker.sh address DIR      print the bootstrap address of DIR's broker
 #
 # Environment: VETO_KAFKA_CACHE (default ~/.cache/veto-kafka), VETO_KAFKA_HEAP (default 768m),
-# VETO_KAFKA_START_TIMEOUT seconds (default 120), JAVA (default java).
+# VETO_KAFKA_GC (G1, the default, or ZGC), VETO_KAFKA_START_TIMEOUT seconds (default 120),
+# JAVA (default java).
 set -euo pipefail
 
 KAFKA_VERSION=4.4.0
@@ -39,8 +40,14 @@ free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-# A bounded heap; G1 with short pauses (latency figures are taken against this broker).
-JVM_OPTS=(-Xms"${VETO_KAFKA_HEAP:-768m}" -Xmx"${VETO_KAFKA_HEAP:-768m}" -XX:+UseG1GC -XX:MaxGCPauseMillis=20
+# A bounded heap; G1 with short pauses (latency figures are taken against this broker), or ZGC,
+# whose pauses stay under a millisecond (docs/benchmarks.md, "Broker GC").
+case "${VETO_KAFKA_GC:-G1}" in
+  G1) GC_OPTS=(-XX:+UseG1GC -XX:MaxGCPauseMillis=20) ;;
+  ZGC) GC_OPTS=(-XX:+UseZGC) ;;
+  *) die "VETO_KAFKA_GC must be G1 or ZGC, not ${VETO_KAFKA_GC}" ;;
+esac
+JVM_OPTS=(-Xms"${VETO_KAFKA_HEAP:-768m}" -Xmx"${VETO_KAFKA_HEAP:-768m}" "${GC_OPTS[@]}"
   -Djava.awt.headless=true -Dorg.slf4j.simpleLogger.defaultLogLevel=info
   -Dorg.slf4j.simpleLogger.showDateTime=true -cp "$LIBS/*")
 jvm() { "$JAVA" "${JVM_OPTS[@]}" "$@"; }
@@ -101,7 +108,7 @@ start() {
   from=$(($(wc -c <"$dir/broker.log") + 1))
   # Its own session, so a signal to the test's process group does not reach it: only `stop`
   # and `kill` end it (setsid execs in place here, so $! is the JVM's pid).
-  setsid "$JAVA" "${JVM_OPTS[@]}" -Xlog:gc:file="$dir/gc.log":uptime kafka.Kafka "$dir/server.properties" \
+  setsid "$JAVA" "${JVM_OPTS[@]}" -Xlog:gc:file="$dir/gc.log":time,uptime kafka.Kafka "$dir/server.properties" \
     >>"$dir/broker.log" 2>&1 </dev/null &
   pid=$!
   echo "$pid" >"$dir/pid"
