@@ -107,7 +107,7 @@ fn run_stream(
             Arc::clone(&span),
             Arc::clone(&garbage_decided),
         );
-        Receiver::start_with(brokers, &topics.output, args.partitions, move |value| {
+        Receiver::start_with(brokers, &topics.output, args.partitions, move |value, _| {
             let decision = value.and_then(|v| wire::decode_decision(v).ok());
             match decision {
                 Some(d) if d.trigger == proto::Trigger::Timeout as i32 || d.shadow => {}
@@ -116,7 +116,7 @@ fn run_stream(
                     if d.event_id.starts_with("garbage-") {
                         garbage_decided.fetch_add(1, Ordering::Relaxed);
                     } else {
-                        tracker.record_decision(&d.event_id);
+                        tracker.record_decision(&d.event_id, None);
                     }
                 }
                 None => {
@@ -138,7 +138,7 @@ fn run_stream(
             brokers,
             &topics.dead_letters,
             args.partitions,
-            move |value| {
+            move |value, _| {
                 span.record(tracker.now_ns());
                 match value.map(veto::event::decode_dead_letter) {
                     Some(Ok(dl)) => {

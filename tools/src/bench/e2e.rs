@@ -15,7 +15,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -143,6 +143,9 @@ pub(super) struct Tracker {
     pub(super) base_unix_s: f64,
     pub(super) sent_ns: Vec<AtomicU64>,
     pub(super) recv_ns: Vec<AtomicU64>,
+    /// The decision's Kafka timestamp (`CreateTime`: its producer's produce call), epoch
+    /// milliseconds; 0 when unknown.
+    pub(super) produced_ms: Vec<AtomicI64>,
     pub(super) duplicates: AtomicU64,
     pub(super) foreign: AtomicU64,
 }
@@ -156,6 +159,7 @@ impl Tracker {
                 .map_or(0.0, |d| d.as_secs_f64()),
             sent_ns: (0..events).map(|_| AtomicU64::new(0)).collect(),
             recv_ns: (0..events).map(|_| AtomicU64::new(0)).collect(),
+            produced_ms: (0..events).map(|_| AtomicI64::new(0)).collect(),
             duplicates: AtomicU64::new(0),
             foreign: AtomicU64::new(0),
         }
@@ -166,7 +170,9 @@ impl Tracker {
         (self.base.elapsed().as_nanos() as u64).max(1)
     }
 
-    pub(super) fn record_decision(&self, event_id: &str) {
+    /// Records the first decision of `event_id`, produced at `produced_ms` (its Kafka
+    /// timestamp, when the record has one).
+    pub(super) fn record_decision(&self, event_id: &str, produced_ms: Option<i64>) {
         let index = parse_event_index(event_id).filter(|&i| i < self.recv_ns.len());
         let Some(index) = index else {
             self.foreign.fetch_add(1, Ordering::Relaxed);
@@ -178,6 +184,8 @@ impl Tracker {
             .is_err()
         {
             self.duplicates.fetch_add(1, Ordering::Relaxed);
+        } else if let Some(ms) = produced_ms {
+            self.produced_ms[index].store(ms, Ordering::Relaxed);
         }
     }
 
@@ -212,14 +220,14 @@ impl Receiver {
         partitions: i32,
         tracker: Arc<Tracker>,
     ) -> Result<Receiver, BenchError> {
-        Receiver::start_with(brokers, topic, partitions, move |value| {
+        Receiver::start_with(brokers, topic, partitions, move |value, produced_ms| {
             let Some(value) = value else {
                 tracker.foreign.fetch_add(1, Ordering::Relaxed);
                 return;
             };
             match wire::decode_decision(value) {
                 Ok(d) if d.trigger == proto::Trigger::Timeout as i32 || d.shadow => {}
-                Ok(d) => tracker.record_decision(&d.event_id),
+                Ok(d) => tracker.record_decision(&d.event_id, produced_ms),
                 Err(_) => {
                     tracker.foreign.fetch_add(1, Ordering::Relaxed);
                 }
@@ -227,12 +235,13 @@ impl Receiver {
         })
     }
 
-    /// Reads every partition of `topic` from the beginning, handing each record's value to `on_record`.
+    /// Reads every partition of `topic` from the beginning, handing each record's value and
+    /// Kafka timestamp (epoch milliseconds, when it has one) to `on_record`.
     pub(super) fn start_with(
         brokers: &str,
         topic: &str,
         partitions: i32,
-        mut on_record: impl FnMut(Option<&[u8]>) + Send + 'static,
+        mut on_record: impl FnMut(Option<&[u8]>, Option<i64>) + Send + 'static,
     ) -> Result<Receiver, BenchError> {
         let consumer: BaseConsumer = consumer_config(brokers, "veto-bench-receiver").create()?;
         let mut assignment = TopicPartitionList::new();
@@ -249,7 +258,8 @@ impl Receiver {
                     let Some(message) = consumer.poll(Duration::from_millis(50)) else {
                         continue;
                     };
-                    on_record(message?.payload());
+                    let message = message?;
+                    on_record(message.payload(), message.timestamp().to_millis());
                 }
                 Ok(())
             })
@@ -616,9 +626,64 @@ pub struct StepResult {
     pub started_unix_s: f64,
     /// Per-second latency percentiles: (seconds since the step began, summary).
     pub per_second: Vec<(f64, LatencySummary)>,
+    /// Each trip split at the decision's produce call (its Kafka `CreateTime`, whole
+    /// milliseconds): `to_output` from the send to it (the broker, consuming, deciding),
+    /// `after_output` from it to the harness receiving the decision (the system's producer, the
+    /// broker, the receiver). Each half is off by up to a millisecond the timestamp truncates.
+    pub split: Option<TripSplit>,
     /// Veto's CPU per decided event by thread group, from the step's first send until 95 % of
     /// its decisions are in (`None` for the passthrough, which runs inside the harness).
     pub cpu_per_event: Option<CpuPerEvent>,
+}
+
+/// The two halves of the step's trips, see [`StepResult::split`].
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct TripSplit {
+    pub to_output: LatencySummary,
+    pub after_output: LatencySummary,
+}
+
+impl TripSplit {
+    /// The halves of the trips of events `range` whose decision carried a timestamp.
+    fn of(tracker: &Tracker, range: std::ops::Range<usize>) -> Option<TripSplit> {
+        let base_ms = tracker.base_unix_s * 1e3;
+        let (mut to, mut after) = (Vec::new(), Vec::new());
+        for i in range {
+            let sent = tracker.sent_ns[i].load(Ordering::Relaxed);
+            let recv = tracker.recv_ns[i].load(Ordering::Relaxed);
+            let produced = tracker.produced_ms[i].load(Ordering::Relaxed);
+            if sent == 0 || recv == 0 || produced == 0 {
+                continue;
+            }
+            // nanoseconds since the tracker's base; a clock step could put it before the base
+            let produced = ((produced as f64 - base_ms) * 1e6).max(0.0) as u64;
+            to.push(produced.saturating_sub(sent));
+            after.push(recv.saturating_sub(produced));
+        }
+        Some(TripSplit {
+            to_output: LatencySummary::from_nanos(&mut to)?,
+            after_output: LatencySummary::from_nanos(&mut after)?,
+        })
+    }
+}
+
+impl std::fmt::Display for TripSplit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = |l: &LatencySummary| {
+            format!(
+                "p50 {:.1} / p99 {:.1} / p99.9 {:.1} ms",
+                l.p50_us / 1e3,
+                l.p99_us / 1e3,
+                l.p999_us / 1e3
+            )
+        };
+        write!(
+            f,
+            "to the output's produce call {}; after it {}",
+            ms(&self.to_output),
+            ms(&self.after_output)
+        )
+    }
 }
 
 /// Everything measured for one system.
@@ -728,6 +793,7 @@ fn step_result(tracker: &Tracker, range: std::ops::Range<usize>, offered: f64) -
         latency: LatencySummary::from_nanos(&mut latencies),
         started_unix_s: tracker.base_unix_s + step_start as f64 / 1e9,
         per_second,
+        split: TripSplit::of(tracker, range),
         cpu_per_event: None,
     }
 }
@@ -933,6 +999,9 @@ fn run_system(
             step.latency.map(|l| l.p50_us).unwrap_or(f64::NAN),
             step.latency.map(|l| l.p99_us).unwrap_or(f64::NAN),
         );
+        if let Some(split) = &step.split {
+            eprintln!("[{name}] {rate:.0} events/s, each trip split: {split}");
+        }
         if let Some(cpu) = &step.cpu_per_event {
             eprintln!("[{name}] CPU per decided event at {rate:.0} events/s (/proc, over the step): {cpu}");
         }
@@ -1233,10 +1302,10 @@ mod tests {
     #[test]
     fn tracker_counts_duplicates_and_foreign_records() {
         let tracker = Tracker::new(3);
-        tracker.record_decision("bench-1");
-        tracker.record_decision("bench-1");
-        tracker.record_decision("bench-9");
-        tracker.record_decision("other");
+        tracker.record_decision("bench-1", None);
+        tracker.record_decision("bench-1", None);
+        tracker.record_decision("bench-9", None);
+        tracker.record_decision("other", None);
         assert_eq!(tracker.received_in(0..3), 1);
         assert_eq!(tracker.duplicates.load(Ordering::Relaxed), 1);
         assert_eq!(tracker.foreign.load(Ordering::Relaxed), 2);
@@ -1279,9 +1348,34 @@ mod tests {
         let latency = step.latency.expect("samples");
         assert_eq!(latency.max_us, 20.0);
         assert_eq!(latency.p50_us, 10.0);
+        assert!(step.split.is_none(), "no decision carried a timestamp");
         let sat = saturation_result(&tracker, 0..4);
         assert_eq!(sat.received, 3);
         assert!((sat.seconds - 13e-6).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_trip_splits_at_the_decisions_produce_call() {
+        let tracker = Tracker::new(3);
+        let base_ms = (tracker.base_unix_s * 1e3).ceil() as i64;
+        // sent 1 ms and 2 ms after the base's millisecond; produced 3 ms after sending the
+        // first, 5 ms after the second; received 1 ms and 4 ms after that
+        let base_ns = ((base_ms as f64 - tracker.base_unix_s * 1e3) * 1e6) as u64;
+        for (i, (sent_ms, produced_ms, recv_ms)) in [(1, 4, 5), (2, 7, 11)].into_iter().enumerate()
+        {
+            tracker.sent_ns[i].store(base_ns + sent_ms * 1_000_000, Ordering::Relaxed);
+            tracker.recv_ns[i].store(base_ns + recv_ms * 1_000_000, Ordering::Relaxed);
+            tracker.produced_ms[i].store(base_ms + produced_ms as i64, Ordering::Relaxed);
+        }
+        // the third never got a decision
+        tracker.sent_ns[2].store(base_ns, Ordering::Relaxed);
+        let split = TripSplit::of(&tracker, 0..3).expect("two trips");
+        assert_eq!(split.to_output.count, 2);
+        let near = |us: f64, want_ms: f64| (us / 1e3 - want_ms).abs() < 0.01;
+        assert!(near(split.to_output.p50_us, 3.0), "{split:?}");
+        assert!(near(split.to_output.max_us, 5.0), "{split:?}");
+        assert!(near(split.after_output.p50_us, 1.0), "{split:?}");
+        assert!(near(split.after_output.max_us, 4.0), "{split:?}");
     }
 
     #[test]
