@@ -236,7 +236,8 @@ impl Receiver {
     }
 
     /// Reads every partition of `topic` from the beginning, handing each record's value and
-    /// Kafka timestamp (epoch milliseconds, when it has one) to `on_record`.
+    /// creation time (its producer's produce call, epoch milliseconds; `None` when the topic
+    /// stamps the broker's append time instead) to `on_record`.
     pub(super) fn start_with(
         brokers: &str,
         topic: &str,
@@ -259,7 +260,11 @@ impl Receiver {
                         continue;
                     };
                     let message = message?;
-                    on_record(message.payload(), message.timestamp().to_millis());
+                    let created = match message.timestamp() {
+                        rdkafka::Timestamp::CreateTime(ms) => Some(ms),
+                        _ => None,
+                    };
+                    on_record(message.payload(), created);
                 }
                 Ok(())
             })
