@@ -27,7 +27,17 @@ thread_local! {
 
 /// Eviction buffers larger than this (a very large shard, an eviction after the budget
 /// shrank) are not kept.
-const KEPT_BUFFER_BYTES: usize = 4 << 20;
+pub(super) const KEPT_BUFFER_BYTES: usize = 4 << 20;
+
+/// Frees an eviction's buffers that grew past [`KEPT_BUFFER_BYTES`] instead of keeping them.
+pub(super) fn drop_large_buffers(ages: &mut Vec<u32>, spill: &mut SpillBatch) {
+    if ages.capacity() * size_of::<u32>() > KEPT_BUFFER_BYTES {
+        *ages = Vec::new();
+    }
+    if spill.bytes() > KEPT_BUFFER_BYTES as u64 {
+        *spill = SpillBatch::default();
+    }
+}
 
 /// Evictions between two refreshes of the entity budget from RocksDB's memory.
 pub(super) const BUDGET_REFRESH_EVICTIONS: u64 = 64;
@@ -138,12 +148,7 @@ impl TagStore {
             ages.clear();
             spill.clear();
             self.evict_with(shard, ages, spill);
-            if ages.capacity() * size_of::<u32>() > KEPT_BUFFER_BYTES {
-                *ages = Vec::new();
-            }
-            if spill.bytes() > KEPT_BUFFER_BYTES as u64 {
-                *spill = SpillBatch::default();
-            }
+            drop_large_buffers(ages, spill);
         });
     }
 

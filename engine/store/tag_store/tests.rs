@@ -1,6 +1,6 @@
 //! Tests of the tag store: updates, tags, spill, checkpoints (incl. exactly-once), restore.
 
-use super::spill::entity_budget;
+use super::spill::{drop_large_buffers, entity_budget, KEPT_BUFFER_BYTES};
 use super::{entity_key, Shard, TagStore};
 use crate::event::{Aggregate, Field, TagUpdate};
 use crate::store::{
@@ -808,4 +808,25 @@ fn tables_shrink_when_the_budget_does_and_entities_keep_the_memory() {
         .sum();
     let kept = 20_000 * (entity_budget - filter) / peak.accounted_bytes / 3;
     assert!(after.entities_in_memory >= kept, "{after:?}, want {kept}");
+}
+
+#[test]
+fn eviction_buffers_are_kept_unless_they_grew_past_the_limit() {
+    let mut ages: Vec<u32> = Vec::with_capacity(1024);
+    let mut spill = crate::store::disk::SpillBatch::default();
+    spill.push(1, b"small", |buf| buf.extend_from_slice(&[0; 100]));
+    drop_large_buffers(&mut ages, &mut spill);
+    assert!(ages.capacity() >= 1024, "a small age list is kept");
+    assert_eq!(spill.len(), 1, "a small batch is kept");
+
+    let mut ages: Vec<u32> = Vec::with_capacity(KEPT_BUFFER_BYTES / 4 + 1);
+    spill.push(1, b"large", |buf| {
+        buf.resize(buf.len() + KEPT_BUFFER_BYTES, 0)
+    });
+    drop_large_buffers(&mut ages, &mut spill);
+    assert_eq!(ages.capacity(), 0, "a large age list is freed");
+    assert!(
+        spill.is_empty() && spill.bytes() == 0,
+        "a large batch is freed"
+    );
 }

@@ -1381,6 +1381,12 @@ mod tests {
         assert!(near(split.to_output.max_us, 5.0), "{split:?}");
         assert!(near(split.after_output.p50_us, 1.0), "{split:?}");
         assert!(near(split.after_output.max_us, 4.0), "{split:?}");
+        let printed = split.to_string();
+        assert!(
+            printed.starts_with("to the output's produce call p50 3.0 / p99 5.0")
+                && printed.contains("; after it p50 1.0 / p99 4.0"),
+            "{printed}"
+        );
     }
 
     #[test]
